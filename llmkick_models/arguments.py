@@ -1,0 +1,140 @@
+"""Parse and validate compressed-hf's own model_args into a ``CompressionSpec``.
+
+Everything here runs before the model (or torch) is loaded, so a typo costs seconds, not a model load.
+Every error names the argument, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from llmkick_models.methods import METHODS
+from llmkick_models.spec import CompressionSpec, NMPattern
+
+#: compressed-hf's own arguments; everything else goes to lm-eval's HFLM / ``from_pretrained``.
+COMPRESSION_ARGS: tuple[str, ...] = ("method", "sparsity", "pattern")
+
+#: HFLM / ``from_pretrained`` options that cannot be combined with compressing on load.
+INCOMPATIBLE_LOAD_ARGS: dict[str, str] = {
+    "peft": "adapters wrap the linears; merge the adapter into the model first, then compress",
+    "autogptq": "the checkpoint is already quantized",
+    "gptqmodel": "the checkpoint is already quantized",
+    "load_in_4bit": "bitsandbytes layers hold packed weights that cannot be pruned",
+    "load_in_8bit": "bitsandbytes layers hold packed weights that cannot be pruned",
+}
+
+_PATTERN_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+class CompressionArgumentError(ValueError):
+    """A compressed-hf model_arg is missing, malformed or contradicts another one."""
+
+
+def _allowed_methods() -> str:
+    return "|".join(METHODS)
+
+
+def parse_method(value: Any) -> str:
+    """``None`` (lm-eval turns ``method=none`` into None) or a registered method name."""
+    if value is None:
+        return "none"
+    if not isinstance(value, str) or value.strip().lower() not in METHODS:
+        raise CompressionArgumentError(
+            f"method={value!r} is not a known compression method; allowed: method={_allowed_methods()}"
+        )
+    return value.strip().lower()
+
+
+def parse_sparsity(value: Any) -> float:
+    """A fraction in [0, 1): the share of each weight matrix to zero."""
+    allowed = "a number in [0, 1), e.g. sparsity=0.5 for 50%"
+    if isinstance(value, bool):
+        raise CompressionArgumentError(f"sparsity={value!r} is not a number; allowed: {allowed}")
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise CompressionArgumentError(f"sparsity={value!r} is not a number; allowed: {allowed}") from None
+    if not 0.0 <= fraction < 1.0:
+        raise CompressionArgumentError(f"sparsity={value!r} is out of range; allowed: {allowed}")
+    return fraction
+
+
+def parse_pattern(value: Any) -> NMPattern | None:
+    """``unstructured`` (or None) -> None; ``N:M`` -> NMPattern with 0 < N < M."""
+    allowed = "pattern=unstructured or pattern=N:M with 0 < N < M (N zeros per M weights, e.g. 2:4, 4:8, 1:2)"
+    if value is None or (isinstance(value, str) and value.strip().lower() == "unstructured"):
+        return None
+    match = _PATTERN_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise CompressionArgumentError(f"pattern={value!r} is malformed; allowed: {allowed}")
+    pruned, group = int(match.group(1)), int(match.group(2))
+    if not 0 < pruned < group:
+        raise CompressionArgumentError(f"pattern={value!r} is impossible; allowed: {allowed}")
+    return NMPattern(pruned, group)
+
+
+def build_spec(method: Any = None, sparsity: Any = None, pattern: Any = None) -> CompressionSpec:
+    """Validate compressed-hf's arguments together and return the spec they describe.
+
+    ``sparsity``/``pattern`` left as None mean "not given"; giving one that the method does not use is an
+    error rather than a silent no-op, so a sweep cannot record a compression that never happened.
+    """
+    name = parse_method(method)
+    given = {"sparsity": sparsity, "pattern": pattern}
+    accepted = METHODS[name].accepts
+    for arg, value in given.items():
+        if value is not None and arg not in accepted:
+            uses = ", ".join(sorted(accepted)) or "no compression arguments"
+            raise CompressionArgumentError(
+                f"{arg}={value!r} does not apply to method={name} (it takes {uses}); "
+                f"choose a method that uses it: "
+                + "|".join(m for m, info in METHODS.items() if arg in info.accepts)
+            )
+    if name == "none":
+        return CompressionSpec()
+
+    nm = parse_pattern(pattern)
+    if nm is not None:
+        if sparsity is not None and abs(parse_sparsity(sparsity) - nm.sparsity) > 1e-9:
+            raise CompressionArgumentError(
+                f"sparsity={sparsity!r} conflicts with pattern={nm}, which fixes sparsity to "
+                f"{nm.pruned}/{nm.group} = {nm.sparsity:g}; drop sparsity= or use pattern=unstructured"
+            )
+        return CompressionSpec(method=name, sparsity=nm.sparsity, pattern=nm)
+    if "sparsity" in accepted and sparsity is None:
+        raise CompressionArgumentError(
+            f"method={name} needs sparsity= (a number in [0, 1), e.g. 0.5) or pattern=N:M (e.g. 2:4)"
+        )
+    return CompressionSpec(method=name, sparsity=parse_sparsity(sparsity) if sparsity is not None else 0.0)
+
+
+def reject_misspelled_args(extra_args: Iterable[str], known_elsewhere: Iterable[str]) -> None:
+    """Refuse extra model_args that look like a misspelled compression argument.
+
+    Extra arguments normally flow to ``from_pretrained``, which stores unknown names on the model config
+    without complaint; ``sparsty=0.5`` would then evaluate a dense model labelled as pruned.
+    """
+    known = set(known_elsewhere)
+    for arg in extra_args:
+        if arg in known:
+            continue
+        close = difflib.get_close_matches(arg, COMPRESSION_ARGS, n=1, cutoff=0.75)
+        if close:
+            raise CompressionArgumentError(
+                f"unknown model_arg {arg!r}: did you mean {close[0]!r}? "
+                f"compressed-hf's own arguments are: {', '.join(COMPRESSION_ARGS)}"
+            )
+
+
+def reject_incompatible_load_args(spec: CompressionSpec, load_args: Mapping[str, Any]) -> None:
+    """Refuse HFLM options whose loaded model cannot be compressed by us."""
+    if spec.is_dense:
+        return
+    for arg, why in INCOMPATIBLE_LOAD_ARGS.items():
+        if load_args.get(arg):
+            raise CompressionArgumentError(
+                f"{arg}={load_args[arg]!r} cannot be combined with method={spec.method}: {why}"
+            )

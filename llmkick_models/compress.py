@@ -1,0 +1,52 @@
+"""Apply a ``CompressionSpec`` to a loaded model: the one entry point every caller uses."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from llmkick_models.methods import load_method
+from llmkick_models.model_layout import TargetLinear, decoder_linears
+from llmkick_models.report import CompressionReport, measure_layer, measure_model
+from llmkick_models.spec import CompressionSpec
+
+log = logging.getLogger(__name__)
+
+
+def check_shapes(targets: list[TargetLinear], spec: CompressionSpec) -> None:
+    """Refuse before touching any weight when a layer cannot take the requested pattern."""
+    if spec.pattern is None:
+        return
+    for target in targets:
+        if target.shape[1] % spec.pattern.group:
+            raise ValueError(
+                f"pattern={spec.pattern}: layer {target.name} has {target.shape[1]} input columns, "
+                f"not a multiple of {spec.pattern.group}; choose an N:M whose M divides every layer's width"
+            )
+
+
+def compress_model(
+    model: nn.Module, spec: CompressionSpec, device: torch.device | str | None = None
+) -> CompressionReport:
+    """Compress the decoder linears of ``model`` in place and return the measured report.
+
+    ``device`` is where per-layer work runs (e.g. a GPU while the model sits on the CPU); defaults to
+    where each weight lives.
+    """
+    targets = decoder_linears(model)
+    if spec.is_dense:
+        return measure_model(targets, spec)
+    check_shapes(targets, spec)
+    method = load_method(spec.method)
+    start = time.perf_counter()
+    layers = []
+    with torch.no_grad():
+        for target in tqdm(targets, desc=f"llmkick {spec.method}", unit="linear", leave=False):
+            compute_device = torch.device(device) if device is not None else target.weight.device
+            extra = method.compress_layer(target, spec, compute_device)
+            layers.append(measure_layer(target, spec, extra))
+    return CompressionReport(spec, layers, time.perf_counter() - start)

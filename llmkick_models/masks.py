@@ -1,0 +1,54 @@
+"""Which weights to prune, given a score per weight: unstructured (per matrix or per row) and N:M.
+
+All selections are by rank with a stable sort, so exactly the requested count is pruned even when scores
+tie (dequantized GGUF weights tie a lot; a ``score <= threshold`` rule would prune more than asked).
+Masks are True where a weight is pruned.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llmkick_models.spec import NMPattern
+
+
+def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Mask of the ``count`` lowest entries along the last dimension (ties: lower index first)."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if count > 0:
+        order = torch.sort(scores, dim=-1, stable=True).indices[..., :count]
+        mask.scatter_(-1, order, True)
+    return mask
+
+
+def unstructured_mask(scores: torch.Tensor, sparsity: float, per_row: bool) -> torch.Tensor:
+    """Prune ``int(sparsity * n)`` lowest scores of the whole matrix, or of each row when ``per_row``."""
+    if per_row:
+        return _lowest(scores, int(scores.shape[-1] * sparsity))
+    flat = scores.reshape(1, -1)
+    return _lowest(flat, int(flat.shape[-1] * sparsity)).reshape(scores.shape)
+
+
+def nm_mask(scores: torch.Tensor, pattern: NMPattern) -> torch.Tensor:
+    """In every group of M consecutive columns of each row, prune the N lowest scores."""
+    rows, cols = scores.shape
+    if cols % pattern.group:
+        raise ValueError(f"{cols} input columns are not a multiple of the N:M group size {pattern.group}")
+    grouped = scores.reshape(rows, cols // pattern.group, pattern.group)
+    return _lowest(grouped, pattern.pruned).reshape(rows, cols)
+
+
+def pruning_mask(
+    scores: torch.Tensor, sparsity: float, pattern: NMPattern | None, per_row: bool
+) -> torch.Tensor:
+    """N:M mask when a pattern is given, else the unstructured mask at ``sparsity``."""
+    if pattern is not None:
+        return nm_mask(scores, pattern)
+    return unstructured_mask(scores, sparsity, per_row)
+
+
+def count_nm_violations(weight: torch.Tensor, pattern: NMPattern) -> int:
+    """Number of M-groups holding fewer than N zeros (0 means the pattern holds exactly)."""
+    rows, cols = weight.shape
+    zeros = (weight.reshape(rows, cols // pattern.group, pattern.group) == 0).sum(dim=-1)
+    return int((zeros < pattern.pruned).sum())

@@ -1,0 +1,28 @@
+"""Magnitude pruning: score |W|, zero the smallest (per matrix, or per N:M group). No calibration."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from llmkick_models.masks import pruning_mask
+from llmkick_models.methods.base import CompressionMethod
+from llmkick_models.model_layout import TargetLinear
+from llmkick_models.spec import CompressionSpec
+
+
+class Magnitude(CompressionMethod):
+    """Unstructured: the ``sparsity`` fraction of smallest |W| in the whole matrix (LLM-KICK's baseline)."""
+
+    name: ClassVar[str] = "magnitude"
+
+    def compress_layer(
+        self, target: TargetLinear, spec: CompressionSpec, device: torch.device
+    ) -> dict[str, float]:
+        """Zero the lowest-|W| weights of ``target`` in place."""
+        weight = target.weight
+        scores = weight.to(device=device, dtype=torch.float32).abs()
+        mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=False)
+        weight.masked_fill_(mask.to(weight.device), 0)
+        return {}

@@ -1,0 +1,97 @@
+"""The compression report: what was asked, and what the weights show afterwards.
+
+Sparsity is measured from the weights (zeros / entries), never copied from the request, so the report
+catches a method that prunes more or less than asked.  It reaches lm-eval's results JSON through
+``CompressedHFLM.get_model_info()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from llmkick_models.masks import count_nm_violations
+from llmkick_models.model_layout import TargetLinear
+from llmkick_models.spec import CompressionSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerReport:
+    """Measured facts about one compressed linear."""
+
+    name: str
+    shape: tuple[int, int]
+    zeros: int
+    sparsity: float
+    nm_violations: int | None = None  # M-groups with fewer than N zeros; None when unstructured
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CompressionReport:
+    """Per-layer measurements plus totals over all compressed linears."""
+
+    spec: CompressionSpec
+    layers: list[LayerReport]
+    seconds: float
+
+    @property
+    def total_weights(self) -> int:
+        """Entries in all compressed matrices."""
+        return sum(layer.shape[0] * layer.shape[1] for layer in self.layers)
+
+    @property
+    def overall_sparsity(self) -> float:
+        """Zeros over entries, across all compressed matrices."""
+        total = self.total_weights
+        return sum(layer.zeros for layer in self.layers) / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for lm-eval's results ``config``."""
+        return {
+            "spec": self.spec.to_dict(),
+            "overall_sparsity": self.overall_sparsity,
+            "compressed_linears": len(self.layers),
+            "compressed_weights": self.total_weights,
+            "seconds": round(self.seconds, 3),
+            "layers": {
+                layer.name: {k: v for k, v in asdict(layer).items() if k != "name" and v not in (None, {})}
+                for layer in self.layers
+            },
+        }
+
+    def log(self) -> None:
+        """One INFO line per compressed linear, then the totals."""
+        for layer in self.layers:
+            details = "".join(f" {key}={value:.4g}" for key, value in layer.extra.items())
+            if layer.nm_violations is not None:
+                details += f" nm_violations={layer.nm_violations}"
+            log.info("%s %s sparsity=%.4f%s", layer.name, list(layer.shape), layer.sparsity, details)
+        log.info(
+            "compressed %d linears (%d weights) with %s: overall sparsity %.4f in %.1fs",
+            len(self.layers),
+            self.total_weights,
+            self.spec.to_dict(),
+            self.overall_sparsity,
+            self.seconds,
+        )
+
+
+def measure_layer(target: TargetLinear, spec: CompressionSpec, extra: dict[str, float]) -> LayerReport:
+    """Count the zeros actually present in ``target``'s weight."""
+    weight = target.weight
+    zeros = int((weight == 0).sum())
+    rows, cols = target.shape
+    violations = count_nm_violations(weight, spec.pattern) if spec.pattern is not None else None
+    return LayerReport(target.name, (rows, cols), zeros, zeros / (rows * cols), violations, dict(extra))
+
+
+def measure_model(targets: list[TargetLinear], spec: CompressionSpec) -> CompressionReport:
+    """A report over ``targets`` as they are now (used for the dense baseline too)."""
+    with torch.no_grad():
+        return CompressionReport(spec, [measure_layer(t, spec, {}) for t in targets], 0.0)
