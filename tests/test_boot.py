@@ -1,0 +1,108 @@
+"""The site-packages boot hook: registers compressed-hf and llmkick tasks, costs nothing, never raises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from llmkick_models import _boot
+
+
+def _fake_manager_module(source_marker: str = "") -> types.ModuleType:
+    module = types.ModuleType("fake_manager")
+
+    class TaskManager:
+        def __init__(self, verbosity=None, include_path=None, include_defaults=True, metadata=None) -> None:
+            self.include_path = include_path
+
+    module.TaskManager = TaskManager
+    module.__source_marker__ = source_marker
+    return module
+
+
+@pytest.fixture
+def tasks_dir() -> str:
+    path = _boot.llmkick_tasks_dir()
+    assert path is not None and Path(path, "__init__.py").is_file()
+    return path
+
+
+def test_task_manager_gets_llmkick_tasks_first(tasks_dir: str) -> None:
+    module = _fake_manager_module()
+    _boot.patch_task_manager(module)
+    assert module.TaskManager().include_path == [tasks_dir]
+    assert module.TaskManager(include_path="/mine").include_path == [tasks_dir, "/mine"]
+    assert module.TaskManager(None, ["/a", "/b"]).include_path == [tasks_dir, "/a", "/b"]  # positional
+    assert module.TaskManager(include_path=[tasks_dir]).include_path == [tasks_dir]  # no duplicate
+    assert module.TaskManager(include_defaults=False).include_path is None  # user opted out
+
+
+def test_patch_is_idempotent(tasks_dir: str) -> None:
+    module = _fake_manager_module()
+    _boot.patch_task_manager(module)
+    _boot.patch_task_manager(module)
+    assert module.TaskManager().include_path == [tasks_dir]
+
+
+def test_patch_skipped_when_lm_eval_discovers_plugin_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _fake_manager_module()
+    monkeypatch.setattr(_boot, "lm_eval_discovers_plugin_tasks", lambda _module: True)
+    _boot.patch_task_manager(module)
+    assert module.TaskManager().include_path is None
+
+
+def test_discovery_detection_reads_the_manager_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_style = tmp_path / "new_manager.py"
+    new_style.write_text('from importlib.metadata import entry_points\nGROUP = "lm_eval.tasks"\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import new_manager
+
+    assert _boot.lm_eval_discovers_plugin_tasks(new_manager)
+    import lm_eval.tasks.manager
+
+    assert not _boot.lm_eval_discovers_plugin_tasks(lm_eval.tasks.manager)  # 0.4.13 has no discovery
+
+
+def test_failing_callback_never_breaks_the_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "watched_module.py").write_text("VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls: list[str] = []
+
+    def explode(module: types.ModuleType) -> None:
+        calls.append(module.__name__)
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(_boot.AFTER_IMPORT, "watched_module", explode)
+    import watched_module
+
+    assert watched_module.VALUE == 42
+    assert calls == ["watched_module"]
+    monkeypatch.delitem(sys.modules, "watched_module")
+
+
+def test_real_lm_eval_sees_model_and_tasks(tasks_dir: str) -> None:
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    from llmkick_models.compressed_hf import CompressedHFLM
+
+    assert get_model("compressed-hf") is CompressedHFLM
+    assert get_model("hf").__name__ == "HFLM"  # built-in models still load
+    assert TaskManager().include_path == [tasks_dir]  # indexes lm-eval's built-ins and ours
+
+
+def test_start_up_imports_nothing_heavy() -> None:
+    code = (
+        "import sys; from llmkick_models._boot import AfterImportFinder;"
+        "print(any(isinstance(f, AfterImportFinder) for f in sys.meta_path),"
+        " 'lm_eval' in sys.modules, 'torch' in sys.modules, 'typing' in sys.modules)"
+    )
+    # -S would skip site (and our .pth); run normally so the .pth is what installs the finder.
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["True", "False", "False", "False"]
