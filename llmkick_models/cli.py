@@ -1,0 +1,149 @@
+"""The ``llmkick`` command: ``sweep`` compression points through lm-eval, ``report``, ``compress`` a model.
+
+    llmkick sweep --model X --methods magnitude,wanda --sparsities 0,0.3,0.5 --patterns 2:4 \\
+        --tasks llmkick,llmkick_wikitext2_ppl --output runs/x [lm_eval options, e.g. --device cpu --limit 50]
+    llmkick report runs/x
+    llmkick compress --model X --model_args method=magnitude,sparsity=0.5 --output compressed/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmkick_models.arguments import parse_pattern, parse_sparsity
+
+
+def _csv(convert: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [convert(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError as error:  # keep our message (it names the value and what is allowed)
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _parse_kv(text: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected key=value pairs separated by commas, got {item!r}")
+        pairs[key] = value
+    return pairs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``llmkick`` (subcommands sweep, report, compress)."""
+    parser = argparse.ArgumentParser(prog="llmkick", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sweep = commands.add_parser("sweep", help="run lm-eval at every compression point (resumable)")
+    sweep.add_argument("--model", required=True, help="pretrained model id or local folder")
+    sweep.add_argument(
+        "--model_args", default="", help="extra HFLM args for every point, e.g. dtype=bfloat16"
+    )
+    sweep.add_argument("--methods", type=_csv(str), default=[], help="e.g. magnitude,wanda,sparsegpt")
+    sweep.add_argument("--sparsities", type=_csv(parse_sparsity), default=[], help="e.g. 0,0.1,0.3,0.5")
+    sweep.add_argument(
+        "--patterns", type=_csv(lambda p: str(parse_pattern(p))), default=[], help="e.g. 2:4,4:8"
+    )
+    sweep.add_argument("--bits", type=_csv(int), default=[], help="quantization bits for gptq/rtn, e.g. 8,4")
+    sweep.add_argument(
+        "--compress_args",
+        type=_parse_kv,
+        default={},
+        help="extra compression args, given only to methods that take them (calibration=..)",
+    )
+    sweep.add_argument("--tasks", required=True, help="lm-eval tasks, e.g. llmkick,llmkick_wikitext2_ppl")
+    sweep.add_argument("--output", required=True, type=Path, help="run directory (re-run to resume)")
+    sweep.add_argument("--no_report", action="store_true", help="do not write the report at the end")
+
+    report = commands.add_parser("report", help="markdown table + PNG plots of a sweep's run directory")
+    report.add_argument("run_dir", type=Path)
+
+    compress = commands.add_parser("compress", help="compress a model and save it (for --model hf or vLLM)")
+    compress.add_argument("--model", required=True, help="pretrained model id or local folder")
+    compress.add_argument(
+        "--model_args", default="", help="compressed-hf args, e.g. method=magnitude,sparsity=0.5"
+    )
+    compress.add_argument("--output", required=True, type=Path, help="folder to write (must not exist)")
+    compress.add_argument("--device", default="cpu", help="where compression runs (cpu, cuda:0, ...)")
+    return parser
+
+
+def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
+    from llmkick_models.sweep import plan_points, run_sweep
+    from llmkick_models.sweep_report import write_report
+
+    points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
+    print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
+    base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
+    run_sweep(points, args.output, base_model_args=base, tasks=args.tasks,
+              compress_args=args.compress_args, lm_eval_args=passthrough)  # fmt: skip
+    if not args.no_report:
+        report, plots = write_report(args.output)
+        print(f"report: {report} ({len(plots)} plots)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from llmkick_models.sweep_report import write_report
+
+    report, plots = write_report(args.run_dir)
+    print(report.read_text())
+    print(f"report: {report}; plots: {', '.join(str(p) for p in plots)}")
+    return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from lm_eval.utils import simple_parse_args_string
+
+    from llmkick_models.compressed_hf import CompressedHFLM
+
+    if args.output.exists():
+        raise SystemExit(f"--output {args.output} exists; choose a new folder")
+    lm = CompressedHFLM(
+        pretrained=args.model, device=args.device, **simple_parse_args_string(args.model_args)
+    )
+    model = lm.model
+    # Models loaded from GGUF carry a quantization_config that save_pretrained refuses; the weights are
+    # already dequantized floats, so the saved folder is a plain HF checkpoint.
+    if (
+        getattr(model.config, "quantization_config", None) is not None
+        and getattr(model, "is_quantized", False) is False
+    ):
+        del model.config.quantization_config
+    model.save_pretrained(args.output)
+    lm.tokenizer.save_pretrained(args.output)
+    report = lm.get_model_info().get("llmkick_compression", {})
+    (args.output / "llmkick_compression.json").write_text(json.dumps(report, indent=1, default=str))
+    print(f"saved {args.output} (overall sparsity {report.get('overall_sparsity', 0):.4f})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``llmkick`` console script."""
+    parser = build_parser()
+    args, passthrough = parser.parse_known_args(argv)
+    if args.command != "sweep" and passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    if args.command == "sweep":
+        if not args.methods:
+            parser.error("sweep: --methods is required (e.g. --methods magnitude,wanda)")
+        try:
+            return _sweep(args, passthrough)
+        except ValueError as error:
+            parser.error(str(error))
+    if args.command == "report":
+        return _report(args)
+    return _compress(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

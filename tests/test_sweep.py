@@ -1,0 +1,138 @@
+"""``llmkick sweep`` / ``report``: the grid, resumability, the matching verdict, table and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmkick_models.cli import main
+from llmkick_models.sweep import SweepPoint, plan_points, point_args
+from llmkick_models.sweep_report import headline_metrics, load_run, markdown_table, matches, write_report
+
+
+def test_plan_points_grid_and_ids() -> None:
+    points = plan_points(["magnitude"], sparsities=[0, 0.3, 0.5], patterns=["2:4"])
+    assert [p.point_id for p in points] == ["dense", "magnitude-s0.3", "magnitude-s0.5", "magnitude-2of4"]
+    assert points[3].model_args() == "method=magnitude,pattern=2:4"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": ["magic"], "sparsities": [0.5]}, "unknown method 'magic'"),
+        ({"methods": ["magnitude"]}, "no --sparsities/--patterns/--bits"),
+    ],
+)
+def test_plan_points_refuses_bad_grids(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_points(**kwargs)
+
+
+def test_cli_rejects_bad_values_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in (["--sparsities", "1.5"], ["--patterns", "3:2"]):
+        with pytest.raises(SystemExit):
+            main(
+                [
+                    "sweep",
+                    "--model",
+                    "m",
+                    "--methods",
+                    "magnitude",
+                    "--tasks",
+                    "t",
+                    "--output",
+                    str(tmp_path),
+                    *bad,
+                ]
+            )
+    errors = capsys.readouterr().err
+    assert "sparsity='1.5'" in errors and "pattern='3:2'" in errors
+    assert not (tmp_path / "sweep.json").exists()
+
+
+def test_compression_args_only_reach_methods_that_take_them() -> None:
+    point = SweepPoint("magnitude", sparsity=0.5)
+    args = point_args(point, "pretrained=m,dtype=float32", {"percdamp": "0.1"})
+    assert args == "pretrained=m,dtype=float32,method=magnitude,sparsity=0.5"  # magnitude has no Hessian
+    assert point_args(SweepPoint("none"), "pretrained=m", {"percdamp": "0.1"}) == "pretrained=m,method=none"
+
+
+def _fake_results(value: float, ppl: float, sparsity: float) -> dict:
+    return {
+        "results": {
+            "task_a": {"alias": "task_a", "acc,none": value, "acc_stderr,none": 0.01},
+            "ppl": {"word_perplexity,none": ppl, "byte_perplexity,none": 1.5},
+        },
+        "higher_is_better": {"task_a": {"acc": True}, "ppl": {"word_perplexity": False}},
+        "config": {"llmkick_compression": {"overall_sparsity": sparsity}},
+    }
+
+
+def _fake_run(run_dir: Path) -> None:
+    points = [
+        SweepPoint(),
+        SweepPoint("magnitude", 0.2),
+        SweepPoint("magnitude", 0.5),
+        SweepPoint("magnitude", pattern="2:4"),
+    ]
+    values = [(0.60, 20.0, 0.0), (0.58, 20.5, 0.2), (0.30, 90.0, 0.5), (0.20, 150.0, 0.5)]
+    (run_dir / "points").mkdir(parents=True)
+    (run_dir / "sweep.json").write_text(
+        json.dumps({"points": [p.as_dict() for p in points], "tasks": "task_a,ppl"})
+    )
+    for point, (acc, ppl, sparsity) in zip(points, values, strict=True):
+        folder = run_dir / "points" / point.point_id
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps(_fake_results(acc, ppl, sparsity)))
+
+
+def test_matching_follows_the_papers_five_percent() -> None:
+    assert matches(0.57, 0.60, higher_is_better=True)  # 95% of dense
+    assert not matches(0.56, 0.60, higher_is_better=True)
+    assert matches(21.0, 20.0, higher_is_better=False)  # perplexity: lower is better
+    assert not matches(21.1, 20.0, higher_is_better=False)
+
+
+def test_report_table_and_plots(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    points = load_run(tmp_path)
+    assert headline_metrics(points[0].results) == {
+        "task_a": ("acc,none", 0.6),
+        "ppl": ("word_perplexity,none", 20.0),
+    }
+    table = markdown_table(points)
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert "0.58 ✓" in rows["magnitude-s0.2"] and "20.5 ✓" in rows["magnitude-s0.2"]
+    assert "0.3 ✗" in rows["magnitude-s0.5"] and "90 ✗" in rows["magnitude-s0.5"]
+    report, plots = write_report(tmp_path)
+    assert {p.name for p in plots} == {"plot_task_a.png", "plot_ppl.png"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+    assert "plot_task_a.png" in report.read_text()
+
+
+def test_sweep_end_to_end_and_resume(tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "llmkick_models.cli", "sweep", "--model", str(tiny_llama_dir),
+        "--methods", "magnitude", "--sparsities", "0,0.5", "--patterns", "2:4",
+        "--tasks", "local_fixture_choice", "--output", str(run_dir),
+        "--include_path", str(local_task_dir), "--device", "cpu", "--limit", "4",
+    ]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = sorted(run_dir.glob("points/*/results.json"))
+    assert [p.parent.name for p in results] == ["dense", "magnitude-2of4", "magnitude-s0.5"]
+    report = json.loads((run_dir / "points" / "magnitude-2of4" / "results.json").read_text())
+    assert report["config"]["llmkick_compression"]["overall_sparsity"] == 0.5
+    assert (run_dir / "report.md").is_file() and (run_dir / "plot_local_fixture_choice.png").is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+
+    second = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("done earlier, skipped") == 3
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
