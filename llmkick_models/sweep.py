@@ -75,9 +75,7 @@ def plan_points(
     for method in methods:
         if method not in METHODS or method == "none":
             allowed = ", ".join(m for m in METHODS if m != "none")
-            raise ValueError(
-                f"--methods: unknown method {method!r}; allowed: {allowed}"
-            )
+            raise ValueError(f"--methods: unknown method {method!r}; allowed: {allowed}")
         accepts = METHODS[method].accepts
         candidates: list[SweepPoint] = []
         if "sparsity" in accepts:
