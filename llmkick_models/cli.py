@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress.add_argument("--output", required=True, type=Path, help="folder to write (must not exist)")
     compress.add_argument("--device", default="cpu", help="where compression runs (cpu, cuda:0, ...)")
+
+    convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
+    convert.add_argument("gguf_file", type=Path)
+    convert.add_argument("output", type=Path)
     return parser
 
 
@@ -142,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     if args.command == "report":
         return _report(args)
+    if args.command == "convert-gguf":
+        from llmkick_models.gguf import convert_gguf
+
+        print(f"saved {convert_gguf(args.gguf_file, args.output)}")
+        return 0
     return _compress(args)
 
 
