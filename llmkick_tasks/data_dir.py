@@ -1,0 +1,182 @@
+"""Where the LLM-KICK task data comes from: a local data directory, or the canonical public sources.
+
+Every llmkick task loads its documents through a ``custom_dataset`` function, which lm-eval calls with the
+task's metadata (the YAML ``metadata`` block, then ``--model_args``, then ``--metadata``; later wins).
+The data source is chosen here, once for all benchmarks:
+
+1. ``--metadata '{"data_dir": "/path"}'`` (or ``TaskManager(metadata={"data_dir": ...})``);
+2. otherwise the environment variable ``LLMKICK_DATA_DIR``;
+3. otherwise the canonical public sources: the official FreebaseQA release on GitHub, ``cais/mmlu`` and
+   ``mandarjoshi/trivia_qa`` on the Hugging Face Hub.  All go through the ``datasets`` cache, so they are
+   downloaded once and honour ``HF_DATASETS_OFFLINE``.
+
+A local data directory holds each benchmark in its ORIGINAL release layout (``LAYOUTS``), one folder per
+benchmark.  A directory that is named but missing, a missing file, or a file that does not parse is an
+error that names the path and the layout expected: a wrong data dir never silently falls back to a download.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "LLMKICK_DATA_DIR"
+METADATA_KEY = "data_dir"
+
+# Folder names accepted for each benchmark inside the data dir, in the order they are tried.  The
+# alternatives are the names the original archives extract to (triviaqa-rc.tar.gz) or that the shared
+# sample uses.
+FOLDER_NAMES: dict[str, tuple[str, ...]] = {
+    "freebaseqa": ("freebaseqa", "FreebaseQA"),
+    "mmlu": ("mmlu",),
+    "triviaqa": ("triviaqa", "triviaqa-rc", "triviaqa_sample"),
+}
+
+LAYOUTS: dict[str, str] = {
+    "freebaseqa": (
+        "  freebaseqa/FreebaseQA-{train,dev,eval}.json  official release (Questions[].RawQuestion,\n"
+        "                                               Parses[].Answers[].AnswersName), or\n"
+        "  freebaseqa/FreebaseQA-{split}.tab            8 tab-separated fields, answer and question last,\n"
+        "                                               one row per answer alias, or\n"
+        "  freebaseqa/FreebaseQA-{split}.txt            one 'question | answer' pair per line\n"
+        "  (for one split, .json is read if present, else .tab, else .txt)"
+    ),
+    "mmlu": (
+        "  mmlu/test/<subject>_test.csv  and  mmlu/dev/<subject>_dev.csv  (also mmlu/val/ in the release):\n"
+        "  the original Hendrycks CSVs, no header, columns question,A,B,C,D,answer (answer is A/B/C/D)"
+    ),
+    "triviaqa": (
+        "  triviaqa/qa/{web,wikipedia}-{train,dev}.json   TriviaQA rc question files (Data[].Question,\n"
+        "                                                 Answer.Aliases, EntityPages, SearchResults)\n"
+        "  triviaqa/evidence/wikipedia/<Filename>         entity pages (open-book task only)\n"
+        "  triviaqa/evidence/web/<Filename>               search results (open-book task only)\n"
+        "  (the folder may also be named triviaqa-rc or triviaqa_sample)"
+    ),
+}
+
+
+def register_benchmark(benchmark: str, layout: str, folder_names: tuple[str, ...] | None = None) -> None:
+    """Declare another benchmark's folder names and layout text (shown in errors) for the data dir.
+
+    Unregistered benchmarks still work: their folder is ``<data dir>/<benchmark>``.
+    """
+    FOLDER_NAMES[benchmark] = folder_names or (benchmark,)
+    LAYOUTS[benchmark] = layout
+
+
+class DataLayoutError(ValueError):
+    """A local data directory, file or record does not match the expected release layout."""
+
+
+def layout_error(benchmark: str, path: Path | str, problem: str) -> DataLayoutError:
+    """An error that names the offending path and shows the layout expected for ``benchmark``."""
+    return DataLayoutError(
+        f"{problem}: {path}\nExpected the {benchmark} data in its original release layout under the data dir"
+        f" (--metadata '{{\"{METADATA_KEY}\": ...}}' or ${ENV_VAR}):\n"
+        f"{LAYOUTS.get(benchmark, f'  {benchmark}/  (see the task documentation)')}"
+    )
+
+
+def resolve_data_dir(metadata: Mapping[str, Any] | None = None) -> Path | None:
+    """The local data directory to use, or ``None`` to use the public sources.
+
+    ``metadata["data_dir"]`` wins over the environment variable ``LLMKICK_DATA_DIR``.  A directory that is
+    named but does not exist is an error, never a silent fallback to downloading.
+    """
+    given = (metadata or {}).get(METADATA_KEY)
+    source = f"metadata {METADATA_KEY!r}"
+    if given in (None, ""):
+        given, source = os.environ.get(ENV_VAR) or None, f"${ENV_VAR}"
+    if given is None:
+        return None
+    path = Path(str(given)).expanduser()
+    if not path.is_dir():
+        raise DataLayoutError(
+            f"llmkick data dir from {source} is not a directory: {path.resolve()}\n"
+            f"Point it at a folder holding {', '.join(name + '/' for name, *_ in FOLDER_NAMES.values())} "
+            f"in their original release layouts, or unset it to use the public sources."
+        )
+    return path
+
+
+def benchmark_dir(data_dir: Path, benchmark: str) -> Path:
+    """The folder of ``benchmark`` inside ``data_dir`` (one of ``FOLDER_NAMES[benchmark]``)."""
+    candidates = [data_dir / name for name in FOLDER_NAMES.get(benchmark, (benchmark,))]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise layout_error(benchmark, data_dir, f"no {benchmark} folder in the data dir (tried {tried})")
+
+
+def local_benchmark_dir(metadata: Mapping[str, Any] | None, benchmark: str) -> Path | None:
+    """``benchmark``'s folder in the configured data dir, or ``None`` when the public sources are used."""
+    data_dir = resolve_data_dir(metadata)
+    return None if data_dir is None else benchmark_dir(data_dir, benchmark)
+
+
+def to_dataset(docs: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
+    """A ``datasets.Dataset`` of ``docs`` with exactly ``features`` (also when ``docs`` is empty)."""
+    return datasets.Dataset.from_dict(
+        {key: [doc[key] for doc in docs] for key in features}, features=features
+    )
+
+
+def _offline_hint(what: str, error: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"could not fetch {what} ({type(error).__name__}: {error}).\n"
+        f"Without network access (or with HF_DATASETS_OFFLINE=1 and nothing cached), give the tasks a local "
+        f'data dir: --metadata \'{{"{METADATA_KEY}": "/path"}}\' or ${ENV_VAR}.'
+    )
+
+
+def download_file(url: str) -> Path:
+    """Download ``url`` into the ``datasets`` cache (once) and return the local path."""
+    from datasets.utils.file_utils import cached_path
+
+    try:
+        return Path(cached_path(url))
+    except Exception as error:  # network, offline mode, HTTP errors: all need the same advice
+        raise _offline_hint(url, error) from error
+
+
+def load_hub_split(path: str, name: str | None, split: str) -> datasets.Dataset:
+    """One split of a Hub dataset, downloading only that split's files when the dataset is parquet.
+
+    ``load_dataset(path, name, split=...)`` downloads and prepares EVERY split of the config; for
+    TriviaQA rc that is the multi-gigabyte train split with all its evidence.  The builder already knows
+    which data files belong to which split, so for parquet datasets only ``split``'s files are loaded.
+    """
+    try:
+        builder = datasets.load_dataset_builder(path, name)
+        files = list((builder.config.data_files or {}).get(split) or [])
+        if files and all(str(file).endswith(".parquet") for file in files):
+            return datasets.load_dataset(
+                "parquet", data_files={split: files}, split=split, features=builder.info.features
+            )
+        return datasets.load_dataset(path, name, split=split)
+    except Exception as error:
+        raise _offline_hint(f"{path} ({name}, {split} split)", error) from error
+
+
+__all__ = [
+    "ENV_VAR",
+    "FOLDER_NAMES",
+    "LAYOUTS",
+    "DataLayoutError",
+    "benchmark_dir",
+    "download_file",
+    "layout_error",
+    "load_hub_split",
+    "local_benchmark_dir",
+    "register_benchmark",
+    "resolve_data_dir",
+    "to_dataset",
+]

@@ -1,0 +1,1 @@
+"""FreebaseQA tasks (LLM-KICK factoid QA)."""

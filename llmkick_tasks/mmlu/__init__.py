@@ -1,0 +1,1 @@
+"""MMLU tasks (LLM-KICK multiple-choice reasoning): the paper's generative protocol and loglikelihood."""

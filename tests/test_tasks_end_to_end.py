@@ -1,0 +1,155 @@
+"""Every llmkick exact-match task through the ``lm_eval`` CLI on a tiny model: fixture data, real data,
+mixed with another task in one run; and the same per-sample results at batch size 1 and 4."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from task_fixtures import FREEBASEQA_EVAL, FREEBASEQA_TRAIN, TRIVIAQA_DEV, evaluate, write_data_dir
+
+from llmkick_tasks.mmlu.utils import CATEGORIES, SUBJECTS
+
+LM_EVAL = Path(sys.executable).with_name("lm_eval")
+LEAF_TASKS = [
+    "llmkick_freebaseqa",
+    "llmkick_freebaseqa_paper",
+    "llmkick_triviaqa_closed",
+    "llmkick_triviaqa_open",
+    *(f"llmkick_mmlu_{subject}" for subject in SUBJECTS),
+    *(f"llmkick_mmlu_ll_{subject}" for subject in SUBJECTS),
+]
+GROUPS = [
+    "llmkick_mmlu",
+    "llmkick_mmlu_ll",
+    *(f"llmkick_mmlu_{category}" for category in CATEGORIES),
+    *(f"llmkick_mmlu_ll_{category}" for category in CATEGORIES),
+]
+TAGS = ["llmkick_triviaqa", "llmkick_closed_book"]
+METRICS = {
+    "llmkick_freebaseqa": {"contains", "exact_match"},
+    "llmkick_freebaseqa_paper": {"contains", "exact_match"},
+    "llmkick_triviaqa_closed": {"exact_match", "f1", "lenient_match"},
+    "llmkick_triviaqa_open": {"exact_match", "f1", "lenient_match"},
+    "llmkick_mmlu": {"acc", "letter_rate"},
+    "llmkick_mmlu_ll": {"acc"},
+}
+
+
+@pytest.fixture(scope="module")
+def task_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_data_dir(tmp_path_factory.mktemp("llmkick_data"))
+
+
+def _run_lm_eval(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("LLMKICK_DATA_DIR", None)
+    result = subprocess.run(
+        [str(LM_EVAL), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, (
+        f"lm_eval {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
+    return result
+
+
+def _evaluate_cli(model_dir: Path, tasks: list[str], metadata: dict, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "out"
+    _run_lm_eval(
+        [
+            "--model", "hf",
+            "--model_args", f"pretrained={model_dir}",
+            "--device", "cpu",
+            "--batch_size", "8",
+            "--tasks", ",".join(tasks),
+            "--metadata", json.dumps(metadata),
+            "--output_path", str(out),
+            *extra,
+        ],
+        tmp_path,
+    )  # fmt: skip
+    [results_file] = out.rglob("results_*.json")
+    return json.loads(results_file.read_text())
+
+
+def _check_every_task_ran(results: dict, limit: int, top_group: str) -> None:
+    scores = results["results"]
+    for task in LEAF_TASKS:
+        assert task in scores, f"{task} missing from the results"
+        assert results["n-samples"][task]["effective"] == limit
+    for group in [top_group, *GROUPS]:
+        assert group in scores, f"group {group} missing from the results"
+    for task, metrics in METRICS.items():
+        for metric in metrics:
+            assert 0.0 <= scores[task][f"{metric},none"] <= 1.0, (task, metric)
+    assert scores["llmkick_mmlu"]["sample_count"]["acc,none"] == limit * len(SUBJECTS)
+
+
+def test_lm_eval_ls_tasks_lists_every_llmkick_task(tmp_path: Path) -> None:
+    listing = _run_lm_eval(["ls", "tasks"], tmp_path).stdout
+    names = {line.split("|")[1].strip() for line in listing.splitlines() if line.startswith("|")}
+    missing = {*LEAF_TASKS, *GROUPS, *TAGS, "llmkick", "llmkick_paper"} - names
+    assert not missing, f"not listed by `lm_eval ls tasks`: {sorted(missing)}"
+
+
+def test_cli_every_task_on_fixture_data_mixed_with_another_task(
+    tiny_llama_dir: Path, task_data_dir: Path, local_task_dir: Path, tmp_path: Path
+) -> None:
+    results = _evaluate_cli(
+        tiny_llama_dir,
+        ["llmkick", "llmkick_freebaseqa_paper", "local_fixture_choice"],
+        {"data_dir": str(task_data_dir)},
+        tmp_path,
+        "--limit", "1",
+        "--include_path", str(local_task_dir),
+    )  # fmt: skip
+    _check_every_task_ran(results, limit=1, top_group="llmkick")
+    assert "acc,none" in results["results"]["local_fixture_choice"]  # a non-llmkick task in the same run
+    originals = {task: results["n-samples"][task]["original"] for task in LEAF_TASKS}
+    assert originals["llmkick_freebaseqa"] == len(FREEBASEQA_EVAL)
+    assert originals["llmkick_freebaseqa_paper"] == len(FREEBASEQA_TRAIN)
+    assert originals["llmkick_triviaqa_open"] == len(TRIVIAQA_DEV)
+    # the metadata reaches the tasks and is recorded with the results (the evidence knob, the data dir)
+    config = results["configs"]["llmkick_triviaqa_open"]["metadata"]
+    assert config["evidence_tokens"] == 768 and config["data_dir"] == str(task_data_dir)
+
+
+def test_cli_every_task_on_the_real_data(tiny_llama_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    metadata = {"data_dir": str(shared_data), "freebaseqa_split": "dev"}  # the shared data has FreebaseQA dev
+    # llmkick_paper + the two tasks it lacks: every task, and the other top-level group
+    tasks = ["llmkick_paper", "llmkick_freebaseqa", "llmkick_mmlu_ll"]
+    results = _evaluate_cli(tiny_llama_dir, tasks, metadata, tmp_path, "--limit", "2")
+    _check_every_task_ran(results, limit=2, top_group="llmkick_paper")
+    originals = {task: results["n-samples"][task]["original"] for task in LEAF_TASKS}
+    assert originals["llmkick_freebaseqa"] == 3995  # FreebaseQA-dev.tab (preferred over .txt)
+    assert originals["llmkick_freebaseqa_paper"] == 1000  # the first 1000 questions of the split
+    # web-dev (2) + wikipedia-dev (2)
+    assert originals["llmkick_triviaqa_closed"] == originals["llmkick_triviaqa_open"] == 4
+    assert sum(originals[f"llmkick_mmlu_{subject}"] for subject in SUBJECTS) == 14042
+    assert sum(originals[f"llmkick_mmlu_ll_{subject}"] for subject in SUBJECTS) == 14042
+
+
+def test_batch_size_does_not_change_any_sample(tiny_llama_dir: Path, task_data_dir: Path) -> None:
+    from lm_eval.models.huggingface import HFLM
+
+    tasks = ["llmkick_freebaseqa", "llmkick_triviaqa_open", "llmkick_mmlu_anatomy", "llmkick_mmlu_ll_anatomy"]
+    metadata = {"data_dir": str(task_data_dir), "tokenizer": str(tiny_llama_dir)}
+    per_batch_size = {}
+    for batch_size in (1, 4):
+        lm = HFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=batch_size)
+        results = evaluate(lm, tasks, metadata)
+        per_batch_size[batch_size] = (
+            {task: results["results"][task] for task in tasks},
+            {
+                task: [
+                    (s["doc_id"], s["filtered_resps"], s["metrics"], [s[m] for m in s["metrics"]])
+                    for s in samples
+                ]
+                for task, samples in results["samples"].items()
+            },
+        )
+    assert per_batch_size[1] == per_batch_size[4]
