@@ -106,9 +106,17 @@ def patch_task_manager(manager_module: ModuleType) -> None:
     task_manager.__init__ = init_with_llmkick_tasks
 
 
+def install_preflight(module: ModuleType) -> None:
+    """Let judged llmkick tasks refuse a run (e.g. no judge) before ``simple_evaluate`` loads the model."""
+    from llmkick_tasks.judge.preflight import install
+
+    install(module)
+
+
 AFTER_IMPORT: dict[str, Callable[[ModuleType], None]] = {
     "lm_eval.models": register_model,
     "lm_eval.tasks.manager": patch_task_manager,
+    "lm_eval.evaluator": install_preflight,
 }
 
 

@@ -1,0 +1,1 @@
+"""LLM-KICK instruction following: Vicuna-80, judged pairwise."""

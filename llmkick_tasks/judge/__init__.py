@@ -1,0 +1,1 @@
+"""LLM judge for llmkick tasks: client, cache, templates, parsers, protocols and task classes."""

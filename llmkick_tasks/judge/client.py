@@ -1,0 +1,315 @@
+"""OpenAI-compatible chat client for the judge: bounded concurrency, retries with backoff, on-disk cache.
+
+lm-eval hands a filter all responses of a task at once, so every judge request of a task is known up
+front; :meth:`JudgeClient.run` executes them concurrently (at most ``max_concurrency`` in flight) on an
+asyncio loop of its own.  Each request is first looked up in the :class:`~.cache.ResponseCache`; identical
+requests in flight share one HTTP call.  429, 5xx, timeouts and connection errors are retried with
+exponential backoff and jitter (``Retry-After`` is honoured); any other HTTP error fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import email.utils
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import openai
+
+from llmkick_tasks.judge.cache import ResponseCache
+from llmkick_tasks.judge.config import JudgeSettings, redact_url
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CACHE_KEY_VERSION = "llmkick-judge-v1"
+RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
+# The openai client's HTTP layer logs every request at INFO: hundreds of lines per task.
+TRANSPORT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+
+
+class JudgeRequestError(RuntimeError):
+    """A judge request failed for good (non-retryable error, or retries exhausted)."""
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat-completion request; :attr:`key` (hash of model + messages + parameters) is its cache key."""
+
+    model: str
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    temperature: float
+    max_tokens: int
+
+    @classmethod
+    def build(
+        cls, model: str, messages: Sequence[dict[str, str]], temperature: float, max_tokens: int
+    ) -> ChatRequest:
+        """A request from OpenAI-style ``[{"role": ..., "content": ...}]`` messages."""
+        return cls(
+            model, tuple((m["role"], m["content"]) for m in messages), float(temperature), int(max_tokens)
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body sent to ``/chat/completions`` (also what the cache stores)."""
+        return {
+            "model": self.model,
+            "messages": [{"role": role, "content": content} for role, content in self.messages],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    @property
+    def key(self) -> str:
+        """sha256 of the canonical JSON of :meth:`payload` (versioned, so a format change invalidates)."""
+        canonical = json.dumps(self.payload(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(f"{CACHE_KEY_VERSION}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A reply and where it came from."""
+
+    text: str
+    cached: bool
+
+
+@dataclass
+class ClientStats:
+    """Counters of one client; the request count is what a judging run costs."""
+
+    requests: int = 0  # asked for (cache hits included)
+    cached: int = 0  # answered from the on-disk cache (or by an identical request in flight)
+    sent: int = 0  # requests answered over HTTP (the billable ones)
+    retries: int = 0  # retried HTTP attempts
+    failed: int = 0  # gave up
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def summary(self) -> str:
+        """One log line."""
+        return (
+            f"{self.requests} requests: {self.cached} from cache, {self.sent} sent "
+            f"({self.retries} retries, {self.failed} failed), tokens in/out {self.prompt_tokens}/"
+            f"{self.completion_tokens}"
+        )
+
+
+def _retry_after_seconds(error: openai.APIStatusError) -> float | None:
+    """Seconds from a ``retry-after-ms`` / ``Retry-After`` header (number or HTTP date), if any."""
+    headers = error.response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000.0
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for rate limits, server errors, timeouts and dropped connections."""
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in RETRYABLE_STATUS or error.status_code >= 500
+    return isinstance(error, (openai.APIConnectionError, openai.APITimeoutError))
+
+
+def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from synchronous code, also when a loop is already running here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    # Called from inside a running loop (a notebook): run ours in a worker thread instead.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def quiet_transport_logs() -> Iterator[None]:
+    """Raise the HTTP transport loggers to WARNING for the duration, unless the user set their level."""
+    changed = [
+        logging.getLogger(n) for n in TRANSPORT_LOGGERS if logging.getLogger(n).level == logging.NOTSET
+    ]
+    for logger in changed:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger in changed:
+            logger.setLevel(logging.NOTSET)
+
+
+@dataclass
+class _Session:
+    """Per-run state, bound to one event loop."""
+
+    api: openai.AsyncOpenAI
+    semaphore: asyncio.Semaphore
+    in_flight: dict[str, asyncio.Future[ChatResult]] = field(default_factory=dict)
+
+
+class JudgeClient:
+    """Chat completions against an OpenAI-compatible endpoint, with concurrency, retries and a cache."""
+
+    def __init__(self, settings: JudgeSettings, cache: ResponseCache | None = None) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.stats = ClientStats()
+        self._session: _Session | None = None
+
+    # ------------------------------------------------------------------ running
+    def run(self, factory: Callable[[], Awaitable[T]]) -> T:
+        """Run ``factory()`` (a coroutine using :meth:`complete`) with a fresh connection pool; blocks."""
+
+        async def main() -> T:
+            api = openai.AsyncOpenAI(
+                api_key=self.settings.api_key(),
+                base_url=self.settings.base_url,
+                timeout=self.settings.timeout,
+                max_retries=0,  # retries are ours: counted, logged, with our backoff
+            )
+            self._session = _Session(api=api, semaphore=asyncio.Semaphore(self.settings.max_concurrency))
+            try:
+                return await factory()
+            finally:
+                self._session = None
+                await api.close()
+
+        started = time.monotonic()
+        try:
+            with quiet_transport_logs():
+                return run_sync(main)
+        finally:
+            log.info("llmkick judge (%s): %s in %.1f s", self.settings.model, self.stats.summary(),
+                     time.monotonic() - started)  # fmt: skip
+
+    def complete_all(self, requests: Iterable[ChatRequest]) -> list[ChatResult]:
+        """Answer all ``requests`` concurrently; raise :class:`JudgeRequestError` if any failed for good.
+
+        Every reply that did arrive is cached before the error is raised, so a re-run resumes.
+        """
+        requests = list(requests)
+
+        async def all_of_them() -> list[ChatResult]:
+            return await gather_or_raise([self.complete(request) for request in requests])
+
+        return self.run(all_of_them)
+
+    # ------------------------------------------------------------------ one request
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """The reply to ``request``: from the cache, from an identical request in flight, or over HTTP."""
+        if self._session is None:
+            raise RuntimeError("JudgeClient.complete() must run inside JudgeClient.run()")
+        self.stats.requests += 1
+        key = request.key
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.cached += 1
+                return ChatResult(hit.text, cached=True)
+        session = self._session
+        pending = session.in_flight.get(key)
+        if pending is not None:
+            self.stats.cached += 1
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ChatResult] = asyncio.get_running_loop().create_future()
+        session.in_flight[key] = future
+        try:
+            result = await self._send(session, request)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            session.in_flight.pop(key, None)
+
+    async def _send(self, session: _Session, request: ChatRequest) -> ChatResult:
+        settings = self.settings
+        payload = request.payload()
+        for attempt in range(settings.retries + 1):
+            try:
+                async with session.semaphore:
+                    response = await session.api.chat.completions.create(**payload)
+            except openai.APIError as error:
+                if not is_retryable(error) or attempt == settings.retries:
+                    self.stats.failed += 1
+                    raise JudgeRequestError(self._describe_failure(error, attempt)) from error
+                delay = self._backoff(attempt, error)
+                self.stats.retries += 1
+                log.debug(
+                    "judge request retry %d in %.2f s after %s", attempt + 1, delay, type(error).__name__
+                )
+                await asyncio.sleep(delay)  # outside the semaphore: others keep going
+                continue
+            text = (response.choices[0].message.content or "") if response.choices else ""
+            usage = None
+            if getattr(response, "usage", None) is not None:
+                usage = {
+                    "prompt_tokens": int(response.usage.prompt_tokens or 0),
+                    "completion_tokens": int(response.usage.completion_tokens or 0),
+                }
+                self.stats.prompt_tokens += usage["prompt_tokens"]
+                self.stats.completion_tokens += usage["completion_tokens"]
+            self.stats.sent += 1
+            if self.cache is not None:
+                self.cache.put(request.key, request.model, payload, text, usage)
+            return ChatResult(text, cached=False)
+        raise AssertionError("unreachable")  # the loop either returns or raises
+
+    def _backoff(self, attempt: int, error: BaseException) -> float:
+        """Exponential backoff with jitter; a server's Retry-After wins (both capped by max_backoff)."""
+        settings = self.settings
+        delay = min(settings.max_backoff, settings.backoff * (2**attempt)) * random.uniform(0.5, 1.0)
+        if isinstance(error, openai.APIStatusError):
+            hinted = _retry_after_seconds(error)
+            if hinted is not None:
+                delay = min(settings.max_backoff, hinted)
+        return delay
+
+    def _describe_failure(self, error: openai.APIError, attempt: int) -> str:
+        where = redact_url(self.settings.base_url) or "api.openai.com"
+        status = getattr(error, "status_code", None)
+        what = f"HTTP {status}" if status else type(error).__name__
+        hint = ""
+        if status in (401, 403):
+            hint = " (check the API key in $LLMKICK_JUDGE_API_KEY / $OPENAI_API_KEY)"
+        elif status == 404:
+            hint = f" (does the server serve the model {self.settings.model!r}?)"
+        tries = f" after {attempt + 1} attempts" if attempt else ""
+        return f"judge request to {where} failed{tries}: {what}{hint}: {error.message}"
+
+
+async def gather_or_raise(awaitables: Sequence[Awaitable[T]], what: str = "judge requests") -> list[T]:
+    """Await all; if some failed, raise one :class:`JudgeRequestError` after all others have finished."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        unexpected = [e for e in errors if not isinstance(e, JudgeRequestError)]
+        if unexpected:
+            raise unexpected[0]
+        raise JudgeRequestError(
+            f"{len(errors)} of {len(results)} {what} failed; every answered request is cached, so "
+            f"re-running resumes where this stopped. First error: {errors[0]}"
+        ) from errors[0]
+    return results  # type: ignore[return-value]

@@ -1,0 +1,130 @@
+"""Data plumbing shared by the judged tasks: local release layouts, JSONL files, reference answers.
+
+The data source follows :mod:`llmkick_tasks.data_dir`: ``--metadata '{"data_dir": ...}'``, else
+``$LLMKICK_DATA_DIR``, else the canonical public sources.  Inside a data dir each judged benchmark has a
+folder in its original layout (:data:`LAYOUTS`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from llmkick_tasks.data_dir import ENV_VAR, METADATA_KEY, DataLayoutError, download_file, resolve_data_dir
+
+FOLDER_NAMES: dict[str, tuple[str, ...]] = {
+    "cnn_dailymail": ("cnn_dailymail", "cnndm"),
+    "vicuna80": ("vicuna80", "vicuna_bench"),
+    "mt_bench": ("mt_bench",),
+}
+
+LAYOUTS: dict[str, str] = {
+    "cnn_dailymail": (
+        "  cnn_dailymail/{small,mid,large}/<id>.story   CNN/DailyMail story files (article paragraphs, then\n"
+        "                                              '@highlight' lines), one folder per length bin"
+    ),
+    "vicuna80": (
+        "  vicuna80/question.jsonl                       {question_id, category, text or FastChat's turns}\n"
+        "  vicuna80/reference_answer_gpt35.jsonl         optional: {question_id, text} reference answers\n"
+        "  (or vicuna80/reference_answer/gpt-3.5-turbo.jsonl in FastChat's answer format)"
+    ),
+    "mt_bench": (
+        "  mt_bench/question.jsonl                       {question_id, category, turns[2], reference?}\n"
+        "  mt_bench/reference_answer_gpt4.jsonl          optional, FastChat answers {question_id, choices}\n"
+        "  (or mt_bench/reference_answer/gpt-4.jsonl)"
+    ),
+}
+
+# Fields accepted as the id / the text of a reference answer in a user-supplied reference file.
+ID_FIELDS = ("id", "story_id", "question_id")
+TEXT_FIELDS = ("text", "reference", "summary", "answer")
+
+
+def layout_error(benchmark: str, path: Path | str, problem: str) -> DataLayoutError:
+    """An error that names the path and shows the layout expected for ``benchmark``."""
+    return DataLayoutError(
+        f"{problem}: {path}\nExpected the {benchmark} data in this layout under the data dir "
+        f"(--metadata '{{\"{METADATA_KEY}\": ...}}' or ${ENV_VAR}):\n{LAYOUTS[benchmark]}"
+    )
+
+
+def local_dir(metadata: Mapping[str, Any] | None, benchmark: str) -> Path | None:
+    """``benchmark``'s folder in the configured data dir; ``None`` when the public sources are used."""
+    data_dir = resolve_data_dir(metadata)
+    if data_dir is None:
+        return None
+    candidates = [data_dir / name for name in FOLDER_NAMES[benchmark]]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise layout_error(benchmark, data_dir, f"no {benchmark} folder in the data dir (tried {candidates})")
+
+
+def read_jsonl(path: Path, benchmark: str) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a line that is not a JSON object is a layout error naming it."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise layout_error(benchmark, path, f"cannot read ({error.strerror})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise layout_error(benchmark, path, f"line {number} is not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise layout_error(benchmark, path, f"line {number} is not a JSON object")
+        records.append(record)
+    return records
+
+
+def first_existing(folder: Path, names: Iterable[str]) -> Path | None:
+    """The first of ``folder/name`` that is a file."""
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+def fetch_jsonl(url: str, benchmark: str) -> list[dict[str, Any]]:
+    """A JSON-lines file from a public URL (downloaded once into the datasets cache)."""
+    return read_jsonl(download_file(url), benchmark)
+
+
+def answer_turns(record: Mapping[str, Any]) -> list[str] | None:
+    """The answer turns of a record in FastChat's answer format, or of a plain ``{text}`` record."""
+    choices = record.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+        turns = choices[0].get("turns")
+        if isinstance(turns, list) and all(isinstance(t, str) for t in turns):
+            return list(turns)
+    for field in TEXT_FIELDS:
+        if isinstance(record.get(field), str):
+            return [record[field]]
+    return None
+
+
+def read_reference_file(path: Path | str, benchmark: str) -> dict[str, list[str]]:
+    """Reference answers of a user file (JSONL), keyed by ``str(id)``: ``{id, text}`` or FastChat answers."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataLayoutError(f"reference_file does not exist: {path}")
+    references: dict[str, list[str]] = {}
+    for number, record in enumerate(read_jsonl(path, benchmark), 1):
+        key = next((record[f] for f in ID_FIELDS if f in record), None)
+        turns = answer_turns(record)
+        if key is None or turns is None:
+            raise DataLayoutError(
+                f"{path} line {number}: a reference record needs an id ({'/'.join(ID_FIELDS)}) and a text "
+                f"({'/'.join(TEXT_FIELDS)}, or FastChat's choices[0].turns)"
+            )
+        references[str(key)] = turns
+    return references
+
+
+def as_dataset(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.DatasetDict:
+    """The single ``test`` split lm-eval evaluates."""
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows, features=features)})

@@ -1,0 +1,163 @@
+"""Strict parsers for judge replies.
+
+A parser either returns the scores it is sure of, or a reason why it is not; it never guesses and never
+substitutes a default.  Callers count failures as ``judge_unparsed`` and leave them out of every mean.
+
+Scores are on the 1-10 scale of the judge templates; a score outside [1, 10] makes the whole reply
+unparseable (it is not clipped).  Accepted layouts:
+
+* pair of scores (Assistant 1 first): a line holding only the two numbers, ``8 7``, ``8, 7``, ``(8, 7)``,
+  ``8/10 7/10``, optionally after a label (``Scores: 8 7``) and markdown emphasis; or labelled lines
+  ``Assistant 1: 8`` / ``Assistant 2: 7`` (also on one line); or a tuple at the end of a line that names the
+  scores (``My final scores are (8, 7).``).  Prose may precede the scores.
+* four dimensions (summarization): the first four score-pair lines, in the template's order, or labelled
+  by dimension (``Coherence: 8 7``) in any order.
+* single rating (MT-Bench): ``[[7]]`` (also ``Rating: [[7]]``), or a line ``Rating: 7`` / ``Rating: 7/10``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SCORE_MIN = 1.0
+SCORE_MAX = 10.0
+
+_NUMBER = r"(\d{1,3}(?:\.\d+)?)(?:\s*/\s*10)?"
+# A whole line that is a score pair, optionally labelled ("Coherence:", "Scores -").
+_PAIR_LINE = re.compile(
+    rf"^(?:(?P<label>[A-Za-z][A-Za-z ()'_-]*?)\s*[:=\-–]\s*)?"
+    rf"\(?\s*{_NUMBER}\s*(?:[,;]\s*|\s+)(?:and\s+)?{_NUMBER}\s*\)?\s*\.?$"
+)
+_LABELLED = re.compile(
+    rf"\bassistant\s*(?P<who>[12])\b\s*(?:'s)?\s*(?:score|rating)?\s*(?::|=|-|–|\bis\b)\s*\**\s*{_NUMBER}",
+    re.IGNORECASE,
+)
+_TUPLE_AT_END = re.compile(rf"\(\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\)\s*\.?$")
+_SCORE_WORDS = re.compile(r"\b(scores?|ratings?|verdict|final)\b", re.IGNORECASE)
+_BRACKET_RATING = re.compile(r"\[\[\s*(\d{1,3}(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]")
+_RATING_LINE = re.compile(
+    rf"^\s*(?:overall\s+)?rating\s*[:=]\s*\**\s*{_NUMBER}\s*\**\s*\.?\s*$", re.IGNORECASE
+)
+_DECORATION = "*_`#>"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Scores read from a reply, or the reason none could be read."""
+
+    scores: tuple[float, ...] | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the reply gave usable scores."""
+        return self.scores is not None
+
+
+def _fail(reason: str) -> Parsed:
+    return Parsed(None, reason)
+
+
+def _clean(line: str) -> str:
+    """A line without surrounding whitespace, markdown emphasis/heading marks and a list bullet."""
+    line = line.strip().strip(_DECORATION).strip()
+    if line[:2] in ("- ", "* ", "• "):
+        line = line[2:].strip().strip(_DECORATION).strip()
+    return line
+
+
+def _in_range(values: Sequence[float]) -> bool:
+    return all(SCORE_MIN <= value <= SCORE_MAX for value in values)
+
+
+def _pair_lines(reply: str) -> list[tuple[str | None, tuple[float, float]]]:
+    """All lines that consist of a score pair, in order, with their label (lower-case) if any."""
+    found = []
+    for raw in reply.splitlines():
+        match = _PAIR_LINE.match(_clean(raw))
+        if match:
+            label = match.group("label")
+            found.append((label.strip().lower() if label else None, (float(match[2]), float(match[3]))))
+    return found
+
+
+def parse_pair(reply: str, *, prefer: str = "first") -> Parsed:
+    """Scores (Assistant 1, Assistant 2) from a pairwise judge reply.
+
+    Args:
+        reply: the judge's text.
+        prefer: which score line counts when several appear, ``"first"`` (protocol: the reply starts with
+            the scores) or ``"last"`` (math: the verdict follows the judge's own solution).
+    """
+    if prefer not in ("first", "last"):
+        raise ValueError(f"prefer must be 'first' or 'last', got {prefer!r}")
+    lines = _pair_lines(reply)
+    if lines:
+        _, pair = lines[0] if prefer == "first" else lines[-1]
+        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [1, 10]: {pair}")
+
+    labelled: dict[str, set[float]] = {"1": set(), "2": set()}
+    for match in _LABELLED.finditer(reply):
+        labelled[match["who"]].add(float(match[2]))
+    if labelled["1"] and labelled["2"]:
+        if len(labelled["1"]) > 1 or len(labelled["2"]) > 1:
+            return _fail("conflicting labelled scores for one assistant")
+        pair = (labelled["1"].pop(), labelled["2"].pop())
+        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [1, 10]: {pair}")
+
+    tuples = []
+    for raw in reply.splitlines():
+        line = _clean(raw)
+        match = _TUPLE_AT_END.search(line)
+        if match and _SCORE_WORDS.search(line[: match.start()]):
+            tuples.append((float(match[1]), float(match[2])))
+    if tuples:
+        pair = tuples[0] if prefer == "first" else tuples[-1]
+        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [1, 10]: {pair}")
+    return _fail("no pair of scores found")
+
+
+def parse_dimensions(reply: str, dimensions: Sequence[str]) -> Parsed:
+    """Per-dimension score pairs, flattened ``(d1_a1, d1_a2, d2_a1, d2_a2, ...)`` in ``dimensions`` order."""
+    lines = _pair_lines(reply)
+    if len(lines) < len(dimensions):
+        return _fail(f"{len(lines)} score lines found, {len(dimensions)} needed")
+    wanted = [d.lower() for d in dimensions]
+    by_label: dict[str, tuple[float, float]] = {}
+    for label, pair in lines:
+        if label is None:
+            continue
+        names = [d for d in wanted if label.startswith(d[:5]) or d in label]
+        if len(names) == 1 and names[0] not in by_label:
+            by_label[names[0]] = pair
+    if len(by_label) == len(wanted):
+        pairs = [by_label[d] for d in wanted]  # every dimension labelled: order does not matter
+    else:
+        pairs = [pair for _, pair in lines[: len(wanted)]]
+        labels = [label for label, _ in lines[: len(wanted)]]
+        for position, label in enumerate(labels):
+            if (
+                label is not None
+                and any(d[:5] in label for d in wanted)
+                and wanted[position][:5] not in label
+            ):
+                return _fail(
+                    f"score line {position + 1} is labelled {label!r}, expected {wanted[position]!r}"
+                )
+    flat = tuple(score for pair in pairs for score in pair)
+    return Parsed(flat) if _in_range(flat) else _fail(f"score out of range [1, 10]: {pairs}")
+
+
+def parse_rating(reply: str) -> Parsed:
+    """A single 1-10 rating: ``[[n]]`` anywhere, else a ``Rating: n`` line; several different ones fail."""
+    values = {float(v) for v in _BRACKET_RATING.findall(reply)}
+    if not values:
+        values = {float(m[1]) for m in map(_RATING_LINE.match, map(_clean, reply.splitlines())) if m}
+    if not values:
+        return _fail("no rating found (expected [[n]])")
+    if len(values) > 1:
+        return _fail(f"conflicting ratings {sorted(values)}")
+    (value,) = values
+    return Parsed((value,)) if _in_range([value]) else _fail(f"rating out of range [1, 10]: {value}")

@@ -1,0 +1,139 @@
+"""Pre-flight check: refuse a run that asks for a judged task without a judge, before the model is loaded.
+
+``lm_eval.evaluator.simple_evaluate`` (used by the CLI and the Python API) loads the model FIRST and
+builds the tasks afterwards, so a check inside task construction alone would only fire after a possibly
+long model load.  :func:`install` wraps ``simple_evaluate``: before calling it, every requested task name
+is resolved through the task index (groups and tags expanded, YAML not executed) and each task whose YAML
+metadata carries ``llmkick_judged: true`` has its judge settings validated with the run's metadata;
+``llmkick_needs_chat_template: true`` additionally requires ``apply_chat_template``.
+
+The plugin boot hook (``llmkick_models._boot``) calls :func:`install` right after ``lm_eval.evaluator`` is
+imported.  Task construction repeats the judge check (:class:`~.task.JudgedTask`), which covers callers
+that bypass ``simple_evaluate``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
+
+log = logging.getLogger(__name__)
+
+INSTALLED_FLAG = "_llmkick_preflight"
+JUDGED_FLAG = "llmkick_judged"
+CHAT_FLAG = "llmkick_needs_chat_template"
+
+
+def _judged_configs(specs: Iterable[Any], task_manager: Any) -> dict[str, dict[str, Any]]:
+    """Raw configs (by task name) of the judged tasks that ``specs`` expand to."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index = task_manager.task_index
+    found: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+
+    def visit_config(name: str, cfg: Mapping[str, Any]) -> None:
+        metadata = cfg.get("metadata")
+        if isinstance(metadata, Mapping) and metadata.get(JUDGED_FLAG):
+            found[name] = dict(cfg)
+        # An inline group lists its members under `task`.
+        if "group" in cfg and isinstance(cfg.get("task"), list):
+            for member in cfg["task"]:
+                visit(member)
+
+    def visit(spec: Any) -> None:
+        if isinstance(spec, str):
+            if spec in seen:
+                return
+            seen.add(spec)
+            entry = index.get(spec)
+            if entry is None:
+                if spec.endswith(".yaml") and Path(spec).is_file():
+                    visit_config(spec, load_yaml(spec, resolve_func=False))
+                return
+            if entry.kind == Kind.TAG:
+                for member in sorted(entry.tags):
+                    visit(member)
+            elif entry.cfg is not None:
+                visit_config(spec, entry.cfg)
+        elif isinstance(spec, Mapping):
+            group, task = spec.get("group"), spec.get("task")
+            if isinstance(group, str) and group in index and not isinstance(task, list):
+                visit(group)  # a registered group, referenced with overrides
+            elif group is None and isinstance(task, str) and task in index:
+                visit(task)  # a registered task, referenced with overrides
+            else:
+                visit_config(str(group or task), spec)  # an inline task or group
+        # Task / Group objects were constructed already: their own checks ran.
+
+    for spec in specs:
+        visit(spec)
+    return found
+
+
+def check_requested_tasks(
+    tasks: Any,
+    task_manager: Any,
+    *,
+    apply_chat_template: bool | str = False,
+) -> None:
+    """Raise :class:`JudgeConfigError` if a requested judged task cannot run; do nothing otherwise."""
+    specs = tasks if isinstance(tasks, (list, tuple)) else [tasks]
+    judged = _judged_configs(specs, task_manager)
+    if not judged:
+        return
+    run_metadata = dict(task_manager.metadata or {})
+    for name, cfg in judged.items():
+        metadata = dict(cfg.get("metadata") or {}) | run_metadata  # as lm-eval's TaskFactory merges them
+        JudgeSettings.from_metadata(metadata, task=name)
+        if metadata.get(CHAT_FLAG) and not apply_chat_template:
+            raise JudgeConfigError(
+                f"{name} is a two-turn chat benchmark: run it with --apply_chat_template "
+                f"(apply_chat_template=True in Python), with a model that has a chat template. "
+                f"Nothing was loaded or generated."
+            )
+    log.info("llmkick pre-flight: judge configured for %s", ", ".join(sorted(judged)))
+
+
+def install(evaluator: ModuleType) -> None:
+    """Wrap ``evaluator.simple_evaluate`` so that judged tasks are checked before the model is loaded."""
+    original = evaluator.simple_evaluate
+    if getattr(original, INSTALLED_FLAG, False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def simple_evaluate(*args: Any, **kwargs: Any) -> Any:
+        arguments = dict(signature.bind(*args, **kwargs).arguments)
+        if arguments.get("tasks"):
+            if arguments.get("task_manager") is None:
+                # Build the TaskManager exactly as simple_evaluate would and hand it over: indexed once.
+                from lm_eval.tasks import TaskManager
+                from lm_eval.utils import simple_parse_args_string
+
+                model_args = arguments.get("model_args")
+                metadata = (
+                    simple_parse_args_string(model_args)
+                    if isinstance(model_args, str)
+                    else model_args
+                    if isinstance(model_args, dict)
+                    else {}
+                ) | (arguments.get("metadata") or {})
+                arguments["task_manager"] = TaskManager(metadata=metadata)
+            check_requested_tasks(
+                arguments["tasks"],
+                arguments["task_manager"],
+                apply_chat_template=arguments.get("apply_chat_template", False),
+            )
+        return original(**arguments)  # every parameter of simple_evaluate can be passed by keyword
+
+    setattr(simple_evaluate, INSTALLED_FLAG, True)
+    evaluator.simple_evaluate = simple_evaluate

@@ -1,0 +1,82 @@
+"""Judge prompt templates: Jinja2 files rendered in a sandbox, replaceable by the user.
+
+A judge prompt ``NAME`` is made of ``NAME.user.jinja`` (required) and ``NAME.system.jinja`` (optional).
+The built-in templates live in ``llmkick_tasks/judge/templates/``.  A directory given as
+``--metadata '{"judge_templates": DIR}'`` or ``$LLMKICK_JUDGE_TEMPLATES`` is searched first, so a file
+there with the same name replaces ours (and an empty ``NAME.system.jinja`` drops our system prompt).
+
+Templates are rendered by Jinja2's ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: they see
+only the variables passed in (plain strings), cannot reach Python internals, and a misspelled variable is
+an error rather than silently empty text.  A replacement must ask for the same reply format as ours: the
+parsers (``llmkick_tasks.judge.parsing``) do not change with the template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+BUILTIN_DIR = Path(__file__).parent / "templates"
+USER_SUFFIX = ".user.jinja"
+SYSTEM_SUFFIX = ".system.jinja"
+
+
+class TemplateError(ValueError):
+    """A judge template is missing, does not compile, or does not render."""
+
+
+class TemplateSet:
+    """Renders judge prompts into OpenAI chat messages."""
+
+    def __init__(self, user_dir: Path | None = None) -> None:
+        self.user_dir = user_dir
+        search = [str(user_dir)] if user_dir else []
+        self._env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([*search, str(BUILTIN_DIR)]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # plain-text prompts, not HTML
+            keep_trailing_newline=False,
+        )
+
+    def _get(self, filename: str) -> jinja2.Template | None:
+        try:
+            return self._env.get_template(filename)
+        except jinja2.TemplateNotFound:
+            return None
+        except jinja2.TemplateSyntaxError as error:
+            raise TemplateError(
+                f"judge template {error.filename or filename} line {error.lineno}: {error}"
+            ) from None
+
+    def check(self, names: Iterable[str]) -> None:
+        """Load (and compile) every template in ``names`` now, so a broken one fails before any work."""
+        for name in names:
+            if self._get(name + USER_SUFFIX) is None:
+                raise TemplateError(f"judge template {name + USER_SUFFIX!r} not found in {self.searched()}")
+            self._get(name + SYSTEM_SUFFIX)
+
+    def searched(self) -> str:
+        """The directories searched, for error messages."""
+        dirs = [str(self.user_dir)] if self.user_dir else []
+        return " then ".join([*dirs, str(BUILTIN_DIR)])
+
+    def messages(self, name: str, **variables: Any) -> list[dict[str, str]]:
+        """Render prompt ``name`` with ``variables`` into ``[{"role": ..., "content": ...}, ...]``."""
+        user = self._get(name + USER_SUFFIX)
+        if user is None:
+            raise TemplateError(f"judge template {name + USER_SUFFIX!r} not found in {self.searched()}")
+        system = self._get(name + SYSTEM_SUFFIX)
+        try:
+            messages = []
+            if system is not None:
+                content = system.render(**variables).strip()
+                if content:
+                    messages.append({"role": "system", "content": content})
+            messages.append({"role": "user", "content": user.render(**variables).strip()})
+        except jinja2.TemplateError as error:  # undefined variable, sandbox violation, ...
+            raise TemplateError(f"judge template {name!r} failed to render: {error}") from error
+        return messages

@@ -1,0 +1,1 @@
+"""MT-Bench: two-turn instruction following, single-answer grading."""

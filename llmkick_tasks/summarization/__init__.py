@@ -1,0 +1,1 @@
+"""LLM-KICK in-context summarization (CNN/DailyMail, judged)."""

@@ -1,0 +1,241 @@
+"""Judge settings, cache, client and templates against the local OpenAI-compatible test server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from judge_server import JudgeServer
+
+from llmkick_tasks.judge.cache import ResponseCache
+from llmkick_tasks.judge.client import ChatRequest, JudgeClient, JudgeRequestError
+from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
+from llmkick_tasks.judge.templates import TemplateError, TemplateSet
+
+SECRET = "sk-llmkick-unit-test-5f3a9c"
+
+
+def settings_for(server: JudgeServer, tmp_path: Path, **metadata: object) -> JudgeSettings:
+    meta = {
+        "judge_base_url": server.url,
+        "judge_model": "judge-x",
+        "judge_cache": str(tmp_path / "cache.sqlite"),
+        "judge_backoff": 0.001,
+        **metadata,
+    }
+    return JudgeSettings.from_metadata(meta, environ={"LLMKICK_JUDGE_API_KEY": SECRET})
+
+
+def requests(n: int, model: str = "judge-x") -> list[ChatRequest]:
+    return [
+        ChatRequest.build(model, [{"role": "user", "content": f"question {i}"}], 0.2, 64) for i in range(n)
+    ]
+
+
+@pytest.fixture
+def server():
+    with JudgeServer(reply=lambda body: "reply to " + body["messages"][-1]["content"]) as running:
+        yield running
+
+
+# ---------------------------------------------------------------------------------------------- settings
+def test_no_judge_configured_names_what_to_set() -> None:
+    with pytest.raises(JudgeConfigError) as error:
+        JudgeSettings.from_metadata({}, task="llmkick_x", environ={})
+    message = str(error.value)
+    assert "llmkick_x" in message
+    for name in ("LLMKICK_JUDGE_API_KEY", "OPENAI_API_KEY", "LLMKICK_JUDGE_BASE_URL", "LLMKICK_JUDGE_MODEL"):
+        assert name in message
+
+
+def test_settings_precedence_and_key_only_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"OPENAI_API_KEY": SECRET, "LLMKICK_JUDGE_MODEL": "env-model"}
+    openai = JudgeSettings.from_metadata({}, environ=env)
+    assert (openai.model, openai.base_url, openai.reference_model) == ("env-model", None, "gpt-3.5-turbo")
+    assert openai.api_key_env == "OPENAI_API_KEY"
+    meta = JudgeSettings.from_metadata({"judge_model": "meta-model", "judge_swap": "true"}, environ=env)
+    assert meta.model == "meta-model" and meta.swap is True
+    # The key is read when used, and appears in no description of the settings.
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    assert openai.api_key() == SECRET
+    assert SECRET not in repr(openai) and SECRET not in str(openai.describe())
+    with pytest.raises(JudgeConfigError, match="only from the environment"):
+        JudgeSettings.from_metadata({"judge_api_key": SECRET}, environ=env)
+
+
+def test_local_server_needs_a_model_but_no_key() -> None:
+    with pytest.raises(JudgeConfigError, match="judge_model"):
+        JudgeSettings.from_metadata({"judge_base_url": "http://127.0.0.1:1/v1"}, environ={})
+    local = JudgeSettings.from_metadata(
+        {"judge_base_url": "http://user:pw@127.0.0.1:1/v1", "judge_model": "m"}, environ={}
+    )
+    assert local.api_key() == "EMPTY" and local.reference_model == "m"
+    assert "pw" not in str(local.describe())
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"judge_temperature": 3},
+        {"judge_max_concurrency": 0},
+        {"judge_retries": "many"},
+        {"judge_swap": "maybe"},
+        {"judge_base_url": "ftp://x"},
+        {"judge_templates": "/no/such/dir"},
+    ],
+)
+def test_bad_settings_are_refused(metadata: dict) -> None:
+    with pytest.raises(JudgeConfigError):
+        JudgeSettings.from_metadata({"judge_model": "m", **metadata}, environ={"OPENAI_API_KEY": "k"})
+
+
+# ---------------------------------------------------------------------------------------------- client
+def test_replies_in_order_and_key_sent_as_bearer(server: JudgeServer, tmp_path: Path) -> None:
+    client = JudgeClient(settings_for(server, tmp_path))
+    results = client.complete_all(requests(5))
+    assert [r.text for r in results] == [f"reply to question {i}" for i in range(5)]
+    assert {r.headers["authorization"] for r in server.received} == {f"Bearer {SECRET}"}
+    assert client.stats.sent == 5 and client.stats.cached == 0
+
+
+def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
+    with JudgeServer("8 7", latency=0.05) as server:
+        JudgeClient(settings_for(server, tmp_path, judge_max_concurrency=4)).complete_all(requests(24))
+        assert server.max_in_flight == 4
+        server.reset()
+        JudgeClient(settings_for(server, tmp_path, judge_max_concurrency=1)).complete_all(requests(6))
+        assert server.max_in_flight == 1
+
+
+def test_429_and_5xx_bursts_are_retried_and_nothing_is_lost(server: JudgeServer, tmp_path: Path) -> None:
+    server.fail_next(429, 5, retry_after=0)
+    server.fail_next(500, 2)
+    server.fail_next(503, 1)
+    client = JudgeClient(settings_for(server, tmp_path, judge_retries=10))
+    results = client.complete_all(requests(12))
+    assert [r.text for r in results] == [f"reply to question {i}" for i in range(12)]
+    statuses = [r.status for r in server.received]
+    assert statuses.count(429) == 5 and statuses.count(500) == 2 and statuses.count(503) == 1
+    assert statuses.count(200) == 12  # each request answered exactly once
+    assert client.stats.retries == 8
+
+
+def test_retry_after_header_is_honoured(server: JudgeServer, tmp_path: Path) -> None:
+    server.fail_next(429, 1, retry_after=0.3)
+    started = time.monotonic()
+    JudgeClient(settings_for(server, tmp_path, judge_backoff=0.0)).complete_all(requests(1))
+    assert time.monotonic() - started >= 0.3
+
+
+def test_non_retryable_error_fails_at_once_without_the_key(server: JudgeServer, tmp_path: Path) -> None:
+    server.fail_next(401, 1)
+    with pytest.raises(JudgeRequestError) as error:
+        JudgeClient(settings_for(server, tmp_path)).complete_all(requests(1))
+    assert "HTTP 401" in str(error.value) and "API key" in str(error.value)
+    assert SECRET not in str(error.value)
+    assert len(server.received) == 1
+
+
+def test_exhausted_retries_raise_after_caching_the_rest(server: JudgeServer, tmp_path: Path) -> None:
+    settings = settings_for(server, tmp_path, judge_retries=2)
+    server.fail_matching("question 2", 500)
+    with ResponseCache(settings.cache_path) as cache, pytest.raises(JudgeRequestError, match="1 of 4"):
+        JudgeClient(settings, cache).complete_all(requests(4))
+    assert [r.status for r in server.received].count(500) == 3  # 1 attempt + 2 retries
+    with ResponseCache(settings.cache_path) as cache:
+        assert len(cache) == 3  # the others were answered and kept
+        server.fail_matching("question 2", None)
+        server.reset()
+        client = JudgeClient(settings, cache)
+        client.complete_all(requests(4))
+        assert len(server.received) == 1 and client.stats.cached == 3
+
+
+def test_cache_rerun_sends_nothing_and_key_is_not_stored(server: JudgeServer, tmp_path: Path) -> None:
+    settings = settings_for(server, tmp_path)
+    with ResponseCache(settings.cache_path) as cache:
+        first = JudgeClient(settings, cache).complete_all(requests(6))
+        server.reset()
+        client = JudgeClient(settings, cache)
+        second = client.complete_all(requests(6))
+    assert [r.text for r in first] == [r.text for r in second]
+    assert all(r.cached for r in second) and len(server.received) == 0
+    assert client.stats.cached == 6 and client.stats.sent == 0
+    for path in tmp_path.glob("cache.sqlite*"):
+        assert SECRET.encode() not in path.read_bytes()
+        assert b"127.0.0.1" not in path.read_bytes()
+
+
+def test_identical_requests_in_flight_share_one_call(tmp_path: Path) -> None:
+    with JudgeServer("8 7", latency=0.1) as server:
+        same = requests(1) * 5
+        results = JudgeClient(settings_for(server, tmp_path)).complete_all(same)
+        assert [r.text for r in results] == ["8 7"] * 5
+        assert len(server.received) == 1
+
+
+def test_cache_key_covers_model_messages_and_parameters() -> None:
+    base = ChatRequest.build("m", [{"role": "user", "content": "x"}], 0.2, 64)
+    assert base.key == ChatRequest.build("m", [{"role": "user", "content": "x"}], 0.2, 64).key
+    variants = [
+        ChatRequest.build("other", [{"role": "user", "content": "x"}], 0.2, 64),
+        ChatRequest.build("m", [{"role": "user", "content": "y"}], 0.2, 64),
+        ChatRequest.build("m", [{"role": "system", "content": "x"}], 0.2, 64),
+        ChatRequest.build("m", [{"role": "user", "content": "x"}], 0.0, 64),
+        ChatRequest.build("m", [{"role": "user", "content": "x"}], 0.2, 65),
+    ]
+    assert len({base.key, *(v.key for v in variants)}) == 6
+
+
+def _write_rows(path: str, worker: int, count: int) -> None:
+    with ResponseCache(path) as cache:
+        for i in range(count):
+            cache.put(f"key-{worker}-{i}", "m", {"i": i}, f"text {worker} {i}", None)
+
+
+def test_cache_is_safe_under_concurrent_writer_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_rows, args=(path, w, 100)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 400
+    with ResponseCache(path) as cache:
+        assert cache.get("key-3-99").text == "text 3 99"
+        assert cache.get("missing") is None
+
+
+# ---------------------------------------------------------------------------------------------- templates
+def test_templates_render_builtin_and_user_override(tmp_path: Path) -> None:
+    builtin = TemplateSet().messages("instruction_general", question="Q?", answer_1="A1", answer_2="A2")
+    assert [m["role"] for m in builtin] == ["system", "user"]
+    assert "Q?" in builtin[1]["content"] and "A1" in builtin[1]["content"]
+    (tmp_path / "instruction_general.user.jinja").write_text(
+        "Q={{ question }} 1={{ answer_1 }} 2={{ answer_2 }}"
+    )
+    (tmp_path / "instruction_general.system.jinja").write_text("")  # empty: no system message
+    override = TemplateSet(tmp_path).messages(
+        "instruction_general", question="Q?", answer_1="A1", answer_2="A2"
+    )
+    assert override == [{"role": "user", "content": "Q=Q? 1=A1 2=A2"}]
+
+
+def test_templates_are_sandboxed_strict_and_checked(tmp_path: Path) -> None:
+    (tmp_path / "escape.user.jinja").write_text("{{ question.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(TemplateError, match="failed to render"):
+        TemplateSet(tmp_path).messages("escape", question="x")
+    (tmp_path / "typo.user.jinja").write_text("{{ questoin }}")
+    with pytest.raises(TemplateError, match="failed to render"):
+        TemplateSet(tmp_path).messages("typo", question="x")
+    (tmp_path / "broken.user.jinja").write_text("{% if %}")
+    with pytest.raises(TemplateError, match=r"broken\.user\.jinja"):
+        TemplateSet(tmp_path).check(["broken"])
+    with pytest.raises(TemplateError, match="not found"):
+        TemplateSet(tmp_path).check(["no_such_template"])
