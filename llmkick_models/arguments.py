@@ -12,10 +12,25 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llmkick_models.methods import METHODS
-from llmkick_models.spec import CompressionSpec, NMPattern
+from llmkick_models.spec import CalibrationSpec, CompressionSpec, NMPattern
 
 #: compressed-hf's own arguments; everything else goes to lm-eval's HFLM / ``from_pretrained``.
-COMPRESSION_ARGS: tuple[str, ...] = ("method", "sparsity", "pattern")
+COMPRESSION_ARGS: tuple[str, ...] = (
+    "method",
+    "sparsity",
+    "pattern",
+    "calibration",
+    "nsamples",
+    "seqlen",
+    "calibration_seed",
+    "percdamp",
+    "blocksize",
+    "true_sequential",
+    "error_tokens",
+)
+
+#: Named calibration sources; anything else given to ``calibration=`` must be a local path.
+CALIBRATION_SOURCES: tuple[str, ...] = ("c4", "wikitext2", "random")
 
 #: HFLM / ``from_pretrained`` options that cannot be combined with compressing on load.
 INCOMPATIBLE_LOAD_ARGS: dict[str, str] = {
@@ -76,14 +91,153 @@ def parse_pattern(value: Any) -> NMPattern | None:
     return NMPattern(pruned, group)
 
 
-def build_spec(method: Any = None, sparsity: Any = None, pattern: Any = None) -> CompressionSpec:
+def _parse_int(arg: str, value: Any, minimum: int, allowed: str) -> int:
+    """An integer >= ``minimum`` (lm-eval passes numbers already converted; strings are accepted too)."""
+    if isinstance(value, bool):
+        raise CompressionArgumentError(f"{arg}={value!r} is not an integer; allowed: {allowed}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        number = int(value) if isinstance(value, (int, str)) else None
+    except ValueError:
+        number = None
+    if number is None:
+        raise CompressionArgumentError(f"{arg}={value!r} is not an integer; allowed: {allowed}")
+    if number < minimum:
+        raise CompressionArgumentError(f"{arg}={value!r} is out of range; allowed: {allowed}")
+    return number
+
+
+def parse_bool(arg: str, value: Any) -> bool:
+    """``true``/``false`` (lm-eval converts them to bools), also 1/0 and yes/no."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise CompressionArgumentError(f"{arg}={value!r} is not a boolean; allowed: {arg}=true|false")
+
+
+def parse_percdamp(value: Any) -> float:
+    """Hessian dampening as a fraction of the mean diagonal, in [0, 1]."""
+    allowed = "a number in [0, 1], the dampening as a fraction of mean(diag H), e.g. percdamp=0.01"
+    if isinstance(value, bool):
+        raise CompressionArgumentError(f"percdamp={value!r} is not a number; allowed: {allowed}")
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise CompressionArgumentError(f"percdamp={value!r} is not a number; allowed: {allowed}") from None
+    if not 0.0 <= fraction <= 1.0:
+        raise CompressionArgumentError(f"percdamp={value!r} is out of range; allowed: {allowed}")
+    return fraction
+
+
+def parse_error_tokens(value: Any) -> int | None:
+    """Tokens on which reconstruction errors are measured: a positive integer, or ``all`` (None)."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    return _parse_int(
+        "error_tokens", value, 1, "a positive integer, or error_tokens=all to use every calibration token"
+    )
+
+
+def parse_calibration_source(value: Any) -> str:
+    """``c4``, ``wikitext2``, ``random`` or an existing local text/JSONL file or directory.
+
+    Only existence is checked here (cheap); reading the data happens in ``llmkick_models.calibration``,
+    still before the model loads.
+    """
+    import os
+
+    allowed = (
+        f"calibration={'|'.join(CALIBRATION_SOURCES)} or a local path: a text file, a .jsonl file of "
+        '{"text": ...} records, or a directory of such files'
+    )
+    if not isinstance(value, str) or not value.strip():
+        raise CompressionArgumentError(
+            f"calibration={value!r} is not a source name or path; allowed: {allowed}"
+        )
+    name = value.strip()
+    if name.lower() in CALIBRATION_SOURCES:
+        return name.lower()
+    path = os.path.expanduser(name)
+    if not os.path.exists(path):
+        raise CompressionArgumentError(
+            f"calibration={value!r} is neither a known source nor an existing path; allowed: {allowed}"
+        )
+    return path
+
+
+def build_calibration(
+    method: str,
+    calibration: Any = None,
+    nsamples: Any = None,
+    seqlen: Any = None,
+    calibration_seed: Any = None,
+) -> CalibrationSpec | None:
+    """The calibration a method will see, or None for a method that runs (and was asked to run) without."""
+    given = {"nsamples": nsamples, "seqlen": seqlen, "calibration_seed": calibration_seed}
+    if calibration is None and not METHODS[method].calibrated:
+        for arg, value in given.items():
+            if value is not None:
+                raise CompressionArgumentError(
+                    f"{arg}={value!r} needs calibration= with method={method}, which uses no calibration "
+                    f"data unless calibration= is given (then only to measure reconstruction errors)"
+                )
+        return None
+    defaults = CalibrationSpec()
+    return CalibrationSpec(
+        source=parse_calibration_source(calibration) if calibration is not None else defaults.source,
+        nsamples=defaults.nsamples
+        if nsamples is None
+        else _parse_int("nsamples", nsamples, 1, "a positive integer, e.g. nsamples=128"),
+        seqlen=defaults.seqlen
+        if seqlen is None
+        else _parse_int(
+            "seqlen", seqlen, 2, "an integer >= 2 (tokens per calibration sample), e.g. seqlen=2048"
+        ),
+        seed=defaults.seed
+        if calibration_seed is None
+        else _parse_int(
+            "calibration_seed", calibration_seed, 0, "a non-negative integer, e.g. calibration_seed=0"
+        ),
+    )
+
+
+def build_spec(
+    method: Any = None,
+    sparsity: Any = None,
+    pattern: Any = None,
+    *,
+    calibration: Any = None,
+    nsamples: Any = None,
+    seqlen: Any = None,
+    calibration_seed: Any = None,
+    percdamp: Any = None,
+    blocksize: Any = None,
+    true_sequential: Any = None,
+    error_tokens: Any = None,
+) -> CompressionSpec:
     """Validate compressed-hf's arguments together and return the spec they describe.
 
-    ``sparsity``/``pattern`` left as None mean "not given"; giving one that the method does not use is an
-    error rather than a silent no-op, so a sweep cannot record a compression that never happened.
+    Arguments left as None mean "not given"; giving one that the method does not use is an error rather
+    than a silent no-op, so a sweep cannot record a compression that never happened.
     """
     name = parse_method(method)
-    given = {"sparsity": sparsity, "pattern": pattern}
+    given = {
+        "sparsity": sparsity,
+        "pattern": pattern,
+        "calibration": calibration,
+        "nsamples": nsamples,
+        "seqlen": seqlen,
+        "calibration_seed": calibration_seed,
+        "percdamp": percdamp,
+        "blocksize": blocksize,
+        "true_sequential": true_sequential,
+        "error_tokens": error_tokens,
+    }
     accepted = METHODS[name].accepts
     for arg, value in given.items():
         if value is not None and arg not in accepted:
@@ -96,6 +250,21 @@ def build_spec(method: Any = None, sparsity: Any = None, pattern: Any = None) ->
     if name == "none":
         return CompressionSpec()
 
+    defaults = CompressionSpec()
+    options = {
+        "calibration": build_calibration(name, calibration, nsamples, seqlen, calibration_seed),
+        "percdamp": defaults.percdamp if percdamp is None else parse_percdamp(percdamp),
+        "blocksize": defaults.blocksize
+        if blocksize is None
+        else _parse_int(
+            "blocksize", blocksize, 1, "a positive integer (columns per block), e.g. blocksize=128"
+        ),
+        "true_sequential": defaults.true_sequential
+        if true_sequential is None
+        else parse_bool("true_sequential", true_sequential),
+        "error_tokens": defaults.error_tokens if error_tokens is None else parse_error_tokens(error_tokens),
+    }
+
     nm = parse_pattern(pattern)
     if nm is not None:
         if sparsity is not None and abs(parse_sparsity(sparsity) - nm.sparsity) > 1e-9:
@@ -103,12 +272,19 @@ def build_spec(method: Any = None, sparsity: Any = None, pattern: Any = None) ->
                 f"sparsity={sparsity!r} conflicts with pattern={nm}, which fixes sparsity to "
                 f"{nm.pruned}/{nm.group} = {nm.sparsity:g}; drop sparsity= or use pattern=unstructured"
             )
-        return CompressionSpec(method=name, sparsity=nm.sparsity, pattern=nm)
+        if "blocksize" in accepted and options["blocksize"] % nm.group:
+            raise CompressionArgumentError(
+                f"blocksize={options['blocksize']} must be a multiple of M={nm.group} with pattern={nm}, "
+                f"so that no N:M group straddles two column blocks; e.g. blocksize=128"
+            )
+        return CompressionSpec(method=name, sparsity=nm.sparsity, pattern=nm, **options)
     if "sparsity" in accepted and sparsity is None:
         raise CompressionArgumentError(
             f"method={name} needs sparsity= (a number in [0, 1), e.g. 0.5) or pattern=N:M (e.g. 2:4)"
         )
-    return CompressionSpec(method=name, sparsity=parse_sparsity(sparsity) if sparsity is not None else 0.0)
+    return CompressionSpec(
+        method=name, sparsity=parse_sparsity(sparsity) if sparsity is not None else 0.0, **options
+    )
 
 
 def reject_misspelled_args(extra_args: Iterable[str], known_elsewhere: Iterable[str]) -> None:

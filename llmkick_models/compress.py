@@ -9,9 +9,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from llmkick_models.calibration import CalibrationSet
 from llmkick_models.methods import load_method
 from llmkick_models.model_layout import TargetLinear, decoder_linears
 from llmkick_models.report import CompressionReport, measure_layer, measure_model
+from llmkick_models.sequential import compress_sequential
 from llmkick_models.spec import CompressionSpec
 
 log = logging.getLogger(__name__)
@@ -30,19 +32,29 @@ def check_shapes(targets: list[TargetLinear], spec: CompressionSpec) -> None:
 
 
 def compress_model(
-    model: nn.Module, spec: CompressionSpec, device: torch.device | str | None = None
+    model: nn.Module,
+    spec: CompressionSpec,
+    device: torch.device | str | None = None,
+    calibration: CalibrationSet | None = None,
 ) -> CompressionReport:
     """Compress the decoder linears of ``model`` in place and return the measured report.
 
     ``device`` is where per-layer work runs (e.g. a GPU while the model sits on the CPU); defaults to
-    where each weight lives.
+    where each weight lives.  ``calibration`` (from ``llmkick_models.calibration.calibration_tokens``) is
+    required by calibrated methods; given to magnitude pruning, it is used to measure the reconstruction
+    error of each layer through the same block-by-block driver.
     """
     targets = decoder_linears(model)
     if spec.is_dense:
         return measure_model(targets, spec)
     check_shapes(targets, spec)
     method = load_method(spec.method)
+    if method.needs_calibration and calibration is None:
+        raise ValueError(f"method={spec.method} needs calibration tokens (see llmkick_models.calibration)")
     start = time.perf_counter()
+    if calibration is not None:
+        layers = compress_sequential(model, method, spec, calibration.input_ids, device)
+        return CompressionReport(spec, layers, time.perf_counter() - start, calibration.describe())
     layers = []
     with torch.no_grad():
         for target in tqdm(targets, desc=f"llmkick {spec.method}", unit="linear", leave=False):

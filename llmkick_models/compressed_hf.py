@@ -17,6 +17,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from llmkick_models.arguments import build_spec, reject_incompatible_load_args, reject_misspelled_args
+from llmkick_models.calibration import calibration_tokens, load_documents, model_context_length
 from llmkick_models.compress import compress_model
 from llmkick_models.report import CompressionReport
 
@@ -41,10 +42,22 @@ class CompressedHFLM(HFLM):
 
     Args:
         pretrained: model id, local directory, or an already-loaded ``PreTrainedModel`` (compressed in place).
-        method: ``none`` (dense) or ``magnitude``.
+        method: ``none`` (dense), ``magnitude``, ``wanda`` or ``sparsegpt``.
         sparsity: fraction of each decoder weight matrix to zero, in [0, 1).
         pattern: ``unstructured`` (default) or ``N:M``: N zeros in every M consecutive input weights of a
             row (LLM-KICK's convention: ``2:4`` and ``4:8`` are 50%); fixes the sparsity to N/M.
+        calibration: ``c4`` (default of the calibrated methods: allenai/c4 en train shard 0),
+            ``wikitext2``, ``random`` (tests only) or a local text / JSONL file or directory.
+            Given to magnitude, it only serves to measure reconstruction errors.
+        nsamples: calibration windows (default 128).
+        seqlen: tokens per window (default 2048, capped at the model's context).
+        calibration_seed: seed of the window draw (default 0).
+        percdamp: SparseGPT's Hessian dampening, a fraction of mean(diag H) (default 0.01).
+        blocksize: SparseGPT's column block (default 128; a multiple of M with an N:M pattern).
+        true_sequential: recompute later sub-layers' statistics after earlier ones are compressed
+            (default false, as in the Wanda and SparseGPT references).
+        error_tokens: calibration tokens on which Wanda's/magnitude's reconstruction error is measured
+            (default 16384; ``all`` for every token; SparseGPT always uses every token).
         **kwargs: passed to ``HFLM`` and from there to ``from_pretrained``.
     """
 
@@ -54,12 +67,34 @@ class CompressedHFLM(HFLM):
         method: str | None = "none",
         sparsity: float | str | None = None,
         pattern: str | None = None,
+        calibration: str | None = None,
+        nsamples: int | str | None = None,
+        seqlen: int | str | None = None,
+        calibration_seed: int | str | None = None,
+        percdamp: float | str | None = None,
+        blocksize: int | str | None = None,
+        true_sequential: bool | str | None = None,
+        error_tokens: int | str | None = None,
         **kwargs: Any,
     ) -> None:
-        # Validate everything before HFLM loads anything.
-        self.compression_spec = build_spec(method, sparsity, pattern)
+        # Validate everything, and read the calibration text, before HFLM loads anything.
+        self.compression_spec = build_spec(
+            method,
+            sparsity,
+            pattern,
+            calibration=calibration,
+            nsamples=nsamples,
+            seqlen=seqlen,
+            calibration_seed=calibration_seed,
+            percdamp=percdamp,
+            blocksize=blocksize,
+            true_sequential=true_sequential,
+            error_tokens=error_tokens,
+        )
         reject_misspelled_args(kwargs, _HFLM_ARGS)
         reject_incompatible_load_args(self.compression_spec, kwargs)
+        calibration_spec = self.compression_spec.calibration
+        self._calibration_documents = load_documents(calibration_spec) if calibration_spec else None
         self.compression_report: CompressionReport | None = None
         _route_logs_through_lm_eval()
         super().__init__(pretrained=pretrained, **kwargs)
@@ -75,8 +110,18 @@ class CompressedHFLM(HFLM):
         # Weights may still be on the CPU (HFLM moves the model afterwards): do the per-layer work on the
         # accelerator anyway.  With a device_map, leave each layer where it lives.
         on_accelerator = self._device.type not in ("cpu", "meta") and not hasattr(model, "hf_device_map")
+        calibration = None
+        if self.compression_spec.calibration is not None:
+            calibration = calibration_tokens(
+                self.compression_spec.calibration,
+                self._calibration_documents,
+                self.tokenizer,
+                vocab_size=model.get_input_embeddings().num_embeddings,
+                max_context=model_context_length(model.config),
+            )
+            self._calibration_documents = None  # the text is no longer needed
         self.compression_report = compress_model(
-            model, self.compression_spec, self._device if on_accelerator else None
+            model, self.compression_spec, self._device if on_accelerator else None, calibration
         )
         if not self.compression_spec.is_dense:
             self.compression_report.log()

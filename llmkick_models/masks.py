@@ -12,7 +12,7 @@ import torch
 from llmkick_models.spec import NMPattern
 
 
-def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
+def lowest_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
     """Mask of the ``count`` lowest entries along the last dimension (ties: lower index first)."""
     mask = torch.zeros_like(scores, dtype=torch.bool)
     if count > 0:
@@ -24,9 +24,9 @@ def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
 def unstructured_mask(scores: torch.Tensor, sparsity: float, per_row: bool) -> torch.Tensor:
     """Prune ``int(sparsity * n)`` lowest scores of the whole matrix, or of each row when ``per_row``."""
     if per_row:
-        return _lowest(scores, int(scores.shape[-1] * sparsity))
+        return lowest_mask(scores, int(scores.shape[-1] * sparsity))
     flat = scores.reshape(1, -1)
-    return _lowest(flat, int(flat.shape[-1] * sparsity)).reshape(scores.shape)
+    return lowest_mask(flat, int(flat.shape[-1] * sparsity)).reshape(scores.shape)
 
 
 def nm_mask(scores: torch.Tensor, pattern: NMPattern) -> torch.Tensor:
@@ -35,7 +35,7 @@ def nm_mask(scores: torch.Tensor, pattern: NMPattern) -> torch.Tensor:
     if cols % pattern.group:
         raise ValueError(f"{cols} input columns are not a multiple of the N:M group size {pattern.group}")
     grouped = scores.reshape(rows, cols // pattern.group, pattern.group)
-    return _lowest(grouped, pattern.pruned).reshape(rows, cols)
+    return lowest_mask(grouped, pattern.pruned).reshape(rows, cols)
 
 
 def pruning_mask(

@@ -39,6 +39,7 @@ class CompressionReport:
     spec: CompressionSpec
     layers: list[LayerReport]
     seconds: float
+    calibration: dict[str, Any] | None = None  # how the calibration tokens were drawn (CalibrationSet)
 
     @property
     def total_weights(self) -> int:
@@ -51,19 +52,30 @@ class CompressionReport:
         total = self.total_weights
         return sum(layer.zeros for layer in self.layers) / total if total else 0.0
 
+    @property
+    def mean_recon_error(self) -> float | None:
+        """Unweighted mean over layers of ‖WX − ŴX‖² / ‖WX‖²; None when no layer was calibrated."""
+        errors = [layer.extra["recon_error"] for layer in self.layers if "recon_error" in layer.extra]
+        return sum(errors) / len(errors) if errors else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for lm-eval's results ``config``."""
-        return {
+        data: dict[str, Any] = {
             "spec": self.spec.to_dict(),
             "overall_sparsity": self.overall_sparsity,
             "compressed_linears": len(self.layers),
             "compressed_weights": self.total_weights,
             "seconds": round(self.seconds, 3),
-            "layers": {
-                layer.name: {k: v for k, v in asdict(layer).items() if k != "name" and v not in (None, {})}
-                for layer in self.layers
-            },
         }
+        if self.calibration is not None:
+            data["calibration"] = self.calibration
+        if self.mean_recon_error is not None:
+            data["mean_recon_error"] = self.mean_recon_error
+        data["layers"] = {
+            layer.name: {k: v for k, v in asdict(layer).items() if k != "name" and v not in (None, {})}
+            for layer in self.layers
+        }
+        return data
 
     def log(self) -> None:
         """One INFO line per compressed linear, then the totals."""
@@ -73,12 +85,13 @@ class CompressionReport:
                 details += f" nm_violations={layer.nm_violations}"
             log.info("%s %s sparsity=%.4f%s", layer.name, list(layer.shape), layer.sparsity, details)
         log.info(
-            "compressed %d linears (%d weights) with %s: overall sparsity %.4f in %.1fs",
+            "compressed %d linears (%d weights) with %s: overall sparsity %.4f in %.1fs%s",
             len(self.layers),
             self.total_weights,
             self.spec.to_dict(),
             self.overall_sparsity,
             self.seconds,
+            "" if self.mean_recon_error is None else f", mean recon error {self.mean_recon_error:.4g}",
         )
 
 

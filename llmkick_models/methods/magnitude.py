@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -11,6 +11,9 @@ from llmkick_models.methods.base import CompressionMethod
 from llmkick_models.model_layout import TargetLinear
 from llmkick_models.spec import CompressionSpec
 
+if TYPE_CHECKING:
+    from llmkick_models.hessian import InputStatistics
+
 
 class Magnitude(CompressionMethod):
     """Unstructured: the ``sparsity`` fraction of smallest |W| in the whole matrix (LLM-KICK's baseline)."""
@@ -18,9 +21,13 @@ class Magnitude(CompressionMethod):
     name: ClassVar[str] = "magnitude"
 
     def compress_layer(
-        self, target: TargetLinear, spec: CompressionSpec, device: torch.device
+        self,
+        target: TargetLinear,
+        spec: CompressionSpec,
+        device: torch.device,
+        statistics: InputStatistics | None = None,
     ) -> dict[str, float]:
-        """Zero the lowest-|W| weights of ``target`` in place."""
+        """Zero the lowest-|W| weights of ``target`` in place (``statistics`` are not used)."""
         weight = target.weight
         scores = weight.to(device=device, dtype=torch.float32).abs()
         mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=False)

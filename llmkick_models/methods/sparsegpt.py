@@ -1,0 +1,126 @@
+"""SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal-brain-surgeon weight updates.
+
+For each linear, with H = (2/n) Σ x xᵀ over the calibration inputs (SPEC §2):
+
+1. dead inputs (H_jj = 0) get weight 0; H is dampened by λ = percdamp · mean(diag H);
+2. Hinv = upper Cholesky factor of H⁻¹ (``llmkick_models.hessian``), so row j of Hinv holds the OBS
+   update direction of column j given that columns < j are already fixed;
+3. columns are visited left to right in blocks of ``blocksize``.  The mask is chosen on the weights as
+   updated so far, by the OBS saliency w² / Hinv_jj²: per block over rows × block columns (unstructured),
+   or, at every column j with j % M == 0, the N lowest of the next M columns of each row (N:M);
+4. at column j: pruned weights become 0, the error e = (w − ŵ) / Hinv_jj is spread over the remaining
+   columns of the block, W[:, j+1:] −= e · Hinv[j, j+1:], and the block's errors are applied to all later
+   columns at once when the block is done (lazy batch update).
+
+The unstructured per-block counts use cumulative rounding so that each matrix ends up with exactly
+floor(sparsity · rows · cols) zeros, the same count as magnitude pruning.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+
+from llmkick_models.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
+from llmkick_models.masks import lowest_mask
+from llmkick_models.methods.base import CompressionMethod
+from llmkick_models.model_layout import TargetLinear
+from llmkick_models.spec import CompressionSpec, NMPattern
+
+
+def sparsegpt_prune(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    sparsity: float,
+    pattern: NMPattern | None,
+    blocksize: int,
+    percdamp: float,
+    layer_name: str,
+) -> tuple[torch.Tensor, float, int]:
+    """Prune W (out, in) given its input Hessian H (in, in); returns (Ŵ in fp32, dampening used, dead inputs).
+
+    Neither argument is modified.  With ``pattern`` set, ``sparsity`` is ignored and ``blocksize`` must be
+    a multiple of M.
+    """
+    W = W.detach().float().clone()
+    H = H.detach().float().clone()
+    rows, columns = W.shape
+    if pattern is not None and blocksize % pattern.group:
+        raise ValueError(f"blocksize={blocksize} is not a multiple of the N:M group size {pattern.group}")
+    dead = zero_dead_inputs(H, W)
+    Hinv, damp = damped_inverse_cholesky(H, percdamp, layer_name)
+
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        W1 = W[:, i1:i2].clone()
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        d = Hinv1.diagonal()
+        Err1 = torch.zeros_like(W1)
+
+        if pattern is None:
+            # Cumulative rounding: the blocks together prune exactly floor(sparsity · rows · columns).
+            count = math.floor(sparsity * rows * i2) - math.floor(sparsity * rows * i1)
+            saliency = W1.square() / d.square().unsqueeze(0)
+            mask1 = lowest_mask(saliency.reshape(1, -1), count).reshape(W1.shape)
+        else:
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+
+        for i in range(i2 - i1):
+            if pattern is not None and i % pattern.group == 0:
+                # N:M groups are chosen on the weights as updated by the columns to their left.
+                group = slice(i, i + pattern.group)
+                saliency = W1[:, group].square() / d[group].square().unsqueeze(0)
+                mask1[:, group] = lowest_mask(saliency, pattern.pruned)
+            w = W1[:, i]
+            w_hat = w.masked_fill(mask1[:, i], 0.0)
+            err = (w - w_hat) / d[i]
+            # OBS update of the not-yet-visited columns of this block; column i itself becomes exactly ŵ.
+            W1[:, i + 1 :].addr_(err, Hinv1[i, i + 1 :], alpha=-1.0)
+            W1[:, i] = w_hat
+            Err1[:, i] = err
+
+        W[:, i1:i2] = W1
+        # Lazy batch update: the whole block's errors reach every later column in one matmul.
+        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1.0)
+
+    return W, damp, int(dead.sum())
+
+
+class SparseGPT(CompressionMethod):
+    """Unstructured or N:M pruning with OBS updates of the remaining weights; needs the full Hessian."""
+
+    name: ClassVar[str] = "sparsegpt"
+    needs_calibration: ClassVar[bool] = True
+    needs_hessian: ClassVar[bool] = True
+
+    def compress_layer(
+        self,
+        target: TargetLinear,
+        spec: CompressionSpec,
+        device: torch.device,
+        statistics: InputStatistics | None = None,
+    ) -> dict[str, float]:
+        """Prune ``target`` in place with SparseGPT; report the dampening and dead inputs when notable."""
+        if statistics is None or statistics.hessian_tokens == 0:
+            raise ValueError(f"sparsegpt: {target.name} received no calibration tokens")
+        if not statistics.hessian_is_exact:
+            raise ValueError(f"sparsegpt: {target.name} needs the Hessian over every token, got a subsample")
+        weight = target.weight
+        W_hat, damp, dead = sparsegpt_prune(
+            weight.to(device),
+            statistics.hessian.to(device),
+            spec.sparsity,
+            spec.pattern,
+            spec.blocksize,
+            spec.percdamp,
+            target.name,
+        )
+        weight.copy_(W_hat.to(device=weight.device, dtype=weight.dtype))
+        extra: dict[str, float] = {}
+        if damp != spec.percdamp:
+            extra["percdamp"] = damp
+        if dead:
+            extra["dead_inputs"] = dead
+        return extra

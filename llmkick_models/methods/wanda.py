@@ -1,0 +1,47 @@
+"""Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for LLMs"): prune by |W| · ‖X‖.
+
+The score of weight W_ij is S_ij = |W_ij| · ‖X_j‖₂, where X_j is input feature j over all calibration
+tokens (SPEC §2).  Comparison happens per output row (unstructured: the ``sparsity · in`` lowest scores of
+each row) or per N:M group, so any positive per-feature scale is irrelevant: the running mean of x_j²
+that the driver keeps gives the same masks as the sum of squares.  No weight is updated.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from llmkick_models.hessian import InputStatistics
+from llmkick_models.masks import pruning_mask
+from llmkick_models.methods.base import CompressionMethod
+from llmkick_models.model_layout import TargetLinear
+from llmkick_models.spec import CompressionSpec
+
+
+def wanda_scores(W: torch.Tensor, feature_sq_mean: torch.Tensor) -> torch.Tensor:
+    """S = |W| · ‖X_j‖ broadcast over rows; W is (out, in), ``feature_sq_mean`` is (in,)."""
+    return W.float().abs() * feature_sq_mean.float().sqrt().unsqueeze(0)
+
+
+class Wanda(CompressionMethod):
+    """Per-output-row (or N:M) pruning by |W| · ‖X‖; needs only the input feature norms."""
+
+    name: ClassVar[str] = "wanda"
+    needs_calibration: ClassVar[bool] = True
+
+    def compress_layer(
+        self,
+        target: TargetLinear,
+        spec: CompressionSpec,
+        device: torch.device,
+        statistics: InputStatistics | None = None,
+    ) -> dict[str, float]:
+        """Zero the lowest-scoring weights of each row (or N:M group) of ``target`` in place."""
+        if statistics is None or statistics.tokens == 0:
+            raise ValueError(f"wanda: {target.name} received no calibration tokens")
+        weight = target.weight
+        scores = wanda_scores(weight.to(device), statistics.feature_sq_mean.to(device))
+        mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=True)
+        weight.masked_fill_(mask.to(weight.device), 0)
+        return {}

@@ -1,0 +1,220 @@
+"""SparseGPT and the shared Hessian algebra: exactness, OBS updates, dampening retry, no silent fallback."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from calibration_fixtures import calibration_set, compress_tiny, write_corpus
+
+from llmkick_models.calibration import CalibrationSet
+from llmkick_models.hessian import (
+    HessianDampingWarning,
+    HessianError,
+    InputStatistics,
+    damped_inverse_cholesky,
+    relative_reconstruction_error,
+)
+from llmkick_models.masks import count_nm_violations
+from llmkick_models.methods.sparsegpt import sparsegpt_prune
+from llmkick_models.model_layout import decoder_linears
+from llmkick_models.spec import NMPattern
+from tiny_models import ARCHITECTURES, build_model, build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory):
+    return calibration_set(str(write_corpus(tmp_path_factory.mktemp("sparsegpt_corpus"))))
+
+
+def _layer_problem(seed: int = 0, rows: int = 24, cols: int = 32, tokens: int = 256):
+    """A weight and a correlated, full-rank Hessian (features mixed, as real activations are)."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(cols, cols, generator=generator) / math.sqrt(cols) + torch.eye(cols)
+    X = torch.randn(tokens, cols, generator=generator) @ mixing
+    W = torch.randn(rows, cols, generator=generator)
+    return W, 2.0 / tokens * X.t() @ X, X
+
+
+# --- the shared Hessian module -------------------------------------------------------------------------
+
+
+def test_running_hessian_equals_direct_computation() -> None:
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(size, 7, 12, generator=generator) * 3 for size in (1, 4, 2, 5)]
+    X = torch.cat([b.reshape(-1, 12) for b in batches]).double()
+    for stride in (1, 3):
+        stats = InputStatistics(12, torch.device("cpu"), hessian_stride=stride)
+        for batch in batches:
+            stats.add(batch)
+        assert stats.tokens == X.shape[0]
+        torch.testing.assert_close(stats.feature_sq_mean.double(), X.square().mean(0), rtol=1e-5, atol=1e-6)
+        sampled = X[::stride]  # every stride-th token, counted across batch boundaries
+        assert stats.hessian_tokens == sampled.shape[0]
+        torch.testing.assert_close(
+            stats.hessian.double(), 2 / sampled.shape[0] * sampled.t() @ sampled, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_reconstruction_error_from_hessian_equals_direct_computation() -> None:
+    W, H, X = _layer_problem()
+    W_hat = W.clone()
+    W_hat[W_hat.abs() < 0.5] = 0
+    direct = float(((W - W_hat) @ X.t()).square().sum() / (W @ X.t()).square().sum())
+    assert relative_reconstruction_error(W, W_hat, H) == pytest.approx(direct, rel=1e-4)
+    assert relative_reconstruction_error(W, W, H) == 0.0
+
+
+def test_rank_deficient_hessian_retries_with_more_dampening_and_warns() -> None:
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(8, 48, generator=generator)  # 8 tokens, 48 features: rank 8
+    H = 2 / 8 * X.t() @ X
+    with pytest.warns(HessianDampingWarning, match=r"layer\.x.*percdamp=0 .*retrying with percdamp=0\.0001"):
+        Hinv, damp = damped_inverse_cholesky(H, 0.0, "layer.x")
+    assert damp == pytest.approx(1e-4)
+    damped = H + damp * H.diagonal().mean() * torch.eye(48)
+    # The factor is the real one (Hinvᵀ Hinv = (H + λI)⁻¹), not an identity stand-in.
+    torch.testing.assert_close((Hinv.t() @ Hinv) @ damped, torch.eye(48), atol=2e-2, rtol=0)
+    assert torch.equal(Hinv, torch.triu(Hinv)) and not torch.allclose(Hinv, torch.eye(48))
+
+
+def test_default_dampening_factors_without_warning() -> None:
+    _, H, _ = _layer_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Hinv, damp = damped_inverse_cholesky(H, 0.01, "layer.x")
+    assert damp == 0.01
+    expected = torch.linalg.inv(H + 0.01 * H.diagonal().mean() * torch.eye(H.shape[0]))
+    torch.testing.assert_close(Hinv.t() @ Hinv, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_unfactorisable_hessians_raise_instead_of_falling_back_to_identity() -> None:
+    with pytest.raises(HessianError, match="NaN or inf"):
+        damped_inverse_cholesky(torch.full((4, 4), float("nan")), 0.01, "layer.nan")
+    negative = -torch.eye(4)  # mean(diag) < 0: no dampening of this form can help
+    with pytest.warns(HessianDampingWarning), pytest.raises(HessianError, match=r"layer\.neg.*not positive"):
+        damped_inverse_cholesky(negative, 0.01, "layer.neg", max_attempts=3)
+
+
+# --- the SparseGPT algorithm on one layer -----------------------------------------------------------------
+
+
+def _reference_obs_nm(W: torch.Tensor, H: torch.Tensor, pattern: NMPattern, percdamp: float) -> torch.Tensor:
+    """Textbook OBS pruning, column by column, float64, with the explicit inverse and Schur complements.
+
+    No Cholesky, no blocks: after fixing column j, it is eliminated from the inverse Hessian of the
+    remaining columns, Hinv ← Hinv − Hinv[:, j] Hinv[j, :] / Hinv[j, j].  The saliency of column c is
+    w_c² / [Hinv]_cc at the moment c is fixed (SPEC: the squared diagonal of the Cholesky factor).
+    """
+    W = W.double().clone()
+    H = H.double() + percdamp * H.diagonal().double().mean() * torch.eye(H.shape[0], dtype=torch.float64)
+    rows, cols = W.shape
+
+    def eliminate(Hinv: torch.Tensor, j: int) -> torch.Tensor:
+        return Hinv - Hinv[:, j : j + 1] @ Hinv[j : j + 1, :] / Hinv[j, j]
+
+    Hinv = torch.linalg.inv(H)
+    diagonal_when_fixed = torch.empty(cols, dtype=torch.float64)
+    for j in range(cols):
+        diagonal_when_fixed[j] = Hinv[j, j]
+        Hinv = eliminate(Hinv, j)
+
+    Hinv = torch.linalg.inv(H)
+    mask = torch.zeros_like(W, dtype=torch.bool)
+    for j in range(cols):
+        if j % pattern.group == 0:
+            group = list(range(j, j + pattern.group))
+            saliency = W[:, group].square() / diagonal_when_fixed[group].unsqueeze(0)
+            for r in range(rows):
+                for k in sorted(range(pattern.group), key=lambda k: float(saliency[r, k]))[: pattern.pruned]:
+                    mask[r, j + k] = True
+        err = torch.where(mask[:, j], W[:, j], 0.0) / Hinv[j, j]
+        W[:, j] = torch.where(mask[:, j], 0.0, W[:, j])
+        W[:, j + 1 :] -= err.unsqueeze(1) * Hinv[j, j + 1 :].unsqueeze(0)  # fixed columns stay fixed
+        Hinv = eliminate(Hinv, j)
+    return W
+
+
+@pytest.mark.parametrize("pattern", [NMPattern(2, 4), NMPattern(4, 8)])
+def test_sparsegpt_equals_textbook_obs(pattern: NMPattern) -> None:
+    W, H, _ = _layer_problem(seed=1)
+    expected = _reference_obs_nm(W, H, pattern, percdamp=0.01)
+    for blocksize in (8, 16, 128):  # lazy batch updates must not change the result
+        W_hat, damp, dead = sparsegpt_prune(W, H, 0.5, pattern, blocksize, 0.01, "layer")
+        assert (damp, dead) == (0.01, 0)
+        assert torch.equal(W_hat == 0, expected == 0)
+        torch.testing.assert_close(W_hat.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_sparsegpt_beats_pruning_without_updates_on_one_layer() -> None:
+    W, H, _ = _layer_problem(seed=2)
+    W_hat, _, _ = sparsegpt_prune(W, H, 0.5, None, 8, 0.01, "layer")
+    assert int((W_hat == 0).sum()) == W.numel() // 2
+    masked_only = torch.where(W_hat == 0, 0.0, W)  # same mask, no OBS updates
+    assert relative_reconstruction_error(W, W_hat, H) < 0.7 * relative_reconstruction_error(W, masked_only, H)
+
+
+def test_dead_inputs_are_zeroed_and_counted() -> None:
+    W, H, _ = _layer_problem(seed=3, cols=16)
+    H[3, :] = 0
+    H[:, 3] = 0
+    W_hat, _, dead = sparsegpt_prune(W, H, 0.25, None, 128, 0.01, "layer")
+    assert dead == 1 and torch.all(W_hat[:, 3] == 0)
+    assert int((W_hat == 0).sum()) == math.floor(0.25 * W.numel())  # the dead column counts as pruned
+
+
+# --- SparseGPT on whole models ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_zero_sparsity_leaves_weights_unchanged(calibration, arch: str) -> None:
+    dense = build_model(arch, build_tokenizer())
+    model, report = compress_tiny(arch, calibration, "sparsegpt", sparsity=0.0)
+    for before, after in zip(decoder_linears(dense), decoder_linears(model), strict=True):
+        assert torch.equal(before.weight, after.weight), after.name
+    assert all(layer.extra["recon_error"] == 0.0 for layer in report.layers)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_exact_unstructured_sparsity_per_matrix(calibration, arch: str) -> None:
+    model, report = compress_tiny(arch, calibration, "sparsegpt", sparsity=0.3, blocksize=48)
+    for target, layer in zip(decoder_linears(model), report.layers, strict=True):
+        rows, cols = target.shape
+        assert int((target.weight == 0).sum()) == math.floor(0.3 * rows * cols), target.name
+        assert "dead_inputs" not in layer.extra and 0 < layer.extra["recon_error"] < 1
+
+
+@pytest.mark.parametrize(("arch", "pattern"), [(a, "2:4") for a in ARCHITECTURES] + [("llama", "4:8")])
+def test_exact_nm_pattern(calibration, arch: str, pattern: str) -> None:
+    model, report = compress_tiny(arch, calibration, "sparsegpt", pattern=pattern)
+    nm = NMPattern(*map(int, pattern.split(":")))
+    for target in decoder_linears(model):
+        rows, cols = target.shape
+        assert count_nm_violations(target.weight, nm) == 0
+        assert torch.all((target.weight.reshape(rows, cols // nm.group, nm.group) == 0).sum(-1) == nm.pruned)
+    assert report.overall_sparsity == 0.5
+
+
+def test_rank_deficient_calibration_triggers_the_dampening_retry() -> None:
+    # 1 sample of 16 random tokens: every layer sees 16 tokens for 64-128 input features (rank <= 16).
+    tiny = CalibrationSet(
+        torch.randint(0, 384, (1, 16), generator=torch.Generator().manual_seed(0)), "random", 0
+    )
+    dense = build_model("llama", build_tokenizer())
+    with pytest.warns(HessianDampingWarning, match="retrying"):
+        model, report = compress_tiny("llama", tiny, "sparsegpt", sparsity=0.5, percdamp=0.0)
+    assert report.overall_sparsity == 0.5
+    assert all(layer.extra["percdamp"] > 0 for layer in report.layers)  # the retry is on record
+    # Not an identity fallback (which would be magnitude pruning without updates): kept weights moved.
+    for before, after in zip(decoder_linears(dense), decoder_linears(model), strict=True):
+        kept = after.weight != 0
+        assert not torch.equal(before.weight[kept], after.weight[kept]), after.name
+
+
+def test_sparsegpt_is_deterministic(calibration) -> None:
+    first, _ = compress_tiny("gpt_neox", calibration, "sparsegpt", sparsity=0.5)
+    again, _ = compress_tiny("gpt_neox", calibration, "sparsegpt", sparsity=0.5)
+    for a, b in zip(decoder_linears(first), decoder_linears(again), strict=True):
+        assert torch.equal(a.weight, b.weight)
