@@ -27,6 +27,8 @@ COMPRESSION_ARGS: tuple[str, ...] = (
     "blocksize",
     "true_sequential",
     "error_tokens",
+    "cache",
+    "llmkick_cache_dir",
 )
 
 #: Named calibration sources; anything else given to ``calibration=`` must be a local path.

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 import transformers
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from llmkick_models.arguments import build_spec, reject_incompatible_load_args, reject_misspelled_args
+from llmkick_models.arguments import (
+    build_spec,
+    parse_bool,
+    reject_incompatible_load_args,
+    reject_misspelled_args,
+)
 from llmkick_models.calibration import calibration_tokens, load_documents, model_context_length
 from llmkick_models.compress import compress_model
+from llmkick_models.model_cache import ModelCache, cache_key, describe_source
 from llmkick_models.report import CompressionReport
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,10 @@ class CompressedHFLM(HFLM):
             (default false, as in the Wanda and SparseGPT references).
         error_tokens: calibration tokens on which Wanda's/magnitude's reconstruction error is measured
             (default 16384; ``all`` for every token; SparseGPT always uses every token).
+        cache: reuse / store the compressed model in the llmkick model cache (default true; only for
+            ``pretrained`` given as a name or folder and a method other than ``none``).
+        llmkick_cache_dir: the cache folder (default ``$LLMKICK_CACHE_DIR``, else
+            ``~/.cache/llmkick/models``).  Not ``cache_dir``: that is ``from_pretrained``'s download cache.
         **kwargs: passed to ``HFLM`` and from there to ``from_pretrained``.
     """
 
@@ -75,6 +86,8 @@ class CompressedHFLM(HFLM):
         blocksize: int | str | None = None,
         true_sequential: bool | str | None = None,
         error_tokens: int | str | None = None,
+        cache: bool | str | None = None,
+        llmkick_cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         # Validate everything, and read the calibration text, before HFLM loads anything.
@@ -93,6 +106,10 @@ class CompressedHFLM(HFLM):
         )
         reject_misspelled_args(kwargs, _HFLM_ARGS)
         reject_incompatible_load_args(self.compression_spec, kwargs)
+        use_cache = True if cache is None else parse_bool("cache", cache)
+        self._model_cache = ModelCache(llmkick_cache_dir) if use_cache else None
+        #: how this run got its weights: compressed now, or loaded from the cache (lands in the results)
+        self.cache_info: dict[str, Any] = {"enabled": use_cache}
         calibration_spec = self.compression_spec.calibration
         self._calibration_documents = load_documents(calibration_spec) if calibration_spec else None
         self.compression_report: CompressionReport | None = None
@@ -101,9 +118,58 @@ class CompressedHFLM(HFLM):
         if self.compression_report is None:  # a loaded model skips _create_model
             self._compress()
 
-    def _create_model(self, *args: Any, **kwargs: Any) -> None:
-        super()._create_model(*args, **kwargs)
-        self._compress()
+    def _create_model(self, pretrained: str, **kwargs: Any) -> None:
+        if self._model_cache is None or self.compression_spec.is_dense:
+            super()._create_model(pretrained, **kwargs)
+            self._compress()
+            return
+        key = self._cache_key(pretrained, kwargs)
+        cache = self._model_cache
+        # One process compresses, concurrent ones (accelerate ranks) wait on the lock and then load it.
+        with cache.lock(key):
+            hit = cache.lookup(key)
+            if hit is not None:
+                entry, manifest = hit
+                log.info("llmkick: loading the compressed model from the cache: %s", entry)
+                local = {**kwargs, "gguf_file": None, "subfolder": "", "quantization_config": None}
+                super()._create_model(str(entry), **local)
+                self.compression_report = CompressionReport.from_dict(
+                    manifest["report"], self.compression_spec
+                )
+                self.cache_info.update(key=key, entry=str(entry), hit=True)
+                return
+            super()._create_model(pretrained, **kwargs)
+            self._compress()
+            entry = cache.store(
+                key,
+                self._save_for_cache,
+                {"report": self.compression_report.to_dict(), "key_parts": self._key_parts},
+            )
+            log.info("llmkick: stored the compressed model in the cache: %s", entry)
+            self.cache_info.update(key=key, entry=str(entry), hit=False)
+
+    def _cache_key(self, pretrained: str, load_kwargs: dict[str, Any]) -> str:
+        """Everything that determines the compressed weights: source weights, load options, spec."""
+        calibration = self.compression_spec.calibration
+        self._key_parts = {
+            "source": describe_source(pretrained, load_kwargs.get("revision"), load_kwargs.get("gguf_file")),
+            "subfolder": load_kwargs.get("subfolder") or "",
+            "dtype": str(load_kwargs.get("dtype")),
+            "spec": self.compression_spec.to_dict(),
+            # A local calibration file/folder counts by content; named sources (c4, ...) by name (in spec).
+            "calibration_source": describe_source(calibration.source)
+            if calibration and Path(calibration.source).exists()
+            else None,
+        }
+        return cache_key(self._key_parts)
+
+    def _save_for_cache(self, folder: Path) -> None:
+        model = self._model
+        if getattr(model.config, "quantization_config", None) is not None and not getattr(
+            model, "is_quantized", False
+        ):
+            del model.config.quantization_config  # GGUF-loaded weights are plain floats by now
+        model.save_pretrained(folder)
 
     def _compress(self) -> None:
         model = self._model
@@ -130,7 +196,7 @@ class CompressedHFLM(HFLM):
         """HFLM's model info plus the compression report (lands in the results JSON ``config``)."""
         info = super().get_model_info()
         if self.compression_report is not None:
-            info["llmkick_compression"] = self.compression_report.to_dict()
+            info["llmkick_compression"] = {**self.compression_report.to_dict(), "cache": self.cache_info}
         return info
 
 

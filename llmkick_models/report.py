@@ -77,6 +77,22 @@ class CompressionReport:
         }
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], spec: CompressionSpec) -> CompressionReport:
+        """Rebuild a report saved with ``to_dict`` (e.g. by the model cache) for the same ``spec``."""
+        layers = [
+            LayerReport(
+                name,
+                tuple(fields["shape"]),  # type: ignore[arg-type]
+                fields["zeros"],
+                fields["sparsity"],
+                fields.get("nm_violations"),
+                dict(fields.get("extra", {})),
+            )
+            for name, fields in data["layers"].items()
+        ]
+        return cls(spec, layers, data["seconds"], data.get("calibration"))
+
     def log(self) -> None:
         """One INFO line per compressed linear, then the totals."""
         for layer in self.layers:

@@ -22,6 +22,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def isolated_model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test (and the lm_eval processes it starts) gets an empty compressed-model cache."""
+    cache = tmp_path / "llmkick-model-cache"
+    monkeypatch.setenv("LLMKICK_CACHE_DIR", str(cache))
+    return cache
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A saved tiny model (with tokenizer) per architecture."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,54 @@ def test_dense_report_measures_the_untouched_model(tiny_llama_dir: Path) -> None
     assert report["spec"]["method"] == "none"
     assert report["overall_sparsity"] == pytest.approx(0.0)
     assert lm.model.dtype == torch.float32
+
+
+def test_second_load_comes_from_the_cache(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    args = {"pretrained": str(tiny_llama_dir), "device": "cpu", "method": "magnitude", "pattern": "2:4"}
+    first = CompressedHFLM(**args, llmkick_cache_dir=str(tmp_path / "c"))
+    info = first.get_model_info()["llmkick_compression"]
+    assert info["cache"]["hit"] is False and Path(info["cache"]["entry"]).is_dir()
+    second = CompressedHFLM(**args, llmkick_cache_dir=str(tmp_path / "c"))
+    cached = second.get_model_info()["llmkick_compression"]
+    assert cached["cache"]["hit"] is True and cached["cache"]["entry"] == info["cache"]["entry"]
+    assert cached["layers"] == info["layers"] and cached["overall_sparsity"] == 0.5
+    first_weights, second_weights = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
+    assert _loglikelihoods(first) == _loglikelihoods(second)
+
+
+def test_cache_key_separates_specs_and_can_be_disabled(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    common = {"pretrained": str(tiny_llama_dir), "device": "cpu", "llmkick_cache_dir": str(tmp_path / "c")}
+    CompressedHFLM(**common, method="magnitude", sparsity=0.5)
+    other = CompressedHFLM(**common, method="magnitude", sparsity=0.3)
+    assert other.get_model_info()["llmkick_compression"]["cache"]["hit"] is False
+    assert len([p for p in (tmp_path / "c").iterdir() if p.is_dir()]) == 2
+    off = CompressedHFLM(**common, method="magnitude", sparsity=0.5, cache="false")
+    assert off.get_model_info()["llmkick_compression"]["cache"] == {"enabled": False}
+    dense = CompressedHFLM(**common)  # nothing to cache for the dense model
+    assert "entry" not in dense.get_model_info()["llmkick_compression"]["cache"]
+
+
+def test_corrupt_cache_entry_is_rebuilt(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    args = {"pretrained": str(tiny_llama_dir), "device": "cpu", "method": "magnitude", "sparsity": 0.5}
+    entry = Path(CompressedHFLM(**args).get_model_info()["llmkick_compression"]["cache"]["entry"])
+    (entry / "model.safetensors").write_bytes(b"truncated")
+    rebuilt = CompressedHFLM(**args).get_model_info()["llmkick_compression"]
+    assert rebuilt["cache"]["hit"] is False and rebuilt["overall_sparsity"] == 0.5
+    assert CompressedHFLM(**args).get_model_info()["llmkick_compression"]["cache"]["hit"] is True
+
+
+def test_cli_second_run_loads_from_cache_and_says_so(tiny_llama_dir: Path, local_task_dir: Path) -> None:
+    command = [
+        sys.executable, "-m", "lm_eval", "--model", "compressed-hf",
+        "--model_args", f"pretrained={tiny_llama_dir},method=magnitude,pattern=2:4",
+        "--tasks", "local_fixture_choice", "--include_path", str(local_task_dir),
+        "--device", "cpu", "--limit", "2",
+    ]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "stored the compressed model in the cache" in first.stderr
+    second = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "loading the compressed model from the cache" in second.stderr
+    assert "compressed 14 linears" not in second.stderr  # nothing was compressed again
