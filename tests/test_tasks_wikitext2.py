@@ -53,6 +53,14 @@ def test_loads_from_the_data_dir(wikitext_dir: Path) -> None:
     assert test["title"] == ["Robert Boulter", "Second Article"]
 
 
+def test_article_cap_knob(wikitext_dir: Path) -> None:
+    assert load_wikitext2(data_dir=str(wikitext_dir), wikitext2_articles=1)["test"]["title"] == [
+        "Robert Boulter"
+    ]
+    with pytest.raises(ValueError, match="wikitext2_articles=0"):
+        load_wikitext2(data_dir=str(wikitext_dir), wikitext2_articles=0)
+
+
 def test_missing_file_names_the_path_and_layout(tmp_path: Path) -> None:
     (tmp_path / "wikitext2").mkdir()
     with pytest.raises(DataLayoutError, match=r"(?s)no WikiText-2 test file.*wikitext2/test.txt"):

@@ -26,6 +26,7 @@ from llmkick_tasks.data_dir import (
 
 BENCHMARK = "wikitext2"
 LOCAL_NAMES = ("test.txt", "wiki.test.tokens", "wiki.test.raw")
+ARTICLES_KEY = "wikitext2_articles"
 HUB_PATH, HUB_NAME = "Salesforce/wikitext", "wikitext-2-raw-v1"
 register_benchmark(
     BENCHMARK,
@@ -91,4 +92,11 @@ def load_wikitext2(**metadata: Any) -> dict[str, datasets.Dataset]:
     documents = split_articles(lines)
     if not documents:
         raise layout_error(BENCHMARK, folder or HUB_PATH, "no article headings (' = Title = ') found")
+    # lm-eval's --limit caps every task of a run alike; this caps only the perplexity articles, so a sweep
+    # can keep hundreds of questions per task and still spend little time on perplexity.
+    articles = metadata.get(ARTICLES_KEY)
+    if articles is not None:
+        if isinstance(articles, bool) or not isinstance(articles, int) or articles < 1:
+            raise ValueError(f"metadata {ARTICLES_KEY}={articles!r}: allowed a positive integer (articles)")
+        documents = documents[:articles]
     return {"test": to_dataset(documents, FEATURES)}
