@@ -256,10 +256,11 @@ def test_cli_without_a_judge_fails_before_loading_the_model(tmp_path: Path) -> N
     missing_model = tmp_path / "no_such_model"  # loading it would fail with a different error
     command = [
         str(LM_EVAL), "--model", "hf", "--model_args", f"pretrained={missing_model}",
-        "--tasks", "llmkick_summarization", "--device", "cpu",
+        "--tasks", "llmkick", "--device", "cpu",
     ]  # fmt: skip
     result = subprocess.run(command, env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "no judge is configured" in output and "LLMKICK_JUDGE_API_KEY" in output
+    assert "--tasks llmkick_exact_match" in output  # how to run the group's tasks that need no judge
     assert "Initializing hf model" not in output and str(missing_model) not in output

@@ -78,15 +78,15 @@ def judge_metadata(server: JudgeServer, data_dir: Path, tmp_path: Path, **extra:
 
 
 def run(lm: HFLM, task: str, metadata: dict, **kwargs: object) -> dict:
+    options = {"apply_chat_template": True, **kwargs}
     return simple_evaluate(
         model=lm,
         tasks=[task],
         task_manager=task_manager(**metadata),
         gen_kwargs="max_gen_toks=4",
-        apply_chat_template=True,
         log_samples=True,
         bootstrap_iters=0,
-        **kwargs,
+        **options,
     )
 
 
@@ -266,14 +266,23 @@ def test_mtbench_second_turn_follows_the_models_first_answer(
     assert all("<reference_answer" in p for p in math_prompts)
 
 
-def test_mtbench_without_chat_template_is_refused(chat_lm: HFLM, judged_data: Path, tmp_path: Path) -> None:
-    with JudgeServer(scripted_reply) as server, pytest.raises(ValueError, match="--apply_chat_template"):
-        simple_evaluate(
-            model=chat_lm,
-            tasks=[MTBENCH],
-            task_manager=task_manager(**judge_metadata(server, judged_data, tmp_path)),
+def test_mtbench_without_apply_chat_template_uses_the_models_template(
+    chat_lm: HFLM, judged_data: Path, tmp_path: Path
+) -> None:
+    """No global chat template: the task formats both turns with the model's tokenizer template itself."""
+    with JudgeServer(scripted_reply) as server:
+        results = run(
+            chat_lm, MTBENCH, judge_metadata(server, judged_data, tmp_path), apply_chat_template=False
         )
-    assert server.received == []
+    assert len(server.received) == 2 * len(CONVERSATIONS)
+    for sample in results["samples"][MTBENCH]:
+        doc, conversation = sample["doc"], sample["resps"][0][0]
+        first = conversation["turns"][0]
+        assert sample["arguments"][0][0] == f"<|user|>{doc['turn_1']}\n<|assistant|>"
+        assert conversation["turn_2_context"] == (
+            f"<|user|>{doc['turn_1']}\n<|assistant|>{first}\n<|user|>{doc['turn_2']}\n<|assistant|>"
+        )
+    assert "chat template" in results["configs"][MTBENCH]["metadata"]["prompt_format"]
 
 
 def test_predict_only_generates_without_judging(chat_lm: HFLM, judged_data: Path, tmp_path: Path) -> None:
@@ -340,7 +349,7 @@ def test_preflight_builds_the_task_manager_when_none_is_given(
     assert built == [{"pretrained": "/nowhere", "dtype": "float32", "x": 1}]  # as simple_evaluate merges them
 
 
-def test_preflight_expands_groups_and_tags_and_checks_chat_template(tmp_path: Path) -> None:
+def test_preflight_expands_groups_and_tags(tmp_path: Path) -> None:
     (tmp_path / "bundle.yaml").write_text(
         f"group: judged_bundle\ntask:\n  - llmkick_freebaseqa\n  - {SUMMARIZATION}\nmetadata:\n  version: 1\n"
     )
@@ -348,6 +357,7 @@ def test_preflight_expands_groups_and_tags_and_checks_chat_template(tmp_path: Pa
     specs = (
         ["judged_bundle"],
         ["llmkick_judged"],
+        ["llmkick"],
         [VICUNA],
         [{"task": MTBENCH}],
         [{"group": "judged_bundle"}],
@@ -355,9 +365,17 @@ def test_preflight_expands_groups_and_tags_and_checks_chat_template(tmp_path: Pa
     for spec in specs:
         with pytest.raises(JudgeConfigError, match="no judge is configured"):
             preflight.check_requested_tasks(spec, unconfigured)
-    preflight.check_requested_tasks(["llmkick_freebaseqa"], unconfigured)  # not judged: nothing to check
+    # Not judged: nothing to check.
+    preflight.check_requested_tasks(["llmkick_freebaseqa", "llmkick_exact_match"], unconfigured)
     configured = task_manager(judge_base_url="http://127.0.0.1:9/v1", judge_model="m")
-    preflight.check_requested_tasks([SUMMARIZATION, VICUNA], configured)
-    with pytest.raises(JudgeConfigError, match="--apply_chat_template"):
-        preflight.check_requested_tasks([MTBENCH], configured)
-    preflight.check_requested_tasks([MTBENCH], configured, apply_chat_template=True)
+    # No chat template is required any more: the judged tasks format their own chat prompts.
+    preflight.check_requested_tasks([SUMMARIZATION, VICUNA, MTBENCH, "llmkick"], configured)
+
+
+def test_preflight_error_says_how_to_run_without_a_judge() -> None:
+    with pytest.raises(JudgeConfigError) as error:
+        preflight.check_requested_tasks(["llmkick"], task_manager())
+    message = str(error.value)
+    assert "no judge is configured" in message and "LLMKICK_JUDGE_API_KEY" in message
+    assert "--tasks llmkick_exact_match" in message
+    assert f"{MTBENCH}, {SUMMARIZATION}" in message  # the judged tasks the group brought in

@@ -1,5 +1,7 @@
-"""Every llmkick exact-match task through the ``lm_eval`` CLI on a tiny model: fixture data, real data,
-mixed with another task in one run; and the same per-sample results at batch size 1 and 4."""
+"""Every llmkick task through the ``lm_eval`` CLI on a tiny model: the exact-match tasks on fixture data
+and real data, mixed with another task in one run; the whole ``llmkick`` group (judged tasks included, with
+the local judge server) WITHOUT ``--apply_chat_template``, where the exact-match prompts must stay raw; and
+the same per-sample results at batch size 1 and 4."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from judge_fixtures import JUDGE_MODEL, REFERENCE_MODEL, chat_model_dir, scripted_reply, write_judged_data
+from judge_server import JudgeServer
 from task_fixtures import FREEBASEQA_EVAL, FREEBASEQA_TRAIN, TRIVIAQA_DEV, evaluate, write_data_dir
 
 from llmkick_tasks.mmlu.utils import CATEGORIES, SUBJECTS
@@ -29,7 +33,8 @@ GROUPS = [
     *(f"llmkick_mmlu_{category}" for category in CATEGORIES),
     *(f"llmkick_mmlu_ll_{category}" for category in CATEGORIES),
 ]
-TAGS = ["llmkick_triviaqa", "llmkick_closed_book"]
+TAGS = ["llmkick_triviaqa", "llmkick_closed_book", "llmkick_judged"]
+JUDGED_TASKS = ["llmkick_summarization", "llmkick_instruction_vicuna80", "llmkick_mtbench"]
 METRICS = {
     "llmkick_freebaseqa": {"contains", "exact_match"},
     "llmkick_freebaseqa_paper": {"contains", "exact_match"},
@@ -45,9 +50,13 @@ def task_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_data_dir(tmp_path_factory.mktemp("llmkick_data"))
 
 
-def _run_lm_eval(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("LLMKICK_DATA_DIR", None)
+def _run_lm_eval(
+    args: list[str], tmp_path: Path, timeout: int = 300, **extra_env: str
+) -> subprocess.CompletedProcess:
+    # No ambient judge or data dir: only what the test sets.
+    drop = ("OPENAI_", "LLMKICK_JUDGE_", "LLMKICK_DATA_DIR", "LLMKICK_REFERENCE_MODEL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **extra_env}
     result = subprocess.run(
         [str(LM_EVAL), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -57,7 +66,9 @@ def _run_lm_eval(args: list[str], tmp_path: Path, timeout: int = 300) -> subproc
     return result
 
 
-def _evaluate_cli(model_dir: Path, tasks: list[str], metadata: dict, tmp_path: Path, *extra: str) -> dict:
+def _evaluate_cli(
+    model_dir: Path, tasks: list[str], metadata: dict, tmp_path: Path, *extra: str, **env: str
+) -> dict:
     out = tmp_path / "out"
     _run_lm_eval(
         [
@@ -71,9 +82,19 @@ def _evaluate_cli(model_dir: Path, tasks: list[str], metadata: dict, tmp_path: P
             *extra,
         ],
         tmp_path,
+        **env,
     )  # fmt: skip
     [results_file] = out.rglob("results_*.json")
     return json.loads(results_file.read_text())
+
+
+def _contexts(out: Path, task: str) -> dict[int, list[str]]:
+    """The prompt(s) of every logged sample of ``task`` (one per request), by doc id."""
+    prefix = f"samples_{task}_"  # then the timestamp: llmkick_freebaseqa_paper is another task
+    [samples_file] = [p for p in out.rglob(f"{prefix}*.jsonl") if p.name[len(prefix)].isdigit()]
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    # lm-eval logs a sample's requests as {"gen_args_0": {"arg_0": context, "arg_1": ...}, ...}
+    return {sample["doc_id"]: [a["arg_0"] for a in sample["arguments"].values()] for sample in samples}
 
 
 def _check_every_task_ran(results: dict, limit: int, top_group: str) -> None:
@@ -92,22 +113,34 @@ def _check_every_task_ran(results: dict, limit: int, top_group: str) -> None:
 def test_lm_eval_ls_tasks_lists_every_llmkick_task(tmp_path: Path) -> None:
     listing = _run_lm_eval(["ls", "tasks"], tmp_path).stdout
     names = {line.split("|")[1].strip() for line in listing.splitlines() if line.startswith("|")}
-    missing = {*LEAF_TASKS, *GROUPS, *TAGS, "llmkick", "llmkick_paper"} - names
+    groups = [*GROUPS, "llmkick", "llmkick_exact_match", "llmkick_paper"]
+    missing = {*LEAF_TASKS, *JUDGED_TASKS, *groups, *TAGS} - names
     assert not missing, f"not listed by `lm_eval ls tasks`: {sorted(missing)}"
 
 
-def test_cli_every_task_on_fixture_data_mixed_with_another_task(
-    tiny_llama_dir: Path, task_data_dir: Path, local_task_dir: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def exact_match_run(
+    tiny_llama_dir: Path, task_data_dir: Path, local_task_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, Path]:
+    """``llmkick_exact_match`` (no judge needed), the paper variant and a non-llmkick task, in one run."""
+    root = tmp_path_factory.mktemp("exact_match_run")
     results = _evaluate_cli(
         tiny_llama_dir,
-        ["llmkick", "llmkick_freebaseqa_paper", "local_fixture_choice"],
+        ["llmkick_exact_match", "llmkick_freebaseqa_paper", "local_fixture_choice"],
         {"data_dir": str(task_data_dir)},
-        tmp_path,
+        root,
         "--limit", "1",
         "--include_path", str(local_task_dir),
+        "--log_samples",
     )  # fmt: skip
-    _check_every_task_ran(results, limit=1, top_group="llmkick")
+    return results, root / "out"
+
+
+def test_cli_every_task_on_fixture_data_mixed_with_another_task(
+    exact_match_run: tuple[dict, Path], task_data_dir: Path
+) -> None:
+    results, _ = exact_match_run
+    _check_every_task_ran(results, limit=1, top_group="llmkick_exact_match")
     assert "acc,none" in results["results"]["local_fixture_choice"]  # a non-llmkick task in the same run
     originals = {task: results["n-samples"][task]["original"] for task in LEAF_TASKS}
     assert originals["llmkick_freebaseqa"] == len(FREEBASEQA_EVAL)
@@ -116,6 +149,59 @@ def test_cli_every_task_on_fixture_data_mixed_with_another_task(
     # the metadata reaches the tasks and is recorded with the results (the evidence knob, the data dir)
     config = results["configs"]["llmkick_triviaqa_open"]["metadata"]
     assert config["evidence_tokens"] == 768 and config["data_dir"] == str(task_data_dir)
+
+
+def test_cli_llmkick_with_judge_keeps_exact_match_prompts_raw(
+    tiny_llama_dir: Path, exact_match_run: tuple[dict, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`--tasks llmkick` without --apply_chat_template, on a model whose tokenizer HAS a chat template.
+
+    The judged tasks format their own chat prompts; the exact-match prompts are byte for byte those of
+    the exact-match-only run, never chat-wrapped.
+    """
+    root = tmp_path_factory.mktemp("llmkick_judged_run")
+    model = chat_model_dir(tiny_llama_dir, root / "chat_model")  # template: <|role|>content\n
+    data_dir = write_judged_data(write_data_dir(root / "data"))
+    metadata = {"data_dir": str(data_dir), "reference_model": REFERENCE_MODEL, "judge_backoff": 0.01}
+    with JudgeServer(scripted_reply) as server:
+        results = _evaluate_cli(
+            model, ["llmkick", "llmkick_freebaseqa_paper"], metadata, root,
+            "--limit", "1", "--gen_kwargs", "max_gen_toks=4", "--log_samples",
+            LLMKICK_JUDGE_BASE_URL=server.url, LLMKICK_JUDGE_MODEL=JUDGE_MODEL,
+            LLMKICK_JUDGE_CACHE=str(root / "judge_cache.sqlite"),
+        )  # fmt: skip
+        assert all(r.status == 200 for r in server.received) and server.received
+    _check_every_task_ran(results, limit=1, top_group="llmkick")
+    scores = results["results"]
+    assert "llmkick_exact_match" in scores
+    # The scripted judge's verdicts for the first document of each judged task (judge_fixtures).
+    assert scores["llmkick_summarization"]["coherence,judge"] == 8.0
+    assert scores["llmkick_instruction_vicuna80"]["score,judge"] == 9.0
+    assert scores["llmkick_mtbench"]["score,judge"] == 7.0
+
+    out, (_, baseline) = root / "out", exact_match_run
+    for task in ["llmkick_freebaseqa_paper", *LEAF_TASKS]:
+        contexts = _contexts(out, task)
+        assert contexts == _contexts(baseline, task), f"{task}: prompts differ from the exact-match run"
+        assert not any("<|user|>" in c for cs in contexts.values() for c in cs), f"{task} is chat-wrapped"
+    [freebaseqa] = _contexts(out, "llmkick_freebaseqa").values()
+    assert freebaseqa == [f"Please give answer to this question: {FREEBASEQA_EVAL[0][1]}\nThe answer is"]
+
+    # The judged prompts are chat-formatted by the tokenizer's template, turn 2 after the model's answer.
+    [summarization] = _contexts(out, "llmkick_summarization").values()
+    assert summarization[0].startswith("<|user|>Summarize the given story")
+    assert summarization[0].endswith("\n<|assistant|>")
+    [mtbench] = out.rglob("samples_llmkick_mtbench_*.jsonl")
+    [sample] = [json.loads(line) for line in mtbench.read_text().splitlines()]
+    conversation = json.loads(sample["filtered_resps"][0])
+    doc = sample["doc"]
+    assert sample["arguments"]["gen_args_0"]["arg_0"] == f"<|user|>{doc['turn_1']}\n<|assistant|>"
+    assert conversation["response"]["turn_2_context"] == (
+        f"<|user|>{doc['turn_1']}\n<|assistant|>{conversation['response']['turns'][0]}\n"
+        f"<|user|>{doc['turn_2']}\n<|assistant|>"
+    )
+    for task in JUDGED_TASKS:
+        assert "chat template" in results["configs"][task]["metadata"]["prompt_format"]
 
 
 def test_cli_every_task_on_the_real_data(tiny_llama_dir: Path, shared_data: Path, tmp_path: Path) -> None:

@@ -4,12 +4,13 @@
 builds the tasks afterwards, so a check inside task construction alone would only fire after a possibly
 long model load.  :func:`install` wraps ``simple_evaluate``: before calling it, every requested task name
 is resolved through the task index (groups and tags expanded, YAML not executed) and each task whose YAML
-metadata carries ``llmkick_judged: true`` has its judge settings validated with the run's metadata;
-``llmkick_needs_chat_template: true`` additionally requires ``apply_chat_template``.
+metadata carries ``llmkick_judged: true`` has its judge settings validated with the run's metadata.  No
+chat template is required: the judged tasks format their own chat prompts without one (:mod:`.chat`).
 
 The plugin boot hook (``llmkick_models._boot``) calls :func:`install` right after ``lm_eval.evaluator`` is
-imported.  Task construction repeats the judge check (:class:`~.task.JudgedTask`), which covers callers
-that bypass ``simple_evaluate``.
+imported; it also wraps ``evaluate`` so the judged tasks can reach the running model (:func:`.chat.install`).
+Task construction repeats the judge check (:class:`~.task.JudgedTask`), which covers callers that bypass
+``simple_evaluate``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from llmkick_tasks.judge import chat
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
 
 log = logging.getLogger(__name__)
 
 INSTALLED_FLAG = "_llmkick_preflight"
 JUDGED_FLAG = "llmkick_judged"
-CHAT_FLAG = "llmkick_needs_chat_template"
+EXACT_MATCH_GROUP = "llmkick_exact_match"  # every LLM-KICK task that needs no judge
 
 
 def _judged_configs(specs: Iterable[Any], task_manager: Any) -> dict[str, dict[str, Any]]:
@@ -79,12 +81,7 @@ def _judged_configs(specs: Iterable[Any], task_manager: Any) -> dict[str, dict[s
     return found
 
 
-def check_requested_tasks(
-    tasks: Any,
-    task_manager: Any,
-    *,
-    apply_chat_template: bool | str = False,
-) -> None:
+def check_requested_tasks(tasks: Any, task_manager: Any) -> None:
     """Raise :class:`JudgeConfigError` if a requested judged task cannot run; do nothing otherwise."""
     specs = tasks if isinstance(tasks, (list, tuple)) else [tasks]
     judged = _judged_configs(specs, task_manager)
@@ -93,18 +90,24 @@ def check_requested_tasks(
     run_metadata = dict(task_manager.metadata or {})
     for name, cfg in judged.items():
         metadata = dict(cfg.get("metadata") or {}) | run_metadata  # as lm-eval's TaskFactory merges them
-        JudgeSettings.from_metadata(metadata, task=name)
-        if metadata.get(CHAT_FLAG) and not apply_chat_template:
+        try:
+            JudgeSettings.from_metadata(metadata, task=name)
+        except JudgeConfigError as error:
+            # Judged tasks often arrive through a group (`llmkick`): say how to run without them.
             raise JudgeConfigError(
-                f"{name} is a two-turn chat benchmark: run it with --apply_chat_template "
-                f"(apply_chat_template=True in Python), with a model that has a chat template. "
-                f"Nothing was loaded or generated."
-            )
+                f"{error}\nTo run without a judge, ask for the exact-match tasks only: "
+                f"--tasks {EXACT_MATCH_GROUP} (judged tasks requested: {', '.join(sorted(judged))})."
+            ) from None
     log.info("llmkick pre-flight: judge configured for %s", ", ".join(sorted(judged)))
 
 
 def install(evaluator: ModuleType) -> None:
-    """Wrap ``evaluator.simple_evaluate`` so that judged tasks are checked before the model is loaded."""
+    """Wrap ``evaluator.simple_evaluate`` so that judged tasks are checked before the model is loaded.
+
+    Also wraps ``evaluator.evaluate`` (when the module has it) to record the running model for the judged
+    tasks' chat formatting and MT-Bench's second turn.
+    """
+    chat.install(evaluator)
     original = evaluator.simple_evaluate
     if getattr(original, INSTALLED_FLAG, False):
         return
@@ -128,11 +131,7 @@ def install(evaluator: ModuleType) -> None:
                     else {}
                 ) | (arguments.get("metadata") or {})
                 arguments["task_manager"] = TaskManager(metadata=metadata)
-            check_requested_tasks(
-                arguments["tasks"],
-                arguments["task_manager"],
-                apply_chat_template=arguments.get("apply_chat_template", False),
-            )
+            check_requested_tasks(arguments["tasks"], arguments["task_manager"])
         return original(**arguments)  # every parameter of simple_evaluate can be passed by keyword
 
     setattr(simple_evaluate, INSTALLED_FLAG, True)

@@ -7,12 +7,13 @@ A judged task is an ordinary YAML task whose ``class:`` is one of the classes be
    before the model is loaded when the llmkick pre-flight check is installed, see :mod:`.preflight`);
 2. derives ``metric_list`` and ``process_results`` from its protocol, so metric names live in one place;
 3. judges in a filter (:class:`JudgeFilter`): lm-eval hands a filter every response of the task at once,
-   so all judge requests run concurrently, after generation, in one bounded asyncio pool.
+   so all judge requests run concurrently, after generation, in one bounded asyncio pool;
+4. formats its own chat prompts when lm-eval's global ``--apply_chat_template`` is off (:mod:`.chat`): the
+   exact-match tasks of the same run keep their raw prompts, the judged ones are still chat-formatted.
 
 :class:`MTBenchTask` adds the second MT-Bench turn: lm-eval runs each request type once for all tasks, so
 the second question (which must follow the model's own first answer) is generated when the task
-post-processes its first-turn responses, with the same model and generation settings, through the model's
-chat template.
+post-processes its first-turn responses, with the same model, generation settings and chat format.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lm_eval.filters.selection import TakeFirstFilter
 from tqdm import tqdm
 
 from llmkick_tasks.judge.cache import ResponseCache
+from llmkick_tasks.judge.chat import chat_format_for, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocols import (
@@ -159,7 +161,42 @@ class JudgedTask(ConfigurableTask):
                 ],
             )
         ]
+        self._chat: Callable[..., str] | None = None  # set by build_all_requests
+        self._stop_sequences: tuple[str, ...] = ()
         log.info("%s: judge %s", name, self.judge_settings.describe())
+
+    def build_all_requests(self, **kwargs: Any) -> None:
+        """Build the requests, chat-formatted by lm-eval's template if given, else by our own format."""
+        chat_template = kwargs.get("chat_template")
+        if chat_template is not None:  # --apply_chat_template: lm-eval's path, unchanged
+            self._chat, self._stop_sequences = chat_template, ()
+            prompt_format = "lm-eval --apply_chat_template (the model's chat template)"
+        else:
+            chat = chat_format_for(self.config.metadata or {}, running_model())
+            self._chat, self._stop_sequences = chat, chat.stop_sequences
+            prompt_format = chat.describe()
+            # lm-eval builds the messages (system instruction, description) and our format renders them;
+            # the format's name keeps lm-eval's request cache apart from other formats.
+            kwargs |= {"apply_chat_template": True, "chat_template": chat, "tokenizer_name": chat.name}
+        # Recorded with the results (lm-eval dumps the task metadata at the end of the run).
+        self.config.metadata = {**(self.config.metadata or {}), "prompt_format": prompt_format}
+        log.info("%s: prompts formatted by %s", self.config.task, prompt_format)
+        super().build_all_requests(**kwargs)
+        for instance in self._instances:
+            self._add_stop_sequences(instance.arguments[1])
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """A fresh copy of the task's generation settings, with the chat format's stop sequences."""
+        kwargs = copy.deepcopy(self.config.generation_kwargs)
+        self._add_stop_sequences(kwargs)
+        return kwargs
+
+    def _add_stop_sequences(self, generation_kwargs: dict[str, Any]) -> None:
+        if not self._stop_sequences:
+            return
+        until = generation_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        generation_kwargs["until"] = until + [s for s in self._stop_sequences if s not in until]
 
     def apply_filters(self) -> list[Instance] | None:
         """Judge the responses; with ``--predict_only`` only keep them (no judge calls, nothing billed)."""
@@ -187,21 +224,19 @@ class MTBenchTask(JudgedTask):
     PROTOCOL = MTBenchProtocol
 
     def build_all_requests(self, **kwargs: Any) -> None:
-        """Build first-turn requests; keep the chat template (and its model) for the second turn."""
-        chat_template = kwargs.get("chat_template")
-        if chat_template is None:
-            raise ValueError(
-                f"{self.config.task} is a two-turn chat benchmark: run it with --apply_chat_template "
-                f"(apply_chat_template=True in Python), with a model that has a chat template."
-            )
-        # lm-eval passes the model's own bound `apply_chat_template`: its owner generates the second turn.
-        lm = getattr(chat_template, "__self__", None)
+        """Build first-turn requests; find the model that will generate the second turn."""
+        # The model evaluate() runs (recorded by the llmkick hook: a CachingLM with --use_cache), else
+        # the owner of lm-eval's bound `apply_chat_template`.
+        lm = running_model()
+        if lm is None:
+            lm = getattr(kwargs.get("chat_template"), "__self__", None)
         if lm is None or not callable(getattr(lm, "generate_until", None)):
             raise TypeError(
-                f"{self.config.task}: the chat template callable is not a method of an lm-eval model, "
-                f"so the second turn cannot be generated"
+                f"{self.config.task}: the second turn needs the evaluated model, which is known only "
+                f"inside lm_eval / simple_evaluate / evaluate with the llmkick plugin installed, or "
+                f"with --apply_chat_template"
             )
-        self._second_turn = (lm, chat_template, kwargs.get("system_instruction"))
+        self._second_turn = (lm, kwargs.get("system_instruction"))
         super().build_all_requests(**kwargs)
 
     def apply_filters(self) -> list[Instance] | None:
@@ -210,7 +245,10 @@ class MTBenchTask(JudgedTask):
         return super().apply_filters()
 
     def _generate_second_turn(self) -> None:
-        lm, chat_template, system_instruction = self._second_turn
+        lm, system_instruction = self._second_turn
+        chat = self._chat
+        if chat is None:
+            raise RuntimeError(f"{self.config.task}: build_all_requests must run before apply_filters")
         system = maybe_delimit(
             system_instruction, self.config.description or "", self.config.fewshot_delimiter
         )
@@ -222,13 +260,13 @@ class MTBenchTask(JudgedTask):
                 {"role": "assistant", "content": _first(instance.resps)},
                 {"role": "user", "content": instance.doc["turn_2"]},
             ]
-            context = chat_template(messages)
+            context = chat(messages)
             contexts.append(context)
             requests.append(
                 Instance(
                     request_type="generate_until",
                     doc=instance.doc,
-                    arguments=(context, copy.deepcopy(self.config.generation_kwargs)),
+                    arguments=(context, self.generation_kwargs()),
                     idx=1,
                     metadata=(self.config.task, instance.doc_id, 1),
                 )

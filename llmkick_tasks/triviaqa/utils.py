@@ -30,6 +30,7 @@ from llmkick_tasks.data_dir import (
     local_benchmark_dir,
     to_dataset,
 )
+from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ EVIDENCE_KEY = "evidence_tokens"  # metadata knob of llmkick_triviaqa_open (defa
 MAX_GEN_TOKS = 32
 MARGIN_TOKENS = 16
 CHARS_PER_TOKEN = 4  # fallback when no tokenizer is known: English averages about 4 characters per token
-TOKENIZER_KEYS = ("tokenizer", "pretrained", "model")  # model args that name a tokenizer, by backend
 OPEN_BOOK_QUESTION = "Based on these texts, answer these questions:\n\nQ: {question}\nA:"
 
 FEATURES = datasets.Features(
@@ -270,48 +270,16 @@ class EvidenceBudget:
         return f"evidence cut to <= {self.evidence_tokens} tokens of {name}, context {self.max_length}"
 
 
-def _name_of(value: Any) -> str | None:
-    """A model / tokenizer name or path from a model argument (a string, or a loaded model object)."""
-    if isinstance(value, str):
-        return value or None
-    config = getattr(value, "config", None)  # e.g. a PreTrainedModel given as pretrained= from Python
-    return getattr(config, "_name_or_path", None) or getattr(value, "name_or_path", None) or None
-
-
 def _load_tokenizer(metadata: Mapping[str, Any]) -> tuple[Any, int | None]:
     """(tokenizer, context length) of the model named in ``metadata``, or ``(None, None)``.
 
     The tokenizer comes from ``tokenizer``, else ``pretrained``, else ``model``; the context length from
-    the config of ``pretrained`` / ``model`` (the model, not a separately named tokenizer).
+    the config of ``pretrained`` / ``model`` (see :mod:`llmkick_tasks.model_tokenizer`).
     """
-    import transformers
-    from lm_eval.models.utils import resolve_max_length
-
-    given = next((metadata[key] for key in TOKENIZER_KEYS if metadata.get(key)), None)
-    if given is None:
+    tokenizer = load_tokenizer(metadata, "TriviaQA open book")
+    if tokenizer is None:
         return None, None
-    options = {
-        key: metadata[key] for key in ("revision", "trust_remote_code", "gguf_file") if key in metadata
-    }
-    if isinstance(given, transformers.PreTrainedTokenizerBase):  # a tokenizer object (Python API)
-        tokenizer = given
-    else:
-        source = _name_of(given)
-        if source is None:
-            return None, None
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **options)
-        except Exception as error:  # any loading failure means: no tokenizer, use the character fallback
-            log.warning("TriviaQA open book: cannot load a tokenizer from %r (%s)", source, error)
-            return None, None
-    model = next((_name_of(metadata[key]) for key in ("pretrained", "model") if metadata.get(key)), None)
-    config = getattr(metadata.get("pretrained"), "config", None)
-    if config is None and model is not None:
-        try:
-            config = transformers.AutoConfig.from_pretrained(model, **options)
-        except Exception:  # an API model name, a tokenizer-only repository: the tokenizer decides
-            config = None
-    return tokenizer, resolve_max_length(config, tokenizer)
+    return tokenizer, context_length(metadata, tokenizer)
 
 
 def load_open_book(**metadata: Any) -> datasets.DatasetDict:
