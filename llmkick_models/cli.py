@@ -1,7 +1,7 @@
 """The ``llmkick`` command: ``sweep`` compression points through lm-eval, ``report``, ``compress`` a model.
 
     llmkick sweep --model X --methods magnitude,wanda --sparsities 0,0.3,0.5 --patterns 2:4 \\
-        --tasks llmkick_exact_match,llmkick_wikitext2_ppl --output runs/x [lm_eval options, e.g. --device cpu --limit 50]
+        --tasks llmkick_exact_match,llmkick_wikitext2_ppl --output runs/x [lm_eval options: --device cpu ...]
     llmkick report runs/x
     llmkick compress --model X --model_args method=magnitude,sparsity=0.5 --output compressed/
 """
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         help="extra compression args, given only to methods that take them (calibration=..)",
     )
-    sweep.add_argument("--tasks", required=True, help="lm-eval tasks, e.g. llmkick_exact_match,llmkick_wikitext2_ppl")
+    sweep.add_argument("--tasks", required=True, help="lm-eval tasks, e.g. llmkick_exact_match")
     sweep.add_argument("--output", required=True, type=Path, help="run directory (re-run to resume)")
     sweep.add_argument("--no_report", action="store_true", help="do not write the report at the end")
 
