@@ -27,9 +27,21 @@ COMPRESSION_ARGS: tuple[str, ...] = (
     "blocksize",
     "true_sequential",
     "error_tokens",
+    "bits",
+    "group_size",
+    "sym",
+    "act_order",
+    "static_groups",
+    "quantizer",
     "cache",
     "llmkick_cache_dir",
 )
+
+#: Quantizers that can follow Wanda/magnitude pruning (``quantizer=``).
+QUANTIZERS: tuple[str, ...] = ("gptq", "rtn")
+
+#: Options that only mean something when weights are quantized (``bits=`` given).
+_NEEDS_BITS = ("group_size", "sym", "act_order", "static_groups", "quantizer")
 
 #: Named calibration sources; anything else given to ``calibration=`` must be a local path.
 CALIBRATION_SOURCES: tuple[str, ...] = ("c4", "wikitext2", "random")
@@ -145,6 +157,32 @@ def parse_error_tokens(value: Any) -> int | None:
     )
 
 
+def parse_bits(value: Any) -> int:
+    """Bits per quantized weight, 2..8."""
+    allowed = "an integer from 2 to 8, e.g. bits=4"
+    bits = _parse_int("bits", value, 0, allowed)
+    if not 2 <= bits <= 8:
+        raise CompressionArgumentError(f"bits={value!r} is out of range; allowed: {allowed}")
+    return bits
+
+
+def parse_group_size(value: Any) -> int | None:
+    """Input columns per quantization grid: a positive integer, or -1 (None) for one grid per row."""
+    allowed = "a positive integer (input columns per scale), e.g. group_size=128, or -1 (per channel)"
+    if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).strip() == "-1":
+        return None
+    return _parse_int("group_size", value, 1, allowed)
+
+
+def parse_quantizer(value: Any) -> str:
+    """``gptq`` or ``rtn``: what quantizes Wanda's/magnitude's pruned weights."""
+    if not isinstance(value, str) or value.strip().lower() not in QUANTIZERS:
+        raise CompressionArgumentError(
+            f"quantizer={value!r} is not a known quantizer; allowed: quantizer={'|'.join(QUANTIZERS)}"
+        )
+    return value.strip().lower()
+
+
 def parse_calibration_source(value: Any) -> str:
     """``c4``, ``wikitext2``, ``random`` or an existing local text/JSONL file or directory.
 
@@ -178,10 +216,15 @@ def build_calibration(
     nsamples: Any = None,
     seqlen: Any = None,
     calibration_seed: Any = None,
+    required: bool | None = None,
 ) -> CalibrationSpec | None:
-    """The calibration a method will see, or None for a method that runs (and was asked to run) without."""
+    """The calibration a method will see, or None for a method that runs (and was asked to run) without.
+
+    ``required`` overrides the registry's ``calibrated`` flag (magnitude followed by GPTQ needs data).
+    """
     given = {"nsamples": nsamples, "seqlen": seqlen, "calibration_seed": calibration_seed}
-    if calibration is None and not METHODS[method].calibrated:
+    needs_data = METHODS[method].calibrated if required is None else required
+    if calibration is None and not needs_data:
         for arg, value in given.items():
             if value is not None:
                 raise CompressionArgumentError(
@@ -221,6 +264,12 @@ def build_spec(
     blocksize: Any = None,
     true_sequential: Any = None,
     error_tokens: Any = None,
+    bits: Any = None,
+    group_size: Any = None,
+    sym: Any = None,
+    act_order: Any = None,
+    static_groups: Any = None,
+    quantizer: Any = None,
 ) -> CompressionSpec:
     """Validate compressed-hf's arguments together and return the spec they describe.
 
@@ -239,6 +288,12 @@ def build_spec(
         "blocksize": blocksize,
         "true_sequential": true_sequential,
         "error_tokens": error_tokens,
+        "bits": bits,
+        "group_size": group_size,
+        "sym": sym,
+        "act_order": act_order,
+        "static_groups": static_groups,
+        "quantizer": quantizer,
     }
     accepted = METHODS[name].accepts
     for arg, value in given.items():
@@ -253,8 +308,17 @@ def build_spec(
         return CompressionSpec()
 
     defaults = CompressionSpec()
+    quantization = _quantization_options(name, given)
     options = {
-        "calibration": build_calibration(name, calibration, nsamples, seqlen, calibration_seed),
+        **quantization,
+        "calibration": build_calibration(
+            name,
+            calibration,
+            nsamples,
+            seqlen,
+            calibration_seed,
+            required=True if quantization.get("quantizer") == "gptq" else None,
+        ),
         "percdamp": defaults.percdamp if percdamp is None else parse_percdamp(percdamp),
         "blocksize": defaults.blocksize
         if blocksize is None
@@ -274,7 +338,8 @@ def build_spec(
                 f"sparsity={sparsity!r} conflicts with pattern={nm}, which fixes sparsity to "
                 f"{nm.pruned}/{nm.group} = {nm.sparsity:g}; drop sparsity= or use pattern=unstructured"
             )
-        if "blocksize" in accepted and options["blocksize"] % nm.group:
+        # Only SparseGPT chooses N:M groups inside its column blocks (GPTQ after pruning keeps a fixed mask).
+        if name == "sparsegpt" and options["blocksize"] % nm.group:
             raise CompressionArgumentError(
                 f"blocksize={options['blocksize']} must be a multiple of M={nm.group} with pattern={nm}, "
                 f"so that no N:M group straddles two column blocks; e.g. blocksize=128"
@@ -287,6 +352,62 @@ def build_spec(
     return CompressionSpec(
         method=name, sparsity=parse_sparsity(sparsity) if sparsity is not None else 0.0, **options
     )
+
+
+def _quantization_options(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the quantizer arguments of ``method`` together; the ``CompressionSpec`` fields they set.
+
+    gptq/rtn need ``bits``; the pruning methods quantize only when ``bits`` is given, and then the other
+    quantizer options (and, for Wanda/magnitude, GPTQ's ``percdamp``/``blocksize``) mean something.
+    """
+    accepted = METHODS[method].accepts
+    if "bits" not in accepted:
+        return {}
+    quantizes_only = "sparsity" not in accepted  # gptq, rtn
+    if given["bits"] is None:
+        if quantizes_only:
+            raise CompressionArgumentError(
+                f"method={method} needs bits= (an integer from 2 to 8, e.g. bits=4)"
+            )
+        gptq_after = ("percdamp", "blocksize") if "quantizer" in accepted else ()
+        for arg in (*_NEEDS_BITS, *gptq_after):
+            if given.get(arg) is not None:
+                raise CompressionArgumentError(
+                    f"{arg}={given[arg]!r} needs bits= with method={method}: it is a quantizer option and "
+                    f"method={method} only quantizes when bits= is given (e.g. bits=4)"
+                )
+        return {}
+    defaults = CompressionSpec()
+    options: dict[str, Any] = {
+        "bits": parse_bits(given["bits"]),
+        "group_size": defaults.group_size
+        if given["group_size"] is None
+        else parse_group_size(given["group_size"]),
+        "sym": defaults.sym if given["sym"] is None else parse_bool("sym", given["sym"]),
+    }
+    if "act_order" in accepted:
+        options["act_order"] = given["act_order"] is not None and parse_bool("act_order", given["act_order"])
+        options["static_groups"] = given["static_groups"] is not None and parse_bool(
+            "static_groups", given["static_groups"]
+        )
+        if options["static_groups"] and options["group_size"] is None:
+            raise CompressionArgumentError(
+                "static_groups=true needs groups, but group_size=-1 quantizes per channel; give a "
+                "group_size (e.g. 128) or drop static_groups"
+            )
+    if "quantizer" in accepted:
+        # Wanda is calibrated anyway, so GPTQ costs it nothing extra; magnitude stays calibration-free.
+        default = "gptq" if METHODS[method].calibrated else "rtn"
+        chosen = default if given["quantizer"] is None else parse_quantizer(given["quantizer"])
+        options["quantizer"] = chosen
+        if chosen == "rtn":
+            for arg in ("act_order", "static_groups", "percdamp", "blocksize"):
+                if given.get(arg) is not None:
+                    raise CompressionArgumentError(
+                        f"{arg}={given[arg]!r} is a GPTQ option, but method={method} quantizes with "
+                        f"quantizer=rtn here; use quantizer=gptq or drop {arg}="
+                    )
+    return options
 
 
 def reject_misspelled_args(extra_args: Iterable[str], known_elsewhere: Iterable[str]) -> None:

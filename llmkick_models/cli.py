@@ -4,6 +4,8 @@
         --tasks llmkick_exact_match,llmkick_wikitext2_ppl --output runs/x [lm_eval options: --device cpu ...]
     llmkick report runs/x
     llmkick compress --model X --model_args method=magnitude,sparsity=0.5 --output compressed/
+    llmkick compress --model X --model_args method=gptq,bits=4,calibration=c4 --format compressed-tensors \
+        --output packed/   # vLLM-loadable (needs the [export] extra)
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress.add_argument("--output", required=True, type=Path, help="folder to write (must not exist)")
     compress.add_argument("--device", default="cpu", help="where compression runs (cpu, cuda:0, ...)")
+    compress.add_argument(
+        "--format",
+        default="fake",
+        choices=("fake", "compressed-tensors"),
+        help="fake: plain HF checkpoint with dequantized (fake-quantized) weights; compressed-tensors: "
+        "packed integer weights + scales that vLLM serves (quantized methods only; needs the [export] extra)",
+    )
 
     convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
     convert.add_argument("gguf_file", type=Path)
@@ -112,9 +121,24 @@ def _compress(args: argparse.Namespace) -> int:
 
     if args.output.exists():
         raise SystemExit(f"--output {args.output} exists; choose a new folder")
-    lm = CompressedHFLM(
-        pretrained=args.model, device=args.device, **simple_parse_args_string(args.model_args)
-    )
+    model_args = simple_parse_args_string(args.model_args)
+    packed = args.format == "compressed-tensors"
+    if packed:
+        from llmkick_models.arguments import COMPRESSION_ARGS, build_spec
+        from llmkick_models.export import ExportError, _import_compressed_tensors
+
+        # Fail before loading anything: the library is there and the run will quantize.
+        try:
+            _import_compressed_tensors()
+        except ExportError as error:
+            raise SystemExit(str(error)) from None
+        cache_args = ("cache", "llmkick_cache_dir")
+        spec_args = {k: v for k, v in model_args.items() if k in COMPRESSION_ARGS and k not in cache_args}
+        if build_spec(**spec_args).bits is None:
+            raise SystemExit("--format compressed-tensors needs a quantized model: add bits= to --model_args")
+        # The packed codes come from the grids of this run; a cached model has none.
+        model_args["cache"] = False
+    lm = CompressedHFLM(pretrained=args.model, device=args.device, **model_args)
     model = lm.model
     # Models loaded from GGUF carry a quantization_config that save_pretrained refuses; the weights are
     # already dequantized floats, so the saved folder is a plain HF checkpoint.
@@ -123,9 +147,18 @@ def _compress(args: argparse.Namespace) -> int:
         and getattr(model, "is_quantized", False) is False
     ):
         del model.config.quantization_config
-    model.save_pretrained(args.output)
-    lm.tokenizer.save_pretrained(args.output)
     report = lm.get_model_info().get("llmkick_compression", {})
+    if packed:
+        from llmkick_models.export import ExportError, export_compressed_tensors
+
+        assert lm.compression_report is not None
+        try:
+            export_compressed_tensors(model, lm.compression_report, args.output)
+        except ExportError as error:
+            raise SystemExit(str(error)) from None
+    else:
+        model.save_pretrained(args.output)
+    lm.tokenizer.save_pretrained(args.output)
     (args.output / "llmkick_compression.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"saved {args.output} (overall sparsity {report.get('overall_sparsity', 0):.4f})")
     return 0

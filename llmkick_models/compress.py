@@ -20,7 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def check_shapes(targets: list[TargetLinear], spec: CompressionSpec) -> None:
-    """Refuse before touching any weight when a layer cannot take the requested pattern."""
+    """Refuse before touching any weight when a layer cannot take the requested pattern or group size."""
+    if spec.bits is not None and spec.group_size is not None:
+        for target in targets:
+            if target.shape[1] % spec.group_size:
+                raise ValueError(
+                    f"group_size={spec.group_size}: layer {target.name} has {target.shape[1]} input "
+                    f"columns, not a multiple of {spec.group_size}; choose a group_size that divides every "
+                    f"layer's input width, or group_size=-1 (per channel)"
+                )
     if spec.pattern is None:
         return
     for target in targets:
@@ -49,16 +57,20 @@ def compress_model(
         return measure_model(targets, spec)
     check_shapes(targets, spec)
     method = load_method(spec.method)
-    if method.needs_calibration and calibration is None:
+    if method.requires_calibration(spec) and calibration is None:
         raise ValueError(f"method={spec.method} needs calibration tokens (see llmkick_models.calibration)")
     start = time.perf_counter()
     if calibration is not None:
         layers = compress_sequential(model, method, spec, calibration.input_ids, device)
-        return CompressionReport(spec, layers, time.perf_counter() - start, calibration.describe())
+        report = CompressionReport(spec, layers, time.perf_counter() - start, calibration.describe())
+        report.quantized = method.quantized
+        return report
     layers = []
     with torch.no_grad():
         for target in tqdm(targets, desc=f"llmkick {spec.method}", unit="linear", leave=False):
             compute_device = torch.device(device) if device is not None else target.weight.device
             extra = method.compress_layer(target, spec, compute_device)
             layers.append(measure_layer(target, spec, extra))
-    return CompressionReport(spec, layers, time.perf_counter() - start)
+    report = CompressionReport(spec, layers, time.perf_counter() - start)
+    report.quantized = method.quantized
+    return report

@@ -45,11 +45,12 @@ def _route_logs_through_lm_eval() -> None:
 
 @register_model("compressed-hf")
 class CompressedHFLM(HFLM):
-    """HFLM whose decoder linears are pruned or quantized right after loading.
+    """HFLM whose decoder linears are pruned and/or quantized (fake quantization) right after loading.
 
     Args:
         pretrained: model id, local directory, or an already-loaded ``PreTrainedModel`` (compressed in place).
-        method: ``none`` (dense), ``magnitude``, ``wanda`` or ``sparsegpt``.
+        method: ``none`` (dense), ``magnitude``, ``wanda``, ``sparsegpt`` (pruning), ``gptq`` or ``rtn``
+            (quantization).
         sparsity: fraction of each decoder weight matrix to zero, in [0, 1).
         pattern: ``unstructured`` (default) or ``N:M``: N zeros in every M consecutive input weights of a
             row (LLM-KICK's convention: ``2:4`` and ``4:8`` are 50%); fixes the sparsity to N/M.
@@ -59,12 +60,21 @@ class CompressedHFLM(HFLM):
         nsamples: calibration windows (default 128).
         seqlen: tokens per window (default 2048, capped at the model's context).
         calibration_seed: seed of the window draw (default 0).
-        percdamp: SparseGPT's Hessian dampening, a fraction of mean(diag H) (default 0.01).
-        blocksize: SparseGPT's column block (default 128; a multiple of M with an N:M pattern).
+        percdamp: SparseGPT's/GPTQ's Hessian dampening, a fraction of mean(diag H) (default 0.01).
+        blocksize: SparseGPT's/GPTQ's column block (default 128; for SparseGPT a multiple of M with N:M).
         true_sequential: recompute later sub-layers' statistics after earlier ones are compressed
             (default false, as in the Wanda and SparseGPT references).
         error_tokens: calibration tokens on which Wanda's/magnitude's reconstruction error is measured
             (default 16384; ``all`` for every token; SparseGPT always uses every token).
+        bits: bits per weight, 2..8: required by ``gptq``/``rtn``; with ``sparsegpt`` joint sparse+quant
+            in its column loop; with ``wanda``/``magnitude`` quantize after pruning, keeping the mask.
+        group_size: input columns per scale/zero point (default 128; ``-1`` = one per output row).
+        sym: symmetric grid (default true) or asymmetric min-max (false).
+        act_order: GPTQ: quantize columns by descending Hessian diagonal (default false).
+        static_groups: GPTQ: find every group's grid on the original weights first (default false:
+            each group's grid is found on the updated weights when the loop reaches it, as the reference).
+        quantizer: ``wanda``/``magnitude`` with ``bits``: ``gptq`` (default for wanda; calibrated) or
+            ``rtn`` (default for magnitude).
         cache: reuse / store the compressed model in the llmkick model cache (default true; only for
             ``pretrained`` given as a name or folder and a method other than ``none``).
         llmkick_cache_dir: the cache folder (default ``$LLMKICK_CACHE_DIR``, else
@@ -86,6 +96,12 @@ class CompressedHFLM(HFLM):
         blocksize: int | str | None = None,
         true_sequential: bool | str | None = None,
         error_tokens: int | str | None = None,
+        bits: int | str | None = None,
+        group_size: int | str | None = None,
+        sym: bool | str | None = None,
+        act_order: bool | str | None = None,
+        static_groups: bool | str | None = None,
+        quantizer: str | None = None,
         cache: bool | str | None = None,
         llmkick_cache_dir: str | None = None,
         **kwargs: Any,
@@ -103,6 +119,12 @@ class CompressedHFLM(HFLM):
             blocksize=blocksize,
             true_sequential=true_sequential,
             error_tokens=error_tokens,
+            bits=bits,
+            group_size=group_size,
+            sym=sym,
+            act_order=act_order,
+            static_groups=static_groups,
+            quantizer=quantizer,
         )
         reject_misspelled_args(kwargs, _HFLM_ARGS)
         reject_incompatible_load_args(self.compression_spec, kwargs)

@@ -40,6 +40,9 @@ class CompressionReport:
     layers: list[LayerReport]
     seconds: float
     calibration: dict[str, Any] | None = None  # how the calibration tokens were drawn (CalibrationSet)
+    #: Per-layer quantization grids (``llmkick_models.quantizer.QuantizedWeight``) for packed export; kept
+    #: in memory only (not in ``to_dict``), so a report loaded from the cache has none.
+    quantized: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def total_weights(self) -> int:

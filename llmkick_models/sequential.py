@@ -366,7 +366,7 @@ def weights_materialized(block: nn.Module) -> Iterator[None]:
 
 def hessian_stride(method: CompressionMethod, spec: CompressionSpec, total_tokens: int) -> int:
     """Every token for Hessian methods; otherwise enough of a stride to keep ``error_tokens`` tokens."""
-    if method.needs_hessian or spec.error_tokens is None:
+    if method.uses_full_hessian(spec) or spec.error_tokens is None:
         return 1
     return max(1, math.ceil(total_tokens / spec.error_tokens))
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+#: The quantization fields of ``CompressionSpec`` (left out of ``to_dict`` when nothing is quantized).
+QUANTIZATION_OPTIONS = ("bits", "group_size", "sym", "act_order", "static_groups", "quantizer")
+
 
 @dataclass(frozen=True)
 class NMPattern:
@@ -69,6 +72,18 @@ class CompressionSpec:
     true_sequential: bool = False
     #: Tokens on which the reconstruction error of non-Hessian methods is measured (None: all of them).
     error_tokens: int | None = 16384
+    #: Quantization (gptq, rtn; or after pruning): bits per weight in [2, 8]; None = no quantization.
+    bits: int | None = None
+    #: Input columns sharing one scale/zero point; None = one grid per output row ("per channel").
+    group_size: int | None = 128
+    #: Symmetric grid (zero point in the middle, the signed-int layout packed formats store) or min-max.
+    sym: bool = True
+    #: GPTQ: process columns by descending Hessian diagonal.
+    act_order: bool = False
+    #: GPTQ: all group grids found on the original weights before the loop (else at each group's start).
+    static_groups: bool = False
+    #: Wanda/magnitude with bits: quantize the pruned weights with ``gptq`` or ``rtn``.
+    quantizer: str | None = None
 
     @property
     def is_dense(self) -> bool:
@@ -83,14 +98,22 @@ class CompressionSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the pattern spelled as in model_args; options the method ignores are left
         out so that a results file shows only what shaped the weights."""
-        from llmkick_models.methods import METHODS  # pure data, no torch
+        from llmkick_models.methods import METHODS, quantization_only_args  # pure data, no torch
 
         data = asdict(self)
         data["pattern"] = str(self.pattern) if self.pattern is not None else "unstructured"
         accepted = METHODS[self.method].accepts if self.method in METHODS else frozenset()
-        for option in ("percdamp", "blocksize", "true_sequential", "error_tokens"):
+        for option in ("percdamp", "blocksize", "true_sequential", "error_tokens", *QUANTIZATION_OPTIONS):
             if option not in accepted:
                 del data[option]
+        if self.bits is None:  # a pruning method that was not asked to quantize
+            for option in (*QUANTIZATION_OPTIONS, *quantization_only_args(self.method)):
+                data.pop(option, None)
+        elif data.get("quantizer") == "rtn":
+            for option in ("percdamp", "blocksize", "act_order", "static_groups"):
+                data.pop(option, None)
+        if "group_size" in data and data["group_size"] is None:
+            data["group_size"] = -1  # spelled as in model_args
         if self.calibration is None:
             del data["calibration"]
             data.pop("error_tokens", None)

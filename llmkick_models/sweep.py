@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.arguments import build_spec
-from llmkick_models.methods import METHODS
+from llmkick_models.methods import METHODS, quantization_only_args
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def plan_points(
         if not candidates:
             raise ValueError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
         for point in candidates:
-            if "bits" not in accepts:
-                build_spec(point.method, point.sparsity, point.pattern)  # raises, naming the bad value
+            # Raises, naming the bad value (bits outside 2..8 included).
+            build_spec(point.method, point.sparsity, point.pattern, bits=point.bits)
         points += candidates
     seen: set[str] = set()
     return [p for p in points if not (p.point_id in seen or seen.add(p.point_id))]
@@ -97,6 +97,8 @@ def point_args(point: SweepPoint, base_model_args: str, compress_args: dict[str,
     """Full --model_args for a point: the base (pretrained=..., dtype=...), the point, and the extra
     compression args that this point's method accepts (calibration args are not given to magnitude)."""
     accepted = METHODS[point.method].accepts
+    if point.bits is None:  # e.g. percdamp= reaches Wanda only when it quantizes with GPTQ
+        accepted = accepted - quantization_only_args(point.method)
     extra = [f"{key}={value}" for key, value in compress_args.items() if key in accepted]
     return ",".join(part for part in (base_model_args, point.model_args(), *extra) if part)
 

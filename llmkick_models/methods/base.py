@@ -12,6 +12,7 @@ from llmkick_models.spec import CompressionSpec
 
 if TYPE_CHECKING:
     from llmkick_models.hessian import InputStatistics
+    from llmkick_models.quantizer import QuantizedWeight
 
 
 class CompressionMethod(ABC):
@@ -24,12 +25,27 @@ class CompressionMethod(ABC):
     Class flags tell the driver what to collect: ``needs_calibration`` methods only run through
     ``llmkick_models.sequential`` and receive the ``InputStatistics`` of the layer's input;
     ``needs_hessian`` methods need its Hessian over every calibration token (otherwise the Hessian is
-    accumulated on a subsample, only to measure the reconstruction error).
+    accumulated on a subsample, only to measure the reconstruction error).  A method whose needs depend on
+    the spec (Wanda/magnitude followed by GPTQ) overrides ``requires_calibration``/``uses_full_hessian``.
+
+    Quantizing methods record each layer's grid (scales, zero points) in ``quantized``, keyed by layer
+    name, for packed export; it is not part of the saved fake-quantized weights.
     """
 
     name: ClassVar[str]
     needs_calibration: ClassVar[bool] = False
     needs_hessian: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.quantized: dict[str, QuantizedWeight] = {}
+
+    def requires_calibration(self, spec: CompressionSpec) -> bool:
+        """True when this method cannot run on ``spec`` without calibration tokens."""
+        return self.needs_calibration
+
+    def uses_full_hessian(self, spec: CompressionSpec) -> bool:
+        """True when this method needs the Hessian over every calibration token for ``spec``."""
+        return self.needs_hessian
 
     @abstractmethod
     def compress_layer(

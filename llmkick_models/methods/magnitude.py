@@ -8,6 +8,7 @@ import torch
 
 from llmkick_models.masks import pruning_mask
 from llmkick_models.methods.base import CompressionMethod
+from llmkick_models.methods.gptq import QuantizeAfterPruning
 from llmkick_models.model_layout import TargetLinear
 from llmkick_models.spec import CompressionSpec
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from llmkick_models.hessian import InputStatistics
 
 
-class Magnitude(CompressionMethod):
+class Magnitude(QuantizeAfterPruning, CompressionMethod):
     """Unstructured: the ``sparsity`` fraction of smallest |W| in the whole matrix (LLM-KICK's baseline)."""
 
     name: ClassVar[str] = "magnitude"
@@ -27,9 +28,10 @@ class Magnitude(CompressionMethod):
         device: torch.device,
         statistics: InputStatistics | None = None,
     ) -> dict[str, float]:
-        """Zero the lowest-|W| weights of ``target`` in place (``statistics`` are not used)."""
+        """Zero the lowest-|W| weights of ``target`` in place; with ``bits=``, quantize it keeping the mask
+        (``statistics`` serve only a GPTQ quantizer)."""
         weight = target.weight
         scores = weight.to(device=device, dtype=torch.float32).abs()
         mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=False)
         weight.masked_fill_(mask.to(weight.device), 0)
-        return {}
+        return self.quantize_pruned(target, spec, device, statistics, mask)

@@ -14,6 +14,11 @@ For each linear, with H = (2/n) Σ x xᵀ over the calibration inputs (SPEC §2)
 
 The unstructured per-block counts use cumulative rounding so that each matrix ends up with exactly
 floor(sparsity · rows · cols) zeros, the same count as magnitude pruning.
+
+Joint sparse + quant (``bits=``): in the same column loop, ŵ = quant(mask(w)); the min-max grid contains
+0 with an integer zero point, so pruned weights stay exactly 0 and an N:M pattern survives quantization.
+Grids are per channel (found on W before the loop) or per group of ``group_size`` columns, found when the
+loop reaches the group's first column, on the updated weights with the mask known so far applied.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import torch
 from llmkick_models.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
 from llmkick_models.masks import lowest_mask
 from llmkick_models.methods.base import CompressionMethod
+from llmkick_models.methods.gptq import quantizer_config, updated_columns
 from llmkick_models.model_layout import TargetLinear
+from llmkick_models.quantizer import QuantizedWeight, QuantizerConfig, fake_quantize, find_params
 from llmkick_models.spec import CompressionSpec, NMPattern
 
 
@@ -44,6 +51,24 @@ def sparsegpt_prune(
     Neither argument is modified.  With ``pattern`` set, ``sparsity`` is ignored and ``blocksize`` must be
     a multiple of M.
     """
+    W_hat, damp, dead, _ = sparsegpt_prune_quantize(
+        W, H, sparsity, pattern, blocksize, percdamp, layer_name, None
+    )
+    return W_hat, damp, dead
+
+
+def sparsegpt_prune_quantize(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    sparsity: float,
+    pattern: NMPattern | None,
+    blocksize: int,
+    percdamp: float,
+    layer_name: str,
+    quantizer: QuantizerConfig | None,
+) -> tuple[torch.Tensor, float, int, QuantizedWeight | None]:
+    """``sparsegpt_prune`` that also quantizes each column after masking it when ``quantizer`` is given;
+    returns (Ŵ, dampening used, dead inputs, the quantization grid or None)."""
     W = W.detach().float().clone()
     H = H.detach().float().clone()
     rows, columns = W.shape
@@ -51,6 +76,12 @@ def sparsegpt_prune(
         raise ValueError(f"blocksize={blocksize} is not a multiple of the N:M group size {pattern.group}")
     dead = zero_dead_inputs(H, W)
     Hinv, damp = damped_inverse_cholesky(H, percdamp, layer_name)
+    group_size = quantizer.group_size if quantizer is not None else None
+    scales: list[torch.Tensor] = []
+    zeros: list[torch.Tensor] = []
+    if quantizer is not None and group_size is None:
+        scale, zero = find_params(W, quantizer)
+        scales, zeros = [scale], [zero]
 
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
@@ -73,8 +104,19 @@ def sparsegpt_prune(
                 group = slice(i, i + pattern.group)
                 saliency = W1[:, group].square() / d[group].square().unsqueeze(0)
                 mask1[:, group] = lowest_mask(saliency, pattern.pruned)
+            if quantizer is not None and group_size is not None and (i1 + i) % group_size == 0:
+                stop = min(i1 + i + group_size, columns)
+                segment = updated_columns(W, W1, Err1, Hinv, i1, i1 + i, stop)
+                known = mask1[:, i : stop - i1]  # the mask of this block (N:M: chosen up to this group)
+                segment[:, : known.shape[1]] = segment[:, : known.shape[1]].masked_fill(known, 0.0)
+                scale, zero = find_params(segment, quantizer)
+                scales.append(scale)
+                zeros.append(zero)
             w = W1[:, i]
             w_hat = w.masked_fill(mask1[:, i], 0.0)
+            if quantizer is not None:
+                # Mask, then quantize: 0 maps to exactly 0 on the grid, so the pattern survives.
+                w_hat = fake_quantize(w_hat.unsqueeze(1), scale, zero, quantizer.maxq).squeeze(1)
             err = (w - w_hat) / d[i]
             # OBS update of the not-yet-visited columns of this block; column i itself becomes exactly ŵ.
             W1[:, i + 1 :].addr_(err, Hinv1[i, i + 1 :], alpha=-1.0)
@@ -85,7 +127,10 @@ def sparsegpt_prune(
         # Lazy batch update: the whole block's errors reach every later column in one matmul.
         W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1.0)
 
-    return W, damp, int(dead.sum())
+    grid = None
+    if quantizer is not None:
+        grid = QuantizedWeight(quantizer, torch.cat(scales, dim=1).cpu(), torch.cat(zeros, dim=1).cpu())
+    return W, damp, int(dead.sum()), grid
 
 
 class SparseGPT(CompressionMethod):
@@ -108,7 +153,8 @@ class SparseGPT(CompressionMethod):
         if not statistics.hessian_is_exact:
             raise ValueError(f"sparsegpt: {target.name} needs the Hessian over every token, got a subsample")
         weight = target.weight
-        W_hat, damp, dead = sparsegpt_prune(
+        quantizer = quantizer_config(spec) if spec.bits is not None else None
+        W_hat, damp, dead, grid = sparsegpt_prune_quantize(
             weight.to(device),
             statistics.hessian.to(device),
             spec.sparsity,
@@ -116,9 +162,13 @@ class SparseGPT(CompressionMethod):
             spec.blocksize,
             spec.percdamp,
             target.name,
+            quantizer,
         )
         weight.copy_(W_hat.to(device=weight.device, dtype=weight.dtype))
         extra: dict[str, float] = {}
+        if quantizer is not None and grid is not None:
+            self.quantized[target.name] = grid
+            extra.update(bits=quantizer.bits, group_size=quantizer.group_size or -1)
         if damp != spec.percdamp:
             extra["percdamp"] = damp
         if dead:

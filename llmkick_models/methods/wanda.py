@@ -15,6 +15,7 @@ import torch
 from llmkick_models.hessian import InputStatistics
 from llmkick_models.masks import pruning_mask
 from llmkick_models.methods.base import CompressionMethod
+from llmkick_models.methods.gptq import QuantizeAfterPruning
 from llmkick_models.model_layout import TargetLinear
 from llmkick_models.spec import CompressionSpec
 
@@ -24,7 +25,7 @@ def wanda_scores(W: torch.Tensor, feature_sq_mean: torch.Tensor) -> torch.Tensor
     return W.float().abs() * feature_sq_mean.float().sqrt().unsqueeze(0)
 
 
-class Wanda(CompressionMethod):
+class Wanda(QuantizeAfterPruning, CompressionMethod):
     """Per-output-row (or N:M) pruning by |W| · ‖X‖; needs only the input feature norms."""
 
     name: ClassVar[str] = "wanda"
@@ -44,4 +45,4 @@ class Wanda(CompressionMethod):
         scores = wanda_scores(weight.to(device), statistics.feature_sq_mean.to(device))
         mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=True)
         weight.masked_fill_(mask.to(weight.device), 0)
-        return {}
+        return self.quantize_pruned(target, spec, device, statistics, mask)

@@ -1,0 +1,282 @@
+"""GPTQ (Frantar et al. 2023, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+Transformers"): quantize one column at a time and let the not-yet-quantized columns absorb the error.
+
+For a linear y = W x with input Hessian H = (2/n) Σ x xᵀ (SPEC §2):
+
+1. dead inputs (H_jj = 0) get weight 0; with ``act_order`` the columns are permuted by descending H_jj
+   (most active inputs first, while the most freedom to compensate is left);
+2. H is dampened by λ = percdamp · mean(diag H) and Hinv = upper Cholesky factor of H⁻¹
+   (``llmkick_models.hessian``, with the retry-on-failure of the shared code);
+3. columns are visited in blocks of ``blocksize``; at column j: Q_j = quant(W_j),
+   Err_j = (W_j − Q_j) / Hinv_jj, W[:, j+1:] −= Err_j · Hinv[j, j+1:] (inside the block at once, for later
+   blocks lazily, one matmul per block);
+4. grids: per channel (one min-max grid per row, found on W before the loop), dynamic groups (the
+   reference default: the grid of a group is found when the loop reaches its first column, on the weights
+   as updated so far) or ``static_groups`` (all group grids found on the original W before the loop, so
+   with act_order a group's grid does not depend on the processing order);
+5. with act_order the result is put back in the original column order with the inverse permutation.
+
+``mask`` (joint sparse + quant after Wanda/magnitude pruning): masked weights are quantized to exactly 0
+at their turn, and their removal error is spread over the remaining columns like any quantization error;
+a pruned weight is never revived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from llmkick_models.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
+from llmkick_models.methods.base import CompressionMethod
+from llmkick_models.model_layout import TargetLinear
+from llmkick_models.quantizer import (
+    QuantizedWeight,
+    QuantizerConfig,
+    fake_quantize,
+    find_params,
+    rtn_quantize,
+)
+
+if TYPE_CHECKING:
+    from llmkick_models.spec import CompressionSpec
+
+
+@dataclass
+class GPTQResult:
+    """What ``gptq_quantize`` produced for one layer."""
+
+    Q: torch.Tensor  # fake-quantized weight (rows, columns), fp32, original column order
+    grid: QuantizedWeight
+    damp: float  # the dampening that factorised (percdamp unless the retry raised it)
+    dead: int  # inputs with H_jj = 0
+
+
+def updated_columns(
+    W: torch.Tensor,
+    W1: torch.Tensor,
+    Err1: torch.Tensor,
+    Hinv: torch.Tensor,
+    i1: int,
+    start: int,
+    stop: int,
+) -> torch.Tensor:
+    """Columns [start, stop) of W as the OBS updates so far have made them, inside the block loop.
+
+    The current block (starting at ``i1``) lives in ``W1`` with its in-block updates applied; columns past
+    the block have not yet received this block's lazy update, so it is applied here on the fly
+    (Err1's not-yet-visited columns are 0).  Needed for dynamic group grids whose group extends past the
+    block (the reference reads the stale W there).
+    """
+    i2 = i1 + W1.shape[1]
+    inside = W1[:, start - i1 : min(stop, i2) - i1]
+    if stop <= i2:
+        return inside
+    outside = W[:, i2:stop] - Err1 @ Hinv[i1:i2, i2:stop]
+    return torch.cat([inside, outside], dim=1)
+
+
+def gptq_quantize(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    config: QuantizerConfig,
+    *,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    act_order: bool = False,
+    static_groups: bool = False,
+    mask: torch.Tensor | None = None,
+    layer_name: str = "layer",
+) -> GPTQResult:
+    """Quantize W (out, in) with GPTQ given its input Hessian H (in, in); neither is modified.
+
+    ``mask`` (out, in), True = pruned: those weights end up exactly 0.
+    """
+    W = W.detach().float().clone()
+    H = H.detach().float().clone()
+    columns = W.shape[1]
+    dead = zero_dead_inputs(H, W)
+    group_size = config.group_size
+    maxq = config.maxq
+
+    static_scale = static_zero = None
+    if group_size is not None and static_groups:
+        # Grids of the original column groups, on the weights before any update (order-independent).
+        masked = W if mask is None else W.masked_fill(mask, 0.0)
+        grids = [find_params(masked[:, s : s + group_size], config) for s in range(0, columns, group_size)]
+        static_scale = torch.cat([g[0] for g in grids], dim=1)
+        static_zero = torch.cat([g[1] for g in grids], dim=1)
+
+    perm = torch.arange(columns, device=W.device)
+    if act_order:
+        perm = torch.argsort(H.diagonal(), descending=True, stable=True)
+        W, H = W[:, perm], H[perm][:, perm]
+        mask = mask[:, perm] if mask is not None else None
+
+    Hinv, damp = damped_inverse_cholesky(H, percdamp, layer_name)
+
+    if group_size is None:  # per channel: one grid per row, found before the loop (as the reference)
+        scale, zero = find_params(W if mask is None else W.masked_fill(mask, 0.0), config)
+    dynamic_scales: list[torch.Tensor] = []
+    dynamic_zeros: list[torch.Tensor] = []
+
+    Q = torch.zeros_like(W)
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        d = Hinv1.diagonal()
+
+        for i in range(i2 - i1):
+            j = i1 + i  # position in processing order
+            if group_size is not None:
+                if static_scale is not None:
+                    group = int(perm[j]) // group_size
+                    scale, zero = static_scale[:, group : group + 1], static_zero[:, group : group + 1]
+                elif j % group_size == 0:
+                    # Dynamic groups: the grid of the next group_size columns, on the updated weights.
+                    stop = min(j + group_size, columns)
+                    segment = updated_columns(W, W1, Err1, Hinv, i1, j, stop)
+                    if mask is not None:
+                        segment = segment.masked_fill(mask[:, j:stop], 0.0)
+                    scale, zero = find_params(segment, config)
+                    dynamic_scales.append(scale)
+                    dynamic_zeros.append(zero)
+            w = W1[:, i]
+            q = fake_quantize(w.unsqueeze(1), scale, zero, maxq).squeeze(1)
+            if mask is not None:
+                q = q.masked_fill(mask[:, j], 0.0)
+            err = (w - q) / d[i]
+            # OBS update of the not-yet-quantized columns of this block; column i itself becomes q.
+            W1[:, i + 1 :].addr_(err, Hinv1[i, i + 1 :], alpha=-1.0)
+            Q1[:, i] = q
+            Err1[:, i] = err
+
+        Q[:, i1:i2] = Q1
+        # Lazy batch update: the block's errors reach every later column in one matmul.
+        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1.0)
+
+    g_idx = None
+    if act_order:
+        inverse = torch.argsort(perm)
+        Q = Q[:, inverse]
+        if group_size is not None and static_scale is None:
+            # Column perm[j] was quantized in dynamic group j // group_size.
+            g_idx = torch.empty(columns, dtype=torch.long)
+            g_idx[perm.cpu()] = torch.arange(columns) // group_size
+    if group_size is None:
+        grid = QuantizedWeight(config, scale.cpu(), zero.cpu())
+    elif static_scale is not None:
+        grid = QuantizedWeight(config, static_scale.cpu(), static_zero.cpu())
+    else:
+        grid = QuantizedWeight(
+            config, torch.cat(dynamic_scales, dim=1).cpu(), torch.cat(dynamic_zeros, dim=1).cpu(), g_idx
+        )
+    return GPTQResult(Q, grid, damp, int(dead.sum()))
+
+
+def quantizer_config(spec: CompressionSpec) -> QuantizerConfig:
+    """The quantizer a spec asks for (``spec.bits`` must be set)."""
+    if spec.bits is None:
+        raise ValueError(f"method={spec.method} was asked to quantize without bits=")
+    return QuantizerConfig(spec.bits, spec.sym, spec.group_size)
+
+
+def quantize_target(
+    target: TargetLinear,
+    spec: CompressionSpec,
+    device: torch.device,
+    statistics: InputStatistics | None,
+    use_gptq: bool,
+    mask: torch.Tensor | None = None,
+) -> tuple[dict[str, float], QuantizedWeight]:
+    """Quantize ``target``'s weight in place with GPTQ or RTN (keeping ``mask`` zero); report facts."""
+    config = quantizer_config(spec)
+    weight = target.weight
+    extra: dict[str, float] = {"bits": config.bits, "group_size": config.group_size or -1}
+    if use_gptq:
+        if statistics is None or statistics.hessian_tokens == 0:
+            raise ValueError(f"gptq: {target.name} received no calibration tokens")
+        if not statistics.hessian_is_exact:
+            raise ValueError(f"gptq: {target.name} needs the Hessian over every token, got a subsample")
+        result = gptq_quantize(
+            weight.to(device),
+            statistics.hessian.to(device),
+            config,
+            blocksize=spec.blocksize,
+            percdamp=spec.percdamp,
+            act_order=spec.act_order,
+            static_groups=spec.static_groups,
+            mask=mask.to(device) if mask is not None else None,
+            layer_name=target.name,
+        )
+        Q, grid = result.Q, result.grid
+        if result.damp != spec.percdamp:
+            extra["percdamp"] = result.damp
+        if result.dead:
+            extra["dead_inputs"] = result.dead
+    else:
+        # RTN maps 0 to exactly 0, so a pruned weight stays pruned without any mask bookkeeping.
+        Q, grid = rtn_quantize(weight.to(device), config)
+    weight.copy_(Q.to(device=weight.device, dtype=weight.dtype))
+    return extra, grid
+
+
+class GPTQ(CompressionMethod):
+    """GPTQ weight quantization with OBS error compensation; needs the full Hessian."""
+
+    name: ClassVar[str] = "gptq"
+    needs_calibration: ClassVar[bool] = True
+    needs_hessian: ClassVar[bool] = True
+
+    def compress_layer(
+        self,
+        target: TargetLinear,
+        spec: CompressionSpec,
+        device: torch.device,
+        statistics: InputStatistics | None = None,
+    ) -> dict[str, float]:
+        """Quantize ``target`` in place with GPTQ; keep its grid for packed export."""
+        extra, grid = quantize_target(target, spec, device, statistics, use_gptq=True)
+        self.quantized[target.name] = grid
+        return extra
+
+
+class QuantizeAfterPruning:
+    """Mixin for Wanda and magnitude: with ``bits=``, quantize the pruned layer while keeping its mask.
+
+    ``quantizer=gptq`` (calibrated: GPTQ with the pruned weights forced to 0 at their turn, their error
+    compensated by the kept ones) or ``quantizer=rtn`` (round-to-nearest; 0 maps to 0).
+    """
+
+    quantized: dict[str, QuantizedWeight]
+
+    def requires_calibration(self, spec: CompressionSpec) -> bool:
+        """Calibration is needed for the method itself or for a GPTQ quantizer."""
+        return bool(getattr(self, "needs_calibration", False)) or self._gptq_after(spec)
+
+    def uses_full_hessian(self, spec: CompressionSpec) -> bool:
+        """GPTQ after pruning needs the Hessian over every token."""
+        return self._gptq_after(spec)
+
+    @staticmethod
+    def _gptq_after(spec: CompressionSpec) -> bool:
+        return spec.bits is not None and spec.quantizer == "gptq"
+
+    def quantize_pruned(
+        self,
+        target: TargetLinear,
+        spec: CompressionSpec,
+        device: torch.device,
+        statistics: InputStatistics | None,
+        mask: torch.Tensor,
+    ) -> dict[str, float]:
+        """No-op without ``bits``; else quantize ``target`` in place keeping ``mask`` (True = pruned) zero."""
+        if spec.bits is None:
+            return {}
+        extra, grid = quantize_target(target, spec, device, statistics, self._gptq_after(spec), mask)
+        self.quantized[target.name] = grid
+        return extra

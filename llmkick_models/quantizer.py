@@ -1,0 +1,126 @@
+"""Min-max uniform weight quantizer shared by GPTQ, RTN and joint sparse+quant (SPEC §2).
+
+A row segment w (one output row of a group of ``group_size`` input columns, or the whole row for
+per-channel quantization) is mapped to integers q ∈ {0, …, 2^bits − 1} with a scale s and an integer zero
+point z:
+
+    q = clamp(round(w / s) + z, 0, maxq),     ŵ = s · (q − z)        (fake quantization: ŵ is a float)
+
+* asymmetric: the range [min(w, 0), max(w, 0)] is split into maxq steps, z = round(−min / s);
+* symmetric: the range is [−m, m] with m = max|w|, and z = 2^(bits−1) (the midpoint), so the grid is
+  s · {−2^(bits−1), …, 2^(bits−1) − 1}; this is the signed-int layout that packed formats store.
+
+The range always contains 0 and z is an integer, so a weight that is exactly 0 dequantizes to exactly 0:
+pruned weights stay pruned.  Each segment holds at most 2^bits distinct values by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+MIN_BITS, MAX_BITS = 2, 8
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """How weights are quantized: ``bits`` in [2, 8], symmetric or not, ``group_size`` input columns
+    per scale (None: one scale per output row, "per channel")."""
+
+    bits: int
+    sym: bool = True
+    group_size: int | None = 128
+
+    def __post_init__(self) -> None:
+        if not MIN_BITS <= self.bits <= MAX_BITS:
+            raise ValueError(f"bits={self.bits} is out of range; allowed: {MIN_BITS}..{MAX_BITS}")
+        if self.group_size is not None and self.group_size < 1:
+            raise ValueError(f"group_size={self.group_size} must be positive (or None for per channel)")
+
+    @property
+    def maxq(self) -> int:
+        """The largest integer level, 2^bits − 1."""
+        return (1 << self.bits) - 1
+
+
+def find_params(W: torch.Tensor, config: QuantizerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max scale and integer zero point of each row of ``W`` (rows, columns); both (rows, 1) fp32.
+
+    The zero point is returned as a float tensor holding integers (it is used in float arithmetic).
+    """
+    W = W.float()
+    zeros = torch.zeros(W.shape[0], device=W.device)
+    xmin = torch.minimum(W.min(dim=1).values, zeros)
+    xmax = torch.maximum(W.max(dim=1).values, zeros)
+    if config.sym:
+        xmax = torch.maximum(xmin.abs(), xmax)
+        xmin = -xmax
+    # An all-zero row: any positive scale works (every weight maps to the zero point); avoid 0 / 0.
+    empty = (xmin == 0) & (xmax == 0)
+    xmin = torch.where(empty, -1.0, xmin)
+    xmax = torch.where(empty, 1.0, xmax)
+    scale = (xmax - xmin) / config.maxq
+    if config.sym:
+        zero = torch.full_like(scale, float((config.maxq + 1) // 2))
+    else:
+        zero = torch.round(-xmin / scale)
+    return scale.unsqueeze(1), zero.unsqueeze(1)
+
+
+def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    """Integer levels q ∈ [0, maxq] (as floats) of ``w`` on the grid (scale, zero); shapes broadcast."""
+    return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+
+
+def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    """Quantize then dequantize: the float value ŵ = s · (q − z) that evaluation uses."""
+    return scale * (quantize_codes(w, scale, zero, maxq) - zero)
+
+
+@dataclass
+class QuantizedWeight:
+    """The grid a layer was quantized on, kept for packed export (not saved with fake-quantized weights).
+
+    ``scale`` and ``zero`` are (rows, groups) with groups = ceil(columns / group_size) (1 per channel);
+    column j of the weight uses group ``g_idx[j]``.  ``g_idx`` is None when column j simply uses group
+    j // group_size (always the case without act_order, and with act_order + static groups).
+    """
+
+    config: QuantizerConfig
+    scale: torch.Tensor
+    zero: torch.Tensor
+    g_idx: torch.Tensor | None = None
+
+    def group_of_columns(self, columns: int) -> torch.Tensor:
+        """Group index of every input column."""
+        if self.g_idx is not None:
+            return self.g_idx
+        if self.config.group_size is None:
+            return torch.zeros(columns, dtype=torch.long)
+        return torch.arange(columns) // self.config.group_size
+
+    def dequantize(self, W: torch.Tensor) -> torch.Tensor:
+        """``W`` snapped to this grid (a fake-quantized W is returned unchanged up to round-off)."""
+        groups = self.group_of_columns(W.shape[1]).to(W.device)
+        scale, zero = self.scale.to(W.device)[:, groups], self.zero.to(W.device)[:, groups]
+        return fake_quantize(W.float(), scale, zero, self.config.maxq)
+
+
+def rtn_quantize(W: torch.Tensor, config: QuantizerConfig) -> tuple[torch.Tensor, QuantizedWeight]:
+    """Round-to-nearest of W (rows, columns) group by group; returns (Ŵ in fp32, its grid).
+
+    Weights that are 0 stay 0 (see the module docstring), so RTN after pruning keeps the mask.
+    """
+    W = W.float()
+    columns = W.shape[1]
+    size = config.group_size or columns
+    Q = torch.empty_like(W)
+    scales, zeros = [], []
+    for start in range(0, columns, size):
+        block = W[:, start : start + size]
+        scale, zero = find_params(block, config)
+        Q[:, start : start + size] = fake_quantize(block, scale, zero, config.maxq)
+        scales.append(scale)
+        zeros.append(zero)
+    return Q, QuantizedWeight(config, torch.cat(scales, dim=1), torch.cat(zeros, dim=1))

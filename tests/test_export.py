@@ -1,0 +1,79 @@
+"""Packed export (compressed-tensors, the ``[export]`` extra): save, reload with transformers, and get the
+fake-quantized model's logits back; refusals for what cannot be packed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from calibration_fixtures import calibration_set, compress_tiny, write_corpus
+
+from llmkick_models.cli import main
+from llmkick_models.export import ExportError, export_compressed_tensors
+
+pytest.importorskip("compressed_tensors", reason="the [export] extra (compressed-tensors) is not installed")
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory):
+    return calibration_set(str(write_corpus(tmp_path_factory.mktemp("export_corpus"))), nsamples=8)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"bits": 4, "group_size": 32},
+        {"bits": 3, "group_size": -1, "act_order": True},
+        {"bits": 8, "group_size": 16, "act_order": True, "static_groups": True},
+    ],
+)
+def test_round_trip_gives_the_fake_quantized_logits(calibration, tmp_path: Path, args: dict) -> None:
+    model, report = compress_tiny("llama", calibration, "gptq", **args)
+    ids = calibration.input_ids[:2]
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    export_compressed_tensors(model, report, tmp_path / "packed")
+    files = {p.name for p in (tmp_path / "packed").iterdir()}
+    assert "config.json" in files
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "packed", dtype=torch.float32)
+    config = reloaded.config.quantization_config
+    config = config if isinstance(config, dict) else config.to_dict()
+    assert "pack-quantized" in str(config)
+    with torch.no_grad():
+        actual = reloaded(input_ids=ids).logits
+    assert (actual - expected).abs().max() < 1e-4
+
+
+def test_refuses_what_cannot_be_packed(calibration, tmp_path: Path) -> None:
+    model, report = compress_tiny("llama", calibration, "gptq", bits=4, group_size=32, act_order=True)
+    with pytest.raises(ExportError, match="static_groups=true"):
+        export_compressed_tensors(model, report, tmp_path / "a")
+    model, report = compress_tiny("llama", None, "rtn", bits=4, group_size=32, sym=False)
+    with pytest.raises(ExportError, match="symmetric grids only"):
+        export_compressed_tensors(model, report, tmp_path / "b")
+    model, report = compress_tiny("gpt2", None, "rtn", bits=4, group_size=32)
+    with pytest.raises(ExportError, match="Conv1D"):
+        export_compressed_tensors(model, report, tmp_path / "c")
+    report.quantized = {}  # e.g. a model loaded from the llmkick cache
+    with pytest.raises(ExportError, match="no quantization grid"):
+        export_compressed_tensors(model, report, tmp_path / "d")
+
+
+def test_cli_packed_and_fake_exports_agree(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    model_args = f"method=gptq,bits=4,group_size=32,calibration={corpus},nsamples=4,seqlen=32"
+    for fmt in ("fake", "compressed-tensors"):
+        argv = ["compress", "--model", str(tiny_llama_dir), "--model_args", model_args, "--format", fmt]
+        assert main([*argv, "--output", str(tmp_path / fmt)]) == 0
+    ids = torch.arange(40).reshape(2, 20)
+    logits = []
+    for fmt in ("fake", "compressed-tensors"):
+        model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / fmt, dtype=torch.float32)
+        with torch.no_grad():
+            logits.append(model(input_ids=ids).logits)
+    assert (logits[0] - logits[1]).abs().max() < 1e-4
+    with pytest.raises(SystemExit, match="needs a quantized model"):
+        main(["compress", "--model", str(tiny_llama_dir), "--model_args", "method=magnitude,sparsity=0.5",
+              "--format", "compressed-tensors", "--output", str(tmp_path / "x")])  # fmt: skip
