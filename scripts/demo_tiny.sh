@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Demo: build a tiny Llama offline, then evaluate it dense and 2:4-pruned through the real lm_eval CLI.
-# Usage: scripts/demo.sh [OUTPUT_DIR]      (run inside the project's venv)
+# Usage: scripts/demo_tiny.sh [OUTPUT_DIR]      (run inside the project's venv)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/demo_output}"
