@@ -25,22 +25,13 @@ from llmkick_models.arguments import (
 )
 from llmkick_models.calibration import calibration_tokens, load_documents, model_context_length
 from llmkick_models.compress import compress_model
+from llmkick_models.logs import route_logs_through_lm_eval
 from llmkick_models.model_cache import ModelCache, cache_key, describe_source
 from llmkick_models.report import CompressionReport
 
 log = logging.getLogger(__name__)
 
 _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters)
-
-
-def _route_logs_through_lm_eval() -> None:
-    """Show our INFO lines where lm-eval shows its own (lm-eval only configures the ``lm_eval`` logger)."""
-    ours, theirs = logging.getLogger("llmkick_models"), logging.getLogger("lm_eval")
-    if not ours.handlers and theirs.handlers:
-        for handler in theirs.handlers:
-            ours.addHandler(handler)
-        ours.setLevel(theirs.getEffectiveLevel())
-        ours.propagate = False
 
 
 @register_model("compressed-hf")
@@ -135,7 +126,7 @@ class CompressedHFLM(HFLM):
         calibration_spec = self.compression_spec.calibration
         self._calibration_documents = load_documents(calibration_spec) if calibration_spec else None
         self.compression_report: CompressionReport | None = None
-        _route_logs_through_lm_eval()
+        route_logs_through_lm_eval("llmkick_models")
         super().__init__(pretrained=pretrained, **kwargs)
         if self.compression_report is None:  # a loaded model skips _create_model
             self._compress()

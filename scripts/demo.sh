@@ -28,9 +28,10 @@ if [ ! -f "$model/config.json" ]; then
 fi
 
 # 2. The sweep.  Shared data has only FreebaseQA dev (the default split is eval) and the TriviaQA sample.
+#    group_size=64: SmolLM2-135M's hidden size (576) is not a multiple of the default 128.
 llmkick sweep --model "$model" --model_args max_length=2048 \
   --methods "$methods" --sparsities 0.5 --patterns 2:4 --bits "$bits" \
-  --compress_args "calibration=$data/wikitext2/valid.txt,nsamples=32,seqlen=512" \
+  --compress_args "calibration=$data/wikitext2/valid.txt,nsamples=32,seqlen=512,group_size=64" \
   --tasks llmkick_freebaseqa,llmkick_triviaqa_open,llmkick_wikitext2_ppl \
   --output "$out/run" --device cpu --batch_size 8 --limit "$limit" \
   --metadata "{\"data_dir\": \"$data\", \"freebaseqa_split\": \"dev\", \"wikitext2_articles\": 2}"

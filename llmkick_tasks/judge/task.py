@@ -32,6 +32,7 @@ from lm_eval.api.utils import maybe_delimit
 from lm_eval.filters.selection import TakeFirstFilter
 from tqdm import tqdm
 
+from llmkick_models.logs import route_logs_through_lm_eval
 from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.chat import chat_format_for, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
@@ -48,19 +49,6 @@ from llmkick_tasks.judge.templates import TemplateSet
 log = logging.getLogger(__name__)
 
 FILTER_NAME = "judge"
-
-
-def _route_logs_through_lm_eval() -> None:
-    """Show the judge's INFO lines (request counts, settings) where lm-eval shows its own.
-
-    lm-eval configures only its ``lm_eval`` logger; without this our lines would be dropped.
-    """
-    ours, theirs = logging.getLogger("llmkick_tasks.judge"), logging.getLogger("lm_eval")
-    if not ours.handlers and theirs.handlers:
-        for handler in theirs.handlers:
-            ours.addHandler(handler)
-        ours.setLevel(theirs.getEffectiveLevel())
-        ours.propagate = False
 
 
 def _first(response: Any) -> Any:
@@ -135,7 +123,7 @@ class JudgedTask(ConfigurableTask):
     PROTOCOL: ClassVar[type[JudgeProtocol]]
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
-        _route_logs_through_lm_eval()
+        route_logs_through_lm_eval("llmkick_tasks.judge")
         config = dict(config or {})
         config.pop("class", None)  # lm-eval leaves the YAML's `class:` in the config; TaskConfig rejects it
         name = str(config.get("task") or type(self).__name__)
