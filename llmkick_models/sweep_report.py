@@ -83,8 +83,14 @@ def load_run(run_dir: Path) -> list[PointResult]:
     return loaded
 
 
-def matches(value: float, dense: float, higher_is_better: bool) -> bool:
-    """LLM-KICK's "matching": within 5% of the dense score, in the metric's good direction."""
+def matches(value: float, dense: float, higher_is_better: bool) -> bool | None:
+    """LLM-KICK's "matching": within 5% of the dense score, in the metric's good direction.
+
+    None when the dense model scores 0 on a higher-is-better metric: every point would "match" a model
+    that knows nothing, which says nothing.
+    """
+    if higher_is_better and dense <= 0:
+        return None
     if higher_is_better:
         return value >= (1 - MATCHING_TOLERANCE) * dense
     return value <= (1 + MATCHING_TOLERANCE) * dense
@@ -117,11 +123,11 @@ def markdown_table(points: list[PointResult]) -> str:
             dense_value = headline_metrics(dense.results).get(task, (metric, None))[1] if dense else None
             if value is not None and dense_value is not None and point is not dense:
                 ok = matches(value, dense_value, _higher_is_better(point.results, task, metric))
-                cell += " ✓" if ok else " ✗"
+                cell += "" if ok is None else " ✓" if ok else " ✗"
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
     legend = (
-        f"\n✓ = matching (within {MATCHING_TOLERANCE:.0%} of dense, as in LLM-KICK), ✗ = not matching."
+        f"\n✓ = matching (within {MATCHING_TOLERANCE:.0%} of dense, LLM-KICK), ✗ = not; no mark: dense is 0."
         if dense
         else "\nNo dense point in this run: matching verdicts need one."
     )

@@ -96,6 +96,7 @@ def test_matching_follows_the_papers_five_percent() -> None:
     assert not matches(0.56, 0.60, higher_is_better=True)
     assert matches(21.0, 20.0, higher_is_better=False)  # perplexity: lower is better
     assert not matches(21.1, 20.0, higher_is_better=False)
+    assert matches(0.0, 0.0, higher_is_better=True) is None  # a dense score of 0 gives no verdict
 
 
 def test_report_table_and_plots(tmp_path: Path) -> None:
