@@ -59,7 +59,8 @@ def test_calibrated_methods_beat_magnitude_on_real_activations(smollm2_dir: Path
             **dict(item.split("=") for item in f"method={method},pattern=2:4,{calibration}".split(",")),
         )  # fmt: skip
         report = lm.get_model_info()["llmkick_compression"]
-        assert report["overall_sparsity"] == 0.5
+        # GGUF dequantization leaves a few exact zeros, so a group can hold more than N: at least 50%.
+        assert 0.5 <= report["overall_sparsity"] < 0.5001
         assert all(layer["nm_violations"] == 0 for layer in report["layers"].values())
         assert len(report["layers"]) == len(decoder_linears(lm.model)) == 30 * 7
         errors[method] = report["mean_recon_error"]
