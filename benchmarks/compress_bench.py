@@ -21,25 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "wikitext2"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import DEFAULT_TEXT, rss_mib, run_worker
+
 METHODS = ("magnitude", "wanda", "sparsegpt")
-
-
-def _rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _calibration(model, tokenizer, source: str, nsamples: int, seqlen: int):
@@ -68,7 +59,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     # Weights may be memory-mapped and paged in lazily; touch them so that "loaded" means resident.
     with torch.no_grad():
         sum(float(p.sum()) for p in model.parameters())
-    loaded_rss = _rss_mib()
+    loaded_rss = rss_mib()
     calibration = _calibration(model, tokenizer, args.source, args.nsamples, args.seqlen)
     ids = calibration.input_ids
     if args.worker == "forward":
@@ -86,20 +77,19 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
         report = compress_model(model, spec, calibration=calibration if args.worker != "magnitude" else None)
         seconds = time.perf_counter() - start
         assert abs(report.overall_sparsity - args.sparsity) < 1e-3, report.overall_sparsity
-    return {"seconds": seconds, "loaded_rss_mib": loaded_rss, "peak_rss_mib": _rss_mib()}
+    return {"seconds": seconds, "loaded_rss_mib": loaded_rss, "peak_rss_mib": rss_mib()}
 
 
 def _measure(args: argparse.Namespace, step: str) -> dict[str, float]:
-    command = [
-        sys.executable, __file__, "--worker", step, "--model", str(args.model), "--source", args.source,
+    worker_args = [
+        "--model", str(args.model), "--source", args.source,
         "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--sparsity", str(args.sparsity),
         "--threads", str(args.threads),
         *(["--error-tokens", args.error_tokens] if args.error_tokens is not None else []),
     ]  # fmt: skip
     runs = []
     for _ in range(args.repeats):
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        runs.append(json.loads(output.strip().splitlines()[-1]))
+        runs.append(run_worker(__file__, step, worker_args))
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 

@@ -16,23 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "wikitext2"
-
-
-def _rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import DEFAULT_TEXT, rss_mib, run_worker
 
 
 def worker(args: argparse.Namespace) -> dict[str, float | None]:
@@ -50,7 +40,7 @@ def worker(args: argparse.Namespace) -> dict[str, float | None]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
     with torch.no_grad():  # make memory-mapped weights resident, so "loaded" means loaded
         sum(float(p.sum()) for p in model.parameters())
-    loaded_rss = _rss_mib()
+    loaded_rss = rss_mib()
     spec = build_spec(
         "gptq", bits=args.bits, group_size=args.group_size, calibration=args.source,
         nsamples=args.nsamples, seqlen=args.seqlen,
@@ -78,17 +68,16 @@ def worker(args: argparse.Namespace) -> dict[str, float | None]:
         rtn = build_spec("rtn", bits=args.bits, group_size=args.group_size)
         compress_model(model, rtn)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "loaded_rss_mib": loaded_rss, "peak_rss_mib": _rss_mib(), "error": error}
+    return {"seconds": seconds, "loaded_rss_mib": loaded_rss, "peak_rss_mib": rss_mib(), "error": error}
 
 
 def _measure(args: argparse.Namespace, step: str) -> dict[str, float | None]:
-    command = [
-        sys.executable, __file__, "--worker", step, "--model", str(args.model), "--source", args.source,
+    worker_args = [
+        "--model", str(args.model), "--source", args.source,
         "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--bits", str(args.bits),
         "--group-size", str(args.group_size), "--threads", str(args.threads),
     ]  # fmt: skip
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return run_worker(__file__, step, worker_args)
 
 
 def main() -> None:
