@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The llmkick demo on a real model, offline, on CPU (~15 minutes on 2 cores):
+# The llmkick demo on a real model, offline, on CPU (~14 minutes on 2 cores):
 #   SmolLM2-135M-Instruct (from PyPI) dense, magnitude / Wanda / SparseGPT at 50% and at 2:4, GPTQ 4-bit,
 #   each evaluated on FreebaseQA (knowledge), TriviaQA with evidence (in-context retrieval) and WikiText-2
 #   perplexity, then a report (markdown table + plots).  Re-running resumes: finished points are skipped.
@@ -31,7 +31,7 @@ fi
 #    group_size=64: SmolLM2-135M's hidden size (576) is not a multiple of the default 128.
 llmkick sweep --model "$model" --model_args max_length=2048 \
   --methods "$methods" --sparsities 0.5 --patterns 2:4 --bits "$bits" \
-  --compress_args "calibration=$data/wikitext2/valid.txt,nsamples=32,seqlen=512,group_size=64" \
+  --compress_args "calibration=$data/wikitext2/valid.txt,nsamples=16,seqlen=256,group_size=64" \
   --tasks llmkick_freebaseqa,llmkick_triviaqa_open,llmkick_wikitext2_ppl \
   --output "$out/run" --device cpu --batch_size 8 --limit "$limit" \
   --metadata "{\"data_dir\": \"$data\", \"freebaseqa_split\": \"dev\", \"wikitext2_articles\": 2}"
