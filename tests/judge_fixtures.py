@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from judge_server import last_user_message
 
 JUDGE_MODEL = "judge-x"
@@ -187,3 +188,12 @@ def scripted_reply(body: dict[str, Any]) -> str:
         *_, turn1, turn2 = CONVERSATIONS[_marker(prompt, list(CONVERSATIONS))]
         return turn2 if "<conversation>" in prompt else turn1
     raise AssertionError(f"unrecognised judge prompt: {prompt[:300]!r}")
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests configure the judge explicitly; a developer's real key or server must not leak in."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMKICK_DATA_DIR", "LLMKICK_REFERENCE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("MODEL", "BASE_URL", "API_KEY", "CACHE", "TEMPLATES"):
+        monkeypatch.delenv(f"LLMKICK_JUDGE_{name}", raising=False)

@@ -19,6 +19,7 @@ from judge_fixtures import (
     REFERENCE_MODEL,
     STORIES,
     chat_model_dir,
+    no_ambient_judge,  # noqa: F401 - autouse fixture, shared
     scripted_reply,
     write_judged_data,
 )
@@ -39,15 +40,6 @@ TASKS_DIR = Path(llmkick_tasks.__file__).parent
 SUMMARIZATION = "llmkick_summarization"
 VICUNA = "llmkick_instruction_vicuna80"
 MTBENCH = "llmkick_mtbench"
-
-
-@pytest.fixture(autouse=True)
-def no_ambient_judge(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests configure the judge explicitly; a developer's real key or server must not leak in."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMKICK_DATA_DIR", "LLMKICK_REFERENCE_MODEL"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("MODEL", "BASE_URL", "API_KEY", "CACHE", "TEMPLATES"):
-        monkeypatch.delenv(f"LLMKICK_JUDGE_{name}", raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from judge_fixtures import (
     JUDGE_MODEL,
     REFERENCE_MODEL,
     STORIES,
+    no_ambient_judge,  # noqa: F401 - autouse fixture, shared
     write_judged_data,
 )
 from judge_fixtures import scripted_reply as scripted_judge
@@ -42,15 +43,6 @@ NO_SYSTEM_TEMPLATE = (
     "<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}"
     "{% if add_generation_prompt %}<assistant>{% endif %}"
 )
-
-
-@pytest.fixture(autouse=True)
-def no_ambient_judge(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests configure the judge explicitly; a developer's real key or server must not leak in."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMKICK_DATA_DIR", "LLMKICK_REFERENCE_MODEL"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("MODEL", "BASE_URL", "API_KEY", "CACHE", "TEMPLATES"):
-        monkeypatch.delenv(f"LLMKICK_JUDGE_{name}", raising=False)
 
 
 def save_tokenizer(directory: Path, template: str | None) -> Path:
