@@ -34,8 +34,8 @@ METHODS = ("magnitude", "wanda", "sparsegpt")
 
 
 def _calibration(model, tokenizer, source: str, nsamples: int, seqlen: int):
-    from llmkick_models.calibration import calibration_tokens, load_documents, model_context_length
-    from llmkick_models.spec import CalibrationSpec
+    from llmkick_models.engine.calibration import calibration_tokens, load_documents, model_context_length
+    from llmkick_models.engine.spec import CalibrationSpec
 
     spec = CalibrationSpec(source, nsamples, seqlen, seed=0)
     vocab = model.get_input_embeddings().num_embeddings
@@ -50,8 +50,8 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     import transformers
 
     from llmkick_models.arguments import build_spec
-    from llmkick_models.compress import compress_model
-    from llmkick_models.sequential import DEFAULT_BATCH_TOKENS
+    from llmkick_models.engine.compress import compress_model
+    from llmkick_models.engine.sequential import DEFAULT_BATCH_TOKENS
 
     torch.set_num_threads(args.threads)
     model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()

@@ -31,9 +31,9 @@ def worker(args: argparse.Namespace) -> dict[str, float | None]:
     import transformers
 
     from llmkick_models.arguments import build_spec
-    from llmkick_models.calibration import calibration_tokens, load_documents, model_context_length
-    from llmkick_models.compress import compress_model
-    from llmkick_models.sequential import DEFAULT_BATCH_TOKENS
+    from llmkick_models.engine.calibration import calibration_tokens, load_documents, model_context_length
+    from llmkick_models.engine.compress import compress_model
+    from llmkick_models.engine.sequential import DEFAULT_BATCH_TOKENS
 
     torch.set_num_threads(args.threads)
     model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()

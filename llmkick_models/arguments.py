@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from llmkick_models.methods import METHODS
-from llmkick_models.spec import CalibrationSpec, CompressionSpec, NMPattern
+from llmkick_models.engine.methods import METHODS
+from llmkick_models.engine.spec import CalibrationSpec, CompressionSpec, NMPattern
 
 #: compressed-hf's own arguments; everything else goes to lm-eval's HFLM / ``from_pretrained``.
 COMPRESSION_ARGS: tuple[str, ...] = (
@@ -186,7 +186,7 @@ def parse_quantizer(value: Any) -> str:
 def parse_calibration_source(value: Any) -> str:
     """``c4``, ``wikitext2``, ``random`` or an existing local text/JSONL file or directory.
 
-    Only existence is checked here (cheap); reading the data happens in ``llmkick_models.calibration``,
+    Only existence is checked here (cheap); reading the data happens in ``llmkick_models.engine.calibration``,
     still before the model loads.
     """
     import os

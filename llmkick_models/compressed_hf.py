@@ -23,11 +23,11 @@ from llmkick_models.arguments import (
     reject_incompatible_load_args,
     reject_misspelled_args,
 )
-from llmkick_models.calibration import calibration_tokens, load_documents, model_context_length
-from llmkick_models.compress import compress_model
-from llmkick_models.logs import route_logs_through_lm_eval
-from llmkick_models.model_cache import ModelCache, cache_key, describe_source
-from llmkick_models.report import CompressionReport
+from llmkick_models.engine.calibration import calibration_tokens, load_documents, model_context_length
+from llmkick_models.engine.compress import compress_model
+from llmkick_models.engine.report import CompressionReport
+from llmkick_models.storage.model_cache import ModelCache, cache_key, describe_source
+from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
 

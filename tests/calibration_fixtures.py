@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from llmkick_models.arguments import build_spec
-from llmkick_models.calibration import CalibrationSet, calibration_tokens, load_documents
-from llmkick_models.compress import compress_model
-from llmkick_models.report import CompressionReport
+from llmkick_models.engine.calibration import CalibrationSet, calibration_tokens, load_documents
+from llmkick_models.engine.compress import compress_model
+from llmkick_models.engine.report import CompressionReport
 from tiny_models import CORPUS, build_model, build_tokenizer
 
 WORDS = sorted({word for sentence in CORPUS for word in sentence.split()})

@@ -10,7 +10,7 @@ from llmkick_models.arguments import (
     parse_pattern,
     reject_misspelled_args,
 )
-from llmkick_models.spec import CompressionSpec, NMPattern
+from llmkick_models.engine.spec import CompressionSpec, NMPattern
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,13 @@ import torch
 from calibration_fixtures import english_like_text, write_corpus
 
 from llmkick_models.arguments import CompressionArgumentError, build_spec
-from llmkick_models.calibration import (
+from llmkick_models.engine.calibration import (
     CalibrationDataError,
     calibration_tokens,
     load_documents,
     model_context_length,
 )
-from llmkick_models.spec import CalibrationSpec
+from llmkick_models.engine.spec import CalibrationSpec
 from tiny_models import build_tokenizer
 
 

@@ -13,9 +13,9 @@ import torch
 from calibration_fixtures import write_corpus
 
 from llmkick_models.compressed_hf import CompressedHFLM
-from llmkick_models.masks import count_nm_violations
-from llmkick_models.model_layout import decoder_linears
-from llmkick_models.spec import NMPattern
+from llmkick_models.engine.masks import count_nm_violations
+from llmkick_models.engine.model_layout import decoder_linears
+from llmkick_models.engine.spec import NMPattern
 
 
 @pytest.fixture(scope="module")

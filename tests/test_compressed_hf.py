@@ -15,7 +15,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from llmkick_models.compressed_hf import CompressedHFLM
-from llmkick_models.model_layout import decoder_linears
+from llmkick_models.engine.model_layout import decoder_linears
 from tiny_models import build_model, build_tokenizer
 
 REQUESTS = [

@@ -7,8 +7,8 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from llmkick_models.arguments import build_spec
-from llmkick_models.compress import compress_model
-from llmkick_models.model_layout import decoder_linears
+from llmkick_models.engine.compress import compress_model
+from llmkick_models.engine.model_layout import decoder_linears
 from tiny_models import ARCHITECTURES, build_model, build_tokenizer
 
 

@@ -10,8 +10,8 @@ import torch
 import transformers
 from calibration_fixtures import calibration_set, compress_tiny, write_corpus
 
-from llmkick_models.cli import main
-from llmkick_models.export import ExportError, export_compressed_tensors
+from llmkick_models.storage.export import ExportError, export_compressed_tensors
+from llmkick_models.workflow.cli import main
 
 pytest.importorskip("compressed_tensors", reason="the [export] extra (compressed-tensors) is not installed")
 

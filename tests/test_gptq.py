@@ -15,12 +15,12 @@ import torch
 from calibration_fixtures import calibration_set, compress_tiny, write_corpus
 
 from llmkick_models.arguments import build_spec
-from llmkick_models.calibration import CalibrationSet
-from llmkick_models.compress import compress_model
-from llmkick_models.hessian import HessianDampingWarning, relative_reconstruction_error
-from llmkick_models.methods.gptq import gptq_quantize
-from llmkick_models.model_layout import decoder_linears
-from llmkick_models.quantizer import QuantizerConfig, fake_quantize, find_params, rtn_quantize
+from llmkick_models.engine.calibration import CalibrationSet
+from llmkick_models.engine.compress import compress_model
+from llmkick_models.engine.hessian import HessianDampingWarning, relative_reconstruction_error
+from llmkick_models.engine.methods.gptq import gptq_quantize
+from llmkick_models.engine.model_layout import decoder_linears
+from llmkick_models.engine.quantizer import QuantizerConfig, fake_quantize, find_params, rtn_quantize
 from tiny_models import build_model, build_tokenizer
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmkick_models.masks import count_nm_violations, nm_mask, pruning_mask, unstructured_mask
-from llmkick_models.spec import NMPattern
+from llmkick_models.engine.masks import count_nm_violations, nm_mask, pruning_mask, unstructured_mask
+from llmkick_models.engine.spec import NMPattern
 
 
 def test_unstructured_exact_count_with_ties() -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from llmkick_models.model_cache import MANIFEST, ModelCache, cache_key, default_cache_dir, describe_source
+from llmkick_models.storage.model_cache import (
+    MANIFEST,
+    ModelCache,
+    cache_key,
+    default_cache_dir,
+    describe_source,
+)
 
 
 def _write_model(folder: Path, payload: bytes = b"weights") -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from llmkick_models.model_layout import UnsupportedModelError, decoder_linears, find_decoder_blocks
+from llmkick_models.engine.model_layout import UnsupportedModelError, decoder_linears, find_decoder_blocks
 from tiny_models import ARCHITECTURES, build_model, build_tokenizer
 
 EXPECTED = {

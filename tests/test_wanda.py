@@ -8,9 +8,9 @@ import pytest
 import torch
 from calibration_fixtures import calibration_set, compress_tiny, write_corpus
 
-from llmkick_models.masks import count_nm_violations
-from llmkick_models.model_layout import decoder_linears
-from llmkick_models.spec import NMPattern
+from llmkick_models.engine.masks import count_nm_violations
+from llmkick_models.engine.model_layout import decoder_linears
+from llmkick_models.engine.spec import NMPattern
 from tiny_models import ARCHITECTURES
 
 

@@ -32,7 +32,6 @@ from lm_eval.api.utils import maybe_delimit
 from lm_eval.filters.selection import TakeFirstFilter
 from tqdm import tqdm
 
-from llmkick_models.logs import route_logs_through_lm_eval
 from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.chat import chat_format_for, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
@@ -45,6 +44,7 @@ from llmkick_tasks.judge.protocols import (
     SummarizationProtocol,
 )
 from llmkick_tasks.judge.templates import TemplateSet
+from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ class CompressionSpec:
     """The compression to apply on load; ``method='none'`` leaves the model dense.
 
     Calibrated settings (``calibration`` and the options below it) are only meaningful for the methods
-    that accept them (see ``llmkick_models.methods.METHODS``); ``arguments.build_spec`` refuses the rest.
+    that accept them (see ``methods.METHODS``); ``arguments.build_spec`` refuses the rest.
     """
 
     method: str = "none"
@@ -98,7 +98,7 @@ class CompressionSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the pattern spelled as in model_args; options the method ignores are left
         out so that a results file shows only what shaped the weights."""
-        from llmkick_models.methods import METHODS, quantization_only_args  # pure data, no torch
+        from llmkick_models.engine.methods import METHODS, quantization_only_args  # pure data, no torch
 
         data = asdict(self)
         data["pattern"] = str(self.pattern) if self.pattern is not None else "unstructured"

@@ -1,6 +1,6 @@
 """Round-to-nearest (RTN): every weight snapped to its group's min-max grid, no calibration, no updates.
 
-The baseline GPTQ is measured against (same quantizer, ``llmkick_models.quantizer``).  Given
+The baseline GPTQ is measured against (same quantizer, ``llmkick_models.engine.quantizer``).  Given
 ``calibration=``, the tokens only serve to measure each layer's reconstruction error, as for magnitude.
 """
 
@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from llmkick_models.methods.base import CompressionMethod
-from llmkick_models.methods.gptq import quantize_target
-from llmkick_models.model_layout import TargetLinear
-from llmkick_models.spec import CompressionSpec
+from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.methods.gptq import quantize_target
+from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.spec import CompressionSpec
 
 if TYPE_CHECKING:
-    from llmkick_models.hessian import InputStatistics
+    from llmkick_models.engine.hessian import InputStatistics
 
 
 class RTN(CompressionMethod):

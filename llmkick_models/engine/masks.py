@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from llmkick_models.spec import NMPattern
+from llmkick_models.engine.spec import NMPattern
 
 
 def lowest_mask(scores: torch.Tensor, count: int) -> torch.Tensor:

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmkick_models.calibration import CalibrationSet
-from llmkick_models.methods import load_method
-from llmkick_models.model_layout import TargetLinear, decoder_linears
-from llmkick_models.report import CompressionReport, measure_layer, measure_model
-from llmkick_models.sequential import compress_sequential
-from llmkick_models.spec import CompressionSpec
+from llmkick_models.engine.calibration import CalibrationSet
+from llmkick_models.engine.methods import load_method
+from llmkick_models.engine.model_layout import TargetLinear, decoder_linears
+from llmkick_models.engine.report import CompressionReport, measure_layer, measure_model
+from llmkick_models.engine.sequential import compress_sequential
+from llmkick_models.engine.spec import CompressionSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def compress_model(
     """Compress the decoder linears of ``model`` in place and return the measured report.
 
     ``device`` is where per-layer work runs (e.g. a GPU while the model sits on the CPU); defaults to
-    where each weight lives.  ``calibration`` (from ``llmkick_models.calibration.calibration_tokens``) is
-    required by calibrated methods; given to magnitude pruning, it is used to measure the reconstruction
+    where each weight lives.  ``calibration`` (from ``calibration.calibration_tokens``) is required
+    by calibrated methods; given to magnitude pruning, it is used to measure the reconstruction
     error of each layer through the same block-by-block driver.
     """
     targets = decoder_linears(model)
@@ -58,7 +58,9 @@ def compress_model(
     check_shapes(targets, spec)
     method = load_method(spec.method)
     if method.requires_calibration(spec) and calibration is None:
-        raise ValueError(f"method={spec.method} needs calibration tokens (see llmkick_models.calibration)")
+        raise ValueError(
+            f"method={spec.method} needs calibration tokens (see llmkick_models.engine.calibration)"
+        )
     start = time.perf_counter()
     if calibration is not None:
         layers = compress_sequential(model, method, spec, calibration.input_ids, device)

@@ -3,7 +3,7 @@
 For each linear, with H = (2/n) Σ x xᵀ over the calibration inputs (SPEC §2):
 
 1. dead inputs (H_jj = 0) get weight 0; H is dampened by λ = percdamp · mean(diag H);
-2. Hinv = upper Cholesky factor of H⁻¹ (``llmkick_models.hessian``), so row j of Hinv holds the OBS
+2. Hinv = upper Cholesky factor of H⁻¹ (``llmkick_models.engine.hessian``), so row j of Hinv holds the OBS
    update direction of column j given that columns < j are already fixed;
 3. columns are visited left to right in blocks of ``blocksize``.  The mask is chosen on the weights as
    updated so far, by the OBS saliency w² / Hinv_jj²: per block over rows × block columns (unstructured),
@@ -28,13 +28,13 @@ from typing import ClassVar
 
 import torch
 
-from llmkick_models.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
-from llmkick_models.masks import lowest_mask
-from llmkick_models.methods.base import CompressionMethod
-from llmkick_models.methods.gptq import quantizer_config, updated_columns
-from llmkick_models.model_layout import TargetLinear
-from llmkick_models.quantizer import QuantizedWeight, QuantizerConfig, fake_quantize, find_params
-from llmkick_models.spec import CompressionSpec, NMPattern
+from llmkick_models.engine.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
+from llmkick_models.engine.masks import lowest_mask
+from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.methods.gptq import quantizer_config, updated_columns
+from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.quantizer import QuantizedWeight, QuantizerConfig, fake_quantize, find_params
+from llmkick_models.engine.spec import CompressionSpec, NMPattern
 
 
 def sparsegpt_prune(

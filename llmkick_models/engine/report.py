@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from llmkick_models.masks import count_nm_violations
-from llmkick_models.model_layout import TargetLinear
-from llmkick_models.spec import CompressionSpec
+from llmkick_models.engine.masks import count_nm_violations
+from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.spec import CompressionSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class CompressionReport:
     layers: list[LayerReport]
     seconds: float
     calibration: dict[str, Any] | None = None  # how the calibration tokens were drawn (CalibrationSet)
-    #: Per-layer quantization grids (``llmkick_models.quantizer.QuantizedWeight``) for packed export; kept
+    #: Per-layer quantization grids (``quantizer.QuantizedWeight``) for packed export; kept
     #: in memory only (not in ``to_dict``), so a report loaded from the cache has none.
     quantized: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -6,7 +6,7 @@ For a linear y = W x with input Hessian H = (2/n) Σ x xᵀ (SPEC §2):
 1. dead inputs (H_jj = 0) get weight 0; with ``act_order`` the columns are permuted by descending H_jj
    (most active inputs first, while the most freedom to compensate is left);
 2. H is dampened by λ = percdamp · mean(diag H) and Hinv = upper Cholesky factor of H⁻¹
-   (``llmkick_models.hessian``, with the retry-on-failure of the shared code);
+   (``llmkick_models.engine.hessian``, with the retry-on-failure of the shared code);
 3. columns are visited in blocks of ``blocksize``; at column j: Q_j = quant(W_j),
    Err_j = (W_j − Q_j) / Hinv_jj, W[:, j+1:] −= Err_j · Hinv[j, j+1:] (inside the block at once, for later
    blocks lazily, one matmul per block);
@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from llmkick_models.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
-from llmkick_models.methods.base import CompressionMethod
-from llmkick_models.model_layout import TargetLinear
-from llmkick_models.quantizer import (
+from llmkick_models.engine.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
+from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.quantizer import (
     QuantizedWeight,
     QuantizerConfig,
     fake_quantize,
@@ -40,7 +40,7 @@ from llmkick_models.quantizer import (
 )
 
 if TYPE_CHECKING:
-    from llmkick_models.spec import CompressionSpec
+    from llmkick_models.engine.spec import CompressionSpec
 
 
 @dataclass

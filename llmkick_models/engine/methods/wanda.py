@@ -12,12 +12,12 @@ from typing import ClassVar
 
 import torch
 
-from llmkick_models.hessian import InputStatistics
-from llmkick_models.masks import pruning_mask
-from llmkick_models.methods.base import CompressionMethod
-from llmkick_models.methods.gptq import QuantizeAfterPruning
-from llmkick_models.model_layout import TargetLinear
-from llmkick_models.spec import CompressionSpec
+from llmkick_models.engine.hessian import InputStatistics
+from llmkick_models.engine.masks import pruning_mask
+from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.methods.gptq import QuantizeAfterPruning
+from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.spec import CompressionSpec
 
 
 def wanda_scores(W: torch.Tensor, feature_sq_mean: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llmkick_models.methods.base import CompressionMethod
+    from llmkick_models.engine.methods.base import CompressionMethod
 
 PRUNING_ARGS = frozenset({"sparsity", "pattern"})
 #: Where the calibration tokens come from and how many; ``error_tokens`` bounds the tokens on which a
@@ -21,7 +21,7 @@ CALIBRATION_ARGS = frozenset({"calibration", "nsamples", "seqlen", "calibration_
 SEQUENTIAL_ARGS = frozenset({"true_sequential"})
 #: Options of the Hessian-based methods (SparseGPT, GPTQ).
 HESSIAN_ARGS = frozenset({"percdamp", "blocksize"})
-#: The weight quantizer (``llmkick_models.quantizer``): used by gptq/rtn, and after pruning when given.
+#: The weight quantizer (``llmkick_models.engine.quantizer``): used by gptq/rtn, and after pruning when given.
 QUANTIZER_ARGS = frozenset({"bits", "group_size", "sym"})
 #: GPTQ's column order and group grids.
 GPTQ_ARGS = frozenset({"act_order", "static_groups"})
@@ -50,7 +50,7 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("none", "", frozenset(), "no compression (the dense baseline)"),
         MethodInfo(
             "magnitude",
-            "llmkick_models.methods.magnitude:Magnitude",
+            "llmkick_models.engine.methods.magnitude:Magnitude",
             PRUNING_ARGS | CALIBRATION_ARGS | PRUNE_THEN_QUANTIZE_ARGS | {"error_tokens"},
             "zero the smallest |W| per weight matrix (unstructured) or per N:M group; no calibration "
             "(given calibration=, it is used only to measure the reconstruction error, or by "
@@ -58,7 +58,7 @@ METHODS: dict[str, MethodInfo] = {
         ),
         MethodInfo(
             "wanda",
-            "llmkick_models.methods.wanda:Wanda",
+            "llmkick_models.engine.methods.wanda:Wanda",
             PRUNING_ARGS | CALIBRATION_ARGS | SEQUENTIAL_ARGS | PRUNE_THEN_QUANTIZE_ARGS | {"error_tokens"},
             "zero the smallest |W_ij|·‖X_j‖ within each output row (or N:M group); calibrated; with "
             "bits=, quantized after pruning keeping the mask",
@@ -66,7 +66,7 @@ METHODS: dict[str, MethodInfo] = {
         ),
         MethodInfo(
             "sparsegpt",
-            "llmkick_models.methods.sparsegpt:SparseGPT",
+            "llmkick_models.engine.methods.sparsegpt:SparseGPT",
             PRUNING_ARGS | CALIBRATION_ARGS | SEQUENTIAL_ARGS | HESSIAN_ARGS | QUANTIZER_ARGS,
             "OBS pruning with the inverse Hessian, masks chosen on updated weights; calibrated; with "
             "bits=, joint sparse + quant in the same column loop",
@@ -74,14 +74,14 @@ METHODS: dict[str, MethodInfo] = {
         ),
         MethodInfo(
             "gptq",
-            "llmkick_models.methods.gptq:GPTQ",
+            "llmkick_models.engine.methods.gptq:GPTQ",
             QUANTIZER_ARGS | GPTQ_ARGS | CALIBRATION_ARGS | SEQUENTIAL_ARGS | HESSIAN_ARGS,
             "GPTQ weight quantization: column by column, OBS error compensation; calibrated",
             calibrated=True,
         ),
         MethodInfo(
             "rtn",
-            "llmkick_models.methods.rtn:RTN",
+            "llmkick_models.engine.methods.rtn:RTN",
             QUANTIZER_ARGS | CALIBRATION_ARGS | {"error_tokens"},
             "round-to-nearest on the same min-max grid; no calibration (given calibration=, it is "
             "used only to measure the reconstruction error)",

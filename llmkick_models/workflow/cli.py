@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from llmkick_models.sweep import plan_points, run_sweep
-    from llmkick_models.sweep_report import write_report
+    from llmkick_models.workflow.sweep import plan_points, run_sweep
+    from llmkick_models.workflow.sweep_report import write_report
 
     points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
     print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
@@ -106,7 +106,7 @@ def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from llmkick_models.sweep_report import write_report
+    from llmkick_models.workflow.sweep_report import write_report
 
     report, plots = write_report(args.run_dir)
     print(report.read_text())
@@ -125,7 +125,7 @@ def _compress(args: argparse.Namespace) -> int:
     packed = args.format == "compressed-tensors"
     if packed:
         from llmkick_models.arguments import COMPRESSION_ARGS, build_spec
-        from llmkick_models.export import ExportError, _import_compressed_tensors
+        from llmkick_models.storage.export import ExportError, _import_compressed_tensors
 
         # Fail before loading anything: the library is there and the run will quantize.
         try:
@@ -149,7 +149,7 @@ def _compress(args: argparse.Namespace) -> int:
         del model.config.quantization_config
     report = lm.get_model_info().get("llmkick_compression", {})
     if packed:
-        from llmkick_models.export import ExportError, export_compressed_tensors
+        from llmkick_models.storage.export import ExportError, export_compressed_tensors
 
         assert lm.compression_report is not None
         try:
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         return _report(args)
     if args.command == "convert-gguf":
-        from llmkick_models.gguf import convert_gguf
+        from llmkick_models.storage.gguf import convert_gguf
 
         print(f"saved {convert_gguf(args.gguf_file, args.output)}")
         return 0

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from llmkick_models.model_layout import TargetLinear
-from llmkick_models.spec import CompressionSpec
+from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.spec import CompressionSpec
 
 if TYPE_CHECKING:
-    from llmkick_models.hessian import InputStatistics
-    from llmkick_models.quantizer import QuantizedWeight
+    from llmkick_models.engine.hessian import InputStatistics
+    from llmkick_models.engine.quantizer import QuantizedWeight
 
 
 class CompressionMethod(ABC):
@@ -23,7 +23,7 @@ class CompressionMethod(ABC):
     sequential driver, from the layer's input statistics.
 
     Class flags tell the driver what to collect: ``needs_calibration`` methods only run through
-    ``llmkick_models.sequential`` and receive the ``InputStatistics`` of the layer's input;
+    ``llmkick_models.engine.sequential`` and receive the ``InputStatistics`` of the layer's input;
     ``needs_hessian`` methods need its Hessian over every calibration token (otherwise the Hessian is
     accumulated on a subsample, only to measure the reconstruction error).  A method whose needs depend on
     the spec (Wanda/magnitude followed by GPTQ) overrides ``requires_calibration``/``uses_full_hessian``.

@@ -34,11 +34,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmkick_models.hessian import InputStatistics, relative_reconstruction_error
-from llmkick_models.methods.base import CompressionMethod
-from llmkick_models.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
-from llmkick_models.report import LayerReport, measure_layer
-from llmkick_models.spec import CompressionSpec
+from llmkick_models.engine.hessian import InputStatistics, relative_reconstruction_error
+from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
+from llmkick_models.engine.report import LayerReport, measure_layer
+from llmkick_models.engine.spec import CompressionSpec
 
 log = logging.getLogger(__name__)
 

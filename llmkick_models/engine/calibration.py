@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from llmkick_models.spec import CalibrationSpec
+from llmkick_models.engine.spec import CalibrationSpec
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.arguments import build_spec
-from llmkick_models.methods import METHODS, quantization_only_args
+from llmkick_models.engine.methods import METHODS, quantization_only_args
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,6 @@ def run_sweep(
 
 def summarize_point(results: dict[str, Any]) -> str:
     """One line: each task's headline metric."""
-    from llmkick_models.sweep_report import headline_metrics
+    from llmkick_models.workflow.sweep_report import headline_metrics
 
     return " ".join(f"{task}={value:.4g}" for task, (_metric, value) in headline_metrics(results).items())

@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from llmkick_models.masks import pruning_mask
-from llmkick_models.methods.base import CompressionMethod
-from llmkick_models.methods.gptq import QuantizeAfterPruning
-from llmkick_models.model_layout import TargetLinear
-from llmkick_models.spec import CompressionSpec
+from llmkick_models.engine.masks import pruning_mask
+from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.methods.gptq import QuantizeAfterPruning
+from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.spec import CompressionSpec
 
 if TYPE_CHECKING:
-    from llmkick_models.hessian import InputStatistics
+    from llmkick_models.engine.hessian import InputStatistics
 
 
 class Magnitude(QuantizeAfterPruning, CompressionMethod):

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmkick_models.model_layout import decoder_linears
-from llmkick_models.quantizer import QuantizedWeight
-from llmkick_models.report import CompressionReport
+from llmkick_models.engine.model_layout import decoder_linears
+from llmkick_models.engine.quantizer import QuantizedWeight
+from llmkick_models.engine.report import CompressionReport
 
 EXPORT_FORMATS: tuple[str, ...] = ("fake", "compressed-tensors")
 INSTALL_HINT = "pip install 'llmkick[export]' (or: pip install compressed-tensors)"

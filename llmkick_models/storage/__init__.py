@@ -1,0 +1,1 @@
+"""Compressed weights on disk: the compressed-model cache, the packed export and GGUF conversion."""

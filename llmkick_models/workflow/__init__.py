@@ -1,0 +1,1 @@
+"""Experiments on top of lm-eval: the ``llmkick`` command, sweeps over compression points, their report."""
