@@ -18,13 +18,15 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from llmkick_models.arguments import (
-    build_spec,
-    parse_bool,
+    check_calibration_memory,
+    parse_cache_flag,
+    reject_foreign_names,
     reject_incompatible_load_args,
     reject_misspelled_args,
 )
 from llmkick_models.engine.calibration import calibration_tokens, load_documents, model_context_length
 from llmkick_models.engine.compress import compress_model
+from llmkick_models.engine.methods import build_spec, option_names
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.storage.model_cache import ModelCache, cache_key, describe_source
 from llmkick_tasks.logs import route_logs_through_lm_eval
@@ -34,92 +36,49 @@ log = logging.getLogger(__name__)
 _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters)
 
 
+def _hidden_size(pretrained: str, load_args: dict[str, Any]) -> int | None:
+    """The model's hidden size from its config alone (cheap), or None when the config cannot be read."""
+    options = {
+        k: load_args[k] for k in ("revision", "subfolder", "trust_remote_code", "gguf_file") if k in load_args
+    }
+    try:
+        config = transformers.AutoConfig.from_pretrained(pretrained, **options)
+    except Exception:  # the load itself will report an unreadable model properly
+        return None
+    config = getattr(config, "text_config", config)
+    return getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+
+
 @register_model("compressed-hf")
 class CompressedHFLM(HFLM):
     """HFLM whose decoder linears are pruned and/or quantized (fake quantization) right after loading.
 
-    Args:
-        pretrained: model id, local directory, or an already-loaded ``PreTrainedModel`` (compressed in place).
-        method: ``none`` (dense), ``magnitude``, ``wanda``, ``sparsegpt`` (pruning), ``gptq`` or ``rtn``
-            (quantization).
-        sparsity: fraction of each decoder weight matrix to zero, in [0, 1).
-        pattern: ``unstructured`` (default) or ``N:M``: N zeros in every M consecutive input weights of a
-            row (LLM-KICK's convention: ``2:4`` and ``4:8`` are 50%); fixes the sparsity to N/M.
-        calibration: ``c4`` (default of the calibrated methods: allenai/c4 en train shard 0),
-            ``wikitext2``, ``random`` (tests only) or a local text / JSONL file or directory.
-            Given to magnitude, it only serves to measure reconstruction errors.
-        nsamples: calibration windows (default 128).
-        seqlen: tokens per window (default 2048, capped at the model's context).
-        calibration_seed: seed of the window draw (default 0).
-        percdamp: SparseGPT's/GPTQ's Hessian dampening, a fraction of mean(diag H) (default 0.01).
-        blocksize: SparseGPT's/GPTQ's column block (default 128; for SparseGPT a multiple of M with N:M).
-        true_sequential: recompute later sub-layers' statistics after earlier ones are compressed
-            (default false, as in the Wanda and SparseGPT references).
-        error_tokens: calibration tokens on which Wanda's/magnitude's reconstruction error is measured
-            (default 16384; ``all`` for every token; SparseGPT always uses every token).
-        bits: bits per weight, 2..8: required by ``gptq``/``rtn``; with ``sparsegpt`` joint sparse+quant
-            in its column loop; with ``wanda``/``magnitude`` quantize after pruning, keeping the mask.
-        group_size: input columns per scale/zero point (default 128; ``-1`` = one per output row).
-        sym: symmetric grid (default true) or asymmetric min-max (false).
-        act_order: GPTQ: quantize columns by descending Hessian diagonal (default false).
-        static_groups: GPTQ: find every group's grid on the original weights first (default false:
-            each group's grid is found on the updated weights when the loop reaches it, as the reference).
-        quantizer: ``wanda``/``magnitude`` with ``bits``: ``gptq`` (default for wanda; calibrated) or
-            ``rtn`` (default for magnitude).
-        cache: reuse / store the compressed model in the llmkick model cache (default true; only for
-            ``pretrained`` given as a name or folder and a method other than ``none``).
-        llmkick_cache_dir: the cache folder (default ``$LLMKICK_CACHE_DIR``, else
-            ``~/.cache/llmkick/models``).  Not ``cache_dir``: that is ``from_pretrained``'s download cache.
-        **kwargs: passed to ``HFLM`` and from there to ``from_pretrained``.
+    compressed-hf's own model_args are the compression options that the methods declare (see
+    ``llmkick_models.engine.options`` and the README's generated table: ``method``, ``sparsity``,
+    ``pattern``, ``calibration``, ``bits``, ...) plus ``cache`` (reuse / store the compressed model, default
+    true) and ``llmkick_cache_dir`` (default ``$LLMKICK_CACHE_DIR``, else ``~/.cache/llmkick/models``; not
+    ``cache_dir``, which is ``from_pretrained``'s download cache).  Everything else goes to ``HFLM`` and
+    from there to ``from_pretrained``, exactly as with ``--model hf``.  ``pretrained`` may also be an
+    already-loaded ``PreTrainedModel``, compressed in place.
     """
 
     def __init__(
         self,
         pretrained: str | transformers.PreTrainedModel,
         method: str | None = "none",
-        sparsity: float | str | None = None,
-        pattern: str | None = None,
-        calibration: str | None = None,
-        nsamples: int | str | None = None,
-        seqlen: int | str | None = None,
-        calibration_seed: int | str | None = None,
-        percdamp: float | str | None = None,
-        blocksize: int | str | None = None,
-        true_sequential: bool | str | None = None,
-        error_tokens: int | str | None = None,
-        bits: int | str | None = None,
-        group_size: int | str | None = None,
-        sym: bool | str | None = None,
-        act_order: bool | str | None = None,
-        static_groups: bool | str | None = None,
-        quantizer: str | None = None,
         cache: bool | str | None = None,
         llmkick_cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         # Validate everything, and read the calibration text, before HFLM loads anything.
-        self.compression_spec = build_spec(
-            method,
-            sparsity,
-            pattern,
-            calibration=calibration,
-            nsamples=nsamples,
-            seqlen=seqlen,
-            calibration_seed=calibration_seed,
-            percdamp=percdamp,
-            blocksize=blocksize,
-            true_sequential=true_sequential,
-            error_tokens=error_tokens,
-            bits=bits,
-            group_size=group_size,
-            sym=sym,
-            act_order=act_order,
-            static_groups=static_groups,
-            quantizer=quantizer,
-        )
+        reject_foreign_names(kwargs)
+        own = {arg: kwargs.pop(arg) for arg in list(kwargs) if arg in option_names()}
         reject_misspelled_args(kwargs, _HFLM_ARGS)
+        self.compression_spec = build_spec(method, **own)
         reject_incompatible_load_args(self.compression_spec, kwargs)
-        use_cache = True if cache is None else parse_bool("cache", cache)
+        if self.compression_spec.calibration is not None and isinstance(pretrained, str):
+            check_calibration_memory(self.compression_spec, _hidden_size(pretrained, kwargs))
+        use_cache = True if cache is None else parse_cache_flag(cache)
         self._model_cache = ModelCache(llmkick_cache_dir) if use_cache else None
         #: how this run got its weights: compressed now, or loaded from the cache (lands in the results)
         self.cache_info: dict[str, Any] = {"enabled": use_cache}

@@ -11,9 +11,10 @@ import transformers
 from calibration_fixtures import calibration_set, compress_tiny, write_corpus
 
 from llmkick_models.arguments import build_spec
+from llmkick_models.engine.block_inputs import capture_first_block_inputs
 from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.model_layout import decoder_linears, find_decoder_blocks
-from llmkick_models.engine.sequential import capture_first_block_inputs, probe_input_groups
+from llmkick_models.engine.sequential import probe_input_groups
 from tiny_models import ARCHITECTURES, build_model, build_tokenizer, save_tiny_model
 
 

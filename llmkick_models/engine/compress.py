@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from llmkick_models.engine.calibration import CalibrationSet
 from llmkick_models.engine.methods import load_method
+from llmkick_models.engine.methods.base import LayerJob
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears
 from llmkick_models.engine.report import CompressionReport, measure_layer, measure_model
 from llmkick_models.engine.sequential import compress_sequential
@@ -71,7 +72,7 @@ def compress_model(
     with torch.no_grad():
         for target in tqdm(targets, desc=f"llmkick {spec.method}", unit="linear", leave=False):
             compute_device = torch.device(device) if device is not None else target.weight.device
-            extra = method.compress_layer(target, spec, compute_device)
+            extra = method.compress_layer(LayerJob(target, spec, compute_device))
             layers.append(measure_layer(target, spec, extra))
     report = CompressionReport(spec, layers, time.perf_counter() - start)
     report.quantized = method.quantized

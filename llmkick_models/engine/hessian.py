@@ -1,7 +1,7 @@
 """Input statistics of one linear layer and the Hessian algebra shared by SparseGPT and GPTQ.
 
 For a linear layer y = W x and the layer-wise objective ‖WX − ŴX‖², the Hessian with respect to each row
-of W is H = (2/n) Σ x xᵀ over the n calibration tokens (SPEC §2).  This module
+of W is H = (2/n) Σ x xᵀ over the n calibration tokens.  This module
 
 * accumulates H (fp32, as a running average so its scale never grows with n) and the running mean of
   squared input features that Wanda needs,
@@ -150,3 +150,27 @@ def relative_reconstruction_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch
     # Round-off can make a numerically zero quadratic form slightly negative.
     value = float(lost.clamp_min(0) / kept)
     return value if math.isfinite(value) else float("nan")
+
+
+def updated_columns(
+    W: torch.Tensor,
+    W1: torch.Tensor,
+    Err1: torch.Tensor,
+    Hinv: torch.Tensor,
+    i1: int,
+    start: int,
+    stop: int,
+) -> torch.Tensor:
+    """Columns [start, stop) of W as the OBS updates so far have made them, inside the block loop.
+
+    The current block (starting at ``i1``) lives in ``W1`` with its in-block updates applied; columns past
+    the block have not yet received this block's lazy update, so it is applied here on the fly
+    (Err1's not-yet-visited columns are 0).  Needed for dynamic group grids whose group extends past the
+    block (the reference reads the stale W there).
+    """
+    i2 = i1 + W1.shape[1]
+    inside = W1[:, start - i1 : min(stop, i2) - i1]
+    if stop <= i2:
+        return inside
+    outside = W[:, i2:stop] - Err1 @ Hinv[i1:i2, i2:stop]
+    return torch.cat([inside, outside], dim=1)

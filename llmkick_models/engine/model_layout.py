@@ -2,7 +2,7 @@
 
 Found from the module tree, not from architecture names: the decoder stack is the ``nn.ModuleList`` of
 identical blocks whose length matches the config's layer count.  Only the linears inside those blocks are
-compressed (SPEC §2); embeddings, ``lm_head`` and norms are never touched.
+compressed; embeddings, ``lm_head`` and norms are never touched.
 """
 
 from __future__ import annotations

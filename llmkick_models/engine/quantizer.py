@@ -1,4 +1,4 @@
-"""Min-max uniform weight quantizer shared by GPTQ, RTN and joint sparse+quant (SPEC §2).
+"""Min-max uniform weight quantizer shared by GPTQ, RTN and joint sparse+quant.
 
 A row segment w (one output row of a group of ``group_size`` input columns, or the whole row for
 per-channel quantization) is mapped to integers q ∈ {0, …, 2^bits − 1} with a scale s and an integer zero
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from llmkick_models.engine.spec import CompressionSpec
 
 MIN_BITS, MAX_BITS = 2, 8
 
@@ -124,3 +126,10 @@ def rtn_quantize(W: torch.Tensor, config: QuantizerConfig) -> tuple[torch.Tensor
         scales.append(scale)
         zeros.append(zero)
     return Q, QuantizedWeight(config, torch.cat(scales, dim=1), torch.cat(zeros, dim=1))
+
+
+def quantizer_config(spec: CompressionSpec) -> QuantizerConfig:
+    """The quantizer a spec asks for (``spec.bits`` must be set)."""
+    if spec.bits is None:
+        raise ValueError(f"method={spec.method} was asked to quantize without bits=")
+    return QuantizerConfig(spec.bits, spec.sym, spec.group_size)

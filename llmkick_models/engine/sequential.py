@@ -1,6 +1,6 @@
 """The layer-by-layer calibration driver shared by every calibrated method (Wanda, SparseGPT, GPTQ).
 
-SPEC §2: capture the inputs of block 0 for all calibration samples, then for each block i
+Capture the inputs of block 0 for all calibration samples, then for each block i
 
 1. hook its linears and run the block to accumulate their input statistics (``InputStatistics``),
 2. compress the linears with those statistics and record each one's reconstruction error,
@@ -8,25 +8,17 @@ SPEC §2: capture the inputs of block 0 for all calibration samples, then for ea
 
 so that errors propagate from block to block as in the reference implementations.
 
-Generic by construction: block 0's inputs (hidden states plus whatever the model passes along: attention
-mask, position ids, rotary position embeddings, cache position...) are captured by a forward pre-hook on
-the block itself, never rebuilt per architecture.  Linears that read the very same input tensor (q/k/v,
-gate/up) share one set of statistics, found by a probe run of each block.
-
-Memory: one block's activations (``nsamples × seqlen × hidden``, updated in place) plus one block's
-statistics at a time.  Placement: all work runs on ``device`` when given (a GPU while the model sits on
-the CPU: each block is moved there and back in turn), else where each block executes; blocks dispatched
-with accelerate (``device_map``) run on their hook's execution device, and offloaded ones are loaded for
-the duration of their compression and written back to their offload store afterwards.
+Block inputs are captured and carried by ``block_inputs``; where each block computes is ``placement``'s
+business.  Linears that read the very same input tensor (q/k/v, gate/up) share one set of statistics,
+found by a probe run of each block.  Memory: one block's activations plus one block's statistics at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from llmkick_models.engine.block_inputs import BlockInputs, StopForward, capture_first_block_inputs
 from llmkick_models.engine.hessian import InputStatistics, relative_reconstruction_error
-from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
+from llmkick_models.engine.placement import block_on_device, execution_device, weights_materialized
 from llmkick_models.engine.report import LayerReport, measure_layer
 from llmkick_models.engine.spec import CompressionSpec
 
@@ -45,157 +39,6 @@ log = logging.getLogger(__name__)
 #: Calibration tokens per block forward: large enough for efficient matmuls, small enough that the
 #: attention and MLP intermediates of one batch stay far below the stored activations.
 DEFAULT_BATCH_TOKENS = 8192
-
-
-class _StopForward(Exception):
-    """Raised from a hook once everything needed from a forward pass has been seen."""
-
-
-def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Apply ``fn`` to every tensor inside nested tuples / lists / dicts; other objects pass through."""
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, tuple):
-        return tuple(_map_tensors(v, fn) for v in value)
-    if isinstance(value, list):
-        return [_map_tensors(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    return value
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Structural equality of captured block arguments (tensors compared by value)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
-            and a.shape == b.shape
-            and a.dtype == b.dtype
-            and a.device == b.device
-            and torch.equal(a, b)
-        )
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    try:
-        return a is b or bool(a == b)
-    except Exception:  # objects whose == is not a plain bool
-        return False
-
-
-@dataclass
-class _BlockCall:
-    """How the model called the first block for one batch of samples (the hidden states left out)."""
-
-    rows: slice
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    hidden_in_kwargs: bool
-
-    def run(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        """Call ``block`` on ``hidden`` with the captured arguments; return its output hidden states."""
-        if self.hidden_in_kwargs:
-            output = block(*self.args, **{**self.kwargs, "hidden_states": hidden})
-        else:
-            output = block(hidden, *self.args, **self.kwargs)
-        return output[0] if isinstance(output, (tuple, list)) else output
-
-
-@dataclass
-class BlockInputs:
-    """The inputs of the current block for every calibration sample, and the other arguments it takes."""
-
-    hidden: torch.Tensor  # (nsamples, seqlen, hidden_size)
-    calls: list[_BlockCall]
-
-    def to(self, device: torch.device) -> None:
-        """Move everything to ``device`` (when consecutive blocks execute on different devices)."""
-        if self.hidden.device == device:
-            return
-        self.hidden = self.hidden.to(device)
-        for call in self.calls:
-            call.args = _map_tensors(call.args, lambda t: t.to(device))
-            call.kwargs = _map_tensors(call.kwargs, lambda t: t.to(device))
-
-    def run_all(self, block: nn.Module) -> None:
-        """Run ``block`` over every batch, ignoring outputs (statistics passes; hooks may stop early)."""
-        for call in self.calls:
-            with contextlib.suppress(_StopForward):
-                call.run(block, self.hidden[call.rows])
-
-    def advance(self, block: nn.Module) -> None:
-        """Replace the stored inputs by ``block``'s outputs, batch by batch (they feed the next block)."""
-        for call in self.calls:
-            self.hidden[call.rows] = call.run(block, self.hidden[call.rows])
-
-
-def _input_device(model: nn.Module) -> torch.device:
-    """Where the model expects ``input_ids``: the embedding's (execution) device."""
-    embeddings = model.get_input_embeddings()
-    hook = getattr(embeddings, "_hf_hook", None) or getattr(model, "_hf_hook", None)
-    if getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    device = embeddings.weight.device
-    return device if device.type != "meta" else torch.device("cpu")
-
-
-def batch_rows(nsamples: int, batch_size: int) -> list[slice]:
-    """Sample ranges of the block calls: the first holds a single sample, so that the per-block probe
-    (``probe_input_groups``) costs one sample's forward; the rest hold ``batch_size`` samples each."""
-    rows = [slice(0, 1)]
-    rows += [slice(s, min(s + batch_size, nsamples)) for s in range(1, nsamples, batch_size)]
-    return rows
-
-
-def capture_first_block_inputs(
-    model: nn.Module,
-    first_block: nn.Module,
-    input_ids: torch.Tensor,
-    batch_size: int,
-    device: torch.device,
-) -> BlockInputs:
-    """Run the model on ``input_ids`` until the first block and keep what the block was called with.
-
-    Everything before the block runs where the model lives; the captured tensors then move to ``device``.
-    Batches follow ``batch_rows``.  Arguments equal to those of the previous batch (masks and position
-    embeddings usually are) are stored once.
-    """
-    captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-
-    def stop_at_block(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        captured.append((args, kwargs))
-        raise _StopForward
-
-    handle = first_block.register_forward_pre_hook(stop_at_block, with_kwargs=True)
-    input_device = _input_device(model)
-    hidden_batches: list[torch.Tensor] = []
-    calls: list[_BlockCall] = []
-    try:
-        for rows in batch_rows(input_ids.shape[0], batch_size):
-            batch = input_ids[rows].to(input_device)
-            try:
-                model(input_ids=batch, use_cache=False)
-            except _StopForward:
-                pass
-            else:
-                raise RuntimeError("the model's forward never reached its first decoder block")
-            args, kwargs = captured.pop()
-            hidden_in_kwargs = not args
-            hidden = kwargs.pop("hidden_states") if hidden_in_kwargs else args[0]
-            args = args if hidden_in_kwargs else args[1:]
-            hidden_batches.append(hidden.to(device))
-            args = _map_tensors(args, lambda t: t.to(device))
-            kwargs = _map_tensors(kwargs, lambda t: t.to(device))
-            previous = calls[-1] if calls else None
-            if previous is not None and (previous.rows.stop - previous.rows.start) == batch.shape[0]:
-                args = previous.args if _same(args, previous.args) else args
-                kwargs = previous.kwargs if _same(kwargs, previous.kwargs) else kwargs
-            calls.append(_BlockCall(rows, args, kwargs, hidden_in_kwargs))
-    finally:
-        handle.remove()
-    return BlockInputs(torch.cat(hidden_batches), calls)
 
 
 @dataclass
@@ -271,7 +114,7 @@ def accumulate_statistics(
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             stats.add(_first_input(args, kwargs))
             if module is last:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -285,83 +128,6 @@ def accumulate_statistics(
         for handle in handles:
             handle.remove()
     return statistics
-
-
-def _execution_device(block: nn.Module) -> torch.device:
-    """Where ``block`` computes: its accelerate hook's execution device, else where its weights are."""
-    hook = getattr(block, "_hf_hook", None)
-    if getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    for parameter in block.parameters():
-        if parameter.device.type != "meta":
-            return parameter.device
-    return torch.device("cpu")
-
-
-def _offloaded_modules(block: nn.Module) -> list[nn.Module]:
-    """Submodules (the block included) whose weights accelerate keeps off-device between forwards."""
-    return [m for m in block.modules() if getattr(getattr(m, "_hf_hook", None), "offload", False)]
-
-
-def _write_back_offloaded(module: nn.Module) -> None:
-    """Store the module's current (compressed) weights where its offload hook reloads them from.
-
-    accelerate reads an offloaded weight from ``weights_map``: a prefixed view of an
-    ``OffloadedWeightsLoader`` whose in-memory ``state_dict`` takes priority over the disk index, so a
-    compressed weight written there is what every later forward loads.
-    """
-    weights_map = module._hf_hook.weights_map
-    store, prefix = getattr(weights_map, "dataset", weights_map), getattr(weights_map, "prefix", "")
-    state_dict = getattr(store, "state_dict", None)
-    if not isinstance(state_dict, dict):
-        raise RuntimeError(
-            f"cannot write compressed weights back to the offload store of {type(module).__name__}"
-        )
-    stored = set(state_dict) | set(getattr(store, "index", {}))
-    for name, parameter in module.named_parameters():
-        key = f"{prefix}{name}"
-        if key in stored:
-            state_dict[key] = parameter.detach().to("cpu", copy=True)
-
-
-@contextlib.contextmanager
-def block_on_device(block: nn.Module, device: torch.device | None) -> Iterator[torch.device]:
-    """Yield the device on which ``block`` computes; restore its placement afterwards.
-
-    Blocks dispatched by accelerate (``device_map``) compute where their hook executes them (offloaded
-    weights are loaded by the hook at every forward); other blocks move to ``device`` when given, and back.
-    """
-    if getattr(block, "_hf_hook", None) is not None or _offloaded_modules(block) or device is None:
-        yield _execution_device(block)
-        return
-    original = _execution_device(block)
-    block.to(device)
-    try:
-        yield device
-    finally:
-        block.to(original)
-
-
-@contextlib.contextmanager
-def weights_materialized(block: nn.Module) -> Iterator[None]:
-    """Make offloaded weights of ``block`` real tensors for in-place edits, and persist the edits.
-
-    Outside a forward, accelerate keeps offloaded weights on the meta device and reloads them from its
-    offload store at every forward, so compressed weights must be written back to that store or the next
-    forward would silently run the dense ones.  A no-op for blocks that are not offloaded.
-    """
-    offloaded = _offloaded_modules(block)
-    if not offloaded:
-        yield
-        return
-    from accelerate.utils import align_module_device
-
-    with contextlib.ExitStack() as stack:
-        for module in offloaded:
-            stack.enter_context(align_module_device(module))
-        yield
-        for module in offloaded:
-            _write_back_offloaded(module)
 
 
 def hessian_stride(method: CompressionMethod, spec: CompressionSpec, total_tokens: int) -> int:
@@ -400,7 +166,7 @@ def compress_sequential(
     model.eval()
     try:
         with torch.no_grad():
-            capture_device = compute_device or _execution_device(blocks[0])
+            capture_device = compute_device or execution_device(blocks[0])
             inputs = capture_first_block_inputs(model, blocks[0], input_ids, batch_size, capture_device)
             progress = tqdm(range(len(blocks)), desc=f"llmkick {spec.method}", unit="block", leave=False)
             for index in progress:
@@ -471,7 +237,7 @@ def _compress_groups(
             )
         for target in group.members:
             W = target.weight.detach().to(device=device, dtype=torch.float32, copy=True)
-            extra = method.compress_layer(target, spec, device, stats)
+            extra = method.compress_layer(LayerJob(target, spec, device, stats))
             extra["recon_error"] = relative_reconstruction_error(W, target.weight.to(device), stats.hessian)
             extra["error_tokens"] = stats.hessian_tokens
             reports.append(measure_layer(target, spec, extra))

@@ -1,16 +1,13 @@
 """What to compress and how: the validated compression settings shared by every method.
 
-Plain data, no torch: ``arguments`` builds a ``CompressionSpec`` from model_args before anything is loaded,
+Plain data, no torch: ``methods.build_spec`` builds one from model_args before anything is loaded,
 the methods read it, and the report records it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
-
-#: The quantization fields of ``CompressionSpec`` (left out of ``to_dict`` when nothing is quantized).
-QUANTIZATION_OPTIONS = ("bits", "group_size", "sym", "act_order", "static_groups", "quantizer")
 
 
 @dataclass(frozen=True)
@@ -46,18 +43,13 @@ class CalibrationSpec:
     seqlen: int = 2048
     seed: int = 0
 
-    @property
-    def tokens(self) -> int:
-        """Calibration tokens in total (before any cap of ``seqlen`` at the model's context)."""
-        return self.nsamples * self.seqlen
-
 
 @dataclass(frozen=True)
 class CompressionSpec:
     """The compression to apply on load; ``method='none'`` leaves the model dense.
 
-    Calibrated settings (``calibration`` and the options below it) are only meaningful for the methods
-    that accept them (see ``methods.METHODS``); ``arguments.build_spec`` refuses the rest.
+    Each method declares which of these options it takes (``engine.options``); ``methods.build_spec``
+    refuses the rest and fills the defaults.
     """
 
     method: str = "none"
@@ -84,37 +76,33 @@ class CompressionSpec:
     static_groups: bool = False
     #: Wanda/magnitude with bits: quantize the pruned weights with ``gptq`` or ``rtn``.
     quantizer: str | None = None
+    #: Options of one method that have no field above, as (name, value) pairs.
+    method_options: tuple[tuple[str, Any], ...] = ()
+    #: The options that shaped the weights (what ``to_dict`` records); derived by ``build_spec``.
+    applied: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def is_dense(self) -> bool:
         """True when nothing will be changed in the weights."""
         return self.method == "none"
 
-    @property
-    def target_sparsity(self) -> float:
-        """The fraction of each compressed matrix that should end up zero."""
-        return self.pattern.sparsity if self.pattern is not None else self.sparsity
+    def option(self, name: str) -> Any:
+        """The value of a method-specific option (one without a field of its own here)."""
+        return dict(self.method_options)[name]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, with the pattern spelled as in model_args; options the method ignores are left
-        out so that a results file shows only what shaped the weights."""
-        from llmkick_models.engine.methods import METHODS, quantization_only_args  # pure data, no torch
-
-        data = asdict(self)
-        data["pattern"] = str(self.pattern) if self.pattern is not None else "unstructured"
-        accepted = METHODS[self.method].accepts if self.method in METHODS else frozenset()
-        for option in ("percdamp", "blocksize", "true_sequential", "error_tokens", *QUANTIZATION_OPTIONS):
-            if option not in accepted:
-                del data[option]
-        if self.bits is None:  # a pruning method that was not asked to quantize
-            for option in (*QUANTIZATION_OPTIONS, *quantization_only_args(self.method)):
-                data.pop(option, None)
-        elif data.get("quantizer") == "rtn":
-            for option in ("percdamp", "blocksize", "act_order", "static_groups"):
-                data.pop(option, None)
-        if "group_size" in data and data["group_size"] is None:
-            data["group_size"] = -1  # spelled as in model_args
-        if self.calibration is None:
-            del data["calibration"]
-            data.pop("error_tokens", None)
+        """JSON-ready form, with the pattern spelled as in model_args; only the options that shaped the
+        weights (``applied``, decided when the spec was built from the method's declarations)."""
+        data: dict[str, Any] = {
+            "method": self.method,
+            "sparsity": self.sparsity,
+            "pattern": str(self.pattern) if self.pattern is not None else "unstructured",
+        }
+        if self.calibration is not None:
+            data["calibration"] = asdict(self.calibration)
+        for spec_field in fields(self):
+            if spec_field.name in self.applied and spec_field.name not in data:
+                value = getattr(self, spec_field.name)
+                data[spec_field.name] = -1 if spec_field.name == "group_size" and value is None else value
+        data.update((name, value) for name, value in self.method_options if name in self.applied)
         return data

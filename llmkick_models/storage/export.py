@@ -27,7 +27,6 @@ from llmkick_models.engine.model_layout import decoder_linears
 from llmkick_models.engine.quantizer import QuantizedWeight
 from llmkick_models.engine.report import CompressionReport
 
-EXPORT_FORMATS: tuple[str, ...] = ("fake", "compressed-tensors")
 INSTALL_HINT = "pip install 'llmkick[export]' (or: pip install compressed-tensors)"
 
 

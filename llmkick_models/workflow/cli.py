@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.arguments import parse_pattern, parse_sparsity
+from llmkick_models.engine.options import SPARSITY, parse_pattern
 
 
 def _csv(convert: Callable[[str], Any]) -> Callable[[str], list[Any]]:
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model_args", default="", help="extra HFLM args for every point, e.g. dtype=bfloat16"
     )
     sweep.add_argument("--methods", type=_csv(str), default=[], help="e.g. magnitude,wanda,sparsegpt")
-    sweep.add_argument("--sparsities", type=_csv(parse_sparsity), default=[], help="e.g. 0,0.1,0.3,0.5")
+    sweep.add_argument("--sparsities", type=_csv(SPARSITY.parse), default=[], help="e.g. 0,0.1,0.3,0.5")
     sweep.add_argument(
         "--patterns", type=_csv(lambda p: str(parse_pattern(p))), default=[], help="e.g. 2:4,4:8"
     )
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "packed integer weights + scales that vLLM serves (quantized methods only; needs the [export] extra)",
     )
 
+    commands.add_parser("model-args", help="print the table of compression model_args (markdown)")
     convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
     convert.add_argument("gguf_file", type=Path)
     convert.add_argument("output", type=Path)
@@ -124,7 +125,7 @@ def _compress(args: argparse.Namespace) -> int:
     model_args = simple_parse_args_string(args.model_args)
     packed = args.format == "compressed-tensors"
     if packed:
-        from llmkick_models.arguments import COMPRESSION_ARGS, build_spec
+        from llmkick_models.engine.methods import build_spec, option_names
         from llmkick_models.storage.export import ExportError, _import_compressed_tensors
 
         # Fail before loading anything: the library is there and the run will quantize.
@@ -132,8 +133,7 @@ def _compress(args: argparse.Namespace) -> int:
             _import_compressed_tensors()
         except ExportError as error:
             raise SystemExit(str(error)) from None
-        cache_args = ("cache", "llmkick_cache_dir")
-        spec_args = {k: v for k, v in model_args.items() if k in COMPRESSION_ARGS and k not in cache_args}
+        spec_args = {k: v for k, v in model_args.items() if k in option_names()}
         if build_spec(**spec_args).bits is None:
             raise SystemExit("--format compressed-tensors needs a quantized model: add bits= to --model_args")
         # The packed codes come from the grids of this run; a cached model has none.
@@ -179,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     if args.command == "report":
         return _report(args)
+    if args.command == "model-args":
+        from llmkick_models.arguments import model_args_table
+
+        print(model_args_table())
+        return 0
     if args.command == "convert-gguf":
         from llmkick_models.storage.gguf import convert_gguf
 

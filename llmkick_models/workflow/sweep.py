@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.arguments import build_spec
-from llmkick_models.engine.methods import METHODS, quantization_only_args
+from llmkick_models.engine.methods import METHODS, build_spec, method_class
 
 log = logging.getLogger(__name__)
-
-QUANTIZATION_ARGS = frozenset({"bits"})
 
 
 @dataclass(frozen=True)
@@ -76,12 +73,12 @@ def plan_points(
         if method not in METHODS or method == "none":
             allowed = ", ".join(m for m in METHODS if m != "none")
             raise ValueError(f"--methods: unknown method {method!r}; allowed: {allowed}")
-        accepts = METHODS[method].accepts
+        implementation = method_class(method)
         candidates: list[SweepPoint] = []
-        if "sparsity" in accepts:
+        if any(option.name == "sparsity" for option in implementation.options):
             candidates += [SweepPoint(method, sparsity=s) for s in sparsities if s > 0]
             candidates += [SweepPoint(method, pattern=p) for p in patterns]
-        if QUANTIZATION_ARGS <= accepts and "sparsity" not in accepts:
+        if implementation.always_quantizes():
             candidates += [SweepPoint(method, bits=b) for b in bits]
         if not candidates:
             raise ValueError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
@@ -96,9 +93,10 @@ def plan_points(
 def point_args(point: SweepPoint, base_model_args: str, compress_args: dict[str, str]) -> str:
     """Full --model_args for a point: the base (pretrained=..., dtype=...), the point, and the extra
     compression args that this point's method accepts (calibration args are not given to magnitude)."""
-    accepted = METHODS[point.method].accepts
-    if point.bits is None:  # e.g. percdamp= reaches Wanda only when it quantizes with GPTQ
-        accepted = accepted - quantization_only_args(point.method)
+    implementation = method_class(point.method)
+    # e.g. percdamp= reaches Wanda only when it quantizes with GPTQ
+    quantizes = implementation.always_quantizes() or point.bits is not None
+    accepted = {option.name for option in implementation.offered_options(quantizes)}
     extra = [f"{key}={value}" for key, value in compress_args.items() if key in accepted]
     return ",".join(part for part in (base_model_args, point.model_args(), *extra) if part)
 

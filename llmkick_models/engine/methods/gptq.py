@@ -1,7 +1,7 @@
 """GPTQ (Frantar et al. 2023, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
 Transformers"): quantize one column at a time and let the not-yet-quantized columns absorb the error.
 
-For a linear y = W x with input Hessian H = (2/n) Σ x xᵀ (SPEC §2):
+For a linear y = W x with input Hessian H = (2/n) Σ x xᵀ:
 
 1. dead inputs (H_jj = 0) get weight 0; with ``act_order`` the columns are permuted by descending H_jj
    (most active inputs first, while the most freedom to compensate is left);
@@ -23,24 +23,37 @@ a pruned weight is never revived.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from llmkick_models.engine.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
-from llmkick_models.engine.methods.base import CompressionMethod
-from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.hessian import (
+    damped_inverse_cholesky,
+    updated_columns,
+    zero_dead_inputs,
+)
+from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.options import (
+    CALIBRATION_OPTIONS,
+    GPTQ_ORDER,
+    HESSIAN,
+    QUANTIZER,
+    REQUIRED_BITS,
+    TRUE_SEQUENTIAL,
+    CompressionArgumentError,
+)
 from llmkick_models.engine.quantizer import (
     QuantizedWeight,
     QuantizerConfig,
     fake_quantize,
     find_params,
-    rtn_quantize,
+    quantizer_config,
 )
 
 if TYPE_CHECKING:
-    from llmkick_models.engine.spec import CompressionSpec
+    pass
 
 
 @dataclass
@@ -51,30 +64,6 @@ class GPTQResult:
     grid: QuantizedWeight
     damp: float  # the dampening that factorised (percdamp unless the retry raised it)
     dead: int  # inputs with H_jj = 0
-
-
-def updated_columns(
-    W: torch.Tensor,
-    W1: torch.Tensor,
-    Err1: torch.Tensor,
-    Hinv: torch.Tensor,
-    i1: int,
-    start: int,
-    stop: int,
-) -> torch.Tensor:
-    """Columns [start, stop) of W as the OBS updates so far have made them, inside the block loop.
-
-    The current block (starting at ``i1``) lives in ``W1`` with its in-block updates applied; columns past
-    the block have not yet received this block's lazy update, so it is applied here on the fly
-    (Err1's not-yet-visited columns are 0).  Needed for dynamic group grids whose group extends past the
-    block (the reference reads the stale W there).
-    """
-    i2 = i1 + W1.shape[1]
-    inside = W1[:, start - i1 : min(stop, i2) - i1]
-    if stop <= i2:
-        return inside
-    outside = W[:, i2:stop] - Err1 @ Hinv[i1:i2, i2:stop]
-    return torch.cat([inside, outside], dim=1)
 
 
 def gptq_quantize(
@@ -178,105 +167,56 @@ def gptq_quantize(
     return GPTQResult(Q, grid, damp, int(dead.sum()))
 
 
-def quantizer_config(spec: CompressionSpec) -> QuantizerConfig:
-    """The quantizer a spec asks for (``spec.bits`` must be set)."""
-    if spec.bits is None:
-        raise ValueError(f"method={spec.method} was asked to quantize without bits=")
-    return QuantizerConfig(spec.bits, spec.sym, spec.group_size)
-
-
-def quantize_target(
-    target: TargetLinear,
-    spec: CompressionSpec,
-    device: torch.device,
-    statistics: InputStatistics | None,
-    use_gptq: bool,
-    mask: torch.Tensor | None = None,
-) -> tuple[dict[str, float], QuantizedWeight]:
-    """Quantize ``target``'s weight in place with GPTQ or RTN (keeping ``mask`` zero); report facts."""
+def gptq_layer(job: LayerJob, mask: torch.Tensor | None = None) -> tuple[dict[str, float], QuantizedWeight]:
+    """Quantize the layer's weight in place with GPTQ (keeping ``mask`` zero); its report facts and grid."""
+    statistics = job.statistics_for("gptq", exact_hessian=True)
+    target, spec, device = job.target, job.spec, job.device
     config = quantizer_config(spec)
     weight = target.weight
+    result = gptq_quantize(
+        weight.to(device),
+        statistics.hessian.to(device),
+        config,
+        blocksize=spec.blocksize,
+        percdamp=spec.percdamp,
+        act_order=spec.act_order,
+        static_groups=spec.static_groups,
+        mask=mask.to(device) if mask is not None else None,
+        layer_name=target.name,
+    )
     extra: dict[str, float] = {"bits": config.bits, "group_size": config.group_size or -1}
-    if use_gptq:
-        if statistics is None or statistics.hessian_tokens == 0:
-            raise ValueError(f"gptq: {target.name} received no calibration tokens")
-        if not statistics.hessian_is_exact:
-            raise ValueError(f"gptq: {target.name} needs the Hessian over every token, got a subsample")
-        result = gptq_quantize(
-            weight.to(device),
-            statistics.hessian.to(device),
-            config,
-            blocksize=spec.blocksize,
-            percdamp=spec.percdamp,
-            act_order=spec.act_order,
-            static_groups=spec.static_groups,
-            mask=mask.to(device) if mask is not None else None,
-            layer_name=target.name,
+    if result.damp != spec.percdamp:
+        extra["percdamp"] = result.damp
+    if result.dead:
+        extra["dead_inputs"] = result.dead
+    weight.copy_(result.Q.to(device=weight.device, dtype=weight.dtype))
+    return extra, result.grid
+
+
+def check_static_groups(values: Mapping[str, Any]) -> None:
+    """Static groups need groups to be static."""
+    if values.get("static_groups") and values.get("group_size") is None:
+        raise CompressionArgumentError(
+            "static_groups=true needs groups, but group_size=-1 quantizes per channel; give a "
+            "group_size (e.g. 128) or drop static_groups"
         )
-        Q, grid = result.Q, result.grid
-        if result.damp != spec.percdamp:
-            extra["percdamp"] = result.damp
-        if result.dead:
-            extra["dead_inputs"] = result.dead
-    else:
-        # RTN maps 0 to exactly 0, so a pruned weight stays pruned without any mask bookkeeping.
-        Q, grid = rtn_quantize(weight.to(device), config)
-    weight.copy_(Q.to(device=weight.device, dtype=weight.dtype))
-    return extra, grid
 
 
 class GPTQ(CompressionMethod):
     """GPTQ weight quantization with OBS error compensation; needs the full Hessian."""
 
     name: ClassVar[str] = "gptq"
+    options = (REQUIRED_BITS, *QUANTIZER[1:], *GPTQ_ORDER, *CALIBRATION_OPTIONS, TRUE_SEQUENTIAL, *HESSIAN)
     needs_calibration: ClassVar[bool] = True
     needs_hessian: ClassVar[bool] = True
 
-    def compress_layer(
-        self,
-        target: TargetLinear,
-        spec: CompressionSpec,
-        device: torch.device,
-        statistics: InputStatistics | None = None,
-    ) -> dict[str, float]:
-        """Quantize ``target`` in place with GPTQ; keep its grid for packed export."""
-        extra, grid = quantize_target(target, spec, device, statistics, use_gptq=True)
-        self.quantized[target.name] = grid
-        return extra
+    @classmethod
+    def check(cls, values: dict[str, Any], given: Mapping[str, Any]) -> None:
+        """Static groups need a group size."""
+        check_static_groups(values)
 
-
-class QuantizeAfterPruning:
-    """Mixin for Wanda and magnitude: with ``bits=``, quantize the pruned layer while keeping its mask.
-
-    ``quantizer=gptq`` (calibrated: GPTQ with the pruned weights forced to 0 at their turn, their error
-    compensated by the kept ones) or ``quantizer=rtn`` (round-to-nearest; 0 maps to 0).
-    """
-
-    quantized: dict[str, QuantizedWeight]
-
-    def requires_calibration(self, spec: CompressionSpec) -> bool:
-        """Calibration is needed for the method itself or for a GPTQ quantizer."""
-        return bool(getattr(self, "needs_calibration", False)) or self._gptq_after(spec)
-
-    def uses_full_hessian(self, spec: CompressionSpec) -> bool:
-        """GPTQ after pruning needs the Hessian over every token."""
-        return self._gptq_after(spec)
-
-    @staticmethod
-    def _gptq_after(spec: CompressionSpec) -> bool:
-        return spec.bits is not None and spec.quantizer == "gptq"
-
-    def quantize_pruned(
-        self,
-        target: TargetLinear,
-        spec: CompressionSpec,
-        device: torch.device,
-        statistics: InputStatistics | None,
-        mask: torch.Tensor,
-    ) -> dict[str, float]:
-        """No-op without ``bits``; else quantize ``target`` in place keeping ``mask`` (True = pruned) zero."""
-        if spec.bits is None:
-            return {}
-        extra, grid = quantize_target(target, spec, device, statistics, self._gptq_after(spec), mask)
-        self.quantized[target.name] = grid
+    def compress_layer(self, job: LayerJob) -> dict[str, float]:
+        """Quantize the layer in place with GPTQ; keep its grid for packed export."""
+        extra, grid = gptq_layer(job)
+        self.quantized[job.target.name] = grid
         return extra

@@ -8,30 +8,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
-
-from llmkick_models.engine.methods.base import CompressionMethod
-from llmkick_models.engine.methods.gptq import quantize_target
-from llmkick_models.engine.model_layout import TargetLinear
-from llmkick_models.engine.spec import CompressionSpec
+from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.options import CALIBRATION_OPTIONS, ERROR_TOKENS, QUANTIZER, REQUIRED_BITS
+from llmkick_models.engine.quantizer import QuantizedWeight, quantizer_config, rtn_quantize
 
 if TYPE_CHECKING:
-    from llmkick_models.engine.hessian import InputStatistics
+    pass
+
+
+def rtn_layer(job: LayerJob) -> tuple[dict[str, float], QuantizedWeight]:
+    """Quantize ``target``'s weight in place to its nearest grid points; its report facts and grid.
+
+    RTN maps 0 to exactly 0, so a pruned weight stays pruned without any mask bookkeeping.
+    """
+    config = quantizer_config(job.spec)
+    weight = job.target.weight
+    Q, grid = rtn_quantize(weight.to(job.device), config)
+    weight.copy_(Q.to(device=weight.device, dtype=weight.dtype))
+    return {"bits": config.bits, "group_size": config.group_size or -1}, grid
 
 
 class RTN(CompressionMethod):
     """Min-max round-to-nearest per channel or per group of input columns."""
 
     name: ClassVar[str] = "rtn"
+    options = (REQUIRED_BITS, *QUANTIZER[1:], *CALIBRATION_OPTIONS, ERROR_TOKENS)
 
-    def compress_layer(
-        self,
-        target: TargetLinear,
-        spec: CompressionSpec,
-        device: torch.device,
-        statistics: InputStatistics | None = None,
-    ) -> dict[str, float]:
-        """Quantize ``target`` in place (``statistics`` are not used); keep its grid for packed export."""
-        extra, grid = quantize_target(target, spec, device, None, use_gptq=False)
-        self.quantized[target.name] = grid
+    def compress_layer(self, job: LayerJob) -> dict[str, float]:
+        """Quantize the layer in place (statistics are not used); keep its grid for packed export."""
+        extra, grid = rtn_layer(job)
+        self.quantized[job.target.name] = grid
         return extra

@@ -1,6 +1,6 @@
 """SparseGPT (Frantar & Alistarh 2023): one-shot pruning with optimal-brain-surgeon weight updates.
 
-For each linear, with H = (2/n) Σ x xᵀ over the calibration inputs (SPEC §2):
+For each linear, with H = (2/n) Σ x xᵀ over the calibration inputs:
 
 1. dead inputs (H_jj = 0) get weight 0; H is dampened by λ = percdamp · mean(diag H);
 2. Hinv = upper Cholesky factor of H⁻¹ (``llmkick_models.engine.hessian``), so row j of Hinv holds the OBS
@@ -24,17 +24,34 @@ loop reaches the group's first column, on the updated weights with the mask know
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 
-from llmkick_models.engine.hessian import InputStatistics, damped_inverse_cholesky, zero_dead_inputs
+from llmkick_models.engine.hessian import (
+    damped_inverse_cholesky,
+    updated_columns,
+    zero_dead_inputs,
+)
 from llmkick_models.engine.masks import lowest_mask
-from llmkick_models.engine.methods.base import CompressionMethod
-from llmkick_models.engine.methods.gptq import quantizer_config, updated_columns
-from llmkick_models.engine.model_layout import TargetLinear
-from llmkick_models.engine.quantizer import QuantizedWeight, QuantizerConfig, fake_quantize, find_params
-from llmkick_models.engine.spec import CompressionSpec, NMPattern
+from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.options import (
+    CALIBRATION_OPTIONS,
+    HESSIAN,
+    PRUNING,
+    QUANTIZER,
+    TRUE_SEQUENTIAL,
+    CompressionArgumentError,
+)
+from llmkick_models.engine.quantizer import (
+    QuantizedWeight,
+    QuantizerConfig,
+    fake_quantize,
+    find_params,
+    quantizer_config,
+)
+from llmkick_models.engine.spec import NMPattern
 
 
 def sparsegpt_prune(
@@ -137,21 +154,26 @@ class SparseGPT(CompressionMethod):
     """Unstructured or N:M pruning with OBS updates of the remaining weights; needs the full Hessian."""
 
     name: ClassVar[str] = "sparsegpt"
+    options = (*PRUNING, *CALIBRATION_OPTIONS, TRUE_SEQUENTIAL, *HESSIAN)
+    #: with bits=: joint sparse + quant in the same column loop (no act_order: the mask order is fixed)
+    quantizer_options = QUANTIZER
     needs_calibration: ClassVar[bool] = True
     needs_hessian: ClassVar[bool] = True
 
-    def compress_layer(
-        self,
-        target: TargetLinear,
-        spec: CompressionSpec,
-        device: torch.device,
-        statistics: InputStatistics | None = None,
-    ) -> dict[str, float]:
-        """Prune ``target`` in place with SparseGPT; report the dampening and dead inputs when notable."""
-        if statistics is None or statistics.hessian_tokens == 0:
-            raise ValueError(f"sparsegpt: {target.name} received no calibration tokens")
-        if not statistics.hessian_is_exact:
-            raise ValueError(f"sparsegpt: {target.name} needs the Hessian over every token, got a subsample")
+    @classmethod
+    def check(cls, values: dict[str, Any], given: Mapping[str, Any]) -> None:
+        """N:M groups are chosen inside column blocks, so no group may straddle two blocks."""
+        nm = values["pattern"]
+        if nm is not None and values["blocksize"] % nm.group:
+            raise CompressionArgumentError(
+                f"blocksize={values['blocksize']} must be a multiple of M={nm.group} with pattern={nm}, "
+                f"so that no N:M group straddles two column blocks; e.g. blocksize=128"
+            )
+
+    def compress_layer(self, job: LayerJob) -> dict[str, float]:
+        """Prune the layer in place with SparseGPT; report the dampening and dead inputs when notable."""
+        statistics = job.statistics_for("sparsegpt", exact_hessian=True)
+        target, spec, device = job.target, job.spec, job.device
         weight = target.weight
         quantizer = quantizer_config(spec) if spec.bits is not None else None
         W_hat, damp, dead, grid = sparsegpt_prune_quantize(

@@ -1,7 +1,7 @@
 """Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for LLMs"): prune by |W| · ‖X‖.
 
 The score of weight W_ij is S_ij = |W_ij| · ‖X_j‖₂, where X_j is input feature j over all calibration
-tokens (SPEC §2).  Comparison happens per output row (unstructured: the ``sparsity · in`` lowest scores of
+tokens.  Comparison happens per output row (unstructured: the ``sparsity · in`` lowest scores of
 each row) or per N:M group, so any positive per-feature scale is irrelevant: the running mean of x_j²
 that the driver keeps gives the same masks as the sum of squares.  No weight is updated.
 """
@@ -12,12 +12,10 @@ from typing import ClassVar
 
 import torch
 
-from llmkick_models.engine.hessian import InputStatistics
 from llmkick_models.engine.masks import pruning_mask
-from llmkick_models.engine.methods.base import CompressionMethod
-from llmkick_models.engine.methods.gptq import QuantizeAfterPruning
-from llmkick_models.engine.model_layout import TargetLinear
-from llmkick_models.engine.spec import CompressionSpec
+from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.methods.prune_then_quantize import QuantizeAfterPruning
+from llmkick_models.engine.options import CALIBRATION_OPTIONS, ERROR_TOKENS, PRUNING, TRUE_SEQUENTIAL
 
 
 def wanda_scores(W: torch.Tensor, feature_sq_mean: torch.Tensor) -> torch.Tensor:
@@ -29,20 +27,14 @@ class Wanda(QuantizeAfterPruning, CompressionMethod):
     """Per-output-row (or N:M) pruning by |W| · ‖X‖; needs only the input feature norms."""
 
     name: ClassVar[str] = "wanda"
+    options = (*PRUNING, *CALIBRATION_OPTIONS, TRUE_SEQUENTIAL, ERROR_TOKENS)
     needs_calibration: ClassVar[bool] = True
 
-    def compress_layer(
-        self,
-        target: TargetLinear,
-        spec: CompressionSpec,
-        device: torch.device,
-        statistics: InputStatistics | None = None,
-    ) -> dict[str, float]:
-        """Zero the lowest-scoring weights of each row (or N:M group) of ``target`` in place."""
-        if statistics is None or statistics.tokens == 0:
-            raise ValueError(f"wanda: {target.name} received no calibration tokens")
-        weight = target.weight
-        scores = wanda_scores(weight.to(device), statistics.feature_sq_mean.to(device))
+    def compress_layer(self, job: LayerJob) -> dict[str, float]:
+        """Zero the lowest-scoring weights of each row (or N:M group) in place."""
+        statistics = job.statistics_for("wanda")
+        weight, spec = job.target.weight, job.spec
+        scores = wanda_scores(weight.to(job.device), statistics.feature_sq_mean.to(job.device))
         mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=True)
         weight.masked_fill_(mask.to(weight.device), 0)
-        return self.quantize_pruned(target, spec, device, statistics, mask)
+        return self.quantize_pruned(job, mask)
