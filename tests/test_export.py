@@ -77,3 +77,32 @@ def test_cli_packed_and_fake_exports_agree(tiny_llama_dir: Path, tmp_path: Path)
     with pytest.raises(SystemExit, match="needs a quantized model"):
         main(["compress", "--model", str(tiny_llama_dir), "--model_args", "method=magnitude,sparsity=0.5",
               "--format", "compressed-tensors", "--output", str(tmp_path / "x")])  # fmt: skip
+
+
+def test_two_four_sparse_quantized_export_keeps_the_pattern_without_a_sparsity_config(
+    calibration, tmp_path: Path
+) -> None:
+    """2:4 + 4-bit: the packed checkpoint reloads with the exact 2:4 zeros and the fake-quantized logits.
+
+    No ``sparsity_config`` is written: compressed-tensors no longer defines a sparse format, transformers
+    dropped sparse decompression, and vLLM >= 0.19.1 refuses Sparse24 checkpoints (0.24.0 even refuses a
+    vestigial ``format: dense`` sparsity_config with targets), so the metadata would only break loading.
+    """
+    import json
+
+    from llmkick_models.engine.masks import count_nm_violations
+    from llmkick_models.engine.model_layout import decoder_linears
+    from llmkick_models.engine.spec import NMPattern
+
+    model, report = compress_tiny("llama", calibration, "sparsegpt", pattern="2:4", bits=4, group_size=32)
+    ids = calibration.input_ids[:2]
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    export_compressed_tensors(model, report, tmp_path / "packed")
+    quantization = json.loads((tmp_path / "packed" / "config.json").read_text())["quantization_config"]
+    assert not quantization.get("sparsity_config")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "packed", dtype=torch.float32)
+    with torch.no_grad():  # the first forward decompresses the packed weights
+        assert (reloaded(input_ids=ids).logits - expected).abs().max() < 1e-4
+    for target in decoder_linears(reloaded):
+        assert count_nm_violations(target.weight, NMPattern(2, 4)) == 0, target.name
