@@ -1,13 +1,16 @@
 """Plugin boot: make lm-eval see llmkick without any command-line flag.
 
 ``llmkick.pth`` (installed into site-packages) imports this module at interpreter start.  lm-eval 0.4.13
-has no entry-point discovery, so this module installs a ``sys.meta_path`` finder that waits for two lm-eval
+has no entry-point discovery, so this module installs a ``sys.meta_path`` finder that waits for a few lm-eval
 modules to be imported and then:
 
 * after ``lm_eval.models`` ran, registers ``compressed-hf`` as a lazy placeholder (registering earlier would
   make ``get_model`` believe the registry is already populated and skip lm-eval's own models);
 * after ``lm_eval.tasks.manager`` ran, wraps ``TaskManager.__init__`` so that the ``llmkick_tasks`` directory
-  is indexed next to lm-eval's built-in tasks, unless lm-eval already discovers plugin task directories.
+  is indexed next to lm-eval's built-in tasks, unless lm-eval already discovers plugin task directories;
+* after ``lm_eval.api.task`` ran, shows lm-eval's per-task "custom kwargs" warning once per run, not once
+  for each of the 117 llmkick subtasks;
+* after ``lm_eval.evaluator`` ran, installs the judged tasks' pre-flight check.
 
 Rules: standard library only, no work at start-up beyond appending one finder, and never raise: a broken
 hook must not break Python.  Delete this file and ``llmkick.pth`` once lm-eval reads the entry points that
@@ -113,7 +116,15 @@ def install_preflight(module: ModuleType) -> None:
     install(module)
 
 
+def quiet_task_warnings(_module: ModuleType) -> None:
+    """One "custom kwargs go through --metadata" warning per run, not one per llmkick subtask."""
+    from llmkick_tasks.logs import quiet_repeated_task_warnings
+
+    quiet_repeated_task_warnings()
+
+
 AFTER_IMPORT: dict[str, Callable[[ModuleType], None]] = {
+    "lm_eval.api.task": quiet_task_warnings,
     "lm_eval.models": register_model,
     "lm_eval.tasks.manager": patch_task_manager,
     "lm_eval.evaluator": install_preflight,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import types
@@ -106,3 +107,21 @@ def test_start_up_imports_nothing_heavy() -> None:
     # -S would skip site (and our .pth); run normally so the .pth is what installs the finder.
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.split() == ["True", "False", "False", "False"]
+
+
+def test_per_task_custom_kwargs_warning_shows_once(caplog: pytest.LogCaptureFixture) -> None:
+    import lm_eval.api.task  # noqa: F401  (the boot hook installs the filter when this module is imported)
+
+    from llmkick_tasks.logs import OncePerRun
+
+    logger = logging.getLogger("lm_eval.api.task")
+    (once,) = [f for f in logger.filters if isinstance(f, OncePerRun)]
+    once.seen.clear()  # an earlier test in this process may have shown it already
+    text = ": Custom kwargs can be passed to `--metadata` in console (as json string) or to the TaskManager."
+    with caplog.at_level(logging.WARNING, logger="lm_eval.api.task"):
+        for task in ("llmkick_mmlu_anatomy", "llmkick_mmlu_astronomy", "llmkick_freebaseqa"):
+            logger.warning(task + text)
+        logger.warning("llmkick_mmlu_anatomy: some other warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Custom kwargs" in m for m in messages) == 1
+    assert "llmkick_mmlu_anatomy: some other warning" in messages
