@@ -167,10 +167,10 @@ def test_pairwise_record_is_excluded_from_means_when_any_order_fails(tmp_path: P
     good = protocol.record(doc, "m", "r", "file", calls, ["9 5\n9 5\n9 5\n9 5", "7 8\n7 8\n7 8\n7 8"])
     assert protocol.metrics(doc, good) == pytest.approx(
         {**{d: 6.0 for d in protocol.DIMENSIONS}, **{f"{d}_mid": 6.0 for d in protocol.DIMENSIONS},
-         **{f"{d}_delta": -2.5 for d in protocol.DIMENSIONS}, "judge_unparsed": 0.0}
+         **{f"{d}_delta": -2.5 for d in protocol.DIMENSIONS}, "judge_unparsed": 0.0, "empty_answers": 0.0}
     )  # fmt: skip
     bad = protocol.record(doc, "m", "r", "file", calls, ["9 5\n9 5\n9 5\n9 5", "no scores here"])
-    assert protocol.metrics(doc, bad) == {"judge_unparsed": 1.0}
+    assert protocol.metrics(doc, bad) == {"judge_unparsed": 1.0, "empty_answers": 0.0}
 
 
 def test_mtbench_keeps_a_parsed_turn_when_the_other_fails() -> None:
@@ -184,7 +184,12 @@ def test_mtbench_keeps_a_parsed_turn_when_the_other_fails() -> None:
     calls = protocol.calls(doc, {"turns": ["a1", "a2"]}, None)
     assert [c.template for c in calls] == ["mtbench_single_reference", "mtbench_single_turn2_reference"]
     record = protocol.record(doc, {"turns": ["a1", "a2"]}, None, None, calls, ["[[4]]", "no rating"])
-    assert protocol.metrics(doc, record) == {"judge_unparsed": 1.0, "score_turn1": 4.0}
+    assert protocol.metrics(doc, record) == {"judge_unparsed": 1.0, "empty_answers": 0.0, "score_turn1": 4.0}
+    empty = protocol.record(doc, {"turns": ["", " \n"]}, None, None, calls, ["[[0]]", "[[1]]"])
+    assert protocol.metrics(doc, empty) == {
+        "judge_unparsed": 0.0, "empty_answers": 2.0, "score_turn1": 0.0, "score_turn2": 1.0, "score": 0.5,
+        "score_math": 0.5,
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -213,6 +218,53 @@ def test_swap_sends_both_orders_and_averages(chat_lm: HFLM, judged_data: Path, t
     assert [r.prompt for r in server.received if r.model == REFERENCE_MODEL] == [
         "Write a poem about a Quasar."
     ]
+
+
+ZERO_REPLY = "10 0\n10 0\n10 0\n10 0\n\nAssistant 2 wrote nothing."
+EMPTY_STORIES = {"Brecon": "", "Dundee": " \n "}  # the model writes nothing for these stories
+
+
+def test_zero_scores_count_and_empty_answers_are_counted(
+    chat_lm: HFLM, judged_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A judge answering ``10 0`` for an empty summary: the zeros are in every mean, as in the paper."""
+    generate = chat_lm.generate_until
+
+    def generate_until(requests: list, *args: object, **kwargs: object) -> list[str]:
+        answers = generate(requests, *args, **kwargs)
+        for i, request in enumerate(requests):
+            for marker, empty in EMPTY_STORIES.items():
+                if marker in request.arguments[0]:
+                    answers[i] = empty
+        return answers
+
+    def reply(body: dict) -> str:
+        prompt = body["messages"][-1]["content"]
+        if body["model"] == JUDGE_MODEL and any(m in prompt for m in EMPTY_STORIES):
+            return ZERO_REPLY
+        return scripted_reply(body)
+
+    monkeypatch.setattr(chat_lm, "generate_until", generate_until)
+    with JudgeServer(reply) as server:
+        results = run(chat_lm, SUMMARIZATION, judge_metadata(server, judged_data, tmp_path))
+    metrics = results["results"][SUMMARIZATION]
+    # By hand: model scores per story (Alderney, Brecon, Carlow, Dundee, Exmoor; Fife unparsed).
+    expected = {
+        "coherence": (8 + 0 + 3 + 0 + 10) / 5,
+        "coherence_small": (8 + 0) / 2,
+        "coherence_mid": (3 + 0) / 2,
+        "consistency": (7 + 0 + 4 + 0 + 10) / 5,
+        "fluency": (6 + 0 + 5 + 0 + 10) / 5,
+        "relevance": (5 + 0 + 2 + 0 + 10) / 5,
+        "coherence_delta": ((8 - 9) + (0 - 10) + (3 - 7) + (0 - 10) + (10 - 6)) / 5,
+        "judge_unparsed": 1.0,
+        "empty_answers": 2.0,
+    }
+    for name, value in expected.items():
+        assert metrics[f"{name},judge"] == pytest.approx(value), name
+    samples = {s["doc"]["story_id"]: s["filtered_resps"][0] for s in results["samples"][SUMMARIZATION]}
+    assert samples["brecon"]["scores"]["model"] == dict.fromkeys(SummarizationProtocol.DIMENSIONS, 0.0)
+    assert samples["dundee"]["empty_answers"] == 1 and samples["alderney"]["empty_answers"] == 0
 
 
 def test_failed_judge_request_stops_the_run_and_a_rerun_resumes(

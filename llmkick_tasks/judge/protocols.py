@@ -27,6 +27,8 @@ from llmkick_tasks.judge.parsing import Parsed, parse_dimensions, parse_pair, pa
 from llmkick_tasks.judge.templates import TemplateSet
 
 UNPARSED = "judge_unparsed"
+# Model answers that are empty or whitespace: judged like any other (as in the paper), and counted.
+EMPTY = "empty_answers"
 REFERENCE_FIRST = "reference_first"  # Assistant 1 = reference, Assistant 2 = model (LLM-KICK's order)
 MODEL_FIRST = "model_first"
 
@@ -73,6 +75,24 @@ class JudgeCall:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
+
+
+def empty_answers(response: Any) -> int:
+    """How many of the model's answers in ``response`` are empty or whitespace-only."""
+    if isinstance(response, Mapping) and "turns" in response:
+        return sum(not str(turn).strip() for turn in turns_of(response))
+    return int(not str(response if response is not None else "").strip())
+
+
+COUNTERS = (
+    MetricSpec(UNPARSED, higher_is_better=False, aggregation="count"),
+    MetricSpec(EMPTY, higher_is_better=False, aggregation="count"),
+)
+
+
+def counters(record: Mapping[str, Any]) -> dict[str, float]:
+    """The counter metrics of a judged record (every document reports them)."""
+    return {UNPARSED: float(record["unparsed"]), EMPTY: float(record.get(EMPTY, 0))}
 
 
 class JudgeProtocol(ABC):
@@ -156,6 +176,7 @@ class JudgeProtocol(ABC):
                 ],
                 "scores": self.combine(doc, calls, parsed) if all(p.ok for p in parsed) else None,
                 "unparsed": sum(not p.ok for p in parsed),
+                EMPTY: empty_answers(response),
             }
         )
 
@@ -230,13 +251,13 @@ class PairwiseProtocol(JudgeProtocol):
             specs.append(MetricSpec(f"{dim}_delta"))
         if self.WIN_RATE:
             specs.append(MetricSpec("win_rate"))
-        specs.append(MetricSpec(UNPARSED, higher_is_better=False, aggregation="count"))
+        specs.extend(COUNTERS)
         return specs
 
     @classmethod
     def metrics(cls, doc: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:
-        """Model scores (overall and in the document's group), model - reference, win rate, unparsed."""
-        out: dict[str, float] = {UNPARSED: float(record["unparsed"])}
+        """Model scores (overall and in the document's group), model - reference, win rate, counters."""
+        out = counters(record)
         scores = record["scores"]
         if scores is None:
             return out
@@ -382,13 +403,13 @@ class MTBenchProtocol(JudgeProtocol):
             MetricSpec("score_turn1"),
             MetricSpec("score_turn2"),
             *(MetricSpec(f"score_{metric_suffix(c)}") for c in MTBENCH_CATEGORIES),
-            MetricSpec(UNPARSED, higher_is_better=False, aggregation="count"),
+            *COUNTERS,
         ]
 
     @classmethod
     def metrics(cls, doc: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:
         """``score`` (mean of both turns) only when both parsed; a parsed turn always counts for its turn."""
-        out: dict[str, float] = {UNPARSED: float(record["unparsed"])}
+        out = counters(record)
         turns = record.get("turn_scores") or {}
         if "turn1" in turns:
             out["score_turn1"] = turns["turn1"]
