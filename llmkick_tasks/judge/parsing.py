@@ -158,7 +158,7 @@ def parse_dimensions(reply: str, dimensions: Sequence[str]) -> Parsed:
 
 
 def parse_rating(reply: str) -> Parsed:
-    """A single rating on [0, 10]: ``[[n]]`` anywhere, else a ``Rating: n`` line; several different ones fail."""
+    """A rating on [0, 10]: ``[[n]]`` anywhere, else a ``Rating: n`` line; several different ones fail."""
     values = {float(v) for v in _BRACKET_RATING.findall(reply)}
     if not values:
         values = {float(m[1]) for m in map(_RATING_LINE.match, map(_clean, reply.splitlines())) if m}
