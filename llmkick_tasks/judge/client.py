@@ -25,12 +25,13 @@ from typing import Any, TypeVar
 import openai
 
 from llmkick_tasks.judge.cache import ResponseCache
-from llmkick_tasks.judge.config import JudgeSettings, redact_url
+from llmkick_tasks.judge.config import JudgeSettings, redact_url, server_identity
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-CACHE_KEY_VERSION = "llmkick-judge-v1"
+# v2: the key also holds the server and the judging protocol (v1 keys reused replies across servers).
+CACHE_KEY_VERSION = "llmkick-judge-v2"
 RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
 # The openai client's HTTP layer logs every request at INFO: hundreds of lines per task.
 TRANSPORT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
@@ -42,20 +43,30 @@ class JudgeRequestError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat-completion request; :attr:`key` (hash of model + messages + parameters) is its cache key."""
+    """One chat-completion request; :meth:`cache_key` (server + protocol + payload) is its cache key."""
 
     model: str
     messages: tuple[tuple[str, str], ...]  # (role, content) pairs
     temperature: float
     max_tokens: int
+    protocol: str = ""  # the judging protocol that built the request (part of the key, not sent)
 
     @classmethod
     def build(
-        cls, model: str, messages: Sequence[dict[str, str]], temperature: float, max_tokens: int
+        cls,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        temperature: float,
+        max_tokens: int,
+        protocol: str = "",
     ) -> ChatRequest:
         """A request from OpenAI-style ``[{"role": ..., "content": ...}]`` messages."""
         return cls(
-            model, tuple((m["role"], m["content"]) for m in messages), float(temperature), int(max_tokens)
+            model,
+            tuple((m["role"], m["content"]) for m in messages),
+            float(temperature),
+            int(max_tokens),
+            protocol,
         )
 
     def payload(self) -> dict[str, Any]:
@@ -67,11 +78,20 @@ class ChatRequest:
             "max_tokens": self.max_tokens,
         }
 
+    def cache_key(self, server: str) -> str:
+        """sha256 of the judge identity: ``server`` (:func:`.config.server_identity`), protocol, payload.
+
+        Two servers may serve different weights under one model name, so a reply is reused only for the
+        server that gave it.  Versioned, so a format change invalidates old entries.
+        """
+        identity = {"server": server, "protocol": self.protocol, "request": self.payload()}
+        canonical = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(f"{CACHE_KEY_VERSION}\n{canonical}".encode()).hexdigest()
+
     @property
     def key(self) -> str:
-        """sha256 of the canonical JSON of :meth:`payload` (versioned, so a format change invalidates)."""
-        canonical = json.dumps(self.payload(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(f"{CACHE_KEY_VERSION}\n{canonical}".encode()).hexdigest()
+        """:meth:`cache_key` for no particular server (for tests and tools; the client adds its server)."""
+        return self.cache_key("")
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,7 @@ class JudgeClient:
         self.settings = settings
         self.cache = cache
         self.stats = ClientStats()
+        self.server = server_identity(settings.base_url)
         self._session: _Session | None = None
 
     # ------------------------------------------------------------------ running
@@ -216,7 +237,7 @@ class JudgeClient:
         if self._session is None:
             raise RuntimeError("JudgeClient.complete() must run inside JudgeClient.run()")
         self.stats.requests += 1
-        key = request.key
+        key = request.cache_key(self.server)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -230,7 +251,7 @@ class JudgeClient:
         future: asyncio.Future[ChatResult] = asyncio.get_running_loop().create_future()
         session.in_flight[key] = future
         try:
-            result = await self._send(session, request)
+            result = await self._send(session, request, key)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -244,7 +265,7 @@ class JudgeClient:
         finally:
             session.in_flight.pop(key, None)
 
-    async def _send(self, session: _Session, request: ChatRequest) -> ChatResult:
+    async def _send(self, session: _Session, request: ChatRequest, key: str) -> ChatResult:
         settings = self.settings
         payload = request.payload()
         for attempt in range(settings.retries + 1):
@@ -273,7 +294,7 @@ class JudgeClient:
                 self.stats.completion_tokens += usage["completion_tokens"]
             self.stats.sent += 1
             if self.cache is not None:
-                self.cache.put(request.key, request.model, payload, text, usage)
+                self.cache.put(key, request.model, payload, text, usage)
             return ChatResult(text, cached=False)
         raise AssertionError("unreachable")  # the loop either returns or raises
 

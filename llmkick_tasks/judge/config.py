@@ -63,6 +63,22 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, f"***@{netloc}", parts.path, parts.query, parts.fragment))
 
 
+OPENAI_URL = "https://api.openai.com/v1"
+# Judging protocols: llmkick's own templates, LLM-KICK's release files, FastChat's MT-Bench judge prompts.
+PROTOCOLS = ("llmkick", "paper", "fastchat")
+
+
+def server_identity(url: str | None) -> str:
+    """The server a reply came from, as part of its cache key: scheme, host, port and path only.
+
+    Credentials and query strings are left out (they may hold secrets and do not change the server).
+    """
+    parts = urlsplit(url or OPENAI_URL)
+    host = (parts.hostname or "").lower()
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+
+
 def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -101,6 +117,7 @@ class JudgeSettings:
     cache_path: Path = field(default_factory=default_cache_path)
     templates_dir: Path | None = None
     swap: bool = False
+    protocol: str = "llmkick"
     reference_model: str = DEFAULT_OPENAI_REFERENCE
     reference_temperature: float = 0.0
     reference_max_tokens: int = 1024
@@ -132,6 +149,7 @@ class JudgeSettings:
             "cache": str(self.cache_path),
             "templates": str(self.templates_dir) if self.templates_dir else "built-in",
             "swap": self.swap,
+            "protocol": self.protocol,
             "reference_model": self.reference_model,
             "api_key_from": self.api_key_env or "none (keyless server)",
         }
@@ -200,6 +218,12 @@ class JudgeSettings:
         templates_dir = Path(str(templates)).expanduser() if templates else None
         if templates_dir is not None and not templates_dir.is_dir():
             raise JudgeConfigError(f"{task}: judge templates directory does not exist: {templates_dir}")
+        protocol = str(meta.get("judge_protocol") or "llmkick").strip().lower()
+        if protocol not in PROTOCOLS:
+            raise JudgeConfigError(
+                f"{task}: metadata 'judge_protocol' must be one of {', '.join(PROTOCOLS)}, got "
+                f"{meta.get('judge_protocol')!r}"
+            )
         cache = pick("judge_cache", ENV_CACHE)
         cache_path = Path(str(cache)).expanduser() if cache else default_cache_path()
 
@@ -218,6 +242,7 @@ class JudgeSettings:
             cache_path=cache_path,
             templates_dir=templates_dir,
             swap=_as_bool("judge_swap", meta.get("judge_swap", False)),
+            protocol=protocol,
             reference_model=str(reference_model),
             reference_temperature=_as_number(
                 "reference_temperature", meta.get("reference_temperature", 0.0), float, 0.0, 2.0

@@ -109,7 +109,11 @@ class JudgeProtocol(ABC):
         """A judge request from template ``template``."""
         messages = self.templates.messages(template, **variables)
         return ChatRequest.build(
-            self.settings.model, messages, self.settings.temperature, self.settings.max_tokens
+            self.settings.model,
+            messages,
+            self.settings.temperature,
+            self.settings.max_tokens,
+            protocol=self.settings.protocol,
         )
 
     def reference_request(self, prompt: str) -> ChatRequest:
@@ -119,6 +123,7 @@ class JudgeProtocol(ABC):
             [{"role": "user", "content": prompt}],
             self.settings.reference_temperature,
             self.settings.reference_max_tokens,
+            protocol="reference",  # the reference answer does not depend on the judging protocol
         )
 
     def needs_reference(self, doc: Mapping[str, Any]) -> bool:
