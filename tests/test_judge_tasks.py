@@ -34,7 +34,7 @@ from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeConfigError
 from llmkick_tasks.judge.protocols import MTBenchProtocol, SummarizationProtocol
-from llmkick_tasks.judge.templates import TemplateSet
+from llmkick_tasks.judge.templates import TemplateError, TemplateSet
 
 TASKS_DIR = Path(llmkick_tasks.__file__).parent
 SUMMARIZATION = "llmkick_summarization"
@@ -370,6 +370,35 @@ def test_preflight_refuses_before_the_model_is_loaded(
             task_manager=task_manager(judge_base_url="http://127.0.0.1:9/v1", judge_model="m"),
         )
     assert not isinstance(error.value, JudgeConfigError)
+
+
+@pytest.mark.parametrize(
+    ("task", "file", "text", "problem"),
+    [
+        (SUMMARIZATION, "summarization_pairwise.user.jinja", "{{ artcle }}", "'artcle' is undefined"),
+        (VICUNA, "instruction_math.system.jinja", "{{ question.__class__.__mro__ }}", "unsafe"),
+        (MTBENCH, "mtbench_single_turn2_reference.user.jinja", "{{ reference_3 }}", "reference_3"),
+        (VICUNA, "instruction_coding.user.jinja", "{% if %}", "line 1"),
+    ],
+)
+def test_preflight_renders_every_template_before_the_model_loads(
+    wrapped_evaluator: types.ModuleType, tmp_path: Path, task: str, file: str, text: str, problem: str
+) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / file).write_text(text)
+    with JudgeServer(scripted_reply) as server:
+        with pytest.raises(TemplateError) as error:
+            wrapped_evaluator.simple_evaluate(
+                model="hf",
+                model_args=f"pretrained={tmp_path / 'no_such_model'}",
+                tasks=[task],
+                task_manager=task_manager(
+                    judge_base_url=server.url, judge_model=JUDGE_MODEL, judge_templates=str(templates)
+                ),
+            )
+    assert file in str(error.value) and problem in str(error.value)
+    assert server.received == []
 
 
 def test_preflight_builds_the_task_manager_when_none_is_given(

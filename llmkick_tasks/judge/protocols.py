@@ -103,7 +103,22 @@ class JudgeProtocol(ABC):
     def __init__(self, settings: JudgeSettings, templates: TemplateSet) -> None:
         self.settings = settings
         self.templates = templates
-        templates.check(self.TEMPLATES)  # a broken user template fails now, not after generation
+        self.preflight()
+
+    def preflight(self) -> None:
+        """Render every judge prompt this protocol may send once, with placeholder values.
+
+        Runs when the protocol is built: before the data is loaded, the model generates or any request is
+        paid for (and before the model is loaded, via :mod:`.preflight`).  A missing, malformed,
+        undefined-variable or sandbox-blocked template raises :class:`TemplateError` naming the file.
+        """
+        self.templates.check(self.TEMPLATES)
+        for doc, response, reference in self.preflight_cases():
+            self.calls(doc, response, reference)
+
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """(document, response, reference) placeholders that reach every template of the protocol."""
+        return []
 
     def judge_request(self, template: str, **variables: str) -> ChatRequest:
         """A judge request from template ``template``."""
@@ -292,6 +307,13 @@ class SummarizationProtocol(PairwiseProtocol):
         """One template for all stories."""
         return "summarization_pairwise"
 
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """One story per bin."""
+        return [
+            ({"article": "<article>", "bin": b, "story_id": "x"}, "<summary>", "<reference>")
+            for b in self.GROUPS
+        ]
+
     def variables(self, doc: Mapping[str, Any], answer_1: str, answer_2: str) -> dict[str, str]:
         """The article (never the highlights) and the two summaries."""
         return {"article": doc["article"], "answer_1": answer_1, "answer_2": answer_2}
@@ -317,6 +339,13 @@ class InstructionProtocol(PairwiseProtocol):
         return {"coding": "instruction_coding", "math": "instruction_math"}.get(
             category, "instruction_general"
         )
+
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """One question per judge prompt (general, coding, math)."""
+        return [
+            ({"question": "<question>", "category": c, "question_id": 0}, "<answer>", "<reference>")
+            for c in ("generic", "coding", "math")
+        ]
 
     def prefer(self, doc: Mapping[str, Any]) -> str:
         """The math judge solves the problem first and gives its verdict last."""
@@ -350,6 +379,15 @@ class MTBenchProtocol(JudgeProtocol):
         "mtbench_single_turn2",
         "mtbench_single_turn2_reference",
     )
+
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """A conversation without and one with reference answers."""
+        base = {"question_id": 0, "turn_1": "<question 1>", "turn_2": "<question 2>"}
+        answers = {"turns": ["<answer 1>", "<answer 2>"]}
+        return [
+            ({**base, "category": "writing", "reference_1": None, "reference_2": None}, answers, None),
+            ({**base, "category": "math", "reference_1": "<ref 1>", "reference_2": "<ref 2>"}, answers, None),
+        ]
 
     def _uses_reference(self, doc: Mapping[str, Any]) -> bool:
         return (
@@ -438,3 +476,17 @@ def turns_of(response: Any) -> list[str]:
     raise TypeError(
         f"expected a two-turn response record {{'turns': [a1, a2]}}, got {type(response).__name__}"
     )
+
+
+# The value of ``llmkick_judged`` in a judged task's YAML metadata: which protocol judges it.
+PROTOCOL_CLASSES: dict[str, type[JudgeProtocol]] = {
+    "summarization": SummarizationProtocol,
+    "instruction": InstructionProtocol,
+    "mtbench": MTBenchProtocol,
+}
+
+
+def make_protocol(kind: str | type[JudgeProtocol], settings: JudgeSettings) -> JudgeProtocol:
+    """The protocol of a judged task (``kind``: a :data:`PROTOCOL_CLASSES` name or class), preflighted."""
+    cls = PROTOCOL_CLASSES[kind] if isinstance(kind, str) else kind
+    return cls(settings, TemplateSet(settings.templates_dir))

@@ -42,8 +42,8 @@ from llmkick_tasks.judge.protocols import (
     JudgeProtocol,
     MTBenchProtocol,
     SummarizationProtocol,
+    make_protocol,
 )
-from llmkick_tasks.judge.templates import TemplateSet
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class JudgedTask(ConfigurableTask):
         name = str(config.get("task") or type(self).__name__)
         # Fail fast: judge and templates are checked before the data is loaded or anything is generated.
         self.judge_settings = JudgeSettings.from_metadata(config.get("metadata"), task=name)
-        self.protocol = self.PROTOCOL(self.judge_settings, TemplateSet(self.judge_settings.templates_dir))
+        self.protocol = make_protocol(self.PROTOCOL, self.judge_settings)
         # Recorded with the results (lm-eval dumps the task metadata): which judge scored them. No key in it.
         config["metadata"] = {**(config.get("metadata") or {}), "judge": self.judge_settings.describe()}
         config["metric_list"] = [spec.config() for spec in self.protocol.metric_specs()]
