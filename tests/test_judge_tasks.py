@@ -110,6 +110,33 @@ def test_summarization_real_data_bins(shared_data: Path) -> None:
     assert [d["bin"] for d in small] == ["small", "mid", "large"] * 2
 
 
+def test_summarization_release_bins_keep_the_folders_as_the_paper(shared_data: Path) -> None:
+    release = load_docs(SUMMARIZATION, data_dir=str(shared_data), summarization_bins="release")
+    assert Counter(d["bin"] for d in release) == {"small": 30, "mid": 30, "large": 30}
+    assert len({" ".join(d["article"].split()) for d in release}) == 72  # the 18 copies are kept
+    assert [d["bin"] for d in release[:6]] == ["small", "mid", "large"] * 2
+    # The paper protocol bins by release folder by default; length bins stay the default otherwise.
+    paper = load_docs(SUMMARIZATION, data_dir=str(shared_data), judge_protocol="paper")
+    assert Counter(d["bin"] for d in paper) == {"small": 30, "mid": 30, "large": 30}
+    length = load_docs(SUMMARIZATION, data_dir=str(shared_data), summarization_bins="length")
+    assert Counter(d["bin"] for d in length) == {"small": 30, "mid": 12, "large": 30}
+
+
+def test_summarization_bins_are_recorded_and_checked(judged_data: Path) -> None:
+    manager = task_manager(
+        judge_base_url="http://127.0.0.1:9/v1", judge_model="m", data_dir=str(judged_data),
+        summarization_bins="release",
+    )  # fmt: skip
+    task = manager.load([SUMMARIZATION])["tasks"][SUMMARIZATION]
+    assert task.config.metadata["summarization_bins"] == "release"
+    docs = list(task.test_docs())
+    assert Counter(d["bin"] for d in docs) == {"small": 2, "mid": 3, "large": 2}  # alderney in small and mid
+    for bad, message in (("folders", "must be one of release, length"), ("release", "public")):
+        metadata = {"judge_base_url": "http://127.0.0.1:9/v1", "judge_model": "m", "summarization_bins": bad}
+        with pytest.raises(ValueError, match=message):
+            preflight.check_requested_tasks([SUMMARIZATION], task_manager(**metadata))
+
+
 def test_instruction_and_mtbench_real_data(shared_data: Path) -> None:
     vicuna = load_docs(VICUNA, data_dir=str(shared_data))
     assert len(vicuna) == 80 and all(d["reference"] for d in vicuna)

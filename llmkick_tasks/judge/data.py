@@ -39,6 +39,11 @@ LAYOUTS: dict[str, str] = {
     ),
 }
 
+# How the summarization stories are binned: the data's own bin folders (duplicates kept, as the paper's
+# means were computed) or by article length (each distinct story once, in the bin its length belongs to).
+SUMMARIZATION_BINS = ("release", "length")
+BINS_KEY = "summarization_bins"
+
 # Fields accepted as the id / the text of a reference answer in a user-supplied reference file.
 ID_FIELDS = ("id", "story_id", "question_id")
 TEXT_FIELDS = ("text", "reference", "summary", "answer")
@@ -62,6 +67,32 @@ def local_dir(metadata: Mapping[str, Any] | None, benchmark: str) -> Path | None
         if candidate.is_dir():
             return candidate
     raise layout_error(benchmark, data_dir, f"no {benchmark} folder in the data dir (tried {candidates})")
+
+
+def summarization_bins(metadata: Mapping[str, Any] | None) -> str:
+    """The binning of the summarization stories for a run: ``release`` or ``length``.
+
+    Default: ``release`` under ``judge_protocol=paper`` when the data has its release bin folders (a local
+    data dir), else ``length``.  ``release`` asked for without a data dir is an error: the public source
+    has no release bins.
+    """
+    meta = dict(metadata or {})
+    folder = local_dir(meta, "cnn_dailymail")
+    given = meta.get(BINS_KEY)
+    if given in (None, ""):
+        protocol = str(meta.get("judge_protocol") or "llmkick").strip().lower()
+        return "release" if protocol == "paper" and folder is not None else "length"
+    value = str(given).strip().lower()
+    if value not in SUMMARIZATION_BINS:
+        allowed = ", ".join(SUMMARIZATION_BINS)
+        raise ValueError(f"metadata {BINS_KEY!r} must be one of {allowed}, got {given!r}")
+    if value == "release" and folder is None:
+        raise DataLayoutError(
+            f"{BINS_KEY}=release needs the stories in their release bin folders, "
+            f"cnn_dailymail/{{small,mid,large}}/ in a data dir (--metadata '{{\"{METADATA_KEY}\": ...}}' or "
+            f"${ENV_VAR}); the public CNN/DailyMail source has no bins of its own: use {BINS_KEY}=length"
+        )
+    return value
 
 
 def read_jsonl(path: Path, benchmark: str) -> list[dict[str, Any]]:

@@ -102,6 +102,10 @@ def check_requested_tasks(tasks: Any, task_manager: Any) -> None:
         from llmkick_tasks.judge.protocols import PROTOCOL_CLASSES, make_protocol  # openai: only when used
 
         kind = (cfg.get("metadata") or {}).get(JUDGED_FLAG)
+        if kind == "summarization":
+            from llmkick_tasks.judge.data import summarization_bins
+
+            summarization_bins(metadata)  # a bad value, or release bins without a data dir, fails now
         if isinstance(kind, str) and kind in PROTOCOL_CLASSES:
             make_protocol(kind, settings)  # renders every judge prompt once: a broken one fails now
     log.info("llmkick pre-flight: judge and judge prompts checked for %s", ", ".join(sorted(judged)))

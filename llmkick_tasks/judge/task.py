@@ -36,6 +36,7 @@ from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.chat import chat_format_for, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
 from llmkick_tasks.judge.config import JudgeSettings
+from llmkick_tasks.judge.data import BINS_KEY, summarization_bins
 from llmkick_tasks.judge.protocols import (
     InstructionProtocol,
     JsonRecord,
@@ -195,9 +196,16 @@ class JudgedTask(ConfigurableTask):
 
 
 class SummarizationTask(JudgedTask):
-    """``llmkick_summarization``: CNN/DailyMail by length bin, judged pairwise on four dimensions."""
+    """``llmkick_summarization``: CNN/DailyMail by bin, judged pairwise on four dimensions."""
 
     PROTOCOL = SummarizationProtocol
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        config = dict(config or {})
+        metadata = dict(config.get("metadata") or {})
+        # Recorded with the results: release folders (the paper's means) or length bins.
+        config["metadata"] = {**metadata, BINS_KEY: summarization_bins(metadata)}
+        super().__init__(config)
 
 
 class InstructionTask(JudgedTask):

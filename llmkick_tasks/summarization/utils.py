@@ -11,9 +11,12 @@ but never reach the prompt, the judge or the reference model.
 
 Sources:
 
-* a local data dir: ``cnn_dailymail/{small,mid,large}/*.story`` (LLM-KICK's selection): the folder is the
-  bin.  A story present in several folders is evaluated once, in the bin its length belongs to (the shared
-  offline data has 18 small stories copied into mid/; they stay in small);
+* a local data dir: ``cnn_dailymail/{small,mid,large}/*.story`` (LLM-KICK's selection).  With
+  ``summarization_bins=release`` (the default of ``judge_protocol=paper``) the folder is the bin and every
+  file counts, duplicates included, as the paper's means were computed (30/30/30 on the shared data).  With
+  ``summarization_bins=length`` (the default otherwise) a story present in several folders is evaluated
+  once, in the bin its length belongs to (the shared offline data has 18 small stories copied into mid/;
+  they stay in small: 30/12/30);
 * otherwise ``abisee/cnn_dailymail`` 3.0.0, test split, in dataset order: the first ``stories_per_bin``
   distinct articles of each bin.
 
@@ -32,7 +35,13 @@ from typing import Any
 import datasets
 
 from llmkick_tasks.data_dir import load_hub_split
-from llmkick_tasks.judge.data import as_dataset, layout_error, local_dir, read_reference_file
+from llmkick_tasks.judge.data import (
+    as_dataset,
+    layout_error,
+    local_dir,
+    read_reference_file,
+    summarization_bins,
+)
 from llmkick_tasks.judge.task import SummarizationTask  # the YAML's `class:`
 
 log = logging.getLogger(__name__)
@@ -109,6 +118,15 @@ def read_local(folder: Path) -> list[dict[str, Any]]:
     return stories
 
 
+def release_bins(stories: list[dict[str, Any]], per_bin: int) -> list[dict[str, Any]]:
+    """The stories as their folders bin them (duplicates kept), the first ``per_bin`` of each, interleaved."""
+    by_bin: dict[str, list[dict[str, Any]]] = {b: [] for b in BINS}
+    for story in stories:
+        if len(by_bin[story["bin"]]) < per_bin:
+            by_bin[story["bin"]].append(story)
+    return [s for row in zip_longest(*by_bin.values()) for s in row if s is not None]
+
+
 def select_stories(stories: list[dict[str, Any]], per_bin: int) -> list[dict[str, Any]]:
     """Drop repeated articles (keeping the copy whose folder matches its length), cap each bin, interleave."""
     copies: dict[str, list[dict[str, Any]]] = {}
@@ -162,13 +180,20 @@ def load_summarization(
         stories_per_bin: stories per length bin (``--metadata '{"stories_per_bin": 30}'``).
         reference_file: optional JSONL of reference summaries ``{"id": story_id, "text": ...}``; stories it
             lacks get a summary from the reference model (generated once, cached).
-        **metadata: the task metadata (``data_dir`` is read from it).
+        **metadata: the task metadata (``data_dir``, ``summarization_bins``, ``judge_protocol`` are read).
     """
     per_bin = int(stories_per_bin)
     if per_bin < 1:
         raise ValueError(f"stories_per_bin must be >= 1, got {stories_per_bin!r}")
     folder = local_dir(metadata, BENCHMARK)
-    stories = select_stories(read_local(folder), per_bin) if folder else read_hub(per_bin)
+    bins = summarization_bins(metadata)
+    if folder is None:
+        stories = read_hub(per_bin)
+    elif bins == "release":
+        stories = release_bins(read_local(folder), per_bin)
+    else:
+        stories = select_stories(read_local(folder), per_bin)
+    log.info("%s: %d stories, binned by %s", BENCHMARK, len(stories), bins)
     if reference_file:
         attach_references(stories, read_reference_file(reference_file, BENCHMARK), Path(reference_file).name)
     return as_dataset(stories, FEATURES)
