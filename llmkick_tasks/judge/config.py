@@ -109,6 +109,9 @@ class JudgeSettings:
     base_url: str | None
     temperature: float = 0.2
     max_tokens: int = 1024
+    # Which of temperature / max_tokens were given explicitly: the paper and fastchat protocols otherwise
+    # use the sampling of their own release files.
+    sampling_given: frozenset[str] = frozenset()
     max_concurrency: int = 16
     timeout: float = 120.0
     retries: int = 6
@@ -232,6 +235,9 @@ class JudgeSettings:
             base_url=base_url,
             temperature=_as_number("judge_temperature", meta.get("judge_temperature", 0.2), float, 0.0, 2.0),
             max_tokens=_as_number("judge_max_tokens", meta.get("judge_max_tokens", 1024), int, 1),
+            sampling_given=frozenset(
+                name for name in ("temperature", "max_tokens") if meta.get(f"judge_{name}") not in (None, "")
+            ),
             max_concurrency=_as_number(
                 "judge_max_concurrency", meta.get("judge_max_concurrency", 16), int, 1
             ),

@@ -107,7 +107,9 @@ def check_requested_tasks(tasks: Any, task_manager: Any) -> None:
 
             summarization_bins(metadata)  # a bad value, or release bins without a data dir, fails now
         if isinstance(kind, str) and kind in PROTOCOL_CLASSES:
-            make_protocol(kind, settings)  # renders every judge prompt once: a broken one fails now
+            make_protocol(
+                kind, settings, metadata, name
+            )  # renders every judge prompt: a broken one fails now
     log.info("llmkick pre-flight: judge and judge prompts checked for %s", ", ".join(sorted(judged)))
 
 

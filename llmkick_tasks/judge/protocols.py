@@ -14,6 +14,7 @@ judge replies parsed; otherwise it adds its failed replies to ``judge_unparsed``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -119,6 +120,15 @@ class JudgeProtocol(ABC):
     def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
         """(document, response, reference) placeholders that reach every template of the protocol."""
         return []
+
+    def describe(self) -> dict[str, Any]:
+        """For the results: the protocol, the sha256 of every template file used, the judge sampling."""
+        files = {}
+        for name in self.TEMPLATES:
+            for path in self.templates.files(name):
+                files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        sampling = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
+        return {"protocol": self.settings.protocol, "files": files, "sampling": sampling}
 
     def judge_request(self, template: str, **variables: str) -> ChatRequest:
         """A judge request from template ``template``."""
@@ -486,7 +496,44 @@ PROTOCOL_CLASSES: dict[str, type[JudgeProtocol]] = {
 }
 
 
-def make_protocol(kind: str | type[JudgeProtocol], settings: JudgeSettings) -> JudgeProtocol:
-    """The protocol of a judged task (``kind``: a :data:`PROTOCOL_CLASSES` name or class), preflighted."""
-    cls = PROTOCOL_CLASSES[kind] if isinstance(kind, str) else kind
-    return cls(settings, TemplateSet(settings.templates_dir))
+# judge_protocol values each kind of task accepts (the first is the default).
+PROTOCOLS_BY_KIND = {
+    "summarization": ("llmkick", "paper"),
+    "instruction": ("llmkick", "paper"),
+    "mtbench": ("llmkick", "fastchat"),
+}
+
+
+def make_protocol(
+    kind: str | type[JudgeProtocol],
+    settings: JudgeSettings,
+    metadata: Mapping[str, Any] | None = None,
+    task: str = "this task",
+) -> JudgeProtocol:
+    """The protocol judging a task of ``kind`` (a :data:`PROTOCOL_CLASSES` name or class) under
+    ``settings.protocol``, with every judge prompt rendered once (see :meth:`JudgeProtocol.preflight`).
+
+    ``metadata`` locates the release files of the ``paper`` / ``fastchat`` protocols (the data dir).
+    """
+    from llmkick_tasks.judge import release_protocols as release  # imports this module
+    from llmkick_tasks.judge.config import JudgeConfigError
+
+    if not isinstance(kind, str):
+        kind = next(name for name, cls in PROTOCOL_CLASSES.items() if issubclass(kind, cls))
+    allowed = PROTOCOLS_BY_KIND[kind]
+    if settings.protocol not in allowed:
+        raise JudgeConfigError(
+            f"{task}: judge_protocol={settings.protocol!r} does not apply to this task; it accepts "
+            f"{', '.join(allowed)} (paper: summarization and Vicuna-80; fastchat: MT-Bench)"
+        )
+    templates = TemplateSet(settings.templates_dir)
+    if settings.protocol == "paper":
+        cls = (
+            release.PaperSummarizationProtocol
+            if kind == "summarization"
+            else release.PaperInstructionProtocol
+        )
+        return cls(settings, templates, metadata)
+    if settings.protocol == "fastchat":
+        return release.FastChatMTBenchProtocol(settings, templates, metadata)
+    return PROTOCOL_CLASSES[kind](settings, templates)

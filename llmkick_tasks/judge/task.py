@@ -130,9 +130,13 @@ class JudgedTask(ConfigurableTask):
         name = str(config.get("task") or type(self).__name__)
         # Fail fast: judge and templates are checked before the data is loaded or anything is generated.
         self.judge_settings = JudgeSettings.from_metadata(config.get("metadata"), task=name)
-        self.protocol = make_protocol(self.PROTOCOL, self.judge_settings)
-        # Recorded with the results (lm-eval dumps the task metadata): which judge scored them. No key in it.
-        config["metadata"] = {**(config.get("metadata") or {}), "judge": self.judge_settings.describe()}
+        self.protocol = make_protocol(self.PROTOCOL, self.judge_settings, config.get("metadata"), name)
+        # Recorded with the results (lm-eval dumps the task metadata): which judge scored them, with which
+        # protocol files (sha256) and sampling. No key in it.
+        config["metadata"] = {
+            **(config.get("metadata") or {}),
+            "judge": {**self.judge_settings.describe(), **self.protocol.describe()},
+        }
         config["metric_list"] = [spec.config() for spec in self.protocol.metric_specs()]
         # A plain function of the protocol CLASS: lm-eval deep-copies the config when it dumps it.
         config["process_results"] = partial(score_document, self.PROTOCOL)

@@ -59,6 +59,15 @@ class TemplateSet:
                 raise TemplateError(f"judge template {name + USER_SUFFIX!r} not found in {self.searched()}")
             self._get(name + SYSTEM_SUFFIX)
 
+    def files(self, name: str) -> list[Path]:
+        """The files prompt ``name`` is read from (user, then system if any)."""
+        found = []
+        for suffix in (USER_SUFFIX, SYSTEM_SUFFIX):
+            template = self._get(name + suffix)
+            if template is not None and template.filename:
+                found.append(Path(template.filename))
+        return found
+
     def searched(self) -> str:
         """The directories searched, for error messages."""
         dirs = [str(self.user_dir)] if self.user_dir else []
