@@ -60,7 +60,7 @@ def judge_env(server: JudgeServer, cache: Path, data_dir: Path) -> dict[str, str
 
 
 def lm_eval_command(model_dir: Path, tasks: list[str], out: Path, **metadata: object) -> list[str]:
-    metadata = {"reference_model": REFERENCE_MODEL, "judge_backoff": 0.01, **metadata}
+    metadata = {"reference_model": REFERENCE_MODEL, **metadata}
     return [
         str(LM_EVAL),
         "--model", "hf",

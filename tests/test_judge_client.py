@@ -23,7 +23,6 @@ def settings_for(server: JudgeServer, tmp_path: Path, **metadata: object) -> Jud
         "judge_base_url": server.url,
         "judge_model": "judge-x",
         "judge_cache": str(tmp_path / "cache.sqlite"),
-        "judge_backoff": 0.001,
         **metadata,
     }
     return JudgeSettings.from_metadata(meta, environ={"LLMKICK_JUDGE_API_KEY": SECRET})
@@ -113,20 +112,28 @@ def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
 def test_429_and_5xx_bursts_are_retried_and_nothing_is_lost(server: JudgeServer, tmp_path: Path) -> None:
     server.fail_next(429, 5, retry_after=0)
     server.fail_next(500, 2)
+    server.fail_next(502, 1)
     server.fail_next(503, 1)
     client = JudgeClient(settings_for(server, tmp_path, judge_retries=10))
     results = client.complete_all(requests(12))
     assert [r.text for r in results] == [f"reply to question {i}" for i in range(12)]
     statuses = [r.status for r in server.received]
     assert statuses.count(429) == 5 and statuses.count(500) == 2 and statuses.count(503) == 1
+    assert statuses.count(502) == 1
     assert statuses.count(200) == 12  # each request answered exactly once
-    assert client.stats.retries == 8
+    assert client.stats.retries == 9 and client.stats.sent == 12 and client.stats.attempts == 21
+
+
+def test_removed_backoff_settings_are_ignored_visibly(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        JudgeSettings.from_metadata({"judge_model": "m", "judge_backoff": 2}, environ={"OPENAI_API_KEY": "k"})
+    assert "'judge_backoff' is ignored" in caplog.text
 
 
 def test_retry_after_header_is_honoured(server: JudgeServer, tmp_path: Path) -> None:
     server.fail_next(429, 1, retry_after=0.3)
     started = time.monotonic()
-    JudgeClient(settings_for(server, tmp_path, judge_backoff=0.0)).complete_all(requests(1))
+    JudgeClient(settings_for(server, tmp_path)).complete_all(requests(1))
     assert time.monotonic() - started >= 0.3
 
 

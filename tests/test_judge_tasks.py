@@ -298,7 +298,7 @@ def test_failed_judge_request_stops_the_run_and_a_rerun_resumes(
     chat_lm: HFLM, judged_data: Path, tmp_path: Path
 ) -> None:
     with JudgeServer(scripted_reply) as server:
-        metadata = judge_metadata(server, judged_data, tmp_path, judge_retries=1, judge_backoff=0.0)
+        metadata = judge_metadata(server, judged_data, tmp_path, judge_retries=1)
         server.fail_matching("Quetzal", 503)  # the coding question's verdict never comes back
         with pytest.raises(JudgeRequestError, match="1 of 4 documents failed"):
             run(chat_lm, VICUNA, metadata)

@@ -115,8 +115,6 @@ class JudgeSettings:
     max_concurrency: int = 16
     timeout: float = 120.0
     retries: int = 6
-    backoff: float = 1.0
-    max_backoff: float = 60.0
     cache_path: Path = field(default_factory=default_cache_path)
     templates_dir: Path | None = None
     swap: bool = False
@@ -168,7 +166,7 @@ class JudgeSettings:
         """Resolve and validate the judge for ``task``; raise :class:`JudgeConfigError` with advice.
 
         Metadata keys: ``judge_model``, ``judge_base_url``, ``judge_temperature``, ``judge_max_tokens``,
-        ``judge_max_concurrency``, ``judge_timeout``, ``judge_retries``, ``judge_backoff``,
+        ``judge_max_concurrency``, ``judge_timeout``, ``judge_retries``, ``judge_protocol``,
         ``judge_cache``, ``judge_templates``, ``judge_swap``, ``reference_model``,
         ``reference_temperature``, ``reference_max_tokens``.
         """
@@ -227,6 +225,14 @@ class JudgeSettings:
                 f"{task}: metadata 'judge_protocol' must be one of {', '.join(PROTOCOLS)}, got "
                 f"{meta.get('judge_protocol')!r}"
             )
+        for removed in ("judge_backoff", "judge_max_backoff"):
+            if removed in meta:  # harmless (no score depends on it), but say that it does nothing
+                log.warning(
+                    "%s: metadata %r is ignored: retries use the openai client's backoff (Retry-After "
+                    "honoured); judge_retries sets how many",
+                    task,
+                    removed,
+                )
         cache = pick("judge_cache", ENV_CACHE)
         cache_path = Path(str(cache)).expanduser() if cache else default_cache_path()
 
@@ -243,8 +249,6 @@ class JudgeSettings:
             ),
             timeout=_as_number("judge_timeout", meta.get("judge_timeout", 120.0), float, 0.001),
             retries=_as_number("judge_retries", meta.get("judge_retries", 6), int, 0),
-            backoff=_as_number("judge_backoff", meta.get("judge_backoff", 1.0), float, 0.0),
-            max_backoff=_as_number("judge_max_backoff", meta.get("judge_max_backoff", 60.0), float, 0.0),
             cache_path=cache_path,
             templates_dir=templates_dir,
             swap=_as_bool("judge_swap", meta.get("judge_swap", False)),
