@@ -163,6 +163,22 @@ def test_reference_file_and_layout_errors(judged_data: Path, tmp_path: Path) -> 
         load_docs(MTBENCH, data_dir=str(tmp_path))
 
 
+def test_judged_benchmarks_use_the_one_data_dir_mechanism(tmp_path: Path) -> None:
+    from llmkick_tasks import data_dir
+    from llmkick_tasks.judge import data
+
+    for benchmark in ("cnn_dailymail", "vicuna80", "mt_bench", "llmkick_judge"):
+        assert benchmark in data_dir.FOLDER_NAMES and benchmark in data_dir.LAYOUTS
+    assert data.layout_error is data_dir.layout_error
+    (tmp_path / "vicuna_bench").mkdir()  # FastChat's folder name is accepted, through data_dir
+    assert data.local_dir({"data_dir": str(tmp_path)}, "vicuna80") == tmp_path / "vicuna_bench"
+    with pytest.raises(DataLayoutError, match="original release layout") as error:
+        data.local_dir({"data_dir": str(tmp_path)}, "mt_bench")
+    assert "judge_prompts.jsonl" in str(error.value)
+    with pytest.raises(DataLayoutError, match="cnn_dailymail/"):
+        data_dir.resolve_data_dir({"data_dir": str(tmp_path / "missing")})
+
+
 @pytest.mark.parametrize(
     ("loader", "source"),
     [

@@ -306,7 +306,7 @@ class PairwiseProtocol(JudgeProtocol):
 
 
 class SummarizationProtocol(PairwiseProtocol):
-    """LLM-KICK in-context summarization (SPEC 1d)."""
+    """LLM-KICK in-context summarization."""
 
     DIMENSIONS = ("coherence", "consistency", "fluency", "relevance")
     GROUP_FIELD = "bin"
@@ -336,7 +336,7 @@ VICUNA_CATEGORIES = (
 
 
 class InstructionProtocol(PairwiseProtocol):
-    """Vicuna-80 pairwise against reference answers (SPEC 1e); judge prompt chosen by category."""
+    """Vicuna-80 pairwise against reference answers; judge prompt chosen by category."""
 
     GROUP_FIELD = "category"
     GROUPS = VICUNA_CATEGORIES
@@ -381,7 +381,7 @@ MTBENCH_REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 
 
 class MTBenchProtocol(JudgeProtocol):
-    """MT-Bench single-answer grading of both turns (SPEC 1e)."""
+    """MT-Bench single-answer grading of both turns."""
 
     TEMPLATES = (
         "mtbench_single",

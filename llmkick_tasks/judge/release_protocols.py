@@ -10,11 +10,11 @@
   reference answers for math, reasoning and coding, ``[[rating]]``, temperature 0 and 2048 tokens as
   FastChat's ``gen_judgment.py``.
 
-Files come from the data dir in their release layouts (:data:`LAYOUT`), else from their canonical public
-locations (pinned, downloaded once into the ``datasets`` cache).  Each request is the release's system prompt
-and its template filled in, byte for byte: templates use Python's ``{name}`` fields, rendered here by a
-sandboxed formatter that allows only plain fields named in the protocol (no attribute or index access,
-conversions or format specs), so a template cannot reach Python objects.
+Files come from the data dir in their release layouts (registered with :mod:`llmkick_tasks.data_dir`),
+else from their canonical public locations (pinned, downloaded once into the ``datasets`` cache).  Each
+request is the release's system prompt and its template filled in, byte for byte.  Templates use Python's
+``{name}`` fields, rendered by a sandboxed formatter that allows only plain fields named by the protocol
+(no attribute or index access, conversions or format specs), so a template cannot reach Python objects.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmkick_tasks.data_dir import DataLayoutError, download_file, register_benchmark, resolve_data_dir
+from llmkick_tasks.data_dir import download_file, layout_error, resolve_data_dir
+from llmkick_tasks.judge import data as _registers_layouts  # noqa: F401 - the layouts errors show
 from llmkick_tasks.judge.client import ChatRequest
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocols import (
@@ -62,12 +63,6 @@ CANONICAL = {path: f"{_LLMKICK}/{path}" for path in _RELEASE_PATHS} | {
     "judge_prompts.jsonl": f"{_FASTCHAT}/judge_prompts.jsonl"
 }
 
-LAYOUT = (
-    "  llmkick_judge/in-context_summarization/json_utils/{prompt,reviewer}.jsonl  summarization judge\n"
-    "  llmkick_judge/mt_conversation/table/{prompt,reviewer}.jsonl               Vicuna-80 judge\n"
-    "  (prompt: {category, system_prompt, prompt_template, defaults}; reviewer: {category, metadata})"
-)
-register_benchmark("llmkick_judge", LAYOUT)
 
 # FastChat's gen_judgment.py samples the judge greedily with a 2048-token budget.
 FASTCHAT_TEMPERATURE = 0.0
@@ -89,10 +84,7 @@ def _read(folder: str, relative: str, metadata: Mapping[str, Any] | None) -> Rel
     if data_dir is not None:
         path = data_dir / folder / relative
         if not path.is_file():
-            raise DataLayoutError(
-                f"judge protocol file missing: {path}\nExpected in the data dir, in the release layout:\n"
-                + (LAYOUT if folder == "llmkick_judge" else "  mt_bench/judge_prompts.jsonl   FastChat's")
-            )
+            raise layout_error(folder, path, "judge protocol file missing")
         where = str(path)
     else:
         path = download_file(CANONICAL[relative])
