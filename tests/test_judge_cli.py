@@ -60,7 +60,7 @@ def judge_env(server: JudgeServer, cache: Path, data_dir: Path) -> dict[str, str
 
 
 def lm_eval_command(model_dir: Path, tasks: list[str], out: Path, **metadata: object) -> list[str]:
-    metadata = {"reference_model": REFERENCE_MODEL, "judge_backoff": 0.01, **metadata}
+    metadata = {"reference_model": REFERENCE_MODEL, **metadata}
     return [
         str(LM_EVAL),
         "--model", "hf",
@@ -264,3 +264,91 @@ def test_cli_without_a_judge_fails_before_loading_the_model(tmp_path: Path) -> N
     assert "no judge is configured" in output and "LLMKICK_JUDGE_API_KEY" in output
     assert "--tasks llmkick_exact_match" in output  # how to run the group's tasks that need no judge
     assert "Initializing hf model" not in output and str(missing_model) not in output
+
+
+# ---------------------------------------------------------------------------------------------- llmkick judge
+LLMKICK = Path(sys.executable).with_name("llmkick")
+
+
+def plain_metrics(results: dict, task: str) -> dict:
+    return {k: v for k, v in results["results"][task].items() if k.endswith(",judge") and "_stderr" not in k}
+
+
+def other_judge(body: dict) -> str:
+    """A second judge with its own opinion: constant verdicts in each task's reply format."""
+    assert body["model"] == "judge-y", body["model"]
+    prompt = body["messages"][-1]["content"]
+    if "<story>" in prompt:
+        return "6 2\n6 2\n6 2\n6 2"
+    return "Rating: [[3]]" if "Rating: [[" in prompt else "6 2"
+
+
+def test_rejudge_reproduces_the_run_and_a_second_judge_writes_a_second_result(
+    runs, judged_data: Path, tmp_path: Path
+) -> None:
+    first, _, _ = runs
+    with JudgeServer(scripted_reply) as same, JudgeServer(other_judge) as other:
+        # Same judge (a fresh server and cache: every verdict is asked again), no model anywhere.
+        env = judge_env(same, tmp_path / "cache.sqlite", judged_data)
+        done = subprocess.run(
+            [str(LLMKICK), "judge", str(first.out_dir), "--label", "same"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert {r.model for r in same.received} == {
+            JUDGE_MODEL
+        }  # saved references reused: no reference model
+        assert len(same.received) == 6 + 4 + 3 * 2
+        env = judge_env(other, tmp_path / "cache.sqlite", judged_data)
+        done = subprocess.run(
+            [str(LLMKICK), "judge", str(first.out_dir), "--metadata", '{"judge_model": "judge-y"}'],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    by_task: dict[str, dict] = {}
+    for path in first.out_dir.rglob("rejudged_*.json"):
+        results = json.loads(path.read_text())
+        for task in results["results"]:
+            by_task.setdefault(results["llmkick_rejudge"]["label"], {})[task] = results
+    assert {label: set(tasks) for label, tasks in by_task.items()} == {
+        "same": set(TASKS),
+        "judge-y-llmkick": set(TASKS),
+    }
+    for task in TASKS:
+        assert plain_metrics(by_task["same"][task], task) == plain_metrics(first.results, task)  # exactly
+    second = {task: plain_metrics(by_task["judge-y-llmkick"][task], task) for task in TASKS}
+    assert second["llmkick_summarization"]["coherence,judge"] == 2.0
+    assert second["llmkick_instruction_vicuna80"]["score,judge"] == 2.0
+    assert second["llmkick_mtbench"]["score,judge"] == 3.0
+    assert (
+        by_task["judge-y-llmkick"]["llmkick_mtbench"]["configs"]["llmkick_mtbench"]["metadata"]["judge"][
+            "model"
+        ]
+        == "judge-y"
+    )
+
+
+def test_rejudge_a_sweep_run_feeds_its_report(runs, judged_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from llmkick_models.workflow.sweep_report import load_run, markdown_table
+
+    first, _, _ = runs
+    run_dir = tmp_path / "sweep"
+    point = run_dir / "points" / "dense"
+    shutil.copytree(first.out_dir, point / "lm_eval")
+    for stale in (point / "lm_eval").rglob("rejudged_*"):
+        stale.unlink()
+    (point / "results.json").write_text(json.dumps(first.results, default=str))
+    (run_dir / "sweep.json").write_text(json.dumps({"points": [{
+        "id": "dense", "method": "none", "sparsity": 0.0, "pattern": None, "bits": None}]}))  # fmt: skip
+    with JudgeServer(other_judge) as other:
+        env = judge_env(other, tmp_path / "cache.sqlite", judged_data)
+        done = subprocess.run(
+            [str(LLMKICK), "judge", str(run_dir), "--metadata", '{"judge_model": "judge-y"}', "--label", "y"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    [point_result] = load_run(run_dir / "rejudged" / "y")
+    assert point_result.results["results"]["llmkick_mtbench"]["score,judge"] == 3.0
+    assert "llmkick_mtbench" in markdown_table([point_result])

@@ -12,7 +12,7 @@ from judge_server import JudgeServer
 
 from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.client import ChatRequest, JudgeClient, JudgeRequestError
-from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
+from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings, server_identity
 from llmkick_tasks.judge.templates import TemplateError, TemplateSet
 
 SECRET = "sk-llmkick-unit-test-5f3a9c"
@@ -23,7 +23,6 @@ def settings_for(server: JudgeServer, tmp_path: Path, **metadata: object) -> Jud
         "judge_base_url": server.url,
         "judge_model": "judge-x",
         "judge_cache": str(tmp_path / "cache.sqlite"),
-        "judge_backoff": 0.001,
         **metadata,
     }
     return JudgeSettings.from_metadata(meta, environ={"LLMKICK_JUDGE_API_KEY": SECRET})
@@ -113,20 +112,28 @@ def test_concurrency_is_bounded_and_used(tmp_path: Path) -> None:
 def test_429_and_5xx_bursts_are_retried_and_nothing_is_lost(server: JudgeServer, tmp_path: Path) -> None:
     server.fail_next(429, 5, retry_after=0)
     server.fail_next(500, 2)
+    server.fail_next(502, 1)
     server.fail_next(503, 1)
     client = JudgeClient(settings_for(server, tmp_path, judge_retries=10))
     results = client.complete_all(requests(12))
     assert [r.text for r in results] == [f"reply to question {i}" for i in range(12)]
     statuses = [r.status for r in server.received]
     assert statuses.count(429) == 5 and statuses.count(500) == 2 and statuses.count(503) == 1
+    assert statuses.count(502) == 1
     assert statuses.count(200) == 12  # each request answered exactly once
-    assert client.stats.retries == 8
+    assert client.stats.retries == 9 and client.stats.sent == 12 and client.stats.attempts == 21
+
+
+def test_removed_backoff_settings_are_ignored_visibly(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        JudgeSettings.from_metadata({"judge_model": "m", "judge_backoff": 2}, environ={"OPENAI_API_KEY": "k"})
+    assert "'judge_backoff' is ignored" in caplog.text
 
 
 def test_retry_after_header_is_honoured(server: JudgeServer, tmp_path: Path) -> None:
     server.fail_next(429, 1, retry_after=0.3)
     started = time.monotonic()
-    JudgeClient(settings_for(server, tmp_path, judge_backoff=0.0)).complete_all(requests(1))
+    JudgeClient(settings_for(server, tmp_path)).complete_all(requests(1))
     assert time.monotonic() - started >= 0.3
 
 
@@ -188,6 +195,30 @@ def test_cache_key_covers_model_messages_and_parameters() -> None:
         ChatRequest.build("m", [{"role": "user", "content": "x"}], 0.2, 65),
     ]
     assert len({base.key, *(v.key for v in variants)}) == 6
+    paper = ChatRequest.build("m", [{"role": "user", "content": "x"}], 0.2, 64, protocol="paper")
+    assert paper.key != base.key and paper.payload() == base.payload()  # the protocol is not sent
+    assert base.cache_key("http://a:1/v1") != base.cache_key("http://b:1/v1") != base.key
+
+
+def test_server_identity_drops_credentials_and_query() -> None:
+    assert server_identity("http://user:pw@Host:8000/v1/?key=s") == "http://host:8000/v1"
+    assert server_identity(None) == "https://api.openai.com/v1"
+
+
+def test_a_second_server_with_the_same_model_name_is_asked_again(tmp_path: Path) -> None:
+    """The cache key is the judge's identity: replies of one server are never reused for another."""
+    cache_path = tmp_path / "shared.sqlite"
+    with JudgeServer("8 7") as first, JudgeServer("3 9") as second, ResponseCache(cache_path) as cache:
+        a = JudgeClient(settings_for(first, tmp_path), cache).complete_all(requests(3))
+        b = JudgeClient(settings_for(second, tmp_path), cache).complete_all(requests(3))
+        assert [r.text for r in a] == ["8 7"] * 3 and [r.text for r in b] == ["3 9"] * 3
+        assert len(first.received) == 3 and len(second.received) == 3  # no cross-server reuse
+        again = JudgeClient(settings_for(first, tmp_path), cache)
+        assert [r.text for r in again.complete_all(requests(3))] == ["8 7"] * 3
+        assert len(first.received) == 3 and again.stats.cached == 3  # same URL: from the cache
+        # The same server under a URL with credentials is the same judge.
+        with_user = settings_for(first, tmp_path, judge_base_url=first.url.replace("//", "//u:p@"))
+        assert JudgeClient(with_user, cache).complete_all(requests(1))[0].cached
 
 
 def _write_rows(path: str, worker: int, count: int) -> None:

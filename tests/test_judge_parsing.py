@@ -31,6 +31,12 @@ DIMS = ("coherence", "consistency", "fluency", "relevance")
         ),
         ("After checking both solutions, my final scores are (9, 3).", (9.0, 3.0)),
         ("1 10", (1.0, 10.0)),
+        # A judge facing an empty answer gives 0 (LLM-KICK's GPT-4 judgments): a score, not a failure.
+        ("10 0\nAssistant 2 did not write anything.", (10.0, 0.0)),
+        ("0 5\nAssistant 1 refused.", (0.0, 5.0)),
+        # GPT-4's instruction reviews in this layout.
+        ("8.5/10 for Assistant 1, 9/10 for Assistant 2\n\nBoth are good.", (8.5, 9.0)),
+        ("I give 7 for Assistant 2 and 9 for Assistant 1.", (9.0, 7.0)),
     ],
 )
 def test_parse_pair_accepts(reply: str, expected: tuple[float, float]) -> None:
@@ -46,7 +52,9 @@ def test_parse_pair_accepts(reply: str, expected: tuple[float, float]) -> None:
         ("8\nAssistant 2 did not answer.", "no pair"),  # one score only: missing line
         ("Assistant 1: 8\nThe other answer was off topic.", "no pair"),  # Assistant 2 missing
         ("11 7", "out of range"),
-        ("0 5\nAssistant 1 refused.", "out of range"),
+        ("11 7", "out of range [0, 10]"),
+        ("8/10 for Assistant 1, 12/10 for Assistant 2", "out of range"),
+        ("8/10 for Assistant 1, 9/10 for Assistant 2, no wait, 7 for Assistant 2", "conflicting"),
         ("8 -3", "no pair"),
         ("Assistant 1: 8\nAssistant 2: 7\nOn reflection, Assistant 1: 6", "conflicting"),
         # A tuple in the middle of the judge's reasoning is not a verdict.
@@ -77,6 +85,11 @@ def test_math_verdict_is_the_last_score_line() -> None:
 def test_parse_dimensions_in_order() -> None:
     reply = "9 7\n8 7\n9 8\n8 6\n\nAssistant 2 omits the main event."
     assert parse_dimensions(reply, DIMS).scores == (9, 7, 8, 7, 9, 8, 8, 6)
+
+
+def test_parse_dimensions_keeps_zero_scores() -> None:
+    """LLM-KICK's GPT-4 answered ``10 0`` on every dimension when a compressed model wrote nothing."""
+    assert parse_dimensions("10 0\n10 0\n10 0\n10 0", DIMS).scores == (10, 0) * 4
 
 
 def test_parse_dimensions_labelled_any_order_and_prose_first() -> None:
@@ -112,6 +125,7 @@ def test_parse_dimensions_refuses(reply: str, reason: str) -> None:
         ("Concise but correct.\nRating: 6", 6.0),
         ("Rating: 6/10", 6.0),
         ("The rating [[4]] is justified; again: [[4]]", 4.0),
+        ("The assistant wrote nothing.\nRating: [[0]]", 0.0),
     ],
 )
 def test_parse_rating_accepts(reply: str, expected: float) -> None:
@@ -122,7 +136,7 @@ def test_parse_rating_accepts(reply: str, expected: float) -> None:
     ("reply", "reason"),
     [
         ("A decent answer overall.", "no rating"),
-        ("Rating: [[0]]", "out of range"),
+        ("Rating: [[10.5]]", "out of range"),
         ("Rating: [[11]]", "out of range"),
         ("First I thought [[3]], but now [[7]].", "conflicting"),
         ("I would give it 7 out of 10.", "no rating"),

@@ -34,7 +34,7 @@ from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeConfigError
 from llmkick_tasks.judge.protocols import MTBenchProtocol, SummarizationProtocol
-from llmkick_tasks.judge.templates import TemplateSet
+from llmkick_tasks.judge.templates import TemplateError, TemplateSet
 
 TASKS_DIR = Path(llmkick_tasks.__file__).parent
 SUMMARIZATION = "llmkick_summarization"
@@ -110,6 +110,33 @@ def test_summarization_real_data_bins(shared_data: Path) -> None:
     assert [d["bin"] for d in small] == ["small", "mid", "large"] * 2
 
 
+def test_summarization_release_bins_keep_the_folders_as_the_paper(shared_data: Path) -> None:
+    release = load_docs(SUMMARIZATION, data_dir=str(shared_data), summarization_bins="release")
+    assert Counter(d["bin"] for d in release) == {"small": 30, "mid": 30, "large": 30}
+    assert len({" ".join(d["article"].split()) for d in release}) == 72  # the 18 copies are kept
+    assert [d["bin"] for d in release[:6]] == ["small", "mid", "large"] * 2
+    # The paper protocol bins by release folder by default; length bins stay the default otherwise.
+    paper = load_docs(SUMMARIZATION, data_dir=str(shared_data), judge_protocol="paper")
+    assert Counter(d["bin"] for d in paper) == {"small": 30, "mid": 30, "large": 30}
+    length = load_docs(SUMMARIZATION, data_dir=str(shared_data), summarization_bins="length")
+    assert Counter(d["bin"] for d in length) == {"small": 30, "mid": 12, "large": 30}
+
+
+def test_summarization_bins_are_recorded_and_checked(judged_data: Path) -> None:
+    manager = task_manager(
+        judge_base_url="http://127.0.0.1:9/v1", judge_model="m", data_dir=str(judged_data),
+        summarization_bins="release",
+    )  # fmt: skip
+    task = manager.load([SUMMARIZATION])["tasks"][SUMMARIZATION]
+    assert task.config.metadata["summarization_bins"] == "release"
+    docs = list(task.test_docs())
+    assert Counter(d["bin"] for d in docs) == {"small": 2, "mid": 3, "large": 2}  # alderney in small and mid
+    for bad, message in (("folders", "must be one of release, length"), ("release", "public")):
+        metadata = {"judge_base_url": "http://127.0.0.1:9/v1", "judge_model": "m", "summarization_bins": bad}
+        with pytest.raises(ValueError, match=message):
+            preflight.check_requested_tasks([SUMMARIZATION], task_manager(**metadata))
+
+
 def test_instruction_and_mtbench_real_data(shared_data: Path) -> None:
     vicuna = load_docs(VICUNA, data_dir=str(shared_data))
     assert len(vicuna) == 80 and all(d["reference"] for d in vicuna)
@@ -134,6 +161,22 @@ def test_reference_file_and_layout_errors(judged_data: Path, tmp_path: Path) -> 
     (tmp_path / "mt_bench" / "question.jsonl").write_text('{"question_id": 1, "turns": ["only one"]}\n')
     with pytest.raises(DataLayoutError, match="two turns"):
         load_docs(MTBENCH, data_dir=str(tmp_path))
+
+
+def test_judged_benchmarks_use_the_one_data_dir_mechanism(tmp_path: Path) -> None:
+    from llmkick_tasks import data_dir
+    from llmkick_tasks.judge import data
+
+    for benchmark in ("cnn_dailymail", "vicuna80", "mt_bench", "llmkick_judge"):
+        assert benchmark in data_dir.FOLDER_NAMES and benchmark in data_dir.LAYOUTS
+    assert data.layout_error is data_dir.layout_error
+    (tmp_path / "vicuna_bench").mkdir()  # FastChat's folder name is accepted, through data_dir
+    assert data.local_dir({"data_dir": str(tmp_path)}, "vicuna80") == tmp_path / "vicuna_bench"
+    with pytest.raises(DataLayoutError, match="original release layout") as error:
+        data.local_dir({"data_dir": str(tmp_path)}, "mt_bench")
+    assert "judge_prompts.jsonl" in str(error.value)
+    with pytest.raises(DataLayoutError, match="cnn_dailymail/"):
+        data_dir.resolve_data_dir({"data_dir": str(tmp_path / "missing")})
 
 
 @pytest.mark.parametrize(
@@ -167,10 +210,10 @@ def test_pairwise_record_is_excluded_from_means_when_any_order_fails(tmp_path: P
     good = protocol.record(doc, "m", "r", "file", calls, ["9 5\n9 5\n9 5\n9 5", "7 8\n7 8\n7 8\n7 8"])
     assert protocol.metrics(doc, good) == pytest.approx(
         {**{d: 6.0 for d in protocol.DIMENSIONS}, **{f"{d}_mid": 6.0 for d in protocol.DIMENSIONS},
-         **{f"{d}_delta": -2.5 for d in protocol.DIMENSIONS}, "judge_unparsed": 0.0}
+         **{f"{d}_delta": -2.5 for d in protocol.DIMENSIONS}, "judge_unparsed": 0.0, "empty_answers": 0.0}
     )  # fmt: skip
     bad = protocol.record(doc, "m", "r", "file", calls, ["9 5\n9 5\n9 5\n9 5", "no scores here"])
-    assert protocol.metrics(doc, bad) == {"judge_unparsed": 1.0}
+    assert protocol.metrics(doc, bad) == {"judge_unparsed": 1.0, "empty_answers": 0.0}
 
 
 def test_mtbench_keeps_a_parsed_turn_when_the_other_fails() -> None:
@@ -184,7 +227,12 @@ def test_mtbench_keeps_a_parsed_turn_when_the_other_fails() -> None:
     calls = protocol.calls(doc, {"turns": ["a1", "a2"]}, None)
     assert [c.template for c in calls] == ["mtbench_single_reference", "mtbench_single_turn2_reference"]
     record = protocol.record(doc, {"turns": ["a1", "a2"]}, None, None, calls, ["[[4]]", "no rating"])
-    assert protocol.metrics(doc, record) == {"judge_unparsed": 1.0, "score_turn1": 4.0}
+    assert protocol.metrics(doc, record) == {"judge_unparsed": 1.0, "empty_answers": 0.0, "score_turn1": 4.0}
+    empty = protocol.record(doc, {"turns": ["", " \n"]}, None, None, calls, ["[[0]]", "[[1]]"])
+    assert protocol.metrics(doc, empty) == {
+        "judge_unparsed": 0.0, "empty_answers": 2.0, "score_turn1": 0.0, "score_turn2": 1.0, "score": 0.5,
+        "score_math": 0.5,
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -215,11 +263,58 @@ def test_swap_sends_both_orders_and_averages(chat_lm: HFLM, judged_data: Path, t
     ]
 
 
+ZERO_REPLY = "10 0\n10 0\n10 0\n10 0\n\nAssistant 2 wrote nothing."
+EMPTY_STORIES = {"Brecon": "", "Dundee": " \n "}  # the model writes nothing for these stories
+
+
+def test_zero_scores_count_and_empty_answers_are_counted(
+    chat_lm: HFLM, judged_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A judge answering ``10 0`` for an empty summary: the zeros are in every mean, as in the paper."""
+    generate = chat_lm.generate_until
+
+    def generate_until(requests: list, *args: object, **kwargs: object) -> list[str]:
+        answers = generate(requests, *args, **kwargs)
+        for i, request in enumerate(requests):
+            for marker, empty in EMPTY_STORIES.items():
+                if marker in request.arguments[0]:
+                    answers[i] = empty
+        return answers
+
+    def reply(body: dict) -> str:
+        prompt = body["messages"][-1]["content"]
+        if body["model"] == JUDGE_MODEL and any(m in prompt for m in EMPTY_STORIES):
+            return ZERO_REPLY
+        return scripted_reply(body)
+
+    monkeypatch.setattr(chat_lm, "generate_until", generate_until)
+    with JudgeServer(reply) as server:
+        results = run(chat_lm, SUMMARIZATION, judge_metadata(server, judged_data, tmp_path))
+    metrics = results["results"][SUMMARIZATION]
+    # By hand: model scores per story (Alderney, Brecon, Carlow, Dundee, Exmoor; Fife unparsed).
+    expected = {
+        "coherence": (8 + 0 + 3 + 0 + 10) / 5,
+        "coherence_small": (8 + 0) / 2,
+        "coherence_mid": (3 + 0) / 2,
+        "consistency": (7 + 0 + 4 + 0 + 10) / 5,
+        "fluency": (6 + 0 + 5 + 0 + 10) / 5,
+        "relevance": (5 + 0 + 2 + 0 + 10) / 5,
+        "coherence_delta": ((8 - 9) + (0 - 10) + (3 - 7) + (0 - 10) + (10 - 6)) / 5,
+        "judge_unparsed": 1.0,
+        "empty_answers": 2.0,
+    }
+    for name, value in expected.items():
+        assert metrics[f"{name},judge"] == pytest.approx(value), name
+    samples = {s["doc"]["story_id"]: s["filtered_resps"][0] for s in results["samples"][SUMMARIZATION]}
+    assert samples["brecon"]["scores"]["model"] == dict.fromkeys(SummarizationProtocol.DIMENSIONS, 0.0)
+    assert samples["dundee"]["empty_answers"] == 1 and samples["alderney"]["empty_answers"] == 0
+
+
 def test_failed_judge_request_stops_the_run_and_a_rerun_resumes(
     chat_lm: HFLM, judged_data: Path, tmp_path: Path
 ) -> None:
     with JudgeServer(scripted_reply) as server:
-        metadata = judge_metadata(server, judged_data, tmp_path, judge_retries=1, judge_backoff=0.0)
+        metadata = judge_metadata(server, judged_data, tmp_path, judge_retries=1)
         server.fail_matching("Quetzal", 503)  # the coding question's verdict never comes back
         with pytest.raises(JudgeRequestError, match="1 of 4 documents failed"):
             run(chat_lm, VICUNA, metadata)
@@ -318,6 +413,35 @@ def test_preflight_refuses_before_the_model_is_loaded(
             task_manager=task_manager(judge_base_url="http://127.0.0.1:9/v1", judge_model="m"),
         )
     assert not isinstance(error.value, JudgeConfigError)
+
+
+@pytest.mark.parametrize(
+    ("task", "file", "text", "problem"),
+    [
+        (SUMMARIZATION, "summarization_pairwise.user.jinja", "{{ artcle }}", "'artcle' is undefined"),
+        (VICUNA, "instruction_math.system.jinja", "{{ question.__class__.__mro__ }}", "unsafe"),
+        (MTBENCH, "mtbench_single_turn2_reference.user.jinja", "{{ reference_3 }}", "reference_3"),
+        (VICUNA, "instruction_coding.user.jinja", "{% if %}", "line 1"),
+    ],
+)
+def test_preflight_renders_every_template_before_the_model_loads(
+    wrapped_evaluator: types.ModuleType, tmp_path: Path, task: str, file: str, text: str, problem: str
+) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / file).write_text(text)
+    with JudgeServer(scripted_reply) as server:
+        with pytest.raises(TemplateError) as error:
+            wrapped_evaluator.simple_evaluate(
+                model="hf",
+                model_args=f"pretrained={tmp_path / 'no_such_model'}",
+                tasks=[task],
+                task_manager=task_manager(
+                    judge_base_url=server.url, judge_model=JUDGE_MODEL, judge_templates=str(templates)
+                ),
+            )
+    assert file in str(error.value) and problem in str(error.value)
+    assert server.received == []
 
 
 def test_preflight_builds_the_task_manager_when_none_is_given(

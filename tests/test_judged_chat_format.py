@@ -147,7 +147,6 @@ def judge_metadata(server: JudgeServer, data_dir: Path, tmp_path: Path, **extra:
         "judge_model": JUDGE_MODEL,
         "reference_model": REFERENCE_MODEL,
         "judge_cache": str(tmp_path / "judge_cache.sqlite"),
-        "judge_backoff": 0.0,
         **extra,
     }
 

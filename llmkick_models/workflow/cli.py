@@ -3,6 +3,7 @@
     llmkick sweep --model X --methods magnitude,wanda --sparsities 0,0.3,0.5 --patterns 2:4 \\
         --tasks llmkick_exact_match,llmkick_wikitext2_ppl --output runs/x [lm_eval options: --device cpu ...]
     llmkick report runs/x
+    llmkick judge runs/x --metadata '{"judge_model": "gpt-4o", "judge_protocol": "paper"}'   # re-judge
     llmkick compress --model X --model_args method=magnitude,sparsity=0.5 --output compressed/
     llmkick compress --model X --model_args method=gptq,bits=4,calibration=c4 --format compressed-tensors \
         --output packed/   # vLLM-loadable (needs the [export] extra)
@@ -85,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("model-args", help="print the table of compression model_args (markdown)")
+    judge = commands.add_parser(
+        "judge", help="re-judge answers saved by --log_samples (no model is loaded, nothing is generated)"
+    )
+    judge.add_argument(
+        "path", type=Path, help="a samples_<task>_<date>.jsonl, an lm-eval output folder or a sweep"
+    )
+    judge.add_argument("--metadata", type=json.loads, default={}, help="judge settings as JSON, as lm_eval's")
+    judge.add_argument(
+        "--label", default=None, help="name of the re-judged results (default: model-protocol)"
+    )
+    judge.add_argument("--tasks", type=_csv(str), default=None, help="only these judged tasks")
+
     convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
     convert.add_argument("gguf_file", type=Path)
     convert.add_argument("output", type=Path)
@@ -183,6 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from llmkick_models.arguments import model_args_table
 
         print(model_args_table())
+        return 0
+    if args.command == "judge":
+        from llmkick_tasks.judge.rejudge import rejudge_path
+
+        try:
+            written = rejudge_path(args.path, args.metadata, label=args.label, tasks=args.tasks)
+        except ValueError as error:  # bad path, settings, protocol files: the message says which
+            raise SystemExit(f"llmkick judge: {error}") from None
+        print("\n".join(f"llmkick judge: wrote {file}" for file in written))
         return 0
     if args.command == "convert-gguf":
         from llmkick_models.storage.gguf import convert_gguf

@@ -3,7 +3,8 @@
 Each answered request is written the moment its reply arrives, in its own transaction, so a run that is
 killed keeps everything answered so far and a re-run sends only what is missing.  The database runs in
 WAL mode with a generous busy timeout: several processes (lm-eval data-parallel ranks, two runs at once)
-may read and write the same file.  Rows hold the request (model, messages, parameters) and the reply;
+may read and write the same file.  Rows hold the request (model, messages, parameters) and the reply (the
+key, a hash, also covers the server and the protocol);
 never an API key or a server address.
 """
 

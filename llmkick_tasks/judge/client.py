@@ -1,10 +1,12 @@
-"""OpenAI-compatible chat client for the judge: bounded concurrency, retries with backoff, on-disk cache.
+"""OpenAI-compatible chat client for the judge: bounded concurrency, retries, on-disk cache.
 
 lm-eval hands a filter all responses of a task at once, so every judge request of a task is known up
 front; :meth:`JudgeClient.run` executes them concurrently (at most ``max_concurrency`` in flight) on an
 asyncio loop of its own.  Each request is first looked up in the :class:`~.cache.ResponseCache`; identical
-requests in flight share one HTTP call.  429, 5xx, timeouts and connection errors are retried with
-exponential backoff and jitter (``Retry-After`` is honoured); any other HTTP error fails at once.
+requests in flight share one HTTP call.  Retries are the ``openai`` client's own (``max_retries`` =
+``judge_retries``): 408, 409, 429, 5xx, timeouts and dropped connections, with exponential backoff and
+jitter, ``Retry-After`` honoured; any other HTTP error fails at once.  Every HTTP attempt is counted (an
+``httpx`` request hook), so the log line still says how many retries a run needed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import email.utils
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +25,13 @@ from typing import Any, TypeVar
 import openai
 
 from llmkick_tasks.judge.cache import ResponseCache
-from llmkick_tasks.judge.config import JudgeSettings, redact_url
+from llmkick_tasks.judge.config import JudgeSettings, redact_url, server_identity
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-CACHE_KEY_VERSION = "llmkick-judge-v1"
+# v2: the key also holds the server and the judging protocol (v1 keys reused replies across servers).
+CACHE_KEY_VERSION = "llmkick-judge-v2"
 RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
 # The openai client's HTTP layer logs every request at INFO: hundreds of lines per task.
 TRANSPORT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
@@ -42,20 +43,30 @@ class JudgeRequestError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat-completion request; :attr:`key` (hash of model + messages + parameters) is its cache key."""
+    """One chat-completion request; :meth:`cache_key` (server + protocol + payload) is its cache key."""
 
     model: str
     messages: tuple[tuple[str, str], ...]  # (role, content) pairs
     temperature: float
     max_tokens: int
+    protocol: str = ""  # the judging protocol that built the request (part of the key, not sent)
 
     @classmethod
     def build(
-        cls, model: str, messages: Sequence[dict[str, str]], temperature: float, max_tokens: int
+        cls,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        temperature: float,
+        max_tokens: int,
+        protocol: str = "",
     ) -> ChatRequest:
         """A request from OpenAI-style ``[{"role": ..., "content": ...}]`` messages."""
         return cls(
-            model, tuple((m["role"], m["content"]) for m in messages), float(temperature), int(max_tokens)
+            model,
+            tuple((m["role"], m["content"]) for m in messages),
+            float(temperature),
+            int(max_tokens),
+            protocol,
         )
 
     def payload(self) -> dict[str, Any]:
@@ -67,11 +78,20 @@ class ChatRequest:
             "max_tokens": self.max_tokens,
         }
 
+    def cache_key(self, server: str) -> str:
+        """sha256 of the judge identity: ``server`` (:func:`.config.server_identity`), protocol, payload.
+
+        Two servers may serve different weights under one model name, so a reply is reused only for the
+        server that gave it.  Versioned, so a format change invalidates old entries.
+        """
+        identity = {"server": server, "protocol": self.protocol, "request": self.payload()}
+        canonical = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(f"{CACHE_KEY_VERSION}\n{canonical}".encode()).hexdigest()
+
     @property
     def key(self) -> str:
-        """sha256 of the canonical JSON of :meth:`payload` (versioned, so a format change invalidates)."""
-        canonical = json.dumps(self.payload(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(f"{CACHE_KEY_VERSION}\n{canonical}".encode()).hexdigest()
+        """:meth:`cache_key` for no particular server (for tests and tools; the client adds its server)."""
+        return self.cache_key("")
 
 
 @dataclass(frozen=True)
@@ -89,10 +109,15 @@ class ClientStats:
     requests: int = 0  # asked for (cache hits included)
     cached: int = 0  # answered from the on-disk cache (or by an identical request in flight)
     sent: int = 0  # requests answered over HTTP (the billable ones)
-    retries: int = 0  # retried HTTP attempts
+    attempts: int = 0  # HTTP attempts, first tries and retries
     failed: int = 0  # gave up
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    @property
+    def retries(self) -> int:
+        """HTTP attempts beyond the first of each request that went over HTTP."""
+        return max(0, self.attempts - self.sent - self.failed)
 
     def summary(self) -> str:
         """One log line."""
@@ -101,24 +126,6 @@ class ClientStats:
             f"({self.retries} retries, {self.failed} failed), tokens in/out {self.prompt_tokens}/"
             f"{self.completion_tokens}"
         )
-
-
-def _retry_after_seconds(error: openai.APIStatusError) -> float | None:
-    """Seconds from a ``retry-after-ms`` / ``Retry-After`` header (number or HTTP date), if any."""
-    headers = error.response.headers
-    try:
-        if "retry-after-ms" in headers:
-            return float(headers["retry-after-ms"]) / 1000.0
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -170,6 +177,7 @@ class JudgeClient:
         self.settings = settings
         self.cache = cache
         self.stats = ClientStats()
+        self.server = server_identity(settings.base_url)
         self._session: _Session | None = None
 
     # ------------------------------------------------------------------ running
@@ -177,11 +185,15 @@ class JudgeClient:
         """Run ``factory()`` (a coroutine using :meth:`complete`) with a fresh connection pool; blocks."""
 
         async def main() -> T:
+            async def count_attempt(_request: Any) -> None:
+                self.stats.attempts += 1
+
             api = openai.AsyncOpenAI(
                 api_key=self.settings.api_key(),
                 base_url=self.settings.base_url,
                 timeout=self.settings.timeout,
-                max_retries=0,  # retries are ours: counted, logged, with our backoff
+                max_retries=self.settings.retries,
+                http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [count_attempt]}),
             )
             self._session = _Session(api=api, semaphore=asyncio.Semaphore(self.settings.max_concurrency))
             try:
@@ -216,7 +228,7 @@ class JudgeClient:
         if self._session is None:
             raise RuntimeError("JudgeClient.complete() must run inside JudgeClient.run()")
         self.stats.requests += 1
-        key = request.key
+        key = request.cache_key(self.server)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -230,7 +242,7 @@ class JudgeClient:
         future: asyncio.Future[ChatResult] = asyncio.get_running_loop().create_future()
         session.in_flight[key] = future
         try:
-            result = await self._send(session, request)
+            result = await self._send(session, request, key)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -244,50 +256,29 @@ class JudgeClient:
         finally:
             session.in_flight.pop(key, None)
 
-    async def _send(self, session: _Session, request: ChatRequest) -> ChatResult:
-        settings = self.settings
+    async def _send(self, session: _Session, request: ChatRequest, key: str) -> ChatResult:
         payload = request.payload()
-        for attempt in range(settings.retries + 1):
-            try:
-                async with session.semaphore:
-                    response = await session.api.chat.completions.create(**payload)
-            except openai.APIError as error:
-                if not is_retryable(error) or attempt == settings.retries:
-                    self.stats.failed += 1
-                    raise JudgeRequestError(self._describe_failure(error, attempt)) from error
-                delay = self._backoff(attempt, error)
-                self.stats.retries += 1
-                log.debug(
-                    "judge request retry %d in %.2f s after %s", attempt + 1, delay, type(error).__name__
-                )
-                await asyncio.sleep(delay)  # outside the semaphore: others keep going
-                continue
-            text = (response.choices[0].message.content or "") if response.choices else ""
-            usage = None
-            if getattr(response, "usage", None) is not None:
-                usage = {
-                    "prompt_tokens": int(response.usage.prompt_tokens or 0),
-                    "completion_tokens": int(response.usage.completion_tokens or 0),
-                }
-                self.stats.prompt_tokens += usage["prompt_tokens"]
-                self.stats.completion_tokens += usage["completion_tokens"]
-            self.stats.sent += 1
-            if self.cache is not None:
-                self.cache.put(request.key, request.model, payload, text, usage)
-            return ChatResult(text, cached=False)
-        raise AssertionError("unreachable")  # the loop either returns or raises
+        try:
+            async with session.semaphore:
+                response = await session.api.chat.completions.create(**payload)
+        except openai.APIError as error:
+            self.stats.failed += 1
+            raise JudgeRequestError(self._describe_failure(error)) from error
+        text = (response.choices[0].message.content or "") if response.choices else ""
+        usage = None
+        if getattr(response, "usage", None) is not None:
+            usage = {
+                "prompt_tokens": int(response.usage.prompt_tokens or 0),
+                "completion_tokens": int(response.usage.completion_tokens or 0),
+            }
+            self.stats.prompt_tokens += usage["prompt_tokens"]
+            self.stats.completion_tokens += usage["completion_tokens"]
+        self.stats.sent += 1
+        if self.cache is not None:
+            self.cache.put(key, request.model, payload, text, usage)
+        return ChatResult(text, cached=False)
 
-    def _backoff(self, attempt: int, error: BaseException) -> float:
-        """Exponential backoff with jitter; a server's Retry-After wins (both capped by max_backoff)."""
-        settings = self.settings
-        delay = min(settings.max_backoff, settings.backoff * (2**attempt)) * random.uniform(0.5, 1.0)
-        if isinstance(error, openai.APIStatusError):
-            hinted = _retry_after_seconds(error)
-            if hinted is not None:
-                delay = min(settings.max_backoff, hinted)
-        return delay
-
-    def _describe_failure(self, error: openai.APIError, attempt: int) -> str:
+    def _describe_failure(self, error: openai.APIError) -> str:
         where = redact_url(self.settings.base_url) or "api.openai.com"
         status = getattr(error, "status_code", None)
         what = f"HTTP {status}" if status else type(error).__name__
@@ -296,7 +287,8 @@ class JudgeClient:
             hint = " (check the API key in $LLMKICK_JUDGE_API_KEY / $OPENAI_API_KEY)"
         elif status == 404:
             hint = f" (does the server serve the model {self.settings.model!r}?)"
-        tries = f" after {attempt + 1} attempts" if attempt else ""
+        retried = is_retryable(error) and self.settings.retries
+        tries = f" after {self.settings.retries + 1} attempts" if retried else ""
         return f"judge request to {where} failed{tries}: {what}{hint}: {error.message}"
 
 

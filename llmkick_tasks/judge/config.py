@@ -63,6 +63,22 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, f"***@{netloc}", parts.path, parts.query, parts.fragment))
 
 
+OPENAI_URL = "https://api.openai.com/v1"
+# Judging protocols: llmkick's own templates, LLM-KICK's release files, FastChat's MT-Bench judge prompts.
+PROTOCOLS = ("llmkick", "paper", "fastchat")
+
+
+def server_identity(url: str | None) -> str:
+    """The server a reply came from, as part of its cache key: scheme, host, port and path only.
+
+    Credentials and query strings are left out (they may hold secrets and do not change the server).
+    """
+    parts = urlsplit(url or OPENAI_URL)
+    host = (parts.hostname or "").lower()
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+
+
 def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -93,14 +109,16 @@ class JudgeSettings:
     base_url: str | None
     temperature: float = 0.2
     max_tokens: int = 1024
+    # Which of temperature / max_tokens were given explicitly: the paper and fastchat protocols otherwise
+    # use the sampling of their own release files.
+    sampling_given: frozenset[str] = frozenset()
     max_concurrency: int = 16
     timeout: float = 120.0
     retries: int = 6
-    backoff: float = 1.0
-    max_backoff: float = 60.0
     cache_path: Path = field(default_factory=default_cache_path)
     templates_dir: Path | None = None
     swap: bool = False
+    protocol: str = "llmkick"
     reference_model: str = DEFAULT_OPENAI_REFERENCE
     reference_temperature: float = 0.0
     reference_max_tokens: int = 1024
@@ -132,6 +150,7 @@ class JudgeSettings:
             "cache": str(self.cache_path),
             "templates": str(self.templates_dir) if self.templates_dir else "built-in",
             "swap": self.swap,
+            "protocol": self.protocol,
             "reference_model": self.reference_model,
             "api_key_from": self.api_key_env or "none (keyless server)",
         }
@@ -147,7 +166,7 @@ class JudgeSettings:
         """Resolve and validate the judge for ``task``; raise :class:`JudgeConfigError` with advice.
 
         Metadata keys: ``judge_model``, ``judge_base_url``, ``judge_temperature``, ``judge_max_tokens``,
-        ``judge_max_concurrency``, ``judge_timeout``, ``judge_retries``, ``judge_backoff``,
+        ``judge_max_concurrency``, ``judge_timeout``, ``judge_retries``, ``judge_protocol``,
         ``judge_cache``, ``judge_templates``, ``judge_swap``, ``reference_model``,
         ``reference_temperature``, ``reference_max_tokens``.
         """
@@ -200,6 +219,20 @@ class JudgeSettings:
         templates_dir = Path(str(templates)).expanduser() if templates else None
         if templates_dir is not None and not templates_dir.is_dir():
             raise JudgeConfigError(f"{task}: judge templates directory does not exist: {templates_dir}")
+        protocol = str(meta.get("judge_protocol") or "llmkick").strip().lower()
+        if protocol not in PROTOCOLS:
+            raise JudgeConfigError(
+                f"{task}: metadata 'judge_protocol' must be one of {', '.join(PROTOCOLS)}, got "
+                f"{meta.get('judge_protocol')!r}"
+            )
+        for removed in ("judge_backoff", "judge_max_backoff"):
+            if removed in meta:  # harmless (no score depends on it), but say that it does nothing
+                log.warning(
+                    "%s: metadata %r is ignored: retries use the openai client's backoff (Retry-After "
+                    "honoured); judge_retries sets how many",
+                    task,
+                    removed,
+                )
         cache = pick("judge_cache", ENV_CACHE)
         cache_path = Path(str(cache)).expanduser() if cache else default_cache_path()
 
@@ -208,16 +241,18 @@ class JudgeSettings:
             base_url=base_url,
             temperature=_as_number("judge_temperature", meta.get("judge_temperature", 0.2), float, 0.0, 2.0),
             max_tokens=_as_number("judge_max_tokens", meta.get("judge_max_tokens", 1024), int, 1),
+            sampling_given=frozenset(
+                name for name in ("temperature", "max_tokens") if meta.get(f"judge_{name}") not in (None, "")
+            ),
             max_concurrency=_as_number(
                 "judge_max_concurrency", meta.get("judge_max_concurrency", 16), int, 1
             ),
             timeout=_as_number("judge_timeout", meta.get("judge_timeout", 120.0), float, 0.001),
             retries=_as_number("judge_retries", meta.get("judge_retries", 6), int, 0),
-            backoff=_as_number("judge_backoff", meta.get("judge_backoff", 1.0), float, 0.0),
-            max_backoff=_as_number("judge_max_backoff", meta.get("judge_max_backoff", 60.0), float, 0.0),
             cache_path=cache_path,
             templates_dir=templates_dir,
             swap=_as_bool("judge_swap", meta.get("judge_swap", False)),
+            protocol=protocol,
             reference_model=str(reference_model),
             reference_temperature=_as_number(
                 "reference_temperature", meta.get("reference_temperature", 0.0), float, 0.0, 2.0

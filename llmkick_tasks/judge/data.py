@@ -1,8 +1,9 @@
-"""Data plumbing shared by the judged tasks: local release layouts, JSONL files, reference answers.
+"""Data plumbing shared by the judged tasks: release layouts, JSONL files, reference answers, bins.
 
-The data source follows :mod:`llmkick_tasks.data_dir`: ``--metadata '{"data_dir": ...}'``, else
-``$LLMKICK_DATA_DIR``, else the canonical public sources.  Inside a data dir each judged benchmark has a
-folder in its original layout (:data:`LAYOUTS`).
+The data source is :mod:`llmkick_tasks.data_dir`'s, as for every llmkick task: ``--metadata '{"data_dir":
+...}'``, else ``$LLMKICK_DATA_DIR``, else the canonical public sources.  The judged benchmarks register
+their folders and release layouts there (:func:`~llmkick_tasks.data_dir.register_benchmark`), so look-up and
+layout errors are the same mechanism.
 """
 
 from __future__ import annotations
@@ -14,54 +15,88 @@ from typing import Any
 
 import datasets
 
-from llmkick_tasks.data_dir import ENV_VAR, METADATA_KEY, DataLayoutError, download_file, resolve_data_dir
+from llmkick_tasks.data_dir import (
+    ENV_VAR,
+    LAYOUTS,
+    METADATA_KEY,
+    DataLayoutError,
+    download_file,
+    layout_error,
+    local_benchmark_dir,
+    register_benchmark,
+)
 
-FOLDER_NAMES: dict[str, tuple[str, ...]] = {
-    "cnn_dailymail": ("cnn_dailymail", "cnndm"),
-    "vicuna80": ("vicuna80", "vicuna_bench"),
-    "mt_bench": ("mt_bench",),
-}
+__all__ = ["LAYOUTS", "layout_error", "local_dir"]  # the data_dir mechanism, re-exported for the loaders
 
-LAYOUTS: dict[str, str] = {
-    "cnn_dailymail": (
-        "  cnn_dailymail/{small,mid,large}/<id>.story   CNN/DailyMail story files (article paragraphs, then\n"
-        "                                              '@highlight' lines), one folder per length bin"
-    ),
-    "vicuna80": (
-        "  vicuna80/question.jsonl                       {question_id, category, text or FastChat's turns}\n"
-        "  vicuna80/reference_answer_gpt35.jsonl         optional: {question_id, text} reference answers\n"
-        "  (or vicuna80/reference_answer/gpt-3.5-turbo.jsonl in FastChat's answer format)"
-    ),
-    "mt_bench": (
-        "  mt_bench/question.jsonl                       {question_id, category, turns[2], reference?}\n"
-        "  mt_bench/reference_answer_gpt4.jsonl          optional, FastChat answers {question_id, choices}\n"
-        "  (or mt_bench/reference_answer/gpt-4.jsonl)"
-    ),
-}
+# The judged benchmarks' folders and release layouts, registered with the one data-dir mechanism every
+# llmkick task uses (llmkick_tasks.data_dir): its resolution, folder look-up and layout errors.
+register_benchmark(
+    "cnn_dailymail",
+    "  cnn_dailymail/{small,mid,large}/<id>.story   CNN/DailyMail story files (article paragraphs, then\n"
+    "                                              '@highlight' lines), one folder per length bin",
+    ("cnn_dailymail", "cnndm"),
+)
+register_benchmark(
+    "vicuna80",
+    "  vicuna80/question.jsonl                       {question_id, category, text or FastChat's turns}\n"
+    "  vicuna80/reference_answer_gpt35.jsonl         optional: {question_id, text} reference answers\n"
+    "  (or vicuna80/reference_answer/gpt-3.5-turbo.jsonl in FastChat's answer format)",
+    ("vicuna80", "vicuna_bench"),
+)
+register_benchmark(
+    "mt_bench",
+    "  mt_bench/question.jsonl                       {question_id, category, turns[2], reference?}\n"
+    "  mt_bench/reference_answer_gpt4.jsonl          optional, FastChat answers {question_id, choices}\n"
+    "  (or mt_bench/reference_answer/gpt-4.jsonl)\n"
+    "  mt_bench/judge_prompts.jsonl                  FastChat's judge prompts (judge_protocol=fastchat)",
+)
+register_benchmark(
+    "llmkick_judge",
+    "  llmkick_judge/in-context_summarization/json_utils/{prompt,reviewer}.jsonl  summarization judge\n"
+    "  llmkick_judge/mt_conversation/table/{prompt,reviewer}.jsonl               Vicuna-80 judge\n"
+    "  (LLM-KICK's release files, judge_protocol=paper)",
+)
+
+
+def local_dir(metadata: Mapping[str, Any] | None, benchmark: str) -> Path | None:
+    """``benchmark``'s folder in the configured data dir; ``None`` when the public sources are used."""
+    return local_benchmark_dir(metadata, benchmark)
+
+
+# How the summarization stories are binned: the data's own bin folders (duplicates kept, as the paper's
+# means were computed) or by article length (each distinct story once, in the bin its length belongs to).
+SUMMARIZATION_BINS = ("release", "length")
+BINS_KEY = "summarization_bins"
 
 # Fields accepted as the id / the text of a reference answer in a user-supplied reference file.
 ID_FIELDS = ("id", "story_id", "question_id")
 TEXT_FIELDS = ("text", "reference", "summary", "answer")
 
 
-def layout_error(benchmark: str, path: Path | str, problem: str) -> DataLayoutError:
-    """An error that names the path and shows the layout expected for ``benchmark``."""
-    return DataLayoutError(
-        f"{problem}: {path}\nExpected the {benchmark} data in this layout under the data dir "
-        f"(--metadata '{{\"{METADATA_KEY}\": ...}}' or ${ENV_VAR}):\n{LAYOUTS[benchmark]}"
-    )
+def summarization_bins(metadata: Mapping[str, Any] | None) -> str:
+    """The binning of the summarization stories for a run: ``release`` or ``length``.
 
-
-def local_dir(metadata: Mapping[str, Any] | None, benchmark: str) -> Path | None:
-    """``benchmark``'s folder in the configured data dir; ``None`` when the public sources are used."""
-    data_dir = resolve_data_dir(metadata)
-    if data_dir is None:
-        return None
-    candidates = [data_dir / name for name in FOLDER_NAMES[benchmark]]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    raise layout_error(benchmark, data_dir, f"no {benchmark} folder in the data dir (tried {candidates})")
+    Default: ``release`` under ``judge_protocol=paper`` when the data has its release bin folders (a local
+    data dir), else ``length``.  ``release`` asked for without a data dir is an error: the public source
+    has no release bins.
+    """
+    meta = dict(metadata or {})
+    folder = local_dir(meta, "cnn_dailymail")
+    given = meta.get(BINS_KEY)
+    if given in (None, ""):
+        protocol = str(meta.get("judge_protocol") or "llmkick").strip().lower()
+        return "release" if protocol == "paper" and folder is not None else "length"
+    value = str(given).strip().lower()
+    if value not in SUMMARIZATION_BINS:
+        allowed = ", ".join(SUMMARIZATION_BINS)
+        raise ValueError(f"metadata {BINS_KEY!r} must be one of {allowed}, got {given!r}")
+    if value == "release" and folder is None:
+        raise DataLayoutError(
+            f"{BINS_KEY}=release needs the stories in their release bin folders, "
+            f"cnn_dailymail/{{small,mid,large}}/ in a data dir (--metadata '{{\"{METADATA_KEY}\": ...}}' or "
+            f"${ENV_VAR}); the public CNN/DailyMail source has no bins of its own: use {BINS_KEY}=length"
+        )
+    return value
 
 
 def read_jsonl(path: Path, benchmark: str) -> list[dict[str, Any]]:

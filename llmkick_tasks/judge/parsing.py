@@ -3,12 +3,15 @@
 A parser either returns the scores it is sure of, or a reason why it is not; it never guesses and never
 substitutes a default.  Callers count failures as ``judge_unparsed`` and leave them out of every mean.
 
-Scores are on the 1-10 scale of the judge templates; a score outside [1, 10] makes the whole reply
-unparseable (it is not clipped).  Accepted layouts:
+Scores are read as the judge gives them, on [0, 10]: the prompts ask for 1-10, but a judge facing an
+assistant that wrote nothing answers 0 (GPT-4 did so throughout LLM-KICK's released judgments, and the
+paper's means include those zeros), so a 0 is a score, not a failure.  A number outside [0, 10] makes the
+whole reply unparseable (it is not clipped).  Accepted layouts:
 
 * pair of scores (Assistant 1 first): a line holding only the two numbers, ``8 7``, ``8, 7``, ``(8, 7)``,
   ``8/10 7/10``, optionally after a label (``Scores: 8 7``) and markdown emphasis; or labelled lines
-  ``Assistant 1: 8`` / ``Assistant 2: 7`` (also on one line); or a tuple at the end of a line that names the
+  ``Assistant 1: 8`` / ``Assistant 2: 7`` (also on one line), or ``8.5/10 for Assistant 1, 9/10 for
+  Assistant 2`` (GPT-4's instruction reviews); or a tuple at the end of a line that names the
   scores (``My final scores are (8, 7).``).  Prose may precede the scores.
 * four dimensions (summarization): the first four score-pair lines, in the template's order, or labelled
   by dimension (``Coherence: 8 7``) in any order.
@@ -21,7 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SCORE_MIN = 1.0
+SCORE_MIN = 0.0
 SCORE_MAX = 10.0
 
 _NUMBER = r"(\d{1,3}(?:\.\d+)?)(?:\s*/\s*10)?"
@@ -34,6 +37,8 @@ _LABELLED = re.compile(
     rf"\bassistant\s*(?P<who>[12])\b\s*(?:'s)?\s*(?:score|rating)?\s*(?::|=|-|–|\bis\b)\s*\**\s*{_NUMBER}",
     re.IGNORECASE,
 )
+# "8.5/10 for Assistant 1": the score before the assistant it belongs to.
+_SCORE_FOR = re.compile(rf"{_NUMBER}\s+(?:points?\s+)?for\s+assistant\s*(?P<who>[12])\b", re.IGNORECASE)
 _TUPLE_AT_END = re.compile(rf"\(\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\)\s*\.?$")
 _SCORE_WORDS = re.compile(r"\b(scores?|ratings?|verdict|final)\b", re.IGNORECASE)
 _BRACKET_RATING = re.compile(r"\[\[\s*(\d{1,3}(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]")
@@ -96,16 +101,18 @@ def parse_pair(reply: str, *, prefer: str = "first") -> Parsed:
     lines = _pair_lines(reply)
     if lines:
         _, pair = lines[0] if prefer == "first" else lines[-1]
-        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [1, 10]: {pair}")
+        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [0, 10]: {pair}")
 
     labelled: dict[str, set[float]] = {"1": set(), "2": set()}
     for match in _LABELLED.finditer(reply):
         labelled[match["who"]].add(float(match[2]))
+    for match in _SCORE_FOR.finditer(reply):
+        labelled[match["who"]].add(float(match[1]))
     if labelled["1"] and labelled["2"]:
         if len(labelled["1"]) > 1 or len(labelled["2"]) > 1:
             return _fail("conflicting labelled scores for one assistant")
         pair = (labelled["1"].pop(), labelled["2"].pop())
-        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [1, 10]: {pair}")
+        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [0, 10]: {pair}")
 
     tuples = []
     for raw in reply.splitlines():
@@ -115,7 +122,7 @@ def parse_pair(reply: str, *, prefer: str = "first") -> Parsed:
             tuples.append((float(match[1]), float(match[2])))
     if tuples:
         pair = tuples[0] if prefer == "first" else tuples[-1]
-        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [1, 10]: {pair}")
+        return Parsed(pair) if _in_range(pair) else _fail(f"score out of range [0, 10]: {pair}")
     return _fail("no pair of scores found")
 
 
@@ -147,11 +154,11 @@ def parse_dimensions(reply: str, dimensions: Sequence[str]) -> Parsed:
                     f"score line {position + 1} is labelled {label!r}, expected {wanted[position]!r}"
                 )
     flat = tuple(score for pair in pairs for score in pair)
-    return Parsed(flat) if _in_range(flat) else _fail(f"score out of range [1, 10]: {pairs}")
+    return Parsed(flat) if _in_range(flat) else _fail(f"score out of range [0, 10]: {pairs}")
 
 
 def parse_rating(reply: str) -> Parsed:
-    """A single 1-10 rating: ``[[n]]`` anywhere, else a ``Rating: n`` line; several different ones fail."""
+    """A rating on [0, 10]: ``[[n]]`` anywhere, else a ``Rating: n`` line; several different ones fail."""
     values = {float(v) for v in _BRACKET_RATING.findall(reply)}
     if not values:
         values = {float(m[1]) for m in map(_RATING_LINE.match, map(_clean, reply.splitlines())) if m}
@@ -160,4 +167,4 @@ def parse_rating(reply: str) -> Parsed:
     if len(values) > 1:
         return _fail(f"conflicting ratings {sorted(values)}")
     (value,) = values
-    return Parsed((value,)) if _in_range([value]) else _fail(f"rating out of range [1, 10]: {value}")
+    return Parsed((value,)) if _in_range([value]) else _fail(f"rating out of range [0, 10]: {value}")

@@ -4,7 +4,8 @@
 builds the tasks afterwards, so a check inside task construction alone would only fire after a possibly
 long model load.  :func:`install` wraps ``simple_evaluate``: before calling it, every requested task name
 is resolved through the task index (groups and tags expanded, YAML not executed) and each task whose YAML
-metadata carries ``llmkick_judged: true`` has its judge settings validated with the run's metadata.  No
+metadata carries ``llmkick_judged: <protocol>`` has its judge settings validated with the run's metadata and
+every judge prompt it may send rendered once with placeholder values (a broken template fails here).  No
 chat template is required: the judged tasks format their own chat prompts without one (:mod:`.chat`).
 
 The plugin boot hook (``llmkick_models._boot``) calls :func:`install` right after ``lm_eval.evaluator`` is
@@ -91,14 +92,25 @@ def check_requested_tasks(tasks: Any, task_manager: Any) -> None:
     for name, cfg in judged.items():
         metadata = dict(cfg.get("metadata") or {}) | run_metadata  # as lm-eval's TaskFactory merges them
         try:
-            JudgeSettings.from_metadata(metadata, task=name)
+            settings = JudgeSettings.from_metadata(metadata, task=name)
         except JudgeConfigError as error:
             # Judged tasks often arrive through a group (`llmkick`): say how to run without them.
             raise JudgeConfigError(
                 f"{error}\nTo run without a judge, ask for the exact-match tasks only: "
                 f"--tasks {EXACT_MATCH_GROUP} (judged tasks requested: {', '.join(sorted(judged))})."
             ) from None
-    log.info("llmkick pre-flight: judge configured for %s", ", ".join(sorted(judged)))
+        from llmkick_tasks.judge.protocols import PROTOCOL_CLASSES, make_protocol  # openai: only when used
+
+        kind = (cfg.get("metadata") or {}).get(JUDGED_FLAG)
+        if kind == "summarization":
+            from llmkick_tasks.judge.data import summarization_bins
+
+            summarization_bins(metadata)  # a bad value, or release bins without a data dir, fails now
+        if isinstance(kind, str) and kind in PROTOCOL_CLASSES:
+            make_protocol(
+                kind, settings, metadata, name
+            )  # renders every judge prompt: a broken one fails now
+    log.info("llmkick pre-flight: judge and judge prompts checked for %s", ", ".join(sorted(judged)))
 
 
 def install(evaluator: ModuleType) -> None:

@@ -14,6 +14,7 @@ judge replies parsed; otherwise it adds its failed replies to ``judge_unparsed``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -27,6 +28,8 @@ from llmkick_tasks.judge.parsing import Parsed, parse_dimensions, parse_pair, pa
 from llmkick_tasks.judge.templates import TemplateSet
 
 UNPARSED = "judge_unparsed"
+# Model answers that are empty or whitespace: judged like any other (as in the paper), and counted.
+EMPTY = "empty_answers"
 REFERENCE_FIRST = "reference_first"  # Assistant 1 = reference, Assistant 2 = model (LLM-KICK's order)
 MODEL_FIRST = "model_first"
 
@@ -75,6 +78,24 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def empty_answers(response: Any) -> int:
+    """How many of the model's answers in ``response`` are empty or whitespace-only."""
+    if isinstance(response, Mapping) and "turns" in response:
+        return sum(not str(turn).strip() for turn in turns_of(response))
+    return int(not str(response if response is not None else "").strip())
+
+
+COUNTERS = (
+    MetricSpec(UNPARSED, higher_is_better=False, aggregation="count"),
+    MetricSpec(EMPTY, higher_is_better=False, aggregation="count"),
+)
+
+
+def counters(record: Mapping[str, Any]) -> dict[str, float]:
+    """The counter metrics of a judged record (every document reports them)."""
+    return {UNPARSED: float(record["unparsed"]), EMPTY: float(record.get(EMPTY, 0))}
+
+
 class JudgeProtocol(ABC):
     """How one judged task talks to the judge."""
 
@@ -83,13 +104,41 @@ class JudgeProtocol(ABC):
     def __init__(self, settings: JudgeSettings, templates: TemplateSet) -> None:
         self.settings = settings
         self.templates = templates
-        templates.check(self.TEMPLATES)  # a broken user template fails now, not after generation
+        self.preflight()
+
+    def preflight(self) -> None:
+        """Render every judge prompt this protocol may send once, with placeholder values.
+
+        Runs when the protocol is built: before the data is loaded, the model generates or any request is
+        paid for (and before the model is loaded, via :mod:`.preflight`).  A missing, malformed,
+        undefined-variable or sandbox-blocked template raises :class:`TemplateError` naming the file.
+        """
+        self.templates.check(self.TEMPLATES)
+        for doc, response, reference in self.preflight_cases():
+            self.calls(doc, response, reference)
+
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """(document, response, reference) placeholders that reach every template of the protocol."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """For the results: the protocol, the sha256 of every template file used, the judge sampling."""
+        files = {}
+        for name in self.TEMPLATES:
+            for path in self.templates.files(name):
+                files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        sampling = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
+        return {"protocol": self.settings.protocol, "files": files, "sampling": sampling}
 
     def judge_request(self, template: str, **variables: str) -> ChatRequest:
         """A judge request from template ``template``."""
         messages = self.templates.messages(template, **variables)
         return ChatRequest.build(
-            self.settings.model, messages, self.settings.temperature, self.settings.max_tokens
+            self.settings.model,
+            messages,
+            self.settings.temperature,
+            self.settings.max_tokens,
+            protocol=self.settings.protocol,
         )
 
     def reference_request(self, prompt: str) -> ChatRequest:
@@ -99,6 +148,7 @@ class JudgeProtocol(ABC):
             [{"role": "user", "content": prompt}],
             self.settings.reference_temperature,
             self.settings.reference_max_tokens,
+            protocol="reference",  # the reference answer does not depend on the judging protocol
         )
 
     def needs_reference(self, doc: Mapping[str, Any]) -> bool:
@@ -156,6 +206,7 @@ class JudgeProtocol(ABC):
                 ],
                 "scores": self.combine(doc, calls, parsed) if all(p.ok for p in parsed) else None,
                 "unparsed": sum(not p.ok for p in parsed),
+                EMPTY: empty_answers(response),
             }
         )
 
@@ -230,13 +281,13 @@ class PairwiseProtocol(JudgeProtocol):
             specs.append(MetricSpec(f"{dim}_delta"))
         if self.WIN_RATE:
             specs.append(MetricSpec("win_rate"))
-        specs.append(MetricSpec(UNPARSED, higher_is_better=False, aggregation="count"))
+        specs.extend(COUNTERS)
         return specs
 
     @classmethod
     def metrics(cls, doc: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:
-        """Model scores (overall and in the document's group), model - reference, win rate, unparsed."""
-        out: dict[str, float] = {UNPARSED: float(record["unparsed"])}
+        """Model scores (overall and in the document's group), model - reference, win rate, counters."""
+        out = counters(record)
         scores = record["scores"]
         if scores is None:
             return out
@@ -255,7 +306,7 @@ class PairwiseProtocol(JudgeProtocol):
 
 
 class SummarizationProtocol(PairwiseProtocol):
-    """LLM-KICK in-context summarization (SPEC 1d)."""
+    """LLM-KICK in-context summarization."""
 
     DIMENSIONS = ("coherence", "consistency", "fluency", "relevance")
     GROUP_FIELD = "bin"
@@ -265,6 +316,13 @@ class SummarizationProtocol(PairwiseProtocol):
     def template_for(self, doc: Mapping[str, Any]) -> str:
         """One template for all stories."""
         return "summarization_pairwise"
+
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """One story per bin."""
+        return [
+            ({"article": "<article>", "bin": b, "story_id": "x"}, "<summary>", "<reference>")
+            for b in self.GROUPS
+        ]
 
     def variables(self, doc: Mapping[str, Any], answer_1: str, answer_2: str) -> dict[str, str]:
         """The article (never the highlights) and the two summaries."""
@@ -278,7 +336,7 @@ VICUNA_CATEGORIES = (
 
 
 class InstructionProtocol(PairwiseProtocol):
-    """Vicuna-80 pairwise against reference answers (SPEC 1e); judge prompt chosen by category."""
+    """Vicuna-80 pairwise against reference answers; judge prompt chosen by category."""
 
     GROUP_FIELD = "category"
     GROUPS = VICUNA_CATEGORIES
@@ -291,6 +349,13 @@ class InstructionProtocol(PairwiseProtocol):
         return {"coding": "instruction_coding", "math": "instruction_math"}.get(
             category, "instruction_general"
         )
+
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """One question per judge prompt (general, coding, math)."""
+        return [
+            ({"question": "<question>", "category": c, "question_id": 0}, "<answer>", "<reference>")
+            for c in ("generic", "coding", "math")
+        ]
 
     def prefer(self, doc: Mapping[str, Any]) -> str:
         """The math judge solves the problem first and gives its verdict last."""
@@ -316,7 +381,7 @@ MTBENCH_REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 
 
 class MTBenchProtocol(JudgeProtocol):
-    """MT-Bench single-answer grading of both turns (SPEC 1e)."""
+    """MT-Bench single-answer grading of both turns."""
 
     TEMPLATES = (
         "mtbench_single",
@@ -324,6 +389,15 @@ class MTBenchProtocol(JudgeProtocol):
         "mtbench_single_turn2",
         "mtbench_single_turn2_reference",
     )
+
+    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
+        """A conversation without and one with reference answers."""
+        base = {"question_id": 0, "turn_1": "<question 1>", "turn_2": "<question 2>"}
+        answers = {"turns": ["<answer 1>", "<answer 2>"]}
+        return [
+            ({**base, "category": "writing", "reference_1": None, "reference_2": None}, answers, None),
+            ({**base, "category": "math", "reference_1": "<ref 1>", "reference_2": "<ref 2>"}, answers, None),
+        ]
 
     def _uses_reference(self, doc: Mapping[str, Any]) -> bool:
         return (
@@ -382,13 +456,13 @@ class MTBenchProtocol(JudgeProtocol):
             MetricSpec("score_turn1"),
             MetricSpec("score_turn2"),
             *(MetricSpec(f"score_{metric_suffix(c)}") for c in MTBENCH_CATEGORIES),
-            MetricSpec(UNPARSED, higher_is_better=False, aggregation="count"),
+            *COUNTERS,
         ]
 
     @classmethod
     def metrics(cls, doc: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:
         """``score`` (mean of both turns) only when both parsed; a parsed turn always counts for its turn."""
-        out: dict[str, float] = {UNPARSED: float(record["unparsed"])}
+        out = counters(record)
         turns = record.get("turn_scores") or {}
         if "turn1" in turns:
             out["score_turn1"] = turns["turn1"]
@@ -412,3 +486,54 @@ def turns_of(response: Any) -> list[str]:
     raise TypeError(
         f"expected a two-turn response record {{'turns': [a1, a2]}}, got {type(response).__name__}"
     )
+
+
+# The value of ``llmkick_judged`` in a judged task's YAML metadata: which protocol judges it.
+PROTOCOL_CLASSES: dict[str, type[JudgeProtocol]] = {
+    "summarization": SummarizationProtocol,
+    "instruction": InstructionProtocol,
+    "mtbench": MTBenchProtocol,
+}
+
+
+# judge_protocol values each kind of task accepts (the first is the default).
+PROTOCOLS_BY_KIND = {
+    "summarization": ("llmkick", "paper"),
+    "instruction": ("llmkick", "paper"),
+    "mtbench": ("llmkick", "fastchat"),
+}
+
+
+def make_protocol(
+    kind: str | type[JudgeProtocol],
+    settings: JudgeSettings,
+    metadata: Mapping[str, Any] | None = None,
+    task: str = "this task",
+) -> JudgeProtocol:
+    """The protocol judging a task of ``kind`` (a :data:`PROTOCOL_CLASSES` name or class) under
+    ``settings.protocol``, with every judge prompt rendered once (see :meth:`JudgeProtocol.preflight`).
+
+    ``metadata`` locates the release files of the ``paper`` / ``fastchat`` protocols (the data dir).
+    """
+    from llmkick_tasks.judge import release_protocols as release  # imports this module
+    from llmkick_tasks.judge.config import JudgeConfigError
+
+    if not isinstance(kind, str):
+        kind = next(name for name, cls in PROTOCOL_CLASSES.items() if issubclass(kind, cls))
+    allowed = PROTOCOLS_BY_KIND[kind]
+    if settings.protocol not in allowed:
+        raise JudgeConfigError(
+            f"{task}: judge_protocol={settings.protocol!r} does not apply to this task; it accepts "
+            f"{', '.join(allowed)} (paper: summarization and Vicuna-80; fastchat: MT-Bench)"
+        )
+    templates = TemplateSet(settings.templates_dir)
+    if settings.protocol == "paper":
+        cls = (
+            release.PaperSummarizationProtocol
+            if kind == "summarization"
+            else release.PaperInstructionProtocol
+        )
+        return cls(settings, templates, metadata)
+    if settings.protocol == "fastchat":
+        return release.FastChatMTBenchProtocol(settings, templates, metadata)
+    return PROTOCOL_CLASSES[kind](settings, templates)

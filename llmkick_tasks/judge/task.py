@@ -36,14 +36,15 @@ from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.chat import chat_format_for, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
 from llmkick_tasks.judge.config import JudgeSettings
+from llmkick_tasks.judge.data import BINS_KEY, summarization_bins
 from llmkick_tasks.judge.protocols import (
     InstructionProtocol,
     JsonRecord,
     JudgeProtocol,
     MTBenchProtocol,
     SummarizationProtocol,
+    make_protocol,
 )
-from llmkick_tasks.judge.templates import TemplateSet
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,13 @@ class JudgedTask(ConfigurableTask):
         name = str(config.get("task") or type(self).__name__)
         # Fail fast: judge and templates are checked before the data is loaded or anything is generated.
         self.judge_settings = JudgeSettings.from_metadata(config.get("metadata"), task=name)
-        self.protocol = self.PROTOCOL(self.judge_settings, TemplateSet(self.judge_settings.templates_dir))
-        # Recorded with the results (lm-eval dumps the task metadata): which judge scored them. No key in it.
-        config["metadata"] = {**(config.get("metadata") or {}), "judge": self.judge_settings.describe()}
+        self.protocol = make_protocol(self.PROTOCOL, self.judge_settings, config.get("metadata"), name)
+        # Recorded with the results (lm-eval dumps the task metadata): which judge scored them, with which
+        # protocol files (sha256) and sampling. No key in it.
+        config["metadata"] = {
+            **(config.get("metadata") or {}),
+            "judge": {**self.judge_settings.describe(), **self.protocol.describe()},
+        }
         config["metric_list"] = [spec.config() for spec in self.protocol.metric_specs()]
         # A plain function of the protocol CLASS: lm-eval deep-copies the config when it dumps it.
         config["process_results"] = partial(score_document, self.PROTOCOL)
@@ -195,9 +200,16 @@ class JudgedTask(ConfigurableTask):
 
 
 class SummarizationTask(JudgedTask):
-    """``llmkick_summarization``: CNN/DailyMail by length bin, judged pairwise on four dimensions."""
+    """``llmkick_summarization``: CNN/DailyMail by bin, judged pairwise on four dimensions."""
 
     PROTOCOL = SummarizationProtocol
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        config = dict(config or {})
+        metadata = dict(config.get("metadata") or {})
+        # Recorded with the results: release folders (the paper's means) or length bins.
+        config["metadata"] = {**metadata, BINS_KEY: summarization_bins(metadata)}
+        super().__init__(config)
 
 
 class InstructionTask(JudgedTask):

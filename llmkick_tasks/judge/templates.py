@@ -59,6 +59,15 @@ class TemplateSet:
                 raise TemplateError(f"judge template {name + USER_SUFFIX!r} not found in {self.searched()}")
             self._get(name + SYSTEM_SUFFIX)
 
+    def files(self, name: str) -> list[Path]:
+        """The files prompt ``name`` is read from (user, then system if any)."""
+        found = []
+        for suffix in (USER_SUFFIX, SYSTEM_SUFFIX):
+            template = self._get(name + suffix)
+            if template is not None and template.filename:
+                found.append(Path(template.filename))
+        return found
+
     def searched(self) -> str:
         """The directories searched, for error messages."""
         dirs = [str(self.user_dir)] if self.user_dir else []
@@ -70,13 +79,22 @@ class TemplateSet:
         if user is None:
             raise TemplateError(f"judge template {name + USER_SUFFIX!r} not found in {self.searched()}")
         system = self._get(name + SYSTEM_SUFFIX)
-        try:
-            messages = []
-            if system is not None:
-                content = system.render(**variables).strip()
-                if content:
-                    messages.append({"role": "system", "content": content})
-            messages.append({"role": "user", "content": user.render(**variables).strip()})
-        except jinja2.TemplateError as error:  # undefined variable, sandbox violation, ...
-            raise TemplateError(f"judge template {name!r} failed to render: {error}") from error
+        messages = []
+        if system is not None:
+            content = _render(system, name + SYSTEM_SUFFIX, variables).strip()
+            if content:
+                messages.append({"role": "system", "content": content})
+        messages.append({"role": "user", "content": _render(user, name + USER_SUFFIX, variables).strip()})
         return messages
+
+
+def _render(template: jinja2.Template, filename: str, variables: dict[str, Any]) -> str:
+    """``template`` rendered; an undefined variable or a sandbox violation names the file and the problem."""
+    try:
+        return template.render(**variables)
+    except jinja2.TemplateError as error:  # undefined variable, sandbox violation, ...
+        where = template.filename or filename
+        raise TemplateError(
+            f"judge template {where} failed to render ({type(error).__name__}: {error}); "
+            f"the variables it may use are {', '.join(sorted(variables))}"
+        ) from error
