@@ -47,6 +47,18 @@ def test_a_significant_drop_is_not_matching() -> None:
     assert result.losses == 50 and result.gains == 0 and result.mcnemar_p < 1e-12
 
 
+def test_a_realistic_knowledge_drop_separates_from_noise() -> None:
+    # 300 questions, dense 56 right, 28 lost and 5 gained (-41%): clearly beyond 5% even with exact bounds.
+    dense, point = _binary(300, both=28, losses=28, gains=5)
+    result = compare_means(dense, point)
+    assert result.verdict == NOT_MATCHING and result.relative_ci[1] < -0.1 and result.mcnemar_p < 1e-4
+    # The same share of discordant answers on 18 discordant documents only: significant (McNemar), but the
+    # interval still reaches within 5% of dense, so no verdict beyond "inconclusive".
+    dense, point = _binary(300, both=14, losses=15, gains=3)
+    result = compare_means(dense, point)
+    assert result.mcnemar_p < 0.01 and result.verdict == INCONCLUSIVE
+
+
 def test_a_small_drop_on_few_documents_is_inconclusive() -> None:
     dense, point = _binary(400, both=97, losses=3, gains=1)  # -2%: cannot tell from 5% with 400 questions
     result = compare_means(dense, point)

@@ -10,12 +10,14 @@ confidence interval of the relative change, never on the point estimate alone:
 
 Intervals (all two-sided 95%):
 
-* per-document 0/1 metrics (accuracy, exact match): exact and conservative.  The difference of the two
-  accuracies is ``(gains - losses) / n`` where a gain is a document only the compressed model gets right
-  and a loss one only dense gets right; Clopper-Pearson bounds on the gain and loss rates (each at
-  ``alpha / 4`` per side, Bonferroni) bound the difference with coverage >= 95%.  McNemar's exact test on
-  the discordant pairs gives the p-value.  With few documents the interval is wide, as it should be: 4
-  documents can never show a 5% change.
+* per-document 0/1 metrics (accuracy, exact match): exact and conservative.  Of the ``n`` documents, ``D``
+  are discordant (only one of the two models is right) and ``l`` of those are losses (only dense is right);
+  the difference of the two accuracies is ``r (1 - 2 pi)`` with ``r`` the discordant rate and ``pi`` the
+  loss share of discordant documents.  Clopper-Pearson bounds on ``r`` (D of n) and on ``pi`` (l of D), each
+  at 97.5% (Bonferroni), bound the difference with coverage >= 95%, whatever the true rates.  McNemar's exact
+  test on the discordant pairs gives the p-value.  With few documents the interval is wide, as it should
+  be: 4 documents can never show a 5% change, nor can 400 documents with no discordant answer rule out one
+  of 1% of them.
 * other per-document means (F1, judge scores): paired bootstrap of the mean difference (fixed seed).
 * corpus-level ratios (perplexity, bits per byte: sum of log-likelihoods over sum of words/bytes):
   paired bootstrap over documents of the ratio of the two aggregates.
@@ -135,6 +137,16 @@ def verdict(relative_ci: tuple[float, float] | None, higher_is_better: bool, tol
     return MATCHING if hi <= tolerance else NOT_MATCHING if lo > tolerance else INCONCLUSIVE
 
 
+def _binary_difference_interval(gains: int, losses: int, n: int, alpha: float) -> tuple[float, float]:
+    """Bounds on (point accuracy - dense accuracy) = r (1 - 2 pi) over the Bonferroni box of exact bounds."""
+    discordant = gains + losses
+    rate_lo, rate_hi = clopper_pearson(discordant, n, alpha / 4)
+    # With no discordant document the loss share is unknown: anything in [0, 1].
+    share_lo, share_hi = clopper_pearson(losses, discordant, alpha / 4) if discordant else (0.0, 1.0)
+    corners = [r * (1 - 2 * share) for r in (rate_lo, rate_hi) for share in (share_lo, share_hi)]
+    return min(corners), max(corners)
+
+
 def _is_binary(values: Sequence[float]) -> bool:
     return all(v in (0, 1) for v in values)
 
@@ -173,12 +185,9 @@ def compare_means(
     gains = losses = p_value = None
     if _is_binary(dense) and _is_binary(point):
         gains, losses = int(((a == 0) & (b == 1)).sum()), int(((a == 1) & (b == 0)).sum())
-        alpha = (1 - confidence) / 4
-        gain_lo, gain_hi = clopper_pearson(gains, n, alpha)
-        loss_lo, loss_hi = clopper_pearson(losses, n, alpha)
-        difference_ci = (gain_lo - loss_hi, gain_hi - loss_lo)
+        difference_ci = _binary_difference_interval(gains, losses, n, 1 - confidence)
         p_value = mcnemar_exact(gains, losses)
-        method = "exact (Clopper-Pearson on gains and losses, Bonferroni); McNemar exact test"
+        method = "exact (Clopper-Pearson on discordant rate and loss share, Bonferroni); McNemar exact test"
     else:
         d = b - a
         means = np.concatenate([d[idx].mean(axis=1) for idx in _bootstrap_indices(n, resamples, seed)])
