@@ -209,7 +209,7 @@ def compare_means(
 def ratio_aggregate(kind: str, numerators: Any, denominators: Any) -> Any:
     """lm-eval's corpus-level aggregates of per-document ``(log-likelihood, weight)`` pairs."""
     mean_ll = np.asarray(numerators).sum(axis=-1) / np.asarray(denominators).sum(axis=-1)
-    if kind in ("word_perplexity", "byte_perplexity", "perplexity"):
+    if kind in ("token_perplexity", "word_perplexity", "byte_perplexity", "perplexity"):
         return np.exp(-mean_ll)
     if kind == "bits_per_byte":
         return -mean_ll / math.log(2)

@@ -24,11 +24,21 @@ from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 
 REPORT_SCHEMA = "llmkick-report/1"
 #: Which metric headlines a task when it reports several (first present wins).
-PREFERRED_METRICS = ("contains", "exact_match", "acc", "strict_em", "em", "f1", "word_perplexity", "score")
+PREFERRED_METRICS = (
+    "contains",
+    "exact_match",
+    "acc",
+    "strict_em",
+    "em",
+    "f1",
+    "token_perplexity",
+    "word_perplexity",
+    "score",
+)
 #: Judged tasks headline every one of these they report (summarization's four dimensions; win rates).
 JUDGED_HEADLINES = ("coherence", "consistency", "fluency", "relevance", "score", "win_rate")
 #: Corpus-level metrics: per-document (log-likelihood, weight) pairs, aggregated as a ratio of sums.
-RATIO_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity")
+RATIO_METRICS = ("token_perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity")
 SYMBOLS = {
     paired_stats.MATCHING: "✓",
     paired_stats.NOT_MATCHING: "✗",
