@@ -511,8 +511,13 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                 for p in ([dense] if panel == "sparsity" and dense_value is not None else []) + chosen:
                     c = comparison(p) if p is not dense else None
                     v = value(p)
+                    # Drawn only down to 0 for scores: the conservative interval may reach below a
+                    # score that cannot be negative (report.json keeps the interval as computed).
+                    floor = -math.inf if _is_perplexity(metric) else 0.0
                     lows.append(
-                        0.0 if c is None or v is None else v - (v + c.difference_ci[0] - c.difference)
+                        0.0
+                        if c is None or v is None
+                        else v - max(floor, v + c.difference_ci[0] - c.difference)
                     )
                     highs.append(
                         0.0 if c is None or v is None else (v + c.difference_ci[1] - c.difference) - v
@@ -530,13 +535,14 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                         if c is not None and c.relative is not None and c.relative_ci is not None:
                             rel_x.append(x)
                             rel_y.append(100 * c.relative)
-                            rel_lo.append(100 * (c.relative - c.relative_ci[0]))
+                            rel_lo.append(100 * (c.relative - max(-1.0, c.relative_ci[0])))  # >= -100%
                             rel_hi.append(100 * (c.relative_ci[1] - c.relative))
                     if panel == "sparsity" and rel_x:
                         rel_x, rel_y = [0.0 + offset, *rel_x], [0.0, *rel_y]
                         rel_lo, rel_hi = [0.0, *rel_lo], [0.0, *rel_hi]
                     if rel_x:
-                        bottom.errorbar(rel_x, rel_y, yerr=[rel_lo, rel_hi], linestyle=line, **style)
+                        bottom.errorbar(rel_x, rel_y, yerr=[rel_lo, rel_hi], linestyle=line,
+                                        **{**style, "label": f"{name} ({method})"})  # fmt: skip
                     if perplexity is not None and perplexity != (task, metric):
                         ppl_x, ppl_y = [], []
                         for x, p in zip(xs_plot[-len(chosen) :], chosen, strict=True):
@@ -563,7 +569,8 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                 bottom.axhline(0, color="black", linewidth=0.8)
                 bottom.set_ylabel("change from dense (%)")
                 bottom.grid(alpha=0.3)
-                bottom.legend(fontsize=7, ncol=2)
+                if column == 0:
+                    bottom.legend(fontsize=7, ncol=2)
             axis = bottom if bottom is not None else top
             if panel == "sparsity":
                 axis.set_xlabel("sparsity")
@@ -576,7 +583,8 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
             top.set_ylabel(name)
             top.set_title(panel if len(panels) > 1 else "")
             top.grid(alpha=0.3)
-            top.legend(fontsize=7)
+            if column == 0:
+                top.legend(fontsize=7)
         figure.suptitle(f"{task} — {name} (bars: paired 95% interval vs dense)")
         figure.tight_layout()
         stem = task if len([c for c in columns if c[0] == task]) == 1 else f"{task}_{name}"
