@@ -28,6 +28,7 @@ from llmkick_models.engine.calibration import calibration_tokens, load_documents
 from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.methods import build_spec, option_names
 from llmkick_models.engine.report import CompressionReport
+from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes_per_logit
 from llmkick_models.storage.model_cache import ModelCache, cache_key, describe_source
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
@@ -78,6 +79,7 @@ class CompressedHFLM(HFLM):
         reject_incompatible_load_args(self.compression_spec, kwargs)
         if self.compression_spec.calibration is not None and isinstance(pretrained, str):
             check_calibration_memory(self.compression_spec, _hidden_size(pretrained, kwargs))
+        budget_bytes()  # a malformed $LLMKICK_LOGITS_BUDGET_MB fails here, before anything loads
         use_cache = True if cache is None else parse_cache_flag(cache)
         self._model_cache = ModelCache(llmkick_cache_dir) if use_cache else None
         #: how this run got its weights: compressed now, or loaded from the cache (lands in the results)
@@ -163,6 +165,32 @@ class CompressedHFLM(HFLM):
         )
         if not self.compression_spec.is_dense:
             self.compression_report.log()
+
+    def _loglikelihood_tokens(
+        self, requests: list[Any], disable_tqdm: bool = False, override_bs: int | None = None
+    ) -> list[tuple[float, bool]]:
+        """HFLM's scoring, in batches cut to the logits budget (see :mod:`llmkick_models.logits_budget`)."""
+        requested = self.batch_size_per_gpu
+        if not isinstance(requested, int) or not requests:  # "auto": lm-eval probes memory itself
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        longest = min(max(len(context) + len(continuation) for _, context, continuation in requests) - 1,
+                      self.max_length)  # fmt: skip
+        head = self.model.get_output_embeddings()
+        vocab = head.weight.shape[0] if head is not None else self.model.config.vocab_size
+        per_logit = bytes_per_logit(self.model.dtype, self.softmax_dtype)
+        bounded = bounded_batch_size(requested, longest, vocab, per_logit, budget_bytes())
+        if bounded == requested:
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        log.info(
+            "loglikelihood batches of %d sequences (asked %d): %d tokens x %d vocabulary entries of logits"
+            " per sequence fit the %d MiB logits budget ($LLMKICK_LOGITS_BUDGET_MB)",
+            bounded, requested, longest, vocab, budget_bytes() // 2**20,
+        )  # fmt: skip
+        self.batch_size_per_gpu = bounded
+        try:
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        finally:
+            self.batch_size_per_gpu = requested
 
     def get_model_info(self) -> dict[str, Any]:
         """HFLM's model info plus the compression report (lands in the results JSON ``config``)."""

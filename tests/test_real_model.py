@@ -35,12 +35,12 @@ def _perplexity(model_args: str, data_dir: Path) -> float:
     results = simple_evaluate(
         model="compressed-hf",
         model_args=model_args + ",max_length=1024",
-        tasks=["llmkick_wikitext2_ppl"],
+        tasks=["llmkick_wikitext2_ppl_articles"],
         task_manager=TaskManager(metadata={"data_dir": str(data_dir), "wikitext2_articles": 1}),
         device="cpu",
         batch_size=4,
     )
-    return results["results"]["llmkick_wikitext2_ppl"]["word_perplexity,none"]
+    return results["results"]["llmkick_wikitext2_ppl_articles"]["word_perplexity,none"]
 
 
 def test_pruning_raises_perplexity_on_real_weights(smollm2_dir: Path, shared_data: Path) -> None:

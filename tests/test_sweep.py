@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -137,9 +138,88 @@ def test_sweep_end_to_end_and_resume(tiny_llama_dir: Path, local_task_dir: Path,
     report = json.loads((run_dir / "points" / "magnitude-2of4" / "results.json").read_text())
     assert report["config"]["llmkick_compression"]["overall_sparsity"] == 0.5
     assert (run_dir / "report.md").is_file() and (run_dir / "plot_local_fixture_choice.png").is_file()
+    # 4 documents cannot show a 5% change either way: every paired verdict is inconclusive (or none, when
+    # dense scores 0), and the comparison really was paired (samples logged by the sweep).
+    data = json.loads((run_dir / "report.json").read_text())
+    compared = [p["comparisons"]["local_fixture_choice"]["acc"] for p in data["points"] if p["id"] != "dense"]
+    assert len(compared) == 2 and all(c["n"] == 4 for c in compared)
+    for comparison in compared:
+        assert comparison["verdict"] == ("no verdict" if comparison["dense"] == 0 else "inconclusive")
     stamps = {p: p.stat().st_mtime_ns for p in results}
 
     second = subprocess.run(command, capture_output=True, text=True, env=os.environ)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("done earlier, skipped") == 3
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+
+def _write_point_with_samples(run_dir: Path, point_id: str, correct: list[int], ppl_ll: list[float]) -> None:
+    """A point as the sweep leaves it: results.json plus lm-eval's results/samples files of that run."""
+    n = len(correct)
+    subjects = {"grp_a": correct[: n // 2], "grp_b": correct[n // 2 :]}
+    words = [10.0] * len(ppl_ll)
+    ppl = math.exp(-sum(ppl_ll) / sum(words))
+    results = {
+        "results": {
+            "grp": {"alias": "grp", "acc,none": sum(correct) / n},
+            **{name: {"alias": name, "acc,none": sum(v) / len(v)} for name, v in subjects.items()},
+            "ppl": {"word_perplexity,none": ppl},
+            "judged": {"coherence,none": 3.0, "fluency,none": 4.0, "coherence_short,none": 2.0,
+                       "judge_unparsed,none": 0.0},
+        },
+        "group_subtasks": {"grp": ["grp_a", "grp_b"], "ppl": [], "judged": []},
+        "higher_is_better": {"grp": {"acc": True}, "ppl": {"word_perplexity": False}},
+        "config": {"llmkick_compression": {"overall_sparsity": 0.0}},
+    }  # fmt: skip
+    folder = run_dir / "points" / point_id
+    raw = folder / "lm_eval" / "model"
+    raw.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    (raw / "results_2026-01-01T00-00-00.json").write_text(json.dumps(results))
+    for name, values in subjects.items():
+        lines = [json.dumps({"doc_id": i, "filter": "none", "acc": v}) for i, v in enumerate(values)]
+        (raw / f"samples_{name}_2026-01-01T00-00-00.jsonl").write_text("\n".join(lines) + "\n")
+    lines = [json.dumps({"doc_id": i, "filter": "none", "word_perplexity": [ll, 10.0]}) for i, ll in
+             enumerate(ppl_ll)]  # fmt: skip
+    (raw / "samples_ppl_2026-01-01T00-00-00.jsonl").write_text("\n".join(lines) + "\n")
+    # An older, failed attempt's samples must not be read.
+    (raw / "samples_grp_a_2025-01-01T00-00-00.jsonl").write_text('{"doc_id": 0, "acc": 5}\n')
+
+
+def test_report_pairs_points_with_dense_on_the_same_documents(tmp_path: Path) -> None:
+    points = [SweepPoint(), SweepPoint("magnitude", 0.1), SweepPoint("magnitude", 0.4)]
+    (tmp_path / "sweep.json").write_text(json.dumps({"points": [p.as_dict() for p in points], "tasks": "x"}))
+    dense = [1] * 200 + [0] * 400
+    ll = [-20.0 - (i % 5) for i in range(100)]
+    _write_point_with_samples(tmp_path, "dense", dense, ll)
+    _write_point_with_samples(tmp_path, "magnitude-s0.1", [1] * 190 + [0] * 10 + [0] * 398 + [1] * 2, ll)
+    _write_point_with_samples(tmp_path, "magnitude-s0.4", [1] * 100 + [0] * 500, [x * 1.02 for x in ll])
+    report, plots = write_report(tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["schema"] == "llmkick-report/1"
+    # Top-level entries only; the group's subtasks go to report.json; a judged task shows all its scores.
+    assert data["headlines"] == [
+        {"task": "grp", "metric": "acc"},
+        {"task": "ppl", "metric": "word_perplexity"},
+        {"task": "judged", "metric": "coherence"},
+        {"task": "judged", "metric": "fluency"},
+    ]
+    by_id = {p["id"]: p for p in data["points"]}
+    assert by_id["dense"]["subtasks"]["grp_a"] == {"acc": pytest.approx(2 / 3)}
+    small, large = by_id["magnitude-s0.1"]["comparisons"], by_id["magnitude-s0.4"]["comparisons"]
+    assert small["grp"]["acc"]["verdict"] == "inconclusive" and small["grp"]["acc"]["n"] == 600
+    assert large["grp"]["acc"]["verdict"] == "not matching"
+    assert large["grp"]["acc"]["relative"] == pytest.approx(-0.5) and large["grp"]["acc"]["losses"] == 100
+    assert large["ppl"]["word_perplexity"]["relative"] > 0  # perplexity went up, paired per article
+    assert "no per-document samples of judged" in small["judged"]["coherence"]["reason"]
+    text = report.read_text()
+    assert "| magnitude-s0.4 | 600 | 0.3333 | 0.1667 |" in text and "-50.0% [" in text
+    assert "0.1667 ✗" in text and "0.32 ~" in text
+    table_header = next(line for line in text.splitlines() if line.startswith("| point | method"))
+    assert "grp_a" not in table_header and "judged (fluency)" in table_header
+    assert {p.name for p in plots} == {
+        "plot_grp.png",
+        "plot_ppl.png",
+        "plot_judged_coherence.png",
+        "plot_judged_fluency.png",
+    }

@@ -135,6 +135,9 @@ def run_sweep(
             "--model_args", point_args(point, base_model_args, compress_args),
             "--tasks", tasks, "--output_path", str(raw_dir), *lm_eval_args,
         ]  # fmt: skip
+        # Per-document samples are what `llmkick report` pairs with dense for its intervals and verdicts.
+        if "--log_samples" not in command and "-s" not in command:
+            command.append("--log_samples")
         point_dir.mkdir(parents=True, exist_ok=True)
         with (point_dir / "lm_eval.log").open("w") as log_file:
             completed = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT)

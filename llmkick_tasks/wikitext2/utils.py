@@ -1,102 +1,30 @@
-"""WikiText-2 perplexity beside the task scores: LLM-KICK's point is that perplexity barely moves while
-knowledge collapses, so every sweep point should measure both in the same run.
-
-Documents are the articles of the WikiText-2 test split (split at top-level `` = Title = `` headings),
-detokenized from the word-level release form (`` @-@ ``, `` , ``).  Sources: a local data dir holding
-``wikitext2/test.txt`` (or the release name ``wiki.test.tokens``); otherwise ``Salesforce/wikitext``
-(``wikitext-2-raw-v1``) from the Hub.
-"""
+"""lm-eval entry points of the WikiText-2 perplexity tasks (the loading lives in ``data`` and ``windows``)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import datasets
 
-from llmkick_tasks.data_dir import (
-    layout_error,
-    load_hub_split,
-    local_benchmark_dir,
-    register_benchmark,
-    to_dataset,
-)
+from llmkick_tasks.data_dir import to_dataset
+from llmkick_tasks.wikitext2.data import detokenize, load_articles, split_articles, test_rows
+from llmkick_tasks.wikitext2.windows import FEATURES as WINDOW_FEATURES
+from llmkick_tasks.wikitext2.windows import load_windows, window_metrics
 
-BENCHMARK = "wikitext2"
-LOCAL_NAMES = ("test.txt", "wiki.test.tokens", "wiki.test.raw")
-ARTICLES_KEY = "wikitext2_articles"
-HUB_PATH, HUB_NAME = "Salesforce/wikitext", "wikitext-2-raw-v1"
-register_benchmark(
-    BENCHMARK,
-    "  wikitext2/test.txt  (or wiki.test.tokens / wiki.test.raw): the WikiText-2 test split as released,\n"
-    "                      one paragraph per line, articles starting with a ' = Title = ' line",
-    folder_names=("wikitext2", "wikitext-2", "wikitext-2-raw"),
-)
-FEATURES = datasets.Features({"title": datasets.Value("string"), "page": datasets.Value("string")})
-
-_TITLE = re.compile(r"^ = ([^=].*?) = $")
-_DETOKENIZE = [
-    (re.compile(r" @(.)@ "), r"\1"),  # "1 @,@ 000" -> "1,000", "guest @-@ starring" -> "guest-starring"
-    (re.compile(r" ([.,;:!?%)\]}])"), r"\1"),  # no space before closing punctuation
-    (re.compile(r"([(\[{$]) "), r"\1"),  # nor after opening brackets
-    (re.compile(r" '(t|s|re|ve|ll|d|m)\b"), r"'\1"),  # clitics split off by the tokenizer ("didn 't")
-    (re.compile(r'" (.*?) "'), r'"\1"'),  # quoted spans: "  word  " -> "word"
-]
-
-
-def detokenize(text: str) -> str:
-    """Undo WikiText's word-level tokenization so the model sees ordinary text."""
-    for pattern, replacement in _DETOKENIZE:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def split_articles(lines: Iterable[str]) -> list[dict[str, str]]:
-    """Group release lines into articles at each top-level heading; text is detokenized."""
-    articles: list[dict[str, str]] = []
-    for line in lines:
-        line = line.rstrip("\n")
-        heading = _TITLE.match(line)
-        if heading:
-            articles.append({"title": heading.group(1).strip(), "lines": []})  # type: ignore[dict-item]
-        elif articles:
-            articles[-1]["lines"].append(line)  # type: ignore[attr-defined]
-    documents = []
-    for article in articles:
-        body = "\n".join(article["lines"]).strip()  # type: ignore[arg-type]
-        if body:
-            documents.append(
-                {"title": article["title"], "page": detokenize(f" = {article['title']} = \n\n{body}")}
-            )
-    return documents
-
-
-def _local_lines(folder: Path) -> list[str]:
-    for name in LOCAL_NAMES:
-        path = folder / name
-        if path.is_file():
-            return path.read_text(encoding="utf-8").splitlines()
-    raise layout_error(BENCHMARK, folder, f"no WikiText-2 test file ({' or '.join(LOCAL_NAMES)})")
+__all__ = ["detokenize", "load_wikitext2", "load_wikitext2_windows", "process_window", "split_articles"]
 
 
 def load_wikitext2(**metadata: Any) -> dict[str, datasets.Dataset]:
-    """``custom_dataset`` entry point (lm-eval passes the task metadata as keywords): the test articles,
-    from the data dir (``data_dir`` in the metadata or ``$LLMKICK_DATA_DIR``) or the Hub."""
-    folder = local_benchmark_dir(metadata, BENCHMARK)
-    if folder is not None:
-        lines = _local_lines(folder)
-    else:
-        lines = load_hub_split(HUB_PATH, HUB_NAME, "test")["text"]
-    documents = split_articles(lines)
-    if not documents:
-        raise layout_error(BENCHMARK, folder or HUB_PATH, "no article headings (' = Title = ') found")
-    # lm-eval's --limit caps every task of a run alike; this caps only the perplexity articles, so a sweep
-    # can keep hundreds of questions per task and still spend little time on perplexity.
-    articles = metadata.get(ARTICLES_KEY)
-    if articles is not None:
-        if isinstance(articles, bool) or not isinstance(articles, int) or articles < 1:
-            raise ValueError(f"metadata {ARTICLES_KEY}={articles!r}: allowed a positive integer (articles)")
-        documents = documents[:articles]
-    return {"test": to_dataset(documents, FEATURES)}
+    """``custom_dataset`` of ``llmkick_wikitext2_ppl_articles``: the test articles, detokenized."""
+    return {"test": load_articles(metadata)}
+
+
+def load_wikitext2_windows(**metadata: Any) -> dict[str, datasets.Dataset]:
+    """``custom_dataset`` of ``llmkick_wikitext2_ppl``: the joined test split in seqlen-token windows."""
+    rows, _source = test_rows(metadata)
+    return {"test": to_dataset(load_windows(rows, metadata), WINDOW_FEATURES)}
+
+
+def process_window(doc: dict[str, Any], results: list[tuple[float, bool]]) -> dict[str, Any]:
+    """``process_results`` of ``llmkick_wikitext2_ppl``: per-window (log-likelihood, weight) pairs."""
+    return window_metrics(doc, results)

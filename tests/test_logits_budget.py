@@ -1,0 +1,57 @@
+"""compressed-hf cuts loglikelihood batches to a logits memory budget; scores do not change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmkick_models.compressed_hf import CompressedHFLM
+from llmkick_models.logits_budget import BUDGET_ENV, bounded_batch_size, budget_bytes, bytes_per_logit
+
+
+def test_batch_is_cut_to_the_budget() -> None:
+    gemma_window = 2048 * 262_144 * 8  # one 2048-token window of a 262k vocabulary, float32 logits + softmax
+    assert bounded_batch_size(16, 2048, 262_144, 8, budget=2 * gemma_window) == 2
+    assert bounded_batch_size(16, 2048, 262_144, 8, budget=2**30) == 1  # never below one sequence
+    assert bounded_batch_size(4, 10, 100, 8, budget=2**30) == 4  # small requests keep the asked batch
+    assert bytes_per_logit(torch.float32, None) == 12 and bytes_per_logit(torch.bfloat16, torch.float32) == 10
+
+
+def test_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BUDGET_ENV, raising=False)
+    assert budget_bytes() == 2048 * 2**20
+    monkeypatch.setenv(BUDGET_ENV, "64")
+    assert budget_bytes() == 64 * 2**20
+    for bad in ("0", "lots"):
+        monkeypatch.setenv(BUDGET_ENV, bad)
+        with pytest.raises(ValueError, match=f"{BUDGET_ENV}='{bad}'"):
+            budget_bytes()
+
+
+def test_bad_budget_fails_before_the_model_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(BUDGET_ENV, "-1")
+    with pytest.raises(ValueError, match=BUDGET_ENV):
+        CompressedHFLM(pretrained=str(tmp_path / "no-such-model"))
+
+
+def test_cut_batches_give_the_same_scores(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4)
+    requests = [(("", ""), [lm.prefix_token_id], list(range(5 + i, 45 + i))) for i in range(6)]
+    seen: list[int] = []
+    original = lm._model_call
+
+    def spy(inps: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(inps.shape[0])
+        return original(inps, *args, **kwargs)
+
+    monkeypatch.setattr(lm, "_model_call", spy)
+    full = lm._loglikelihood_tokens(requests)
+    assert max(seen) == 4
+    seen.clear()
+    # One 40-token sequence of the tiny vocabulary's logits costs ~180 KB: a 0.3 MiB budget fits one.
+    monkeypatch.setenv(BUDGET_ENV, "0.3")
+    cut = lm._loglikelihood_tokens(requests)
+    assert seen == [1] * 6 and lm.batch_size == 4  # the asked batch size is restored afterwards
+    assert [ll for ll, _ in cut] == pytest.approx([ll for ll, _ in full], rel=1e-5)
