@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ SPLIT_OVERRIDE_KEY = "freebaseqa_split"
 MAX_SKIPPED_FRACTION = 0.5
 # .tab fields: subject, freebase name and id, predicate, secondary predicate, answer mid, answer, question
 TAB_FIELDS = 8
+# Column sanity: in the release 94% of questions end with "?", no answer does (2 of 4,000 aliases) and no
+# answer is as long as its question.  A file past these shares has its columns swapped or shifted.
+MAX_ANSWER_QUESTION_MARKS = 0.2
+MAX_ANSWERS_AS_LONG_AS_QUESTION = 0.5
+MAX_SHORT_QUESTIONS = 0.5  # questions of fewer than 3 words
+MAX_ID_LIKE_ANSWERS = 0.2  # answers that are Freebase ids (m.0abc12): the .tab answer-mid column
+_FREEBASE_ID = re.compile(r"^[mg]\.[0-9a-z_]+$")
 
 FEATURES = datasets.Features(
     {
@@ -72,6 +80,40 @@ def _check_skipped(path: Path, skipped: list[int], total: int, layout: str) -> N
     log.warning("%s: skipped %d malformed line(s), e.g. line(s) %s", path, len(skipped), skipped[:5])
 
 
+def check_columns(path: Path, docs: list[dict[str, Any]], layout: str) -> list[dict[str, Any]]:
+    """Refuse a file whose questions do not read as questions or whose answers do not read as short
+    names (columns swapped or shifted), naming the evidence; return ``docs`` unchanged otherwise."""
+    pairs = [(doc["question"], answer) for doc in docs for answer in doc["answers"]]
+    if not pairs:
+        return docs
+
+    def share(predicate: Any, items: list[Any]) -> float:
+        return sum(1 for item in items if predicate(item)) / len(items)
+
+    findings = []
+    marks = share(lambda pair: pair[1].rstrip().endswith("?"), pairs)
+    if marks > MAX_ANSWER_QUESTION_MARKS:
+        findings.append(f"{marks:.0%} of the answers end with '?'")
+    long_answers = share(lambda pair: len(pair[1].split()) >= len(pair[0].split()), pairs)
+    if long_answers > MAX_ANSWERS_AS_LONG_AS_QUESTION:
+        findings.append(f"{long_answers:.0%} of the answers are at least as long as their question")
+    short = share(lambda doc: len(doc["question"].split()) < 3, docs)
+    if short > MAX_SHORT_QUESTIONS:
+        findings.append(f"{short:.0%} of the questions have fewer than 3 words")
+    ids = share(lambda pair: bool(_FREEBASE_ID.match(pair[1].strip())), pairs)
+    if ids > MAX_ID_LIKE_ANSWERS:
+        findings.append(f"{ids:.0%} of the answers are Freebase ids (m.0...)")
+    if findings:
+        example = pairs[0]
+        raise layout_error(
+            BENCHMARK,
+            path,
+            f"the columns look swapped or shifted ({'; '.join(findings)}); first row read as "
+            f"question={example[0]!r:.80}, answer={example[1]!r:.80}; expected {layout}",
+        )
+    return docs
+
+
 def parse_json(path: Path) -> list[dict[str, Any]]:
     """Documents of an official ``FreebaseQA-{split}.json`` (aliases: every AnswersName of every parse)."""
     try:
@@ -97,7 +139,7 @@ def parse_json(path: Path) -> list[dict[str, Any]]:
         raise layout_error(
             BENCHMARK, path, f"not a FreebaseQA release JSON ({type(error).__name__}: {error})"
         ) from error
-    return docs
+    return check_columns(path, docs, "RawQuestion = the question, AnswersName = the answer names")
 
 
 def parse_txt(path: Path) -> list[dict[str, Any]]:
@@ -120,7 +162,7 @@ def parse_txt(path: Path) -> list[dict[str, Any]]:
             continue
         _add_question(grouped, f"{path.name}:{number}", question, answer)
     _check_skipped(path, skipped, sum(1 for line in lines if line.strip()), "'question | answer'")
-    return list(grouped.values())
+    return check_columns(path, list(grouped.values()), "'question | answer' lines, the question first")
 
 
 def parse_tab(path: Path) -> list[dict[str, Any]]:
@@ -143,7 +185,9 @@ def parse_tab(path: Path) -> list[dict[str, Any]]:
     _check_skipped(
         path, skipped, sum(1 for line in lines if line.strip()), f"{TAB_FIELDS}-field tab-separated"
     )
-    return list(grouped.values())
+    return check_columns(
+        path, list(grouped.values()), f"{TAB_FIELDS} tab-separated fields, answer 7th and question 8th"
+    )
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -113,6 +113,20 @@ def _read_evidence(folder: Path, entries: list[Mapping[str, Any]], path_for_erro
     return ""
 
 
+def _check_not_swapped(path: Path, docs: list[RawDoc]) -> None:
+    """Refuse a question file whose questions are no longer than their answers (fields swapped)."""
+    if not docs:
+        return
+    short = sum(1 for doc in docs if len(doc.question.split()) <= len(doc.answer.split())) / len(docs)
+    if short > 0.5:
+        raise layout_error(
+            BENCHMARK,
+            path,
+            f"Question and Answer look swapped: {short:.0%} of the questions are no longer than their "
+            f"answer (first: Question={docs[0].question!r:.80}, Answer.Value={docs[0].answer!r:.80})",
+        )
+
+
 def read_release(folder: Path, split: str = "dev", with_evidence: bool = False) -> list[RawDoc]:
     """Questions of ``qa/{web,wikipedia}-{split}.json`` under ``folder``, with evidence when asked."""
     qa_files = [folder / "qa" / f"{domain}-{split}.json" for domain in DOMAINS]
@@ -132,10 +146,15 @@ def read_release(folder: Path, split: str = "dev", with_evidence: bool = False) 
         try:
             with path.open(encoding="utf-8") as handle:
                 records = json.load(handle)["Data"]
+            first_of_file = len(docs)
             for record in records:
                 aliases = _aliases(record["Answer"])
-                if not aliases:
-                    raise ValueError(f"question {record.get('QuestionId')!r} has no answer aliases")
+                if not (record["Answer"].get("Aliases") or record["Answer"].get("NormalizedAliases")):
+                    # Every rc answer carries its aliases: without them this is not the release layout.
+                    raise ValueError(
+                        f"question {record.get('QuestionId')!r} has no Answer.Aliases / "
+                        f"Answer.NormalizedAliases"
+                    )
                 doc = RawDoc(
                     record["QuestionId"],
                     record["Question"].strip(),
@@ -150,6 +169,7 @@ def read_release(folder: Path, split: str = "dev", with_evidence: bool = False) 
                         folder / "evidence" / "web", record.get("SearchResults") or [], path
                     )
                 docs.append(doc)
+            _check_not_swapped(path, docs[first_of_file:])
         except DataLayoutError:
             raise
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
