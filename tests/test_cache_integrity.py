@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import filelock
@@ -167,3 +168,65 @@ def test_hub_revision_resolved_by_huggingface_hub(tmp_path: Path) -> None:
     source = describe_source("org/tiny", hub_cache_dir=str(tmp_path / "hub"))
     assert source["commit"] == commit
     assert describe_source("org/absent", hub_cache_dir=str(tmp_path / "hub"))["commit"] is None
+
+
+def _store(cache: ModelCache, key: str, used: float, size: int = 10_000) -> None:
+    def save(folder: Path) -> None:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"w" * size)
+
+    entry = cache.store(
+        key, save, {"key_parts": {"source": {"local_path": f"/m/{key}"}, "spec": {"method": "magnitude"}}}
+    )
+    os.utime(entry / MANIFEST, (used, used))
+
+
+def test_cache_ls_rm_prune_least_recently_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmkick_models.workflow.cli import main
+
+    cache = ModelCache(tmp_path)
+    now = time.time()
+    for age, key in ((300, "old"), (200, "middle"), (100, "new")):
+        _store(cache, key, now - age)
+    assert cache.lookup("old") is not None  # a hit makes "old" the most recently used
+    assert [e.key for e in cache.entries()] == ["middle", "new", "old"]
+
+    assert main(["cache", "--dir", str(tmp_path), "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert (
+        "3 entries" in listing and "/m/old magnitude" not in listing and "/m/old method=magnitude" in listing
+    )
+
+    size = cache.entries()[0].size_bytes
+    assert main(["cache", "--dir", str(tmp_path), "prune", "--max-gb", str(2.5 * size / 1e9)]) == 0
+    assert "evicted middle" in capsys.readouterr().out
+    assert [e.key for e in cache.entries()] == ["new", "old"]
+
+    assert main(["cache", "--dir", str(tmp_path), "rm", "new"]) == 0
+    assert main(["cache", "--dir", str(tmp_path), "rm", "absent"]) == 1
+    assert [e.key for e in cache.entries()] == ["old"]
+
+
+def test_prune_skips_entries_in_use(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    _store(cache, "busy", time.time() - 100)
+    _store(cache, "idle", time.time() - 50)
+    holder = filelock.FileLock(str(tmp_path / "busy.lock"), is_singleton=False, thread_local=False)
+    with holder:
+        evicted = cache.prune(0)
+    assert [e.key for e in evicted] == ["idle"]
+    assert [e.key for e in cache.entries()] == ["busy"]
+
+
+def test_size_cap_evicts_on_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _store(ModelCache(tmp_path), "a", time.time() - 100)
+    size = ModelCache(tmp_path).entries()[0].size_bytes
+    monkeypatch.setenv("LLMKICK_CACHE_MAX_GB", str(1.5 * size / 1e9))
+    _store(ModelCache(tmp_path), "b", time.time())
+    assert [e.key for e in ModelCache(tmp_path).entries()] == ["b"]
+    monkeypatch.setenv("LLMKICK_CACHE_MAX_GB", "0")
+    _store(ModelCache(tmp_path), "c", time.time())  # the entry just stored is kept even above the cap
+    assert [e.key for e in ModelCache(tmp_path).entries()] == ["c"]
+    monkeypatch.setenv("LLMKICK_CACHE_MAX_GB", "lots")
+    with pytest.raises(ValueError, match="LLMKICK_CACHE_MAX_GB='lots' is not a number"):
+        ModelCache(tmp_path)  # refused when the cache is opened, before any model loads

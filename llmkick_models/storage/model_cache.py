@@ -185,6 +185,9 @@ class ModelCache:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        # Read (and validated) now, so a bad value fails before any model is loaded.
+        self.max_bytes = max_cache_bytes()
+        self.lock_timeout = _lock_timeout()
 
     def entry_dir(self, key: str) -> Path:
         """Where the entry for ``key`` lives once complete."""
@@ -256,7 +259,7 @@ class ModelCache:
         """
         import filelock
 
-        limit = _lock_timeout() if timeout is None else timeout
+        limit = self.lock_timeout if timeout is None else timeout
         self.root.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(self.root / f"{key}.lock"))
         start = time.monotonic()
@@ -299,9 +302,8 @@ class ModelCache:
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        cap = max_cache_bytes()
-        if cap is not None:
-            self.prune(cap, keep=key)
+        if self.max_bytes is not None:
+            self.prune(self.max_bytes, keep=key)
         return final
 
     def entries(self) -> list[CacheEntry]:
