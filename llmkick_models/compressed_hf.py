@@ -27,7 +27,7 @@ from llmkick_models.engine.calibration import calibration_tokens, load_documents
 from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.storage.cache_verify import verify_loaded
-from llmkick_models.storage.model_cache import CacheLockTimeout, ModelCache, cache_key, describe_source
+from llmkick_models.storage.model_cache import CacheLockError, ModelCache, cache_key, describe_source
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,11 @@ class CompressedHFLM(HFLM):
                     return
                 log.info("llmkick: stored the compressed model in the cache: %s", entry)
                 self.cache_info.update(entry=str(entry), hit=False)
-        except CacheLockTimeout as error:
-            log.warning("llmkick: %s; compressing without the cache", error)
-            self._compress_without_storing(pretrained, kwargs)
+        except CacheLockError as error:  # never fail the run over the cache: use it read-only
+            log.warning("llmkick: %s; the cache is used read-only for this run", error)
+            self.cache_info["writable"] = False
+            if not self._load_from_cache(key, kwargs):
+                self._compress_without_storing(pretrained, kwargs)
 
     def _compress_without_storing(self, pretrained: str, kwargs: dict[str, Any]) -> None:
         super()._create_model(pretrained, **kwargs)

@@ -230,3 +230,21 @@ def test_size_cap_evicts_on_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("LLMKICK_CACHE_MAX_GB", "lots")
     with pytest.raises(ValueError, match="LLMKICK_CACHE_MAX_GB='lots' is not a number"):
         ModelCache(tmp_path)  # refused when the cache is opened, before any model loads
+
+
+def test_unusable_lock_file_falls_back_to_read_only(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    cache = tmp_path / "c"
+    _lm(tiny_llama_dir, cache)
+
+    def refuse(self: filelock.FileLock, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", self.lock_file)  # another user's lock file
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refuse)
+    with caplog.at_level(logging.WARNING):
+        hit = _info(_lm(tiny_llama_dir, cache))
+        miss = _info(_lm(tiny_llama_dir, cache, sparsity=0.25))
+    assert "cannot take the lock" in caplog.text
+    assert hit["cache"]["hit"] is True and hit["cache"]["writable"] is False
+    assert miss["cache"]["stored"] is False and miss["overall_sparsity"] == pytest.approx(0.25, abs=1e-3)

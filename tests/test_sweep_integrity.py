@@ -227,3 +227,38 @@ def test_sigterm_stops_the_lm_eval_child(tiny_llama_dir: Path, local_task_dir: P
         with pytest.raises(ProcessLookupError):
             os.killpg(child, 0)  # nothing of the child's process group is left
     assert not list((tmp_path / "run").glob("points/*/results.json"))
+
+
+def test_fail_fast_stops_after_the_first_failure(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkick_models.workflow import sweep
+
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    attempted: list[str] = []
+
+    def fail(plan, point, point_dir, progress) -> bool:
+        attempted.append(point.point_id)
+        return False
+
+    monkeypatch.setattr(sweep, "_run_point", fail)
+    outcome = sweep.run_sweep(plan, tmp_path / "a")
+    assert attempted == ["dense", "wanda-2of4"] and outcome.failed == attempted  # default: goes on
+    attempted.clear()
+    assert sweep.run_sweep(plan, tmp_path / "b", fail_fast=True).failed == ["dense"] == attempted
+
+
+def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmkick_models.workflow import sweep
+
+    commits = iter(["a" * 40, "b" * 40])
+    monkeypatch.setattr(
+        "llmkick_models.storage.model_cache._hub_commit",
+        lambda model_id, revision, cache_dir=None: next(commits),
+    )
+    first = sweep._model_identity({"pretrained": "org/model"})
+    second = sweep._model_identity({"pretrained": "org/model"})
+    assert first["model_id"] == "org/model" and first["commit"] == "a" * 40
+    assert fingerprint_changes({"model": first}, {"model": second}) == [
+        f"model.commit: '{'a' * 40}' -> '{'b' * 40}'"
+    ]

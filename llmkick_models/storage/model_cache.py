@@ -156,7 +156,11 @@ def _lock_timeout() -> float:
         ) from None
 
 
-class CacheLockTimeout(TimeoutError):
+class CacheLockError(RuntimeError):
+    """An entry's lock could not be taken (lock file not creatable, or held too long)."""
+
+
+class CacheLockTimeout(CacheLockError):
     """Another process held an entry's lock for longer than the lock timeout."""
 
 
@@ -268,7 +272,7 @@ class ModelCache:
             try:
                 lock.acquire(timeout=max(0.0, min(_LOCK_LOG_EVERY_S, limit - waited)))
                 break
-            except filelock.Timeout:
+            except filelock.Timeout:  # (a subclass of OSError: caught first)
                 waited = time.monotonic() - start
                 if waited >= limit:
                     raise CacheLockTimeout(
@@ -276,6 +280,8 @@ class ModelCache:
                         f"(${LOCK_TIMEOUT_ENV} sets the limit)"
                     ) from None
                 log.info("llmkick cache: waiting for another process compressing %s (%.0f s)", key, waited)
+            except OSError as error:  # e.g. a lock file left by another user, read-only for us
+                raise CacheLockError(f"cannot take the lock {lock.lock_file}: {error}") from error
         try:
             yield
         finally:

@@ -286,6 +286,20 @@ def _path_identity(value: Any) -> Any:
     return describe_source(str(path))
 
 
+def _model_identity(base: dict[str, Any]) -> Any:
+    """A local model folder by content, a hub id by the commit it resolves to (as the model cache does)."""
+    from llmkick_models.storage.model_cache import describe_source
+
+    pretrained = str(base.get("pretrained"))
+    if Path(pretrained).expanduser().exists():
+        return _path_identity(pretrained)
+    revision = base.get("revision")
+    source = describe_source(
+        pretrained, str(revision) if revision else None, hub_cache_dir=base.get("cache_dir")
+    )
+    return {k: v for k, v in source.items() if v is not None}
+
+
 def _data_dir(namespace: Any, base_model_args: str) -> str | None:
     from lm_eval.utils import simple_parse_args_string
 
@@ -295,12 +309,31 @@ def _data_dir(namespace: Any, base_model_args: str) -> str | None:
     return metadata.get(METADATA_KEY) or os.environ.get(ENV_VAR) or None
 
 
+def _llmkick_source_digest() -> str:
+    """sha256 of llmkick's own code, task YAMLs and templates: an editable install keeps its version number
+    while its prompts and metrics change."""
+    import llmkick_models
+    import llmkick_tasks
+
+    digest = hashlib.sha256()
+    for package in (llmkick_models, llmkick_tasks):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".md"):
+                digest.update(f"{path.relative_to(root.parent)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     from llmkick_models.storage.model_cache import llmkick_version
 
-    return {"llmkick": llmkick_version(), "lm_eval": version("lm_eval")}
+    return {
+        "llmkick": llmkick_version(),
+        "llmkick_source_sha256": _llmkick_source_digest(),
+        "lm_eval": version("lm_eval"),
+    }
 
 
 def common_fingerprint(base_model_args: str, tasks: str, namespace: Any, config: Any) -> dict[str, Any]:
@@ -323,7 +356,7 @@ def common_fingerprint(base_model_args: str, tasks: str, namespace: Any, config:
     base = simple_parse_args_string(base_model_args)
     data_dir = _data_dir(namespace, base_model_args)
     return {
-        "model": _path_identity(str(base.get("pretrained"))),
+        "model": _model_identity(base),
         "tasks": sorted(t.strip() for t in tasks.split(",") if t.strip()),
         "lm_eval_options": json.loads(json.dumps(options, sort_keys=True, default=str)),
         "data_dir": _path_identity(data_dir) if data_dir else None,
