@@ -148,9 +148,9 @@ def point_args(point: SweepPoint, base_model_args: str, compress_args: dict[str,
 # ---------------------------------------------------------------------------------------------- preflight
 
 
-def check_compress_args(points: Sequence[SweepPoint], compress_args: dict[str, str]) -> None:
-    """Refuse --compress_args keys that compressed-hf does not know, that are sweep axes, or that reach
-    no point of this sweep (they would be dropped without a trace)."""
+def check_compress_args(points: Sequence[SweepPoint], compress_args: dict[str, str]) -> list[str]:
+    """Refuse --compress_args keys that compressed-hf does not know or that are sweep axes; return a
+    warning for each key that reaches no point of this sweep (printed, so it is never dropped unseen)."""
     allowed = [name for name in COMPRESSED_HF_ARGS if name not in SWEEP_AXES]
     for key in compress_args:
         if key in SWEEP_AXES:
@@ -163,15 +163,17 @@ def check_compress_args(points: Sequence[SweepPoint], compress_args: dict[str, s
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise SweepError(f"--compress_args: unknown key {key!r}; {hint}allowed: {', '.join(allowed)}")
     reached = set().union(*(_accepted_extra_args(p) for p in points))
+    warnings = []
     for key in compress_args:
         if key not in reached:
             methods = sorted({p.method for p in points if p.method != "none"})
             takers = "|".join(m for m, info in METHODS.items() if key in info.accepts) or "none"
-            raise SweepError(
-                f"--compress_args {key}={compress_args[key]}: no point of this sweep uses it (methods "
-                f"{', '.join(methods)}; without bits= Wanda/magnitude take no quantizer options); "
-                f"methods that take it: {takers}"
+            warnings.append(
+                f"--compress_args {key}={compress_args[key]} reaches no point of this sweep (methods "
+                f"{', '.join(methods)}; Wanda/magnitude take quantizer options only with bits=); methods "
+                f"that take it: {takers}"
             )
+    return warnings
 
 
 def _hflm_args() -> frozenset[str]:
@@ -319,7 +321,9 @@ def _llmkick_source_digest() -> str:
     for package in (llmkick_models, llmkick_tasks):
         root = Path(package.__file__).parent
         for path in sorted(root.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".md"):
+            if "__pycache__" in path.parts or "workflow" in path.relative_to(root).parts:
+                continue  # the sweep/report code itself does not change a point's numbers
+            if path.is_file() and path.suffix not in (".pyc", ".md"):
                 digest.update(f"{path.relative_to(root.parent)}\0".encode() + path.read_bytes())
     return digest.hexdigest()
 
@@ -429,7 +433,8 @@ def preflight(
     lm_eval_args: Sequence[str] = (),
 ) -> SweepPlan:
     """Everything a point could fail on late, checked before the first point; raises :class:`SweepError`."""
-    check_compress_args(points, compress_args)
+    for warning in check_compress_args(points, compress_args):
+        print(f"llmkick sweep: warning: {warning}", file=sys.stderr, flush=True)
     namespace, config = parse_lm_eval_options(base_model_args, tasks, lm_eval_args)
     check_point_args(points, base_model_args, compress_args)
     check_tasks(config)
