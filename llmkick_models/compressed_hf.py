@@ -29,7 +29,8 @@ from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.methods import build_spec, option_names
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes_per_logit
-from llmkick_models.storage.model_cache import ModelCache, cache_key, describe_source
+from llmkick_models.storage.cache_verify import verify_loaded
+from llmkick_models.storage.model_cache import CacheLockError, ModelCache, cache_key, describe_source
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
@@ -99,34 +100,84 @@ class CompressedHFLM(HFLM):
             return
         key = self._cache_key(pretrained, kwargs)
         cache = self._model_cache
-        # One process compresses, concurrent ones (accelerate ranks) wait on the lock and then load it.
-        with cache.lock(key):
-            hit = cache.lookup(key)
-            if hit is not None:
-                entry, manifest = hit
-                log.info("llmkick: loading the compressed model from the cache: %s", entry)
-                local = {**kwargs, "gguf_file": None, "subfolder": "", "quantization_config": None}
-                super()._create_model(str(entry), **local)
-                self.compression_report = CompressionReport.from_dict(
-                    manifest["report"], self.compression_spec
-                )
-                self.cache_info.update(key=key, entry=str(entry), hit=True)
-                return
-            super()._create_model(pretrained, **kwargs)
-            self._compress()
-            entry = cache.store(
-                key,
-                self._save_for_cache,
-                {"report": self.compression_report.to_dict(), "key_parts": self._key_parts},
+        self.cache_info.update(key=key)
+        if not cache.writable():
+            # Never fail a run over the cache: serve a valid entry, else compress in memory.
+            log.warning("llmkick: the model cache %s is not writable; a hit is still used, a miss is "
+                        "compressed in memory and not stored", cache.root)  # fmt: skip
+            self.cache_info["writable"] = False
+            if not self._load_from_cache(key, kwargs):
+                self._compress_without_storing(pretrained, kwargs)
+            return
+        try:
+            # One process compresses, concurrent ones (accelerate ranks) wait on the lock and then load it.
+            with cache.lock(key):
+                if self._load_from_cache(key, kwargs):
+                    return
+                super()._create_model(pretrained, **kwargs)
+                self._compress()
+                try:
+                    entry = cache.store(
+                        key,
+                        self._save_for_cache,
+                        {"report": self.compression_report.to_dict(), "key_parts": self._key_parts},
+                    )
+                except OSError as error:  # disk full, permissions changed mid-run: the model is fine
+                    log.warning("llmkick: could not store the compressed model in the cache (%s)", error)
+                    self.cache_info.update(hit=False, stored=False)
+                    return
+                log.info("llmkick: stored the compressed model in the cache: %s", entry)
+                self.cache_info.update(entry=str(entry), hit=False)
+        except CacheLockError as error:  # never fail the run over the cache: use it read-only
+            log.warning("llmkick: %s; the cache is used read-only for this run", error)
+            self.cache_info["writable"] = False
+            if not self._load_from_cache(key, kwargs):
+                self._compress_without_storing(pretrained, kwargs)
+
+    def _compress_without_storing(self, pretrained: str, kwargs: dict[str, Any]) -> None:
+        super()._create_model(pretrained, **kwargs)
+        self._compress()
+        self.cache_info.update(hit=False, stored=False)
+
+    def _load_from_cache(self, key: str, kwargs: dict[str, Any]) -> bool:
+        """Load a verified entry: file digests first, then the weights measured against the stored report.
+
+        Any mismatch, or an entry that does not load, is discarded (the caller recompresses)."""
+        cache = self._model_cache
+        assert cache is not None
+        hit = cache.lookup(key)
+        if hit is None:
+            return False
+        entry, manifest = hit
+        log.info("llmkick: loading the compressed model from the cache: %s", entry)
+        local = {**kwargs, "gguf_file": None, "subfolder": "", "quantization_config": None}
+        try:
+            super()._create_model(str(entry), **local)
+        except Exception as error:  # e.g. a damaged header: rebuild rather than fail every later run
+            cache.discard(key, f"it does not load: {error!r}")
+            self._model = None
+            return False
+        report, problems = verify_loaded(self._model, self.compression_spec, manifest.get("report") or {})
+        if problems:
+            cache.discard(
+                key, "the loaded weights disagree with the stored report: " + "; ".join(problems[:5])
             )
-            log.info("llmkick: stored the compressed model in the cache: %s", entry)
-            self.cache_info.update(key=key, entry=str(entry), hit=False)
+            self._model = None
+            return False
+        self.compression_report = report
+        self.cache_info.update(entry=str(entry), hit=True, verified=True)
+        return True
 
     def _cache_key(self, pretrained: str, load_kwargs: dict[str, Any]) -> str:
         """Everything that determines the compressed weights: source weights, load options, spec."""
         calibration = self.compression_spec.calibration
         self._key_parts = {
-            "source": describe_source(pretrained, load_kwargs.get("revision"), load_kwargs.get("gguf_file")),
+            "source": describe_source(
+                pretrained,
+                load_kwargs.get("revision"),
+                load_kwargs.get("gguf_file"),
+                hub_cache_dir=load_kwargs.get("cache_dir"),
+            ),
             "subfolder": load_kwargs.get("subfolder") or "",
             "dtype": str(load_kwargs.get("dtype")),
             "spec": self.compression_spec.to_dict(),

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmkick_tasks import data_dir
-from llmkick_tasks.freebaseqa import utils as freebaseqa
+from llmkick_tasks.freebaseqa import loader as freebaseqa
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +173,7 @@ def test_mmlu_from_the_hub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_triviaqa_from_the_hub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
-    from llmkick_tasks.triviaqa import utils as triviaqa
+    from llmkick_tasks.triviaqa import loader as triviaqa
 
     row = {
         "question": " Who was the man behind The Chipmunks? ",

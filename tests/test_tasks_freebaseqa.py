@@ -18,7 +18,7 @@ from task_fixtures import (
 )
 
 from llmkick_tasks.data_dir import DataLayoutError
-from llmkick_tasks.freebaseqa import utils
+from llmkick_tasks.freebaseqa import loader, utils
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def _questions_and_aliases(docs: list[dict]) -> list[tuple[str, list[str]]]:
 
 
 def test_json_collects_aliases_from_every_parse(task_data_dir: Path) -> None:
-    docs = utils.parse_json(task_data_dir / "freebaseqa" / "FreebaseQA-eval.json")
+    docs = loader.parse_json(task_data_dir / "freebaseqa" / "FreebaseQA-eval.json")
     assert [doc["question_id"] for doc in docs] == [row[0] for row in FREEBASEQA_EVAL]
     assert docs[0] == {
         "question_id": "fq-0",
@@ -43,10 +43,10 @@ def test_json_collects_aliases_from_every_parse(task_data_dir: Path) -> None:
 def test_tab_and_txt_give_the_same_documents(task_data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = task_data_dir / "freebaseqa"
     expected = [(question, aliases) for _raw, question, aliases in FREEBASEQA_DEV]
-    tab = utils.parse_tab(folder / "FreebaseQA-dev.tab")
+    tab = loader.parse_tab(folder / "FreebaseQA-dev.tab")
     assert _questions_and_aliases(tab) == expected
     with caplog.at_level("WARNING"):
-        txt = utils.parse_txt(folder / "FreebaseQA-dev.txt")
+        txt = loader.parse_txt(folder / "FreebaseQA-dev.txt")
     assert _questions_and_aliases(txt) == expected
     # the malformed first line ("85326 | whose film debut ...") is skipped and reported by line number
     assert "skipped 1 malformed line(s), e.g. line(s) [1]" in caplog.text
@@ -55,11 +55,11 @@ def test_tab_and_txt_give_the_same_documents(task_data_dir: Path, caplog: pytest
 
 def test_format_preference(tmp_path: Path) -> None:
     folder = write_freebaseqa(tmp_path)
-    assert utils.split_file(folder, "eval").suffix == ".json"
-    assert utils.split_file(folder, "dev").suffix == ".tab"
+    assert loader.split_file(folder, "eval").suffix == ".json"
+    assert loader.split_file(folder, "dev").suffix == ".tab"
     (folder / "FreebaseQA-dev.tab").unlink()
-    assert utils.split_file(folder, "dev").suffix == ".txt"
-    assert utils.split_file(folder, "nope") is None
+    assert loader.split_file(folder, "dev").suffix == ".txt"
+    assert loader.split_file(folder, "nope") is None
 
 
 @pytest.mark.parametrize(
@@ -161,8 +161,8 @@ def test_paper_variant_reads_train(task_data_dir: Path) -> None:
 
 def test_real_dev_data_parses(shared_data: Path) -> None:
     folder = shared_data / "freebaseqa"
-    tab = utils.parse_tab(folder / "FreebaseQA-dev.tab")
-    txt = utils.parse_txt(folder / "FreebaseQA-dev.txt")
+    tab = loader.parse_tab(folder / "FreebaseQA-dev.tab")
+    txt = loader.parse_txt(folder / "FreebaseQA-dev.txt")
     # 3,996 question strings in the .tab, two of which differ only by trailing whitespace
     assert len(tab) == 3995
     assert 3990 <= len(txt) <= len(tab)

@@ -23,7 +23,7 @@ from task_fixtures import (
 )
 
 from llmkick_tasks.data_dir import DataLayoutError
-from llmkick_tasks.triviaqa import utils
+from llmkick_tasks.triviaqa import loader, utils
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_release_layout_reads_validation_in_hub_order(
     task_data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level("WARNING"):
-        docs = utils.read_release(task_data_dir / "triviaqa", "dev", with_evidence=True)
+        docs = loader.read_release(task_data_dir / "triviaqa", "dev", with_evidence=True)
     assert [doc.question_id for doc in docs] == triviaqa_validation_order()
     first = docs[0]
     assert first.aliases == ["Paris", "Paris, France", "paris", "paris, france"]  # value, aliases, normalized
@@ -88,7 +88,7 @@ def test_layout_errors(tmp_path: Path) -> None:
 
 class TestEvidenceBudget:
     def test_cut_is_a_prefix_within_the_token_budget(self, tokenizer) -> None:
-        budget = utils.EvidenceBudget(50, tokenizer, max_length=10_000)
+        budget = loader.EvidenceBudget(50, tokenizer, max_length=10_000)
         text = "The quick brown fox jumps over the lazy dog. " * 200
         cut = budget.cut(text, 50)
         assert text.startswith(cut)
@@ -97,30 +97,30 @@ class TestEvidenceBudget:
         assert budget.cut(text, 0) == ""
 
     def test_per_question_budget_leaves_room_for_question_and_answer(self, tokenizer) -> None:
-        budget = utils.EvidenceBudget(10_000, tokenizer, max_length=256)
+        budget = loader.EvidenceBudget(10_000, tokenizer, max_length=256)
         question = "Who was the next British Prime Minister after Arthur Balfour?"
         allowed = budget.tokens_for(question)
-        prompt = "\n\n" + utils.OPEN_BOOK_QUESTION.format(question=question)
-        assert allowed + _n_tokens(tokenizer, prompt) + utils.MAX_GEN_TOKS <= 256
-        assert allowed >= 256 - _n_tokens(tokenizer, prompt) - utils.MAX_GEN_TOKS - utils.MARGIN_TOKENS - 2
-        assert utils.EvidenceBudget(20, tokenizer, max_length=256).tokens_for(question) == 20  # knob wins
-        assert utils.EvidenceBudget(20, tokenizer, max_length=10).tokens_for(question) == 0  # no room at all
+        prompt = "\n\n" + loader.OPEN_BOOK_QUESTION.format(question=question)
+        assert allowed + _n_tokens(tokenizer, prompt) + loader.MAX_GEN_TOKS <= 256
+        assert allowed >= 256 - _n_tokens(tokenizer, prompt) - loader.MAX_GEN_TOKS - loader.MARGIN_TOKENS - 2
+        assert loader.EvidenceBudget(20, tokenizer, max_length=256).tokens_for(question) == 20  # knob wins
+        assert loader.EvidenceBudget(20, tokenizer, max_length=10).tokens_for(question) == 0  # no room at all
 
     def test_from_model_args(self, tiny_llama_dir: Path) -> None:
-        budget = utils.EvidenceBudget.from_metadata(
+        budget = loader.EvidenceBudget.from_metadata(
             {"pretrained": str(tiny_llama_dir), "evidence_tokens": 64}
         )
         assert budget.tokenizer is not None and budget.max_length == 256  # the tiny model's context
-        budget = utils.EvidenceBudget.from_metadata(
+        budget = loader.EvidenceBudget.from_metadata(
             {"pretrained": str(tiny_llama_dir), "max_length": 128, "evidence_tokens": 64}
         )
         assert budget.max_length == 128  # --model_args max_length wins, as in lm-eval's HFLM
 
     def test_without_tokenizer_falls_back_to_characters(self, tmp_path: Path) -> None:
-        budget = utils.EvidenceBudget.from_metadata({"evidence_tokens": 10})
+        budget = loader.EvidenceBudget.from_metadata({"evidence_tokens": 10})
         assert budget.tokenizer is None
-        assert budget.cut("x" * 1000, budget.tokens_for("q")) == "x" * 10 * utils.CHARS_PER_TOKEN
-        missing = utils.EvidenceBudget.from_metadata(
+        assert budget.cut("x" * 1000, budget.tokens_for("q")) == "x" * 10 * loader.CHARS_PER_TOKEN
+        missing = loader.EvidenceBudget.from_metadata(
             {"pretrained": str(tmp_path / "none"), "evidence_tokens": 10}
         )
         assert missing.tokenizer is None
@@ -128,13 +128,13 @@ class TestEvidenceBudget:
     @pytest.mark.parametrize("value", [-1, 1.5, "768", True])
     def test_bad_knob(self, value: object) -> None:
         with pytest.raises(ValueError, match="evidence_tokens must be a non-negative integer"):
-            utils.EvidenceBudget.from_metadata({"evidence_tokens": value})
+            loader.EvidenceBudget.from_metadata({"evidence_tokens": value})
 
     def test_yaml_reserves_what_it_generates(self) -> None:
         template = yaml.safe_load(
             (TASKS_DIR / "triviaqa" / "_triviaqa_template_yaml").read_text().replace("!function", "")
         )
-        assert template["generation_kwargs"]["max_gen_toks"] == utils.MAX_GEN_TOKS
+        assert template["generation_kwargs"]["max_gen_toks"] == loader.MAX_GEN_TOKS
         assert "evidence_tokens: 768" in (TASKS_DIR / "triviaqa" / "triviaqa_open.yaml").read_text()
 
 

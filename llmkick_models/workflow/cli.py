@@ -4,6 +4,7 @@
         --tasks llmkick_exact_match,llmkick_wikitext2_ppl --output runs/x [lm_eval options: --device cpu ...]
     llmkick report runs/x
     llmkick judge runs/x --metadata '{"judge_model": "gpt-4o", "judge_protocol": "paper"}'   # re-judge
+    llmkick cache ls | rm KEY | prune --max-gb 50
     llmkick compress --model X --model_args method=magnitude,sparsity=0.5 --output compressed/
     llmkick compress --model X --model_args method=gptq,bits=4,calibration=c4 --format compressed-tensors \
         --output packed/   # vLLM-loadable (needs the [export] extra)
@@ -66,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--tasks", required=True, help="lm-eval tasks, e.g. llmkick_exact_match")
     sweep.add_argument("--output", required=True, type=Path, help="run directory (re-run to resume)")
     sweep.add_argument("--no_report", action="store_true", help="do not write the report at the end")
+    sweep.add_argument(
+        "--rerun",
+        action="store_true",
+        help="recompute finished points whose settings differ from this command's (default: refuse)",
+    )
+    sweep.add_argument(
+        "--fail_fast", action="store_true", help="stop at the first failing point (default: run the others)"
+    )
 
     report = commands.add_parser("report", help="markdown table + PNG plots of a sweep's run directory")
     report.add_argument("run_dir", type=Path)
@@ -97,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--label", default=None, help="name of the re-judged results (default: model-protocol)"
     )
     judge.add_argument("--tasks", type=_csv(str), default=None, help="only these judged tasks")
+    cache = commands.add_parser("cache", help="list, remove or prune compressed models in the model cache")
+    cache.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="cache folder (default: $LLMKICK_CACHE_DIR or ~/.cache/llmkick/models)",
+    )
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    cache_commands.add_parser(
+        "ls", help="entries, least recently used first: key, size, last use, model, spec"
+    )
+    remove = cache_commands.add_parser("rm", help="delete entries by key")
+    remove.add_argument("keys", nargs="+", metavar="KEY")
+    prune = cache_commands.add_parser("prune", help="evict least recently used entries down to a size")
+    prune.add_argument(
+        "--max-gb", "--max_gb", dest="max_gb", type=float, default=None,
+        help="size to prune down to, in GB (default: $LLMKICK_CACHE_MAX_GB)",
+    )  # fmt: skip
 
     convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
     convert.add_argument("gguf_file", type=Path)
@@ -105,17 +132,68 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from llmkick_models.workflow.sweep import plan_points, run_sweep
+    from llmkick_models.workflow.sweep import SweepInterrupted, plan_points, preflight, run_sweep
     from llmkick_models.workflow.sweep_report import write_report
 
     points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
-    print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
     base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
-    run_sweep(points, args.output, base_model_args=base, tasks=args.tasks,
-              compress_args=args.compress_args, lm_eval_args=passthrough)  # fmt: skip
-    if not args.no_report:
+    plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,
+                     lm_eval_args=passthrough)  # fmt: skip
+    print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
+    try:
+        outcome = run_sweep(plan, args.output, rerun=args.rerun, fail_fast=args.fail_fast)
+    except SweepInterrupted as stop:
+        print(
+            f"llmkick sweep: {stop}; the running point was stopped, finished points are kept", file=sys.stderr
+        )
+        return 128 + stop.signum
+    if not args.no_report and outcome.finished:
         report, plots = write_report(args.output)
         print(f"report: {report} ({len(plots)} plots)")
+    if outcome.failed:
+        logs = ", ".join(str(args.output / "points" / p / "lm_eval.log") for p in outcome.failed)
+        print(f"llmkick sweep: {len(outcome.failed)} of {len(points)} points failed: "
+              f"{', '.join(outcome.failed)} (logs: {logs})", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import datetime
+
+    from llmkick_models.storage.model_cache import ModelCache, max_cache_bytes
+
+    cache = ModelCache(args.dir)
+    if args.cache_command == "ls":
+        entries = cache.entries()
+        for entry in entries:
+            used = datetime.datetime.fromtimestamp(entry.last_used).isoformat(timespec="seconds")
+            print(f"{entry.key}  {entry.size_bytes / 1e9:8.3f} GB  {used}  {entry.describe()}")
+        total = sum(e.size_bytes for e in entries)
+        print(f"{len(entries)} entries, {total / 1e9:.3f} GB in {cache.root}")
+        return 0
+    if args.cache_command == "rm":
+        missing = [key for key in args.keys if not cache.remove(key)]
+        for key in args.keys:
+            if key not in missing:
+                print(f"removed {key}")
+        if missing:
+            print(
+                f"no such entry in {cache.root}: {', '.join(missing)} (see `llmkick cache ls`)",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    limit = int(args.max_gb * 1e9) if args.max_gb is not None else max_cache_bytes()
+    if limit is None:
+        raise SystemExit("llmkick cache prune: give --max-gb or set $LLMKICK_CACHE_MAX_GB")
+    if limit < 0:
+        raise SystemExit(f"llmkick cache prune: --max-gb {args.max_gb} is negative; allowed: a size >= 0")
+    evicted = cache.prune(limit)
+    for entry in evicted:
+        print(f"evicted {entry.key} ({entry.size_bytes / 1e9:.3f} GB) {entry.describe()}")
+    left = sum(e.size_bytes for e in cache.entries())
+    print(f"{len(evicted)} entries evicted; {left / 1e9:.3f} GB left in {cache.root}")
     return 0
 
 
@@ -206,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"llmkick judge: {error}") from None
         print("\n".join(f"llmkick judge: wrote {file}" for file in written))
         return 0
+    if args.command == "cache":
+        return _cache(args)
     if args.command == "convert-gguf":
         from llmkick_models.storage.gguf import convert_gguf
 

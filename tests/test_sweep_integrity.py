@@ -1,0 +1,261 @@
+"""``llmkick sweep`` never reuses results that do not match, and fails before point 1 on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llmkick_models.workflow.cli import main
+from llmkick_models.workflow.sweep import (
+    SweepError,
+    SweepPoint,
+    check_compress_args,
+    fingerprint_changes,
+    plan_points,
+    preflight,
+    stale_points,
+)
+
+
+def _sweep_argv(model: Path, tasks_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "sweep", "--model", str(model), "--methods", "magnitude", "--patterns", "2:4",
+        "--tasks", "local_fixture_choice", "--output", str(run_dir),
+        "--include_path", str(tasks_dir), "--device", "cpu", "--limit", "2", *extra,
+    ]  # fmt: skip
+
+
+def _cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=os.environ)
+
+
+def _pretrained_in(results_file: Path) -> str:
+    return json.loads(results_file.read_text())["config"]["model_args"]
+
+
+def test_resume_with_another_model_refuses_then_reruns(
+    tiny_model_dirs: dict[str, Path], local_task_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    model_a, model_b = tiny_model_dirs["llama"], tiny_model_dirs["qwen2"]
+    first = _cli(_sweep_argv(model_a, local_task_dir, run_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep_before = (run_dir / "sweep.json").read_text()
+    results = run_dir / "points" / "magnitude-2of4" / "results.json"
+    results_before = results.read_text()
+
+    refused = _cli(_sweep_argv(model_b, local_task_dir, run_dir))
+    assert refused.returncode == 2
+    assert "nothing was run" in refused.stderr and "--rerun" in refused.stderr
+    assert f"model_args.pretrained: '{model_a}' -> '{model_b}'" in refused.stderr
+    assert "done earlier" not in refused.stdout
+    assert (run_dir / "sweep.json").read_text() == sweep_before  # the header still names what is held
+    assert results.read_text() == results_before
+
+    rerun = _cli(_sweep_argv(model_b, local_task_dir, run_dir, "--rerun"))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.count("computed with other settings, recomputing") == 2
+    assert str(model_b) in json.loads((run_dir / "sweep.json").read_text())["base_model_args"]
+    for point in ("dense", "magnitude-2of4"):
+        held = _pretrained_in(run_dir / "points" / point / "results.json")
+        assert str(model_b) in str(held) and str(model_a) not in str(held)
+    report = (run_dir / "report.md").read_text()
+    assert str(model_b) in report.splitlines()[0]
+
+    again = _cli(_sweep_argv(model_b, local_task_dir, run_dir))
+    assert again.returncode == 0 and again.stdout.count("done earlier, skipped") == 2
+
+
+def _plan(model: Path, tasks_dir: Path, compress: dict[str, str] | None = None, *lm_eval: str):
+    points = plan_points(["wanda"], patterns=["2:4"])
+    return preflight(
+        points,
+        base_model_args=f"pretrained={model}",
+        tasks="local_fixture_choice",
+        compress_args=compress or {"calibration": "random", "nsamples": "2"},
+        lm_eval_args=["--include_path", str(tasks_dir), "--device", "cpu", *lm_eval],
+    )
+
+
+def _mark_finished(plan, run_dir: Path) -> None:
+    for point_id, fingerprint in plan.fingerprints.items():
+        folder = run_dir / "points" / point_id
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text("{}")
+        (folder / "fingerprint.json").write_text(json.dumps(fingerprint))
+
+
+def test_fingerprint_covers_tasks_options_compression_and_data(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tiny_llama_dir, local_task_dir, None, "--limit", "4")
+    _mark_finished(plan, tmp_path)
+    assert stale_points(_plan(tiny_llama_dir, local_task_dir, None, "--limit=4"), tmp_path) == {}
+    # cuda:0 and cuda:1 compute the same numbers; the device type is what counts
+    assert plan.common["lm_eval_options"].get("device") == "cpu"
+
+    changed = stale_points(_plan(tiny_llama_dir, local_task_dir, None, "--limit", "3"), tmp_path)
+    assert set(changed) == {"dense", "wanda-2of4"}
+    assert any("lm_eval_options.limit: 4.0 -> 3.0" in c for c in changed["dense"])
+
+    other = _plan(tiny_llama_dir, local_task_dir, {"calibration": "random", "nsamples": "4"}, "--limit", "4")
+    changed = stale_points(other, tmp_path)
+    assert list(changed) == ["wanda-2of4"]  # the dense point takes no calibration arguments
+    assert changed["wanda-2of4"] == ["model_args.nsamples: '2' -> '4'"]
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("a")
+    monkeypatch.setenv("LLMKICK_DATA_DIR", str(data))
+    changed = stale_points(_plan(tiny_llama_dir, local_task_dir, None, "--limit", "4"), tmp_path)
+    assert any(c.startswith("data_dir") for c in changed["dense"])
+
+    assert fingerprint_changes(None, plan.fingerprints["dense"])[0].startswith("no fingerprint")
+
+
+def test_misspelled_compress_args_stop_before_point_1(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "sweep", "--model", str(tiny_llama_dir), "--methods", "wanda", "--sparsities", "0.5",
+        "--compress_args", "calibration=random,nsample=2,seqln=16", "--tasks", "t",
+        "--output", str(tmp_path / "r"),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'nsample'" in err and "did you mean 'nsamples'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_compress_args_that_would_be_dropped_are_refused_or_shown() -> None:
+    points = [SweepPoint(), SweepPoint("magnitude", 0.5)]
+    with pytest.raises(SweepError, match="sweep axis"):
+        check_compress_args(points, {"sparsity": "0.5"})
+    warnings = check_compress_args(points, {"percdamp": "0.1"})  # magnitude has no Hessian
+    assert len(warnings) == 1 and "percdamp=0.1 reaches no point of this sweep" in warnings[0]
+    assert check_compress_args(points, {"calibration": "random"}) == []
+
+
+def test_bad_compress_arg_values_fail_in_preflight(tiny_llama_dir: Path, local_task_dir: Path) -> None:
+    with pytest.raises(SweepError, match=r"point wanda-2of4: nsamples='zero'"):
+        _plan(tiny_llama_dir, local_task_dir, {"calibration": "random", "nsamples": "zero"})
+    with pytest.raises(SweepError, match="calibration='/no/such/file'"):
+        _plan(tiny_llama_dir, local_task_dir, {"calibration": "/no/such/file"})
+
+
+def test_lm_eval_typo_fails_before_point_1_even_when_all_done(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    _mark_finished(plan, tmp_path)
+    argv = [
+        "sweep", "--model", str(tiny_llama_dir), "--methods", "wanda", "--patterns", "2:4",
+        "--compress_args", "calibration=random,nsamples=2", "--tasks", "local_fixture_choice",
+        "--output", str(tmp_path), "--include_path", str(local_task_dir), "--limt", "4",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err
+    assert "lm-eval: error: unrecognized arguments: --limt 4" in err
+    assert not (tmp_path / "sweep.json").exists()
+
+
+def test_unknown_task_names_are_listed(tiny_llama_dir: Path, local_task_dir: Path) -> None:
+    points = plan_points(["magnitude"], sparsities=[0.5])
+    with pytest.raises(SweepError, match="Tasks not found: no_such_task"):
+        preflight(points, base_model_args=f"pretrained={tiny_llama_dir}",
+                  tasks="local_fixture_choice,no_such_task", compress_args={},
+                  lm_eval_args=["--include_path", str(local_task_dir)])  # fmt: skip
+    with pytest.raises(SweepError, match="set by llmkick sweep"):
+        preflight(points, base_model_args=f"pretrained={tiny_llama_dir}", tasks="local_fixture_choice",
+                  compress_args={}, lm_eval_args=["--output_path", "x"])  # fmt: skip
+
+
+def test_failing_point_shows_its_log_and_the_others_run(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    argv = _sweep_argv(tiny_llama_dir, local_task_dir, run_dir)
+    argv[argv.index("2:4")] = "2:3,2:4"  # M=3 divides no layer of the tiny model: fails at compression
+    result = _cli(argv)
+    assert result.returncode == 1
+    assert "magnitude-2of3: FAILED (exit 1); last lines of" in result.stdout
+    assert "not a multiple of 3" in result.stdout  # the cause, from the log's tail
+    assert "1 of 3 points failed: magnitude-2of3" in result.stderr
+    assert (run_dir / "points" / "magnitude-2of4" / "results.json").is_file()
+    assert not (run_dir / "points" / "magnitude-2of3" / "results.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child process")
+def test_sigterm_stops_the_lm_eval_child(tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli",
+               *_sweep_argv(tiny_llama_dir, local_task_dir, tmp_path / "run")]  # fmt: skip
+    sweep = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+    )
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while not children and time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(0.2)
+        children = _children(sweep.pid)
+    assert children, "the sweep never started lm-eval"
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in err
+    for child in children:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(child, 0)  # nothing of the child's process group is left
+    assert not list((tmp_path / "run").glob("points/*/results.json"))
+
+
+def test_fail_fast_stops_after_the_first_failure(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkick_models.workflow import sweep
+
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    attempted: list[str] = []
+
+    def fail(plan, point, point_dir, progress) -> bool:
+        attempted.append(point.point_id)
+        return False
+
+    monkeypatch.setattr(sweep, "_run_point", fail)
+    outcome = sweep.run_sweep(plan, tmp_path / "a")
+    assert attempted == ["dense", "wanda-2of4"] and outcome.failed == attempted  # default: goes on
+    attempted.clear()
+    assert sweep.run_sweep(plan, tmp_path / "b", fail_fast=True).failed == ["dense"] == attempted
+
+
+def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmkick_models.workflow import sweep
+
+    commits = iter(["a" * 40, "b" * 40])
+    monkeypatch.setattr(
+        "llmkick_models.storage.model_cache._hub_commit",
+        lambda model_id, revision, cache_dir=None: next(commits),
+    )
+    first = sweep._model_identity({"pretrained": "org/model"})
+    second = sweep._model_identity({"pretrained": "org/model"})
+    assert first["model_id"] == "org/model" and first["commit"] == "a" * 40
+    assert fingerprint_changes({"model": first}, {"model": second}) == [
+        f"model.commit: '{'a' * 40}' -> '{'b' * 40}'"
+    ]
