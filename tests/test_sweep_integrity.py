@@ -259,3 +259,17 @@ def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytes
     assert fingerprint_changes({"model": first}, {"model": second}) == [
         f"model.commit: '{'a' * 40}' -> '{'b' * 40}'"
     ]
+
+
+def test_preflight_checks_judge_and_calibration_reachability(
+    tiny_llama_dir: Path, local_task_dir: Path
+) -> None:
+    points = plan_points(["wanda"], sparsities=[0.5])
+    base = f"pretrained={tiny_llama_dir}"
+    with pytest.raises(SweepError, match="judge") as error:
+        preflight(points, base_model_args=base, tasks="llmkick_summarization",
+                  compress_args={"calibration": "random"}, lm_eval_args=[])  # fmt: skip
+    assert "--tasks llmkick_exact_match" in str(error.value)
+    with pytest.raises(SweepError, match=r"point wanda-s0.5: calibration=c4: could not load"):
+        preflight(points, base_model_args=base, tasks="local_fixture_choice", compress_args={},
+                  lm_eval_args=["--include_path", str(local_task_dir)])  # fmt: skip

@@ -591,15 +591,19 @@ def _run_point(plan: SweepPlan, point: SweepPoint, point_dir: Path, progress: st
     (point_dir / "fingerprint.json").unlink(missing_ok=True)
     shutil.rmtree(raw_dir, ignore_errors=True)  # results of an earlier attempt must not be picked up
     log_path = point_dir / "lm_eval.log"
+    process: subprocess.Popen[bytes] | None = None
     with log_path.open("w") as log_file:
-        # Its own process group, so that stopping the sweep stops lm-eval and whatever it started.
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
+            # Its own process group, so that stopping the sweep stops lm-eval and whatever it started.
+            process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
             returncode = process.wait()
         except BaseException:
             for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
                 signal.signal(sig, signal.SIG_IGN)
-            _stop_group(process)
+            if process is not None:
+                _stop_group(process)
             raise
     newest = sorted(raw_dir.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
     if returncode != 0 or not newest:
