@@ -488,6 +488,16 @@ def turns_of(response: Any) -> list[str]:
     )
 
 
+def describe_judge(settings: JudgeSettings, protocol: JudgeProtocol) -> dict[str, Any]:
+    """What the results record about the judge: settings (no key), protocol, file sha256s, the sampling sent.
+
+    The sampling is the protocol's (``paper`` / ``fastchat`` use their release files' unless given), so the
+    settings' own temperature / max_tokens are left out rather than recorded next to different values.
+    """
+    described = {k: v for k, v in settings.describe().items() if k not in ("temperature", "max_tokens")}
+    return {**described, **protocol.describe()}
+
+
 # The value of ``llmkick_judged`` in a judged task's YAML metadata: which protocol judges it.
 PROTOCOL_CLASSES: dict[str, type[JudgeProtocol]] = {
     "summarization": SummarizationProtocol,

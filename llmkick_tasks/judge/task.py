@@ -43,6 +43,7 @@ from llmkick_tasks.judge.protocols import (
     JudgeProtocol,
     MTBenchProtocol,
     SummarizationProtocol,
+    describe_judge,
     make_protocol,
 )
 from llmkick_tasks.logs import route_logs_through_lm_eval
@@ -135,7 +136,7 @@ class JudgedTask(ConfigurableTask):
         # protocol files (sha256) and sampling. No key in it.
         config["metadata"] = {
             **(config.get("metadata") or {}),
-            "judge": {**self.judge_settings.describe(), **self.protocol.describe()},
+            "judge": describe_judge(self.judge_settings, self.protocol),
         }
         config["metric_list"] = [spec.config() for spec in self.protocol.metric_specs()]
         # A plain function of the protocol CLASS: lm-eval deep-copies the config when it dumps it.
