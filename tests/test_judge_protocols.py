@@ -26,7 +26,7 @@ import llmkick_tasks
 from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
-from llmkick_tasks.judge.protocols import make_protocol
+from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.templates import TemplateError
 
 TASKS_DIR = Path(llmkick_tasks.__file__).parent

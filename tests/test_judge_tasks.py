@@ -34,7 +34,8 @@ from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeConfigError
-from llmkick_tasks.judge.protocols import MTBenchProtocol, SummarizationProtocol
+from llmkick_tasks.judge.pairwise import SummarizationProtocol
+from llmkick_tasks.judge.single_answer import MTBenchProtocol
 from llmkick_tasks.judge.templates import TemplateError, TemplateSet
 
 TASKS_DIR = Path(llmkick_tasks.__file__).parent

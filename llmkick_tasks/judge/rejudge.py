@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_tasks.judge.config import JudgeSettings
-from llmkick_tasks.judge.protocols import JudgeProtocol, describe_judge, make_protocol
+from llmkick_tasks.judge.protocol_choice import make_protocol
+from llmkick_tasks.judge.protocols import JudgeProtocol, describe_judge
 from llmkick_tasks.judge.task import FILTER_NAME, JudgeFilter
 
 log = logging.getLogger(__name__)
