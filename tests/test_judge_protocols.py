@@ -26,7 +26,7 @@ import llmkick_tasks
 from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
-from llmkick_tasks.judge.protocols import make_protocol
+from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.templates import TemplateError
 
 TASKS_DIR = Path(llmkick_tasks.__file__).parent
@@ -242,6 +242,8 @@ def test_paper_protocol_end_to_end_sends_the_release_prompt(
     assert metrics["coherence_mid,judge"] == 0.0
     recorded = results["configs"]["llmkick_summarization"]["metadata"]
     assert recorded["summarization_bins"] == "release" and recorded["judge"]["protocol"] == "paper"
+    assert recorded["judge"]["sampling"]["large"] == {"temperature": 0.2, "max_tokens": 1024}
+    assert "temperature" not in recorded["judge"] and recorded["judge"]["model"] == JUDGE_MODEL
     assert set(recorded["judge"]["files"]) == {
         str(data / SUMMARIZATION_FILES / "prompt.jsonl"),
         str(data / SUMMARIZATION_FILES / "reviewer.jsonl"),

@@ -12,6 +12,7 @@ import pytest
 from judge_fixtures import (
     CONVERSATIONS,
     EXPECTED_MTBENCH,
+    EXPECTED_VICUNA,
     EXPECTED_VICUNA_SWAP,
     JUDGE_MODEL,
     LEAK,
@@ -33,7 +34,8 @@ from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeConfigError
-from llmkick_tasks.judge.protocols import MTBenchProtocol, SummarizationProtocol
+from llmkick_tasks.judge.pairwise import SummarizationProtocol
+from llmkick_tasks.judge.single_answer import MTBenchProtocol
 from llmkick_tasks.judge.templates import TemplateError, TemplateSet
 
 TASKS_DIR = Path(llmkick_tasks.__file__).parent
@@ -308,6 +310,36 @@ def test_zero_scores_count_and_empty_answers_are_counted(
     samples = {s["doc"]["story_id"]: s["filtered_resps"][0] for s in results["samples"][SUMMARIZATION]}
     assert samples["brecon"]["scores"]["model"] == dict.fromkeys(SummarizationProtocol.DIMENSIONS, 0.0)
     assert samples["dundee"]["empty_answers"] == 1 and samples["alderney"]["empty_answers"] == 0
+
+
+def test_rejudge_a_predict_only_samples_file(judged_data: Path, tmp_path: Path) -> None:
+    """Answers generated with --predict_only (never judged): judged later, missing references generated."""
+    from llmkick_tasks.judge.rejudge import rejudge_path
+
+    docs = load_docs(VICUNA, data_dir=str(judged_data))
+    samples = tmp_path / "samples_llmkick_instruction_vicuna80_2026-11-30T20-00-00.000000.jsonl"
+    rows = [
+        {
+            "doc_id": i,
+            "doc": doc,
+            "resps": [["An answer."]],
+            "filtered_resps": ["An answer."],
+            "filter": "judge",
+        }
+        for i, doc in enumerate(docs)
+    ]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with JudgeServer(scripted_reply) as server:
+        metadata = judge_metadata(server, judged_data, tmp_path)
+        [written] = rejudge_path(samples, metadata, label="late")
+    metrics = json.loads(written.read_text())["results"][VICUNA]
+    assert metrics["score,judge"] == pytest.approx(EXPECTED_VICUNA["score"])
+    assert metrics["win_rate,judge"] == pytest.approx(EXPECTED_VICUNA["win_rate"])
+    # Only the question without a reference in the data went to the reference model, with its task prompt.
+    assert [r.prompt for r in server.received if r.model == REFERENCE_MODEL] == [
+        "Write a poem about a Quasar."
+    ]
+    assert written.name.startswith("rejudged_llmkick_instruction_vicuna80_late_")
 
 
 def test_failed_judge_request_stops_the_run_and_a_rerun_resumes(

@@ -99,7 +99,10 @@ def check_requested_tasks(tasks: Any, task_manager: Any) -> None:
                 f"{error}\nTo run without a judge, ask for the exact-match tasks only: "
                 f"--tasks {EXACT_MATCH_GROUP} (judged tasks requested: {', '.join(sorted(judged))})."
             ) from None
-        from llmkick_tasks.judge.protocols import PROTOCOL_CLASSES, make_protocol  # openai: only when used
+        from llmkick_tasks.judge.protocol_choice import (  # openai: only when used
+            PROTOCOL_CLASSES,
+            make_protocol,
+        )
 
         kind = (cfg.get("metadata") or {}).get(JUDGED_FLAG)
         if kind == "summarization":

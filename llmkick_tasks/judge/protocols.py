@@ -1,5 +1,9 @@
 """Judging protocols: which judge requests a document needs, how replies become scores and metrics.
 
+This module holds what every protocol shares (:class:`JudgeProtocol`, metric specs, counters); the
+protocols themselves live in ``pairwise.py`` and ``single_answer.py``, and ``protocol_choice.py`` picks one
+for a task and a ``judge_protocol``:
+
 * :class:`SummarizationProtocol` - pairwise, four dimensions (coherence, consistency, fluency, relevance),
   Assistant 1 = reference summary, Assistant 2 = the evaluated model; metrics overall and per length bin.
 * :class:`InstructionProtocol` - pairwise Vicuna-80 against reference answers, judge prompt by category
@@ -24,7 +28,7 @@ from typing import Any, ClassVar
 
 from llmkick_tasks.judge.client import ChatRequest
 from llmkick_tasks.judge.config import JudgeSettings
-from llmkick_tasks.judge.parsing import Parsed, parse_dimensions, parse_pair, parse_rating
+from llmkick_tasks.judge.parsing import Parsed
 from llmkick_tasks.judge.templates import TemplateSet
 
 UNPARSED = "judge_unparsed"
@@ -76,6 +80,17 @@ class JudgeCall:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
+
+
+def turns_of(response: Any) -> list[str]:
+    """The model's answers of a two-turn response record (``{"turns": [a1, a2], ...}``)."""
+    if isinstance(response, Mapping) and isinstance(response.get("turns"), Sequence):
+        turns = [str(t) for t in response["turns"]]
+        if len(turns) == 2:
+            return turns
+    raise TypeError(
+        f"expected a two-turn response record {{'turns': [a1, a2]}}, got {type(response).__name__}"
+    )
 
 
 def empty_answers(response: Any) -> int:
@@ -211,329 +226,11 @@ class JudgeProtocol(ABC):
         )
 
 
-class PairwiseProtocol(JudgeProtocol):
-    """Assistant 1 vs Assistant 2 on one or more dimensions; the model is Assistant 2 (and 1 when swapped)."""
+def describe_judge(settings: JudgeSettings, protocol: JudgeProtocol) -> dict[str, Any]:
+    """What the results record about the judge: settings (no key), protocol, file sha256s, the sampling sent.
 
-    DIMENSIONS: ClassVar[tuple[str, ...]] = ("score",)
-    GROUP_FIELD: ClassVar[str] = ""
-    GROUPS: ClassVar[tuple[str, ...]] = ()
-    WIN_RATE: ClassVar[bool] = False
-
-    @abstractmethod
-    def template_for(self, doc: Mapping[str, Any]) -> str:
-        """Template name for ``doc``."""
-
-    @abstractmethod
-    def variables(self, doc: Mapping[str, Any], answer_1: str, answer_2: str) -> dict[str, str]:
-        """Template variables for ``doc`` with the two answers in display order."""
-
-    def needs_reference(self, doc: Mapping[str, Any]) -> bool:
-        """Pairwise judging always compares with a reference answer."""
-        return True
-
-    def calls(self, doc: Mapping[str, Any], response: Any, reference: str | None) -> list[JudgeCall]:
-        """LLM-KICK's order (reference first), plus the reversed order with ``judge_swap``."""
-        if reference is None:
-            raise ValueError("pairwise judging needs a reference answer")
-        template = self.template_for(doc)
-        orders = [(REFERENCE_FIRST, reference, str(response))]
-        if self.settings.swap:
-            orders.append((MODEL_FIRST, str(response), reference))
-        return [
-            JudgeCall(label, template, self.judge_request(template, **self.variables(doc, first, second)))
-            for label, first, second in orders
-        ]
-
-    def parse(self, doc: Mapping[str, Any], call: JudgeCall, reply: str) -> Parsed:
-        """Score pairs, one per dimension."""
-        if len(self.DIMENSIONS) == 1:
-            return parse_pair(reply, prefer=self.prefer(doc))
-        return parse_dimensions(reply, self.DIMENSIONS)
-
-    def prefer(self, doc: Mapping[str, Any]) -> str:
-        """Which score line wins when a reply holds several (see :func:`parse_pair`)."""
-        return "first"
-
-    def combine(self, doc: Mapping[str, Any], calls: Sequence[JudgeCall], parsed: Sequence[Parsed]) -> dict:
-        """Model and reference score per dimension, averaged over the judged orders."""
-        model: dict[str, list[float]] = {d: [] for d in self.DIMENSIONS}
-        reference: dict[str, list[float]] = {d: [] for d in self.DIMENSIONS}
-        for call, result in zip(calls, parsed, strict=True):
-            assert result.scores is not None
-            for i, dim in enumerate(self.DIMENSIONS):
-                first, second = result.scores[2 * i], result.scores[2 * i + 1]
-                model_score, reference_score = (
-                    (second, first) if call.label == REFERENCE_FIRST else (first, second)
-                )
-                model[dim].append(model_score)
-                reference[dim].append(reference_score)
-        return {
-            "model": {d: _mean(v) for d, v in model.items()},
-            "reference": {d: _mean(v) for d, v in reference.items()},
-        }
-
-    def metric_specs(self) -> list[MetricSpec]:
-        """Per dimension: overall, per group and the difference to the reference; then counters."""
-        specs = []
-        for dim in self.DIMENSIONS:
-            specs.append(MetricSpec(dim))
-            specs.extend(MetricSpec(f"{dim}_{metric_suffix(group)}") for group in self.GROUPS)
-            specs.append(MetricSpec(f"{dim}_delta"))
-        if self.WIN_RATE:
-            specs.append(MetricSpec("win_rate"))
-        specs.extend(COUNTERS)
-        return specs
-
-    @classmethod
-    def metrics(cls, doc: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:
-        """Model scores (overall and in the document's group), model - reference, win rate, counters."""
-        out = counters(record)
-        scores = record["scores"]
-        if scores is None:
-            return out
-        group = metric_suffix(doc[cls.GROUP_FIELD]) if cls.GROUP_FIELD else None
-        known_group = group in {metric_suffix(g) for g in cls.GROUPS}
-        for dim in cls.DIMENSIONS:
-            model, reference = scores["model"][dim], scores["reference"][dim]
-            out[dim] = model
-            if known_group:
-                out[f"{dim}_{group}"] = model
-            out[f"{dim}_delta"] = model - reference
-        if cls.WIN_RATE:
-            model, reference = scores["model"][cls.DIMENSIONS[0]], scores["reference"][cls.DIMENSIONS[0]]
-            out["win_rate"] = 1.0 if model > reference else 0.5 if model == reference else 0.0
-        return out
-
-
-class SummarizationProtocol(PairwiseProtocol):
-    """LLM-KICK in-context summarization."""
-
-    DIMENSIONS = ("coherence", "consistency", "fluency", "relevance")
-    GROUP_FIELD = "bin"
-    GROUPS = ("small", "mid", "large")
-    TEMPLATES = ("summarization_pairwise",)
-
-    def template_for(self, doc: Mapping[str, Any]) -> str:
-        """One template for all stories."""
-        return "summarization_pairwise"
-
-    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
-        """One story per bin."""
-        return [
-            ({"article": "<article>", "bin": b, "story_id": "x"}, "<summary>", "<reference>")
-            for b in self.GROUPS
-        ]
-
-    def variables(self, doc: Mapping[str, Any], answer_1: str, answer_2: str) -> dict[str, str]:
-        """The article (never the highlights) and the two summaries."""
-        return {"article": doc["article"], "answer_1": answer_1, "answer_2": answer_2}
-
-
-VICUNA_CATEGORIES = (
-    "generic", "knowledge", "roleplay", "common-sense", "fermi", "counterfactual",
-    "coding", "math", "writing",
-)  # fmt: skip
-
-
-class InstructionProtocol(PairwiseProtocol):
-    """Vicuna-80 pairwise against reference answers; judge prompt chosen by category."""
-
-    GROUP_FIELD = "category"
-    GROUPS = VICUNA_CATEGORIES
-    WIN_RATE = True
-    TEMPLATES = ("instruction_general", "instruction_coding", "instruction_math")
-
-    def template_for(self, doc: Mapping[str, Any]) -> str:
-        """``instruction_coding`` / ``instruction_math`` for those categories, else the general one."""
-        category = str(doc.get("category", "")).lower()
-        return {"coding": "instruction_coding", "math": "instruction_math"}.get(
-            category, "instruction_general"
-        )
-
-    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
-        """One question per judge prompt (general, coding, math)."""
-        return [
-            ({"question": "<question>", "category": c, "question_id": 0}, "<answer>", "<reference>")
-            for c in ("generic", "coding", "math")
-        ]
-
-    def prefer(self, doc: Mapping[str, Any]) -> str:
-        """The math judge solves the problem first and gives its verdict last."""
-        return "last" if self.template_for(doc) == "instruction_math" else "first"
-
-    def variables(self, doc: Mapping[str, Any], answer_1: str, answer_2: str) -> dict[str, str]:
-        """The question and the two answers."""
-        return {"question": doc["question"], "answer_1": answer_1, "answer_2": answer_2}
-
-
-MTBENCH_CATEGORIES = (
-    "writing",
-    "roleplay",
-    "reasoning",
-    "math",
-    "coding",
-    "extraction",
-    "stem",
-    "humanities",
-)
-# Categories whose questions have one right answer: the judge sees a reference answer (as in MT-Bench).
-MTBENCH_REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
-
-
-class MTBenchProtocol(JudgeProtocol):
-    """MT-Bench single-answer grading of both turns."""
-
-    TEMPLATES = (
-        "mtbench_single",
-        "mtbench_single_reference",
-        "mtbench_single_turn2",
-        "mtbench_single_turn2_reference",
-    )
-
-    def preflight_cases(self) -> list[tuple[dict[str, Any], Any, str | None]]:
-        """A conversation without and one with reference answers."""
-        base = {"question_id": 0, "turn_1": "<question 1>", "turn_2": "<question 2>"}
-        answers = {"turns": ["<answer 1>", "<answer 2>"]}
-        return [
-            ({**base, "category": "writing", "reference_1": None, "reference_2": None}, answers, None),
-            ({**base, "category": "math", "reference_1": "<ref 1>", "reference_2": "<ref 2>"}, answers, None),
-        ]
-
-    def _uses_reference(self, doc: Mapping[str, Any]) -> bool:
-        return (
-            str(doc.get("category")) in MTBENCH_REFERENCE_CATEGORIES
-            and bool(doc.get("reference_1"))
-            and bool(doc.get("reference_2"))
-        )
-
-    def calls(self, doc: Mapping[str, Any], response: Any, reference: str | None) -> list[JudgeCall]:
-        """One request per turn; the turn-2 judge sees the whole conversation."""
-        answers = turns_of(response)
-        variables = {
-            "question_1": doc["turn_1"],
-            "question_2": doc["turn_2"],
-            "answer_1": answers[0],
-            "answer_2": answers[1],
-        }
-        suffix = ""
-        if self._uses_reference(doc):
-            variables |= {"reference_1": doc["reference_1"], "reference_2": doc["reference_2"]}
-            suffix = "_reference"
-        first, second = f"mtbench_single{suffix}", f"mtbench_single_turn2{suffix}"
-        return [
-            JudgeCall("turn1", first, self.judge_request(first, **variables)),
-            JudgeCall("turn2", second, self.judge_request(second, **variables)),
-        ]
-
-    def parse(self, doc: Mapping[str, Any], call: JudgeCall, reply: str) -> Parsed:
-        """A ``[[rating]]``."""
-        return parse_rating(reply)
-
-    def combine(self, doc: Mapping[str, Any], calls: Sequence[JudgeCall], parsed: Sequence[Parsed]) -> dict:
-        """Rating per turn."""
-        return {call.label: result.scores[0] for call, result in zip(calls, parsed, strict=True)}  # type: ignore[index]
-
-    def record(
-        self,
-        doc: Mapping[str, Any],
-        response: Any,
-        reference: str | None,
-        reference_source: str | None,
-        calls: Sequence[JudgeCall],
-        replies: Sequence[str],
-    ) -> dict[str, Any]:
-        """As the base record, plus per-turn ratings (kept even when the other turn failed to parse)."""
-        record = super().record(doc, response, reference, reference_source, calls, replies)
-        record["turn_scores"] = {
-            judgment["label"]: judgment["scores"][0] for judgment in record["judgments"] if judgment["scores"]
-        }
-        return record
-
-    def metric_specs(self) -> list[MetricSpec]:
-        """Overall, per turn, per category; then counters."""
-        return [
-            MetricSpec("score"),
-            MetricSpec("score_turn1"),
-            MetricSpec("score_turn2"),
-            *(MetricSpec(f"score_{metric_suffix(c)}") for c in MTBENCH_CATEGORIES),
-            *COUNTERS,
-        ]
-
-    @classmethod
-    def metrics(cls, doc: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, float]:
-        """``score`` (mean of both turns) only when both parsed; a parsed turn always counts for its turn."""
-        out = counters(record)
-        turns = record.get("turn_scores") or {}
-        if "turn1" in turns:
-            out["score_turn1"] = turns["turn1"]
-        if "turn2" in turns:
-            out["score_turn2"] = turns["turn2"]
-        if "turn1" in turns and "turn2" in turns:
-            both = (turns["turn1"] + turns["turn2"]) / 2
-            out["score"] = both
-            category = metric_suffix(doc.get("category", ""))
-            if category in {metric_suffix(c) for c in MTBENCH_CATEGORIES}:
-                out[f"score_{category}"] = both
-        return out
-
-
-def turns_of(response: Any) -> list[str]:
-    """The model's answers of a two-turn response record (``{"turns": [a1, a2], ...}``)."""
-    if isinstance(response, Mapping) and isinstance(response.get("turns"), Sequence):
-        turns = [str(t) for t in response["turns"]]
-        if len(turns) == 2:
-            return turns
-    raise TypeError(
-        f"expected a two-turn response record {{'turns': [a1, a2]}}, got {type(response).__name__}"
-    )
-
-
-# The value of ``llmkick_judged`` in a judged task's YAML metadata: which protocol judges it.
-PROTOCOL_CLASSES: dict[str, type[JudgeProtocol]] = {
-    "summarization": SummarizationProtocol,
-    "instruction": InstructionProtocol,
-    "mtbench": MTBenchProtocol,
-}
-
-
-# judge_protocol values each kind of task accepts (the first is the default).
-PROTOCOLS_BY_KIND = {
-    "summarization": ("llmkick", "paper"),
-    "instruction": ("llmkick", "paper"),
-    "mtbench": ("llmkick", "fastchat"),
-}
-
-
-def make_protocol(
-    kind: str | type[JudgeProtocol],
-    settings: JudgeSettings,
-    metadata: Mapping[str, Any] | None = None,
-    task: str = "this task",
-) -> JudgeProtocol:
-    """The protocol judging a task of ``kind`` (a :data:`PROTOCOL_CLASSES` name or class) under
-    ``settings.protocol``, with every judge prompt rendered once (see :meth:`JudgeProtocol.preflight`).
-
-    ``metadata`` locates the release files of the ``paper`` / ``fastchat`` protocols (the data dir).
+    The sampling is the protocol's (``paper`` / ``fastchat`` use their release files' unless given), so the
+    settings' own temperature / max_tokens are left out rather than recorded next to different values.
     """
-    from llmkick_tasks.judge import release_protocols as release  # imports this module
-    from llmkick_tasks.judge.config import JudgeConfigError
-
-    if not isinstance(kind, str):
-        kind = next(name for name, cls in PROTOCOL_CLASSES.items() if issubclass(kind, cls))
-    allowed = PROTOCOLS_BY_KIND[kind]
-    if settings.protocol not in allowed:
-        raise JudgeConfigError(
-            f"{task}: judge_protocol={settings.protocol!r} does not apply to this task; it accepts "
-            f"{', '.join(allowed)} (paper: summarization and Vicuna-80; fastchat: MT-Bench)"
-        )
-    templates = TemplateSet(settings.templates_dir)
-    if settings.protocol == "paper":
-        cls = (
-            release.PaperSummarizationProtocol
-            if kind == "summarization"
-            else release.PaperInstructionProtocol
-        )
-        return cls(settings, templates, metadata)
-    if settings.protocol == "fastchat":
-        return release.FastChatMTBenchProtocol(settings, templates, metadata)
-    return PROTOCOL_CLASSES[kind](settings, templates)
+    described = {k: v for k, v in settings.describe().items() if k not in ("temperature", "max_tokens")}
+    return {**described, **protocol.describe()}

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_tasks.judge.config import JudgeSettings
-from llmkick_tasks.judge.protocols import JudgeProtocol, make_protocol
+from llmkick_tasks.judge.protocol_choice import make_protocol
+from llmkick_tasks.judge.protocols import JudgeProtocol, describe_judge
 from llmkick_tasks.judge.task import FILTER_NAME, JudgeFilter
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def rejudge_file(
     answers, docs = zip(*(_answer_and_reference(row) for row in rows), strict=True)
     judge = JudgeFilter(protocol=protocol, settings=settings, prompt_for=_prompt_for(task, merged))
     records = judge.apply(list(answers), list(docs))
-    describe = {**settings.describe(), **protocol.describe()}
+    describe = describe_judge(settings, protocol)
     results = {
         "results": {task: {"alias": task, **aggregate(protocol, docs, records)}},
         "configs": {

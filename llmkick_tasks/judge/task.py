@@ -37,14 +37,10 @@ from llmkick_tasks.judge.chat import chat_format_for, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.data import BINS_KEY, summarization_bins
-from llmkick_tasks.judge.protocols import (
-    InstructionProtocol,
-    JsonRecord,
-    JudgeProtocol,
-    MTBenchProtocol,
-    SummarizationProtocol,
-    make_protocol,
-)
+from llmkick_tasks.judge.pairwise import InstructionProtocol, SummarizationProtocol
+from llmkick_tasks.judge.protocol_choice import make_protocol
+from llmkick_tasks.judge.protocols import JsonRecord, JudgeProtocol, describe_judge
+from llmkick_tasks.judge.single_answer import MTBenchProtocol
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
@@ -135,7 +131,7 @@ class JudgedTask(ConfigurableTask):
         # protocol files (sha256) and sampling. No key in it.
         config["metadata"] = {
             **(config.get("metadata") or {}),
-            "judge": {**self.judge_settings.describe(), **self.protocol.describe()},
+            "judge": describe_judge(self.judge_settings, self.protocol),
         }
         config["metric_list"] = [spec.config() for spec in self.protocol.metric_specs()]
         # A plain function of the protocol CLASS: lm-eval deep-copies the config when it dumps it.
