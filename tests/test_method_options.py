@@ -149,6 +149,8 @@ def _imports(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            # "from package import module" imports that module too
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
