@@ -147,10 +147,17 @@ class PointResult:
             return None
         for results_file in sorted(self.point_dir.rglob("results_*.json"), reverse=True):
             try:
-                same = json.loads(results_file.read_text()) == self.results
+                raw = json.loads(results_file.read_text())
             except (OSError, ValueError):
                 continue
-            if same:  # only samples of the very run whose scores we report
+            # Only samples of the very run whose scores we report: the same file, or (if the sweep added
+            # fields of its own) the same lm-eval start time and the same scores.
+            same_run = raw == self.results or (
+                raw.get("date") is not None
+                and raw.get("date") == self.results.get("date")
+                and raw.get("results") == self.results.get("results")
+            )
+            if same_run:
                 return results_file.parent, results_file.stem[len("results_") :]
         return None
 
