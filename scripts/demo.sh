@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The llmkick demo: LLM-KICK's finding on a real model, offline, on CPU (~15 minutes on 2 cores).
+# The llmkick demo: LLM-KICK's finding on a real model, offline, on CPU (10-12 minutes per point on a
+# loaded 2-core machine, 5 points; see the README for what it measured).
 #   Gemma-3-270m base (from PyPI, a GGUF) dense, then magnitude and Wanda pruning at 20% and 40%, each
 #   evaluated on FreebaseQA (closed-book knowledge, the paper's zero-shot prompt) and WikiText-2 test
 #   perplexity (the papers' 2048-token windows); the report pairs every point with dense question by question
