@@ -170,6 +170,7 @@ def _write_point_with_samples(run_dir: Path, point_id: str, correct: list[int], 
         "group_subtasks": {"grp": ["grp_a", "grp_b"], "ppl": [], "judged": []},
         "higher_is_better": {"grp": {"acc": True}, "ppl": {"word_perplexity": False}},
         "config": {"llmkick_compression": {"overall_sparsity": 0.0}},
+        "date": 1764500000.0 + n,
     }  # fmt: skip
     folder = run_dir / "points" / point_id
     raw = folder / "lm_eval" / "model"
@@ -194,6 +195,9 @@ def test_report_pairs_points_with_dense_on_the_same_documents(tmp_path: Path) ->
     _write_point_with_samples(tmp_path, "dense", dense, ll)
     _write_point_with_samples(tmp_path, "magnitude-s0.1", [1] * 190 + [0] * 10 + [0] * 398 + [1] * 2, ll)
     _write_point_with_samples(tmp_path, "magnitude-s0.4", [1] * 100 + [0] * 500, [x * 1.02 for x in ll])
+    # A field the sweep adds to its copy of the results (provenance) does not unpair the samples.
+    kept = tmp_path / "points" / "magnitude-s0.4" / "results.json"
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "llmkick_provenance": {"commit": "x"}}))
     report, plots = write_report(tmp_path)
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["schema"] == "llmkick-report/1"

@@ -147,10 +147,17 @@ class PointResult:
             return None
         for results_file in sorted(self.point_dir.rglob("results_*.json"), reverse=True):
             try:
-                same = json.loads(results_file.read_text()) == self.results
+                raw = json.loads(results_file.read_text())
             except (OSError, ValueError):
                 continue
-            if same:  # only samples of the very run whose scores we report
+            # Only samples of the very run whose scores we report: the same file, or (if the sweep added
+            # fields of its own) the same lm-eval start time and the same scores.
+            same_run = raw == self.results or (
+                raw.get("date") is not None
+                and raw.get("date") == self.results.get("date")
+                and raw.get("results") == self.results.get("results")
+            )
+            if same_run:
                 return results_file.parent, results_file.stem[len("results_") :]
         return None
 
@@ -568,6 +575,10 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                                label="±5% of dense")  # fmt: skip
                 bottom.axhline(0, color="black", linewidth=0.8)
                 bottom.set_ylabel("change from dense (%)")
+                # Perplexity can grow by thousands of percent while a score cannot fall below -100%:
+                # linear within +-100%, logarithmic beyond, so both stay readable on one axis.
+                if max((abs(v) for line in bottom.get_lines() for v in line.get_ydata()), default=0) > 200:
+                    bottom.set_yscale("symlog", linthresh=100)
                 bottom.grid(alpha=0.3)
                 if column == 0:
                     bottom.legend(fontsize=7, ncol=2)
@@ -585,7 +596,7 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
             top.grid(alpha=0.3)
             if column == 0:
                 top.legend(fontsize=7)
-        figure.suptitle(f"{task} — {name} (bars: paired 95% interval vs dense)")
+        figure.suptitle(f"{task} — {name}\n(bars: paired 95% interval vs dense)", fontsize=10)
         figure.tight_layout()
         stem = task if len([c for c in columns if c[0] == task]) == 1 else f"{task}_{name}"
         path = out_dir / f"plot_{stem}.png"
