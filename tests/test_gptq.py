@@ -38,24 +38,38 @@ def _layer_problem(seed: int = 0, rows: int = 24, cols: int = 48, tokens: int = 
 
 
 def _reference_gptq(
-    W: torch.Tensor, H: torch.Tensor, config: QuantizerConfig, percdamp: float
+    W: torch.Tensor,
+    H: torch.Tensor,
+    config: QuantizerConfig,
+    percdamp: float,
+    blocksize: int = 128,
+    act_order: bool = False,
 ) -> torch.Tensor:
-    """Textbook GPTQ in float64: one column at a time, no blocks, the explicit inverse Hessian of the
-    not-yet-quantized columns (Schur elimination); dynamic group grids on the fully updated weights."""
+    """Textbook GPTQ in float64: one column at a time, no lazy updates, the explicit inverse Hessian of the
+    not-yet-quantized columns (Schur elimination).  Group grids with the reference's semantics: found at a
+    group's first column on its columns as they stood when the current ``blocksize`` block began (every
+    earlier column's update applied, none from this block's columns).  ``act_order``: columns by
+    descending diag H, the result put back in the original order."""
+    perm = torch.argsort(H.diagonal(), descending=True, stable=True) if act_order else None
+    if perm is not None:
+        W, H = W[:, perm], H[perm][:, perm]
     W = W.double().clone()
     H = H.double() + percdamp * H.diagonal().double().mean() * torch.eye(H.shape[0], dtype=torch.float64)
     Hinv = torch.linalg.inv(H)
     columns = W.shape[1]
     scale, zero = find_params(W, config)
+    block_start = W.clone()
     for j in range(columns):
+        if j % blocksize == 0:
+            block_start = W.clone()
         if config.group_size is not None and j % config.group_size == 0:
-            scale, zero = find_params(W[:, j : j + config.group_size], config)
+            scale, zero = find_params(block_start[:, j : j + config.group_size], config)
         q = fake_quantize(W[:, j : j + 1], scale.double(), zero.double(), config.maxq).squeeze(1)
         err = (W[:, j] - q) / Hinv[j, j]
         W[:, j:] -= err.unsqueeze(1) * Hinv[j, j:].unsqueeze(0)  # column j becomes exactly q
         W[:, j] = q
         Hinv = Hinv - Hinv[:, j : j + 1] @ Hinv[j : j + 1, :] / Hinv[j, j]
-    return W
+    return W[:, torch.argsort(perm)] if perm is not None else W
 
 
 @pytest.mark.parametrize("group_size", [None, 8, 16])
@@ -64,12 +78,33 @@ def test_gptq_equals_textbook_column_by_column_obs(group_size: int | None) -> No
     # Asymmetric: the symmetric grid puts the most negative weight of a group exactly on a rounding tie
     # (−m/s = −7.5), which float round-off breaks either way; both results are valid, so not comparable.
     config = QuantizerConfig(4, False, group_size)
-    expected = _reference_gptq(W, H, config, 0.01)
-    # Blocks smaller and larger than the groups: lazy updates and group grids spanning blocks change nothing.
+    # Blocks smaller and larger than the groups: lazy updates change nothing; the group grids follow the
+    # block boundaries as in the reference.
     for blocksize in (5, 16, 128):
+        expected = _reference_gptq(W, H, config, 0.01, blocksize)
         result = gptq_quantize(W, H, config, blocksize=blocksize, percdamp=0.01)
         mismatched = (result.Q.double() - expected).abs() > 1e-4
         assert int(mismatched.sum()) == 0, (blocksize, int(mismatched.sum()))
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_gptq_groups_are_found_on_the_block_start_columns_as_the_reference(
+    group_size: int, act_order: bool
+) -> None:
+    """The reference (IST-DASLab's fasterquant, GPTQ-for-LLaMa) finds a group's grid on W[:, j:j+g], which
+    inside a block still holds the block-start values; group 64 < blocksize 128 is where that differs from
+    a grid on the already-updated columns (the old behaviour, which this test rejects)."""
+    W, H = _layer_problem(seed=4, rows=32, cols=256, tokens=1024)
+    config = QuantizerConfig(4, False, group_size)
+    expected = _reference_gptq(W, H, config, 0.01, 128, act_order)
+    result = gptq_quantize(W, H, config, blocksize=128, percdamp=0.01, act_order=act_order)
+    mismatched = (result.Q.double() - expected).abs() > 1e-4
+    assert int(mismatched.sum()) == 0, int(mismatched.sum())
+    if group_size < 128:
+        # The grid on updated columns is a different (valid) quantizer: make sure the test can tell.
+        updated = _reference_gptq(W, H, config, 0.01, 1, act_order)
+        assert int(((updated - expected).abs() > 1e-4).sum()) > 0
 
 
 @pytest.mark.parametrize("bits", [4, 3])

@@ -11,9 +11,12 @@ For a linear y = W x with input Hessian H = (2/n) Σ x xᵀ:
    Err_j = (W_j − Q_j) / Hinv_jj, W[:, j+1:] −= Err_j · Hinv[j, j+1:] (inside the block at once, for later
    blocks lazily, one matmul per block);
 4. grids: per channel (one min-max grid per row, found on W before the loop), dynamic groups (the
-   reference default: the grid of a group is found when the loop reaches its first column, on the weights
-   as updated so far) or ``static_groups`` (all group grids found on the original W before the loop, so
-   with act_order a group's grid does not depend on the processing order);
+   reference default, as IST-DASLab's ``fasterquant`` and GPTQ-for-LLaMa: the grid of a group is found
+   when the loop reaches its first column, on the group's columns as they stood at the start of the
+   current column block — every earlier block's update applied, none of the current block's; so with
+   ``group_size`` < ``blocksize`` the result depends on ``blocksize``, exactly as in the reference) or
+   ``static_groups`` (all group grids found on the original W before the loop, so with act_order a
+   group's grid does not depend on the processing order);
 5. with act_order the result is put back in the original column order with the inverse permutation.
 
 ``mask`` (joint sparse + quant after Wanda/magnitude pruning): masked weights are quantized to exactly 0
@@ -29,11 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from llmkick_models.engine.hessian import (
-    damped_inverse_cholesky,
-    updated_columns,
-    zero_dead_inputs,
-)
+from llmkick_models.engine.hessian import damped_inverse_cholesky, zero_dead_inputs
 from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
 from llmkick_models.engine.options import (
     CALIBRATION_OPTIONS,
@@ -126,9 +125,11 @@ def gptq_quantize(
                     group = int(perm[j]) // group_size
                     scale, zero = static_scale[:, group : group + 1], static_zero[:, group : group + 1]
                 elif j % group_size == 0:
-                    # Dynamic groups: the grid of the next group_size columns, on the updated weights.
+                    # Dynamic groups as the reference: the grid of the next group_size columns as they
+                    # stood at the start of this block (W is not touched inside the block; W1 is), i.e.
+                    # with every earlier block's update but none of this block's.
                     stop = min(j + group_size, columns)
-                    segment = updated_columns(W, W1, Err1, Hinv, i1, j, stop)
+                    segment = W[:, j:stop]
                     if mask is not None:
                         segment = segment.masked_fill(mask[:, j:stop], 0.0)
                     scale, zero = find_params(segment, config)
