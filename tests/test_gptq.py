@@ -21,6 +21,7 @@ from llmkick_models.engine.hessian import HessianDampingWarning, relative_recons
 from llmkick_models.engine.methods.gptq import gptq_quantize
 from llmkick_models.engine.model_layout import decoder_linears
 from llmkick_models.engine.quantizer import QuantizerConfig, fake_quantize, find_params, rtn_quantize
+from llmkick_models.engine.spec import NMPattern
 from tiny_models import build_model, build_tokenizer
 
 
@@ -201,3 +202,26 @@ def test_lm_eval_cli_results_carry_the_per_layer_quantization_report(
     for name, layer in report["layers"].items():
         assert layer["extra"]["bits"] == 4 and layer["extra"]["group_size"] == 32, name
         assert 0 < layer["extra"]["recon_error"] < 0.1, name
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_errors_from_the_column_loop_equal_the_hessian_quadratic_form(act_order: bool) -> None:
+    """The loop's ‖Err‖² − λ‖ΔW‖² is tr(ΔW H ΔWᵀ): the reported error needs no second product with H for
+    its numerator — per stacked matrix, with a dead input, and for SparseGPT's loop too."""
+    from llmkick_models.engine.methods.sparsegpt import sparsegpt_rows
+
+    W, H = _layer_problem(seed=5)
+    H[3, :] = 0.0
+    H[:, 3] = 0.0  # a dead input: its weights are dropped for free
+    config = QuantizerConfig(4, True, 16)
+    splits = [10, 14]
+    result = gptq_quantize(W, H, config, act_order=act_order, splits=splits)
+    pruned = sparsegpt_rows(W, H, 0.5, None, 16, 0.01, "layer", splits=splits)
+    # Joint 2:4 + 4-bit with groups inside a block: the group grid must be found on a copy of the block's
+    # columns (masking the block in place dropped pruned weights without their OBS update).
+    joint = sparsegpt_rows(W, H, 0.5, NMPattern(2, 4), 48, 0.01, "layer", config, splits=splits)
+    cases = ((result.Q, result.errors), (pruned.W_hat, pruned.errors), (joint.W_hat, joint.errors))
+    for Q, errors in cases:
+        assert len(errors) == 2
+        for rows, error in zip((slice(0, 10), slice(10, 24)), errors, strict=True):
+            assert error == pytest.approx(relative_reconstruction_error(W[rows], Q[rows], H), rel=1e-4)

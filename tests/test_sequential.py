@@ -161,3 +161,45 @@ def test_offloaded_blocks_are_compressed_and_written_back(tmp_path: Path, calibr
         torch.testing.assert_close(
             offloaded(calibration.input_ids[:2]).logits, in_memory(calibration.input_ids[:2]).logits
         )
+
+
+FUSED_CASES = [
+    ("sparsegpt", {"sparsity": 0.5}),
+    ("sparsegpt", {"pattern": "2:4"}),
+    ("sparsegpt", {"sparsity": 0.5, "bits": 4, "group_size": 16}),
+    ("gptq", {"bits": 4, "group_size": 16}),
+    ("gptq", {"bits": 3, "group_size": -1, "act_order": True}),
+    ("gptq", {"bits": 4, "group_size": 16, "act_order": True, "static_groups": True}),
+]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize(("method", "args"), FUSED_CASES)
+def test_shared_input_layers_compressed_together_equal_the_per_layer_path(
+    calibration, monkeypatch, arch: str, method: str, args: dict
+) -> None:
+    """q/k/v and gate/up share one damped inverse and one column loop over their stacked rows; every weight,
+    grid and reported error is bit for bit what compressing each linear alone gives (fused QKV of
+    GPT-NeoX and GPT-2's transposed Conv1D included)."""
+    from llmkick_models.engine.methods import method_class
+
+    fused_model, fused = compress_tiny(arch, calibration, method, **args)
+    cls = method_class(method)
+    together = cls.compress_group
+    group_sizes: list[int] = []
+
+    def one_at_a_time(self, jobs):  # the per-layer path: each linear on its own
+        group_sizes.append(len(jobs))
+        return [together(self, [job])[0] for job in jobs]
+
+    monkeypatch.setattr(cls, "compress_group", one_at_a_time)
+    alone_model, alone = compress_tiny(arch, calibration, method, **args)
+    if arch in ("llama", "qwen2"):
+        assert max(group_sizes) == 3  # q/k/v really were a group
+    for a, b in zip(decoder_linears(fused_model), decoder_linears(alone_model), strict=True):
+        assert torch.equal(a.weight, b.weight), a.name
+    for a, b in zip(fused.layers, alone.layers, strict=True):
+        assert a.extra == b.extra, a.name
+    for name, grid in fused.quantized.items():
+        assert torch.equal(grid.scale, alone.quantized[name].scale), name
+        assert torch.equal(grid.zero, alone.quantized[name].zero), name

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmkick_models.engine.block_inputs import BlockInputs, StopForward, capture_first_block_inputs
-from llmkick_models.engine.hessian import InputStatistics, relative_reconstruction_error
+from llmkick_models.engine.hessian import InputStatistics
 from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
 from llmkick_models.engine.placement import block_on_device, execution_device, weights_materialized
@@ -226,7 +226,13 @@ def _compress_groups(
     spec: CompressionSpec,
     device: torch.device,
 ) -> list[LayerReport]:
-    """Compress each member of ``groups`` with its group's statistics; measure sparsity and error."""
+    """Compress each group's members together with the group's statistics; measure sparsity and error.
+
+    The method gets the whole group at once (``compress_group``), so work on the shared statistics is
+    done once.  A method that measured ``recon_error`` in its own loop (SparseGPT, GPTQ: from the
+    accumulated Hessian, see ``hessian.errors_from_column_loop``) keeps it; otherwise it is computed here
+    from the statistics (exact Hessian, or the token subsample for methods without one).
+    """
     reports: list[LayerReport] = []
     for group in groups:
         stats = statistics[group.owner.name]
@@ -235,10 +241,13 @@ def _compress_groups(
                 f"{group.owner.name} received no calibration tokens; a layer that calibration never "
                 f"reaches cannot be compressed by method={spec.method}"
             )
-        for target in group.members:
-            W = target.weight.detach().to(device=device, dtype=torch.float32, copy=True)
-            extra = method.compress_layer(LayerJob(target, spec, device, stats))
-            extra["recon_error"] = relative_reconstruction_error(W, target.weight.to(device), stats.hessian)
+        originals = [
+            t.weight.detach().to(device=device, dtype=torch.float32, copy=True) for t in group.members
+        ]
+        extras = method.compress_group([LayerJob(t, spec, device, stats) for t in group.members])
+        for target, W, extra in zip(group.members, originals, extras, strict=True):
+            if "recon_error" not in extra:
+                extra["recon_error"] = stats.relative_error(W, target.weight.to(device))
             extra["error_tokens"] = stats.hessian_tokens
             reports.append(measure_layer(target, spec, extra))
     return reports
