@@ -36,10 +36,11 @@ class InputStatistics:
     ``feature_sq_mean[j]`` = mean over all tokens of x_j² (Wanda's ‖X_j‖²/n).
     ``hessian`` = (2/m) Σ x xᵀ over every ``hessian_stride``-th token (m of them).  Stride 1 accumulates
     the exact Hessian that SparseGPT/GPTQ need, as a running average.  A larger stride only serves to
-    measure reconstruction errors: the sampled tokens themselves are kept (``samples``, m × columns) and
-    the error is computed from them directly (cheaper than a Gram matrix while m < columns); ``hessian``
-    is then formed from them on demand.  Token positions are counted globally, so the subsample is spread
-    evenly over all batches.
+    measure reconstruction errors: while fewer than ``columns`` tokens are sampled they are kept
+    themselves (``samples``) and the error is computed from them directly (cheaper than a Gram matrix;
+    ``hessian`` is formed from them on demand); beyond that they are folded into a running Gram matrix
+    as with stride 1, so memory stays bounded.  Token positions are counted globally, so the subsample is
+    spread evenly over all batches.
     """
 
     def __init__(self, columns: int, device: torch.device, hessian_stride: int = 1) -> None:
@@ -53,7 +54,9 @@ class InputStatistics:
         self._hessian: torch.Tensor | None = None
         if hessian_stride == 1:
             self._hessian = torch.zeros(columns, columns, dtype=torch.float32, device=device)
-        self._samples: list[torch.Tensor] = []
+        #: Subsampled tokens, while there are fewer of them than columns (then they are cheaper to keep
+        #: and to evaluate than a Gram matrix); None once folded into the running Gram matrix.
+        self._samples: list[torch.Tensor] | None = None if hessian_stride == 1 else []
 
     def add(self, inputs: torch.Tensor) -> None:
         """Fold a batch of layer inputs (any leading shape, last dimension = columns) into the statistics."""
@@ -76,13 +79,17 @@ class InputStatistics:
         if not m:
             return
         hessian_total = self.hessian_tokens + m
-        if self.hessian_stride == 1:
-            assert self._hessian is not None
-            self._hessian.mul_(self.hessian_tokens / hessian_total)
-            self._hessian.addmm_(sampled.t(), sampled, alpha=2.0 / hessian_total)
-        else:
+        if self._samples is not None and hessian_total < self.columns:
             self._samples.append(sampled.clone())  # a copy: the view would keep the whole batch alive
-            self._hessian = None
+            self._hessian = None  # formed again from the samples on demand
+            self.hessian_tokens = hessian_total
+            return
+        if self._samples is not None:  # too many samples to keep: continue with their Gram matrix
+            self._hessian = self.hessian.clone()
+            self._samples = None
+        assert self._hessian is not None
+        self._hessian.mul_(self.hessian_tokens / hessian_total)
+        self._hessian.addmm_(sampled.t(), sampled, alpha=2.0 / hessian_total)
         self.hessian_tokens = hessian_total
 
     @property
@@ -95,9 +102,9 @@ class InputStatistics:
 
     @property
     def samples(self) -> torch.Tensor:
-        """The subsampled tokens (m × columns); only kept when ``hessian_stride`` > 1."""
-        if self.hessian_is_exact:
-            raise ValueError("statistics over every token keep the Hessian, not the tokens")
+        """The subsampled tokens (m × columns); kept only with ``hessian_stride`` > 1 and m < columns."""
+        if self._samples is None:
+            raise ValueError("these statistics keep a Hessian, not the tokens")
         if len(self._samples) != 1:
             joined = torch.cat(self._samples) if self._samples else torch.zeros(0, self.columns)
             self._samples = [joined.to(self.feature_sq_mean.device)]
@@ -111,7 +118,7 @@ class InputStatistics:
     def relative_error(self, W: torch.Tensor, W_hat: torch.Tensor) -> float:
         """‖WX − ŴX‖² / ‖WX‖² over the tokens behind these statistics: from the exact Hessian, or from
         the kept token subsample directly while it has fewer tokens than columns (else via its Gram)."""
-        if self.hessian_is_exact or self.hessian_tokens >= self.columns:
+        if self._samples is None:
             return relative_reconstruction_error(W, W_hat, self.hessian)
         X = self.samples.to(W.device)
         W = W.float()
