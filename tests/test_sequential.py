@@ -59,6 +59,30 @@ def test_linears_reading_the_same_input_share_statistics(calibration, arch: str,
     assert single_calls
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_later_blocks_reuse_the_first_blocks_groups(calibration, monkeypatch, arch: str) -> None:
+    """Blocks of one structure are probed once: block 1's groups from block 0's layout are the ones a probe
+    of block 1 finds, and a whole compression probes a single time."""
+    import llmkick_models.engine.sequential as sequential
+
+    model = build_model(arch, build_tokenizer())
+    _, blocks = find_decoder_blocks(model)
+    inputs = capture_first_block_inputs(model, blocks[0], calibration.input_ids, 64, torch.device("cpu"))
+    first = [t for t in decoder_linears(model) if t.block_index == 0]
+    second = [t for t in decoder_linears(model) if t.block_index == 1]
+    with torch.no_grad():
+        _, _, layout = sequential.block_input_groups(blocks[0], first, inputs, None)
+        reused, single_calls, kept = sequential.block_input_groups(blocks[1], second, inputs, layout)
+        probed, _ = probe_input_groups(blocks[1], second, inputs)
+    assert layout is not None and kept is layout and single_calls
+    assert [[t.name for t in g.members] for g in reused] == [[t.name for t in g.members] for g in probed]
+    calls: list[int] = []
+    probe = sequential.probe_input_groups
+    monkeypatch.setattr(sequential, "probe_input_groups", lambda *a: calls.append(1) or probe(*a))
+    compress_tiny(arch, calibration, "wanda", sparsity=0.5)
+    assert len(calls) == 1
+
+
 ORDER_CASES = [("llama", {"sparsity": 0.5}), *[(arch, {"pattern": "2:4"}) for arch in ARCHITECTURES]]
 
 
@@ -170,6 +194,7 @@ FUSED_CASES = [
     ("gptq", {"bits": 4, "group_size": 16}),
     ("gptq", {"bits": 3, "group_size": -1, "act_order": True}),
     ("gptq", {"bits": 4, "group_size": 16, "act_order": True, "static_groups": True}),
+    ("wanda", {"pattern": "2:4", "bits": 4, "group_size": 16}),  # pruned one by one, GPTQ together
 ]
 
 

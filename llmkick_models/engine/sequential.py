@@ -10,7 +10,9 @@ so that errors propagate from block to block as in the reference implementations
 
 Block inputs are captured and carried by ``block_inputs``; where each block computes is ``placement``'s
 business.  Linears that read the very same input tensor (q/k/v, gate/up) share one set of statistics,
-found by a probe run of each block.  Memory: one block's activations plus one block's statistics at a time.
+found by a probe run of the first block (again for any block of another structure, and for every block
+whose linears do not each run exactly once, e.g. routed experts).  Memory: one block's activations plus
+one block's statistics at a time.
 """
 
 from __future__ import annotations
@@ -94,6 +96,40 @@ def probe_input_groups(
     return groups, all(count == 1 for count in calls.values())
 
 
+@dataclass(frozen=True)
+class _GroupLayout:
+    """A probed block's input groups by the linears' names inside the block, to reuse for the next blocks
+    of the same class with the same linears (decoder blocks repeat one structure: probing each costs one
+    sample's forward per block for nothing).  Only kept when every linear of the probed block ran exactly
+    once, so a block with routing (MoE experts) is probed every time."""
+
+    block_type: type
+    groups: tuple[tuple[str, ...], ...]  # relative names, in execution order
+
+
+def _relative_names(block: nn.Module, targets: list[TargetLinear]) -> dict[str, TargetLinear]:
+    inside = {id(module): name for name, module in block.named_modules()}
+    return {inside[id(t.module)]: t for t in targets}
+
+
+def block_input_groups(
+    block: nn.Module, targets: list[TargetLinear], inputs: BlockInputs, layout: _GroupLayout | None
+) -> tuple[list[_InputGroup], bool, _GroupLayout | None]:
+    """The block's input groups and whether each linear runs once: from ``layout`` when it describes a
+    block like this one, else by ``probe_input_groups``.  Returns the layout to use for the next block."""
+    by_name = _relative_names(block, targets)
+    if layout is not None and type(block) is layout.block_type:
+        if sorted(by_name) == sorted(name for group in layout.groups for name in group):
+            groups = [_InputGroup([by_name[name] for name in group]) for group in layout.groups]
+            return groups, True, layout
+    groups, single_calls = probe_input_groups(block, targets, inputs)
+    if not single_calls:
+        return groups, single_calls, None
+    relative = {id(t): name for name, t in by_name.items()}
+    names = tuple(tuple(relative[id(t)] for t in group.members) for group in groups)
+    return groups, single_calls, _GroupLayout(type(block), names)
+
+
 def accumulate_statistics(
     block: nn.Module,
     inputs: BlockInputs,
@@ -169,6 +205,7 @@ def compress_sequential(
             capture_device = compute_device or execution_device(blocks[0])
             inputs = capture_first_block_inputs(model, blocks[0], input_ids, batch_size, capture_device)
             progress = tqdm(range(len(blocks)), desc=f"llmkick {spec.method}", unit="block", leave=False)
+            layout: _GroupLayout | None = None
             for index in progress:
                 start = time.perf_counter()
                 block = blocks[index]
@@ -177,8 +214,8 @@ def compress_sequential(
                 with block_on_device(block, compute_device) as block_device:
                     inputs.to(block_device)
                     if block_targets:
-                        block_layers = _compress_block(
-                            block, block_targets, inputs, method, spec, block_device, stride
+                        block_layers, layout = _compress_block(
+                            block, block_targets, inputs, method, spec, block_device, stride, layout
                         )
                     if index + 1 < len(blocks):  # the last block's outputs feed nothing
                         inputs.advance(block)
@@ -206,9 +243,11 @@ def _compress_block(
     spec: CompressionSpec,
     device: torch.device,
     stride: int,
-) -> list[LayerReport]:
-    """Statistics pass(es) and compression of one block's linears (the block is already on ``device``)."""
-    groups, single_calls = probe_input_groups(block, targets, inputs)
+    layout: _GroupLayout | None = None,
+) -> tuple[list[LayerReport], _GroupLayout | None]:
+    """Statistics pass(es) and compression of one block's linears (the block is already on ``device``);
+    also returns the group layout for the next block."""
+    groups, single_calls, layout = block_input_groups(block, targets, inputs, layout)
     # true_sequential: one statistics pass per input group, after the groups before it are compressed.
     passes = [[group] for group in groups] if spec.true_sequential else [groups]
     reports: list[LayerReport] = []
@@ -216,7 +255,7 @@ def _compress_block(
         statistics = accumulate_statistics(block, inputs, pass_groups, device, stride, single_calls)
         with weights_materialized(block):
             reports.extend(_compress_groups(pass_groups, statistics, method, spec, device))
-    return reports
+    return reports, layout
 
 
 def _compress_groups(
