@@ -62,6 +62,24 @@ def test_subsampled_statistics_keep_few_tokens_and_measure_the_error_directly() 
         )
 
 
+def test_wide_hessian_is_accumulated_on_three_blocks_and_read_symmetric() -> None:
+    """From GRAM_SPLIT_MIN_COLUMNS on, updates skip the lower-left block; every read sees the full running
+    Hessian (that block the mirror of the upper-right one), also when tokens keep coming after a read."""
+    from llmkick_models.engine.hessian import GRAM_SPLIT_MIN_COLUMNS
+
+    columns = GRAM_SPLIT_MIN_COLUMNS + 45
+    generator = torch.Generator().manual_seed(2)
+    X = torch.randn(3, 64, columns, generator=generator) * torch.linspace(0.1, 2, columns)
+    stats = InputStatistics(columns, torch.device("cpu"))
+    for count, batch in enumerate(X, start=1):
+        stats.add(batch)
+        seen = X[:count].reshape(-1, columns).double()
+        H = stats.hessian
+        half = columns // 2
+        assert torch.equal(H[half:, :half], H[:half, half:].t())  # the skipped block is the mirror
+        torch.testing.assert_close(H.double(), 2 / seen.shape[0] * seen.t() @ seen, rtol=1e-4, atol=1e-4)
+
+
 # --- the shared Hessian module -------------------------------------------------------------------------
 
 

@@ -54,6 +54,7 @@ class InputStatistics:
         self._hessian: torch.Tensor | None = None
         if hessian_stride == 1:
             self._hessian = torch.zeros(columns, columns, dtype=torch.float32, device=device)
+        self._lower_stale = False  # the Gram's lower-left block awaits its mirror from the upper-right
         #: Subsampled tokens, while there are fewer of them than columns (then they are cheaper to keep
         #: and to evaluate than a Gram matrix); None once folded into the running Gram matrix.
         self._samples: list[torch.Tensor] | None = None if hessian_stride == 1 else []
@@ -89,7 +90,8 @@ class InputStatistics:
             self._samples = None
         assert self._hessian is not None
         self._hessian.mul_(self.hessian_tokens / hessian_total)
-        self._hessian.addmm_(sampled.t(), sampled, alpha=2.0 / hessian_total)
+        _add_gram_upper(self._hessian, sampled, 2.0 / hessian_total)
+        self._lower_stale = True
         self.hessian_tokens = hessian_total
 
     @property
@@ -98,6 +100,11 @@ class InputStatistics:
         if self._hessian is None:
             X = self.samples
             self._hessian = X.t() @ X * (2.0 / max(X.shape[0], 1))
+        elif self._lower_stale:
+            half = _gram_split(self.columns)
+            if half:
+                self._hessian[half:, :half] = self._hessian[:half, half:].t()
+            self._lower_stale = False
         return self._hessian
 
     @property
@@ -127,6 +134,27 @@ class InputStatistics:
             return 0.0
         value = float(((W - W_hat.float()) @ X.t()).square().sum() / kept)
         return value if math.isfinite(value) else float("nan")
+
+
+#: From this many columns on, a Gram update skips its lower-left block (the mirror of the upper-right one,
+#: copied when the Hessian is read): three products of half width instead of one of full, 3/4 of the work.
+GRAM_SPLIT_MIN_COLUMNS = 256
+
+
+def _gram_split(columns: int) -> int:
+    return columns // 2 if columns >= GRAM_SPLIT_MIN_COLUMNS else 0
+
+
+def _add_gram_upper(H: torch.Tensor, X: torch.Tensor, alpha: float) -> None:
+    """H += alpha · XᵀX on every block but the lower-left one (left stale; see ``InputStatistics``)."""
+    half = _gram_split(H.shape[0])
+    if not half:
+        H.addmm_(X.t(), X, alpha=alpha)
+        return
+    A, B = X[:, :half], X[:, half:]
+    H[:half, :half].addmm_(A.t(), A, alpha=alpha)
+    H[:half, half:].addmm_(A.t(), B, alpha=alpha)
+    H[half:, half:].addmm_(B.t(), B, alpha=alpha)
 
 
 def zero_dead_inputs(H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
