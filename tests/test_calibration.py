@@ -200,3 +200,61 @@ def test_real_wikitext2_text_calibrates(shared_data: Path, tokenizer) -> None:
     assert documents is not None and len(documents) == 2  # test.txt and valid.txt; README is skipped
     ids = calibration_tokens(spec, documents, tokenizer, len(tokenizer)).input_ids
     assert ids.shape == (4, 128)
+
+
+def _bos_tokenizer():
+    """The tiny tokenizer, but adding a BOS by default (as Llama's): the reference loaders keep it."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    backend = build_tokenizer().backend_tokenizer
+    bos = backend.token_to_id("<s>")
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="<|endoftext|>")
+
+
+def _reference_windows(documents: list[str], tokenizer, nsamples: int, seqlen: int, seed: int) -> list:
+    """The draw of Wanda's lib/data.py and SparseGPT's datautils.py, written out: the global ``random``
+    seeded, C4 draws a document index until one is longer than seqlen, WikiText-2 (one joined text) draws
+    none; the start is randint(0, len - seqlen - 1); the text is tokenized as ``tokenizer(text)``."""
+    import random
+
+    random.seed(seed)
+    windows = []
+    for _ in range(nsamples):
+        if len(documents) == 1:
+            ids = tokenizer(documents[0])["input_ids"]
+        else:
+            while True:
+                ids = tokenizer(documents[random.randint(0, len(documents) - 1)])["input_ids"]
+                if len(ids) > seqlen:
+                    break
+        start = random.randint(0, len(ids) - seqlen - 1)
+        windows.append(ids[start : start + seqlen])
+    return windows
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_windows_are_the_reference_loaders_windows(tmp_path: Path, seed: int, monkeypatch) -> None:
+    """Same seed, same text -> the same windows as the Wanda/SparseGPT loaders, BOS included; the old draw
+    (no special tokens, a document drawn for one text, starts up to len - seqlen) gives other windows."""
+    tokenizer = _bos_tokenizer()
+    docs = [english_like_text(n, seed=i) for i, n in enumerate([20, 150, 400, 30, 260, 90])]
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n")
+    single = tmp_path / "wiki.txt"
+    single.write_text(english_like_text(3000, seed=11))
+    for path, seqlen in ((jsonl, 64), (single, 96)):
+        spec = CalibrationSpec(str(path), nsamples=10, seqlen=seqlen, seed=seed)
+        documents = list(load_documents(spec))
+        ids = calibration_tokens(spec, documents, tokenizer, len(tokenizer)).input_ids
+        assert ids.tolist() == _reference_windows(documents, tokenizer, 10, seqlen, seed)
+    # A long text tokenized in pieces still gets exactly tokenizer(text)'s ids, its BOS once.
+    import llmkick_models.engine.calibration as calibration_module
+
+    monkeypatch.setattr(calibration_module, "TOKENIZE_CHUNK_CHARS", 500)
+    text = single.read_text()
+    assert calibration_module._tokenize(tokenizer, text).tolist() == tokenizer(text)["input_ids"]
+    spec = CalibrationSpec(str(single), nsamples=10, seqlen=96, seed=seed)
+    ids = calibration_tokens(spec, [text], tokenizer, len(tokenizer)).input_ids
+    assert ids.tolist() == _reference_windows([text], tokenizer, 10, 96, seed)

@@ -21,6 +21,7 @@ from llmkick_models.engine.hessian import HessianDampingWarning, relative_recons
 from llmkick_models.engine.methods.gptq import gptq_quantize
 from llmkick_models.engine.model_layout import decoder_linears
 from llmkick_models.engine.quantizer import QuantizerConfig, fake_quantize, find_params, rtn_quantize
+from llmkick_models.engine.spec import NMPattern
 from tiny_models import build_model, build_tokenizer
 
 
@@ -38,24 +39,38 @@ def _layer_problem(seed: int = 0, rows: int = 24, cols: int = 48, tokens: int = 
 
 
 def _reference_gptq(
-    W: torch.Tensor, H: torch.Tensor, config: QuantizerConfig, percdamp: float
+    W: torch.Tensor,
+    H: torch.Tensor,
+    config: QuantizerConfig,
+    percdamp: float,
+    blocksize: int = 128,
+    act_order: bool = False,
 ) -> torch.Tensor:
-    """Textbook GPTQ in float64: one column at a time, no blocks, the explicit inverse Hessian of the
-    not-yet-quantized columns (Schur elimination); dynamic group grids on the fully updated weights."""
+    """Textbook GPTQ in float64: one column at a time, no lazy updates, the explicit inverse Hessian of the
+    not-yet-quantized columns (Schur elimination).  Group grids with the reference's semantics: found at a
+    group's first column on its columns as they stood when the current ``blocksize`` block began (every
+    earlier column's update applied, none from this block's columns).  ``act_order``: columns by
+    descending diag H, the result put back in the original order."""
+    perm = torch.argsort(H.diagonal(), descending=True, stable=True) if act_order else None
+    if perm is not None:
+        W, H = W[:, perm], H[perm][:, perm]
     W = W.double().clone()
     H = H.double() + percdamp * H.diagonal().double().mean() * torch.eye(H.shape[0], dtype=torch.float64)
     Hinv = torch.linalg.inv(H)
     columns = W.shape[1]
     scale, zero = find_params(W, config)
+    block_start = W.clone()
     for j in range(columns):
+        if j % blocksize == 0:
+            block_start = W.clone()
         if config.group_size is not None and j % config.group_size == 0:
-            scale, zero = find_params(W[:, j : j + config.group_size], config)
+            scale, zero = find_params(block_start[:, j : j + config.group_size], config)
         q = fake_quantize(W[:, j : j + 1], scale.double(), zero.double(), config.maxq).squeeze(1)
         err = (W[:, j] - q) / Hinv[j, j]
         W[:, j:] -= err.unsqueeze(1) * Hinv[j, j:].unsqueeze(0)  # column j becomes exactly q
         W[:, j] = q
         Hinv = Hinv - Hinv[:, j : j + 1] @ Hinv[j : j + 1, :] / Hinv[j, j]
-    return W
+    return W[:, torch.argsort(perm)] if perm is not None else W
 
 
 @pytest.mark.parametrize("group_size", [None, 8, 16])
@@ -64,12 +79,33 @@ def test_gptq_equals_textbook_column_by_column_obs(group_size: int | None) -> No
     # Asymmetric: the symmetric grid puts the most negative weight of a group exactly on a rounding tie
     # (−m/s = −7.5), which float round-off breaks either way; both results are valid, so not comparable.
     config = QuantizerConfig(4, False, group_size)
-    expected = _reference_gptq(W, H, config, 0.01)
-    # Blocks smaller and larger than the groups: lazy updates and group grids spanning blocks change nothing.
+    # Blocks smaller and larger than the groups: lazy updates change nothing; the group grids follow the
+    # block boundaries as in the reference.
     for blocksize in (5, 16, 128):
+        expected = _reference_gptq(W, H, config, 0.01, blocksize)
         result = gptq_quantize(W, H, config, blocksize=blocksize, percdamp=0.01)
         mismatched = (result.Q.double() - expected).abs() > 1e-4
         assert int(mismatched.sum()) == 0, (blocksize, int(mismatched.sum()))
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_gptq_groups_are_found_on_the_block_start_columns_as_the_reference(
+    group_size: int, act_order: bool
+) -> None:
+    """The reference (IST-DASLab's fasterquant, GPTQ-for-LLaMa) finds a group's grid on W[:, j:j+g], which
+    inside a block still holds the block-start values; group 64 < blocksize 128 is where that differs from
+    a grid on the already-updated columns (the old behaviour, which this test rejects)."""
+    W, H = _layer_problem(seed=4, rows=32, cols=256, tokens=1024)
+    config = QuantizerConfig(4, False, group_size)
+    expected = _reference_gptq(W, H, config, 0.01, 128, act_order)
+    result = gptq_quantize(W, H, config, blocksize=128, percdamp=0.01, act_order=act_order)
+    mismatched = (result.Q.double() - expected).abs() > 1e-4
+    assert int(mismatched.sum()) == 0, int(mismatched.sum())
+    if group_size < 128:
+        # The grid on updated columns is a different (valid) quantizer: make sure the test can tell.
+        updated = _reference_gptq(W, H, config, 0.01, 1, act_order)
+        assert int(((updated - expected).abs() > 1e-4).sum()) > 0
 
 
 @pytest.mark.parametrize("bits", [4, 3])
@@ -166,3 +202,26 @@ def test_lm_eval_cli_results_carry_the_per_layer_quantization_report(
     for name, layer in report["layers"].items():
         assert layer["extra"]["bits"] == 4 and layer["extra"]["group_size"] == 32, name
         assert 0 < layer["extra"]["recon_error"] < 0.1, name
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_errors_from_the_column_loop_equal_the_hessian_quadratic_form(act_order: bool) -> None:
+    """The loop's ‖Err‖² − λ‖ΔW‖² is tr(ΔW H ΔWᵀ): the reported error needs no second product with H for
+    its numerator — per stacked matrix, with a dead input, and for SparseGPT's loop too."""
+    from llmkick_models.engine.methods.sparsegpt import sparsegpt_rows
+
+    W, H = _layer_problem(seed=5)
+    H[3, :] = 0.0
+    H[:, 3] = 0.0  # a dead input: its weights are dropped for free
+    config = QuantizerConfig(4, True, 16)
+    splits = [10, 14]
+    result = gptq_quantize(W, H, config, act_order=act_order, splits=splits)
+    pruned = sparsegpt_rows(W, H, 0.5, None, 16, 0.01, "layer", splits=splits)
+    # Joint 2:4 + 4-bit with groups inside a block: the group grid must be found on a copy of the block's
+    # columns (masking the block in place dropped pruned weights without their OBS update).
+    joint = sparsegpt_rows(W, H, 0.5, NMPattern(2, 4), 48, 0.01, "layer", config, splits=splits)
+    cases = ((result.Q, result.errors), (pruned.W_hat, pruned.errors), (joint.W_hat, joint.errors))
+    for Q, errors in cases:
+        assert len(errors) == 2
+        for rows, error in zip((slice(0, 10), slice(10, 24)), errors, strict=True):
+            assert error == pytest.approx(relative_reconstruction_error(W[rows], Q[rows], H), rel=1e-4)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmkick_models.engine.masks import count_nm_violations, nm_mask, pruning_mask, unstructured_mask
+from llmkick_models.engine.masks import (
+    count_nm_violations,
+    lowest_mask,
+    nm_mask,
+    pruning_mask,
+    unstructured_mask,
+)
 from llmkick_models.engine.spec import NMPattern
 
 
@@ -58,3 +64,18 @@ def test_count_nm_violations() -> None:
     weight = torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]])
     assert count_nm_violations(weight, NMPattern(2, 4)) == 1
     assert count_nm_violations(weight, NMPattern(1, 4)) == 0
+
+
+@pytest.mark.parametrize("shape", [(7, 12), (1, 96), (5, 6, 4), (3, 1)])
+def test_lowest_mask_is_the_stable_sort_selection(shape: tuple[int, ...]) -> None:
+    """The sort-free selection prunes exactly what a stable sort's first ``count`` would, ties included."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    for scores in (
+        torch.randn(shape, generator=generator),
+        torch.randint(0, 3, shape, generator=generator).float(),  # many ties at the threshold
+        torch.zeros(shape),
+    ):
+        for count in range(shape[-1] + 1):
+            expected = torch.zeros_like(scores, dtype=torch.bool)
+            expected.scatter_(-1, torch.sort(scores, dim=-1, stable=True).indices[..., :count], True)
+            assert torch.equal(lowest_mask(scores, count), expected), (scores, count)

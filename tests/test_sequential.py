@@ -59,6 +59,30 @@ def test_linears_reading_the_same_input_share_statistics(calibration, arch: str,
     assert single_calls
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_later_blocks_reuse_the_first_blocks_groups(calibration, monkeypatch, arch: str) -> None:
+    """Blocks of one structure are probed once: block 1's groups from block 0's layout are the ones a probe
+    of block 1 finds, and a whole compression probes a single time."""
+    import llmkick_models.engine.sequential as sequential
+
+    model = build_model(arch, build_tokenizer())
+    _, blocks = find_decoder_blocks(model)
+    inputs = capture_first_block_inputs(model, blocks[0], calibration.input_ids, 64, torch.device("cpu"))
+    first = [t for t in decoder_linears(model) if t.block_index == 0]
+    second = [t for t in decoder_linears(model) if t.block_index == 1]
+    with torch.no_grad():
+        _, _, layout = sequential.block_input_groups(blocks[0], first, inputs, None)
+        reused, single_calls, kept = sequential.block_input_groups(blocks[1], second, inputs, layout)
+        probed, _ = probe_input_groups(blocks[1], second, inputs)
+    assert layout is not None and kept is layout and single_calls
+    assert [[t.name for t in g.members] for g in reused] == [[t.name for t in g.members] for g in probed]
+    calls: list[int] = []
+    probe = sequential.probe_input_groups
+    monkeypatch.setattr(sequential, "probe_input_groups", lambda *a: calls.append(1) or probe(*a))
+    compress_tiny(arch, calibration, "wanda", sparsity=0.5)
+    assert len(calls) == 1
+
+
 ORDER_CASES = [("llama", {"sparsity": 0.5}), *[(arch, {"pattern": "2:4"}) for arch in ARCHITECTURES]]
 
 
@@ -161,3 +185,46 @@ def test_offloaded_blocks_are_compressed_and_written_back(tmp_path: Path, calibr
         torch.testing.assert_close(
             offloaded(calibration.input_ids[:2]).logits, in_memory(calibration.input_ids[:2]).logits
         )
+
+
+FUSED_CASES = [
+    ("sparsegpt", {"sparsity": 0.5}),
+    ("sparsegpt", {"pattern": "2:4"}),
+    ("sparsegpt", {"sparsity": 0.5, "bits": 4, "group_size": 16}),
+    ("gptq", {"bits": 4, "group_size": 16}),
+    ("gptq", {"bits": 3, "group_size": -1, "act_order": True}),
+    ("gptq", {"bits": 4, "group_size": 16, "act_order": True, "static_groups": True}),
+    ("wanda", {"pattern": "2:4", "bits": 4, "group_size": 16}),  # pruned one by one, GPTQ together
+]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize(("method", "args"), FUSED_CASES)
+def test_shared_input_layers_compressed_together_equal_the_per_layer_path(
+    calibration, monkeypatch, arch: str, method: str, args: dict
+) -> None:
+    """q/k/v and gate/up share one damped inverse and one column loop over their stacked rows; every weight,
+    grid and reported error is bit for bit what compressing each linear alone gives (fused QKV of
+    GPT-NeoX and GPT-2's transposed Conv1D included)."""
+    from llmkick_models.engine.methods import method_class
+
+    fused_model, fused = compress_tiny(arch, calibration, method, **args)
+    cls = method_class(method)
+    together = cls.compress_group
+    group_sizes: list[int] = []
+
+    def one_at_a_time(self, jobs):  # the per-layer path: each linear on its own
+        group_sizes.append(len(jobs))
+        return [together(self, [job])[0] for job in jobs]
+
+    monkeypatch.setattr(cls, "compress_group", one_at_a_time)
+    alone_model, alone = compress_tiny(arch, calibration, method, **args)
+    if arch in ("llama", "qwen2"):
+        assert max(group_sizes) == 3  # q/k/v really were a group
+    for a, b in zip(decoder_linears(fused_model), decoder_linears(alone_model), strict=True):
+        assert torch.equal(a.weight, b.weight), a.name
+    for a, b in zip(fused.layers, alone.layers, strict=True):
+        assert a.extra == b.extra, a.name
+    for name, grid in fused.quantized.items():
+        assert torch.equal(grid.scale, alone.quantized[name].scale), name
+        assert torch.equal(grid.zero, alone.quantized[name].zero), name

@@ -38,6 +38,48 @@ def _layer_problem(seed: int = 0, rows: int = 24, cols: int = 32, tokens: int = 
     return W, 2.0 / tokens * X.t() @ X, X
 
 
+def test_subsampled_statistics_keep_few_tokens_and_measure_the_error_directly() -> None:
+    """Fewer sampled tokens than columns: the tokens are kept and the error is ‖ΔW Xᵀ‖² / ‖W Xᵀ‖² on them;
+    more: they are folded into the running Gram matrix (bounded memory), and the error comes from it."""
+    generator = torch.Generator().manual_seed(1)
+    W = torch.randn(5, 40, generator=generator)
+    W_hat = W.masked_fill(torch.rand(5, 40, generator=generator) < 0.5, 0.0)
+    for batches, kept in ((2, True), (20, False)):
+        X = torch.randn(batches * 8, 40, generator=generator)
+        stats = InputStatistics(40, torch.device("cpu"), hessian_stride=3)
+        for batch in X.split(8):
+            stats.add(batch)
+        sampled = X[::3].double()
+        assert stats.hessian_tokens == sampled.shape[0] and (sampled.shape[0] < 40) == kept
+        if kept:
+            assert torch.equal(stats.samples, X[::3])
+        direct = float(
+            ((W - W_hat).double() @ sampled.t()).square().sum() / (W.double() @ sampled.t()).square().sum()
+        )
+        assert stats.relative_error(W, W_hat) == pytest.approx(direct, rel=1e-4)
+        torch.testing.assert_close(
+            stats.hessian.double(), 2 / sampled.shape[0] * sampled.t() @ sampled, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_wide_hessian_is_accumulated_on_three_blocks_and_read_symmetric() -> None:
+    """From GRAM_SPLIT_MIN_COLUMNS on, updates skip the lower-left block; every read sees the full running
+    Hessian (that block the mirror of the upper-right one), also when tokens keep coming after a read."""
+    from llmkick_models.engine.hessian import GRAM_SPLIT_MIN_COLUMNS
+
+    columns = GRAM_SPLIT_MIN_COLUMNS + 45
+    generator = torch.Generator().manual_seed(2)
+    X = torch.randn(3, 64, columns, generator=generator) * torch.linspace(0.1, 2, columns)
+    stats = InputStatistics(columns, torch.device("cpu"))
+    for count, batch in enumerate(X, start=1):
+        stats.add(batch)
+        seen = X[:count].reshape(-1, columns).double()
+        H = stats.hessian
+        half = columns // 2
+        assert torch.equal(H[half:, :half], H[:half, half:].t())  # the skipped block is the mirror
+        torch.testing.assert_close(H.double(), 2 / seen.shape[0] * seen.t() @ seen, rtol=1e-4, atol=1e-4)
+
+
 # --- the shared Hessian module -------------------------------------------------------------------------
 
 

@@ -4,11 +4,12 @@ Two steps, split so that a missing data set fails before the model is loaded:
 
 1. ``load_documents(spec)`` reads the text (no tokenizer needed): the paper's C4 shard, WikiText-2, or
    local files.  Unreachable C4/WikiText-2 raises ``CalibrationDataError`` naming the local alternative.
-2. ``calibration_tokens(...)`` tokenizes lazily and draws the windows, seeded: pick a random document,
-   keep it if it has more than ``seqlen`` tokens, take a window at a random offset (the protocol of the
-   SparseGPT/Wanda C4 loaders, which LLM-KICK used).  A text file, or WikiText-2's train split joined
-   with blank lines as in the GPTQ reference, is one long document, so its windows are random offsets
-   into one token stream.
+2. ``calibration_tokens(...)`` tokenizes lazily (with the tokenizer's default special tokens, as
+   ``tokenizer(text)`` in the reference loaders) and draws the windows exactly as the SparseGPT/Wanda
+   loaders that LLM-KICK used, so one seed draws the same windows from the same text: pick a random
+   document, keep it if it has more than ``seqlen`` tokens, take a window at a random offset in
+   [0, len − seqlen − 1].  A text file, or WikiText-2's train split joined with spaces as in those
+   loaders, is one long document: no document is drawn, its windows are random offsets into one stream.
 
 ``random`` draws uniform token ids: only meant for tests and benchmarks, never for a real evaluation.
 """
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +134,8 @@ def load_documents(spec: CalibrationSpec) -> Sequence[str] | None:
         return _Column(dataset, "text")
     if source == "wikitext2":
         dataset = _load_hub_dataset(source, *WIKITEXT_DATASET, split="train")
-        return ["\n\n".join(dataset["text"])]
+        # Joined with spaces, as the Wanda and SparseGPT loaders do.
+        return [" ".join(dataset["text"])]
     path = Path(source)
     if not path.exists():
         raise CalibrationDataError(f"calibration={source}: no such file or directory")
@@ -186,25 +189,65 @@ class CalibrationSet:
 TOKENIZE_CHUNK_CHARS = 65536
 
 
+def _special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer adds by default before and after a text (e.g. Llama's BOS; none for GPT-2)."""
+    probe = "calibration"
+    plain = tokenizer(probe, add_special_tokens=False, verbose=False)["input_ids"]
+    full = tokenizer(probe, verbose=False)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    raise CalibrationDataError(
+        "the tokenizer's special tokens do not wrap the plain encoding of a text; cannot tokenize long "
+        "calibration text in pieces"
+    )
+
+
+_SPACE_BETWEEN_WORDS = re.compile(r"(?<=\S) (?=\S)")
+
+
+def _cut_before_word(text: str, start: int, end: int) -> int:
+    """Where to end the piece text[start:end]: before the last single space between two non-spaces, so the
+    next piece starts with " word".  Byte-level BPE pre-tokenizers (GPT-2's, Llama 3's) split there anyway
+    and attach the space to the following word, so the pieces' ids join into the whole text's ids."""
+    cuts = [match.start() for match in _SPACE_BETWEEN_WORDS.finditer(text, start + 1, end)]
+    return cuts[-1] if cuts else end
+
+
 def _tokenize(tokenizer: Any, text: str) -> torch.Tensor:
-    """Token ids of ``text`` (no special tokens) as a 1-D int64 tensor, tokenized piece by piece."""
-    pieces: list[torch.Tensor] = []
+    """Token ids of ``text`` as the reference loaders get them (``tokenizer(text)``: with the tokenizer's
+    default special tokens, e.g. a leading BOS), as a 1-D int64 tensor.
+
+    A text longer than ``TOKENIZE_CHUNK_CHARS`` is tokenized piece by piece (cut before a word, see
+    ``_cut_before_word``) without special tokens, and the default ones are put around the whole once.  For
+    byte-level BPE tokenizers the result equals tokenizing the whole text; a SentencePiece tokenizer that
+    adds a dummy prefix space to every call may differ at the piece boundaries.
+    """
+    if len(text) <= TOKENIZE_CHUNK_CHARS:
+        # verbose=False: a document is meant to exceed the tokenizer's model_max_length here.
+        return torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
+    before, after = _special_tokens_around(tokenizer)
+    pieces: list[torch.Tensor] = [torch.tensor(before, dtype=torch.long)]
     start = 0
     while start < len(text):
         end = min(start + TOKENIZE_CHUNK_CHARS, len(text))
         if end < len(text):
-            cut = max(text.rfind("\n", start, end), text.rfind(" ", start, end))
-            end = cut + 1 if cut > start else end
-        # verbose=False: a long piece is meant to exceed the tokenizer's model_max_length here.
+            end = _cut_before_word(text, start, end)
         ids = tokenizer(text[start:end], add_special_tokens=False, verbose=False)["input_ids"]
         pieces.append(torch.tensor(ids, dtype=torch.long))
         start = end
-    return torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.long)
+    pieces.append(torch.tensor(after, dtype=torch.long))
+    return torch.cat(pieces)
 
 
 def _sample_windows(
     documents: Sequence[str], tokenizer: Any, nsamples: int, seqlen: int, seed: int, source: str
 ) -> torch.Tensor:
+    """The reference loaders' draw (Wanda's ``lib/data.py``, SparseGPT's ``datautils.py``), so one seed
+    gives the same windows: ``random.seed(seed)``; per window, for several documents (C4) draw
+    ``randint(0, len(documents) - 1)`` until a document of more than ``seqlen`` tokens comes up, for one
+    document (WikiText-2 joined, a text file) draw no document at all; then the start
+    ``randint(0, len(ids) - seqlen - 1)``."""
     rng = random.Random(seed)
     tokenized: dict[int, torch.Tensor] = {}
     too_short: set[int] = set()
@@ -216,7 +259,8 @@ def _sample_windows(
                 f"calibration={source}: no document has more than seqlen={seqlen} tokens "
                 f"(longest: {longest}); lower seqlen= or give longer text"
             )
-        index = rng.randrange(len(documents))
+        # The single-document loaders draw no document index; a draw would shift every later window.
+        index = rng.randint(0, len(documents) - 1) if len(documents) > 1 else 0
         if index in too_short:
             continue
         ids = tokenized.get(index)
@@ -227,7 +271,7 @@ def _sample_windows(
                 too_short.add(index)
                 continue
             tokenized[index] = ids
-        start = rng.randint(0, len(ids) - seqlen)
+        start = rng.randint(0, len(ids) - seqlen - 1)
         windows.append(ids[start : start + seqlen])
     return torch.stack(windows)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 
@@ -33,10 +34,13 @@ class InputStatistics:
     """Running statistics of the inputs x ∈ R^columns of one linear layer over the calibration tokens.
 
     ``feature_sq_mean[j]`` = mean over all tokens of x_j² (Wanda's ‖X_j‖²/n).
-    ``hessian`` = (2/m) Σ x xᵀ over every ``hessian_stride``-th token (m of them); stride 1 gives the
-    exact Hessian that SparseGPT/GPTQ need, a larger stride a cheaper estimate that is only used to
-    measure reconstruction errors.  Token positions are counted globally, so the subsample is spread
-    evenly over all batches.
+    ``hessian`` = (2/m) Σ x xᵀ over every ``hessian_stride``-th token (m of them).  Stride 1 accumulates
+    the exact Hessian that SparseGPT/GPTQ need, as a running average.  A larger stride only serves to
+    measure reconstruction errors: while fewer than ``columns`` tokens are sampled they are kept
+    themselves (``samples``) and the error is computed from them directly (cheaper than a Gram matrix;
+    ``hessian`` is formed from them on demand); beyond that they are folded into a running Gram matrix
+    as with stride 1, so memory stays bounded.  Token positions are counted globally, so the subsample is
+    spread evenly over all batches.
     """
 
     def __init__(self, columns: int, device: torch.device, hessian_stride: int = 1) -> None:
@@ -47,13 +51,19 @@ class InputStatistics:
         self.tokens = 0
         self.hessian_tokens = 0
         self.feature_sq_mean = torch.zeros(columns, dtype=torch.float32, device=device)
-        self.hessian = torch.zeros(columns, columns, dtype=torch.float32, device=device)
+        self._hessian: torch.Tensor | None = None
+        if hessian_stride == 1:
+            self._hessian = torch.zeros(columns, columns, dtype=torch.float32, device=device)
+        self._lower_stale = False  # the Gram's lower-left block awaits its mirror from the upper-right
+        #: Subsampled tokens, while there are fewer of them than columns (then they are cheaper to keep
+        #: and to evaluate than a Gram matrix); None once folded into the running Gram matrix.
+        self._samples: list[torch.Tensor] | None = None if hessian_stride == 1 else []
 
     def add(self, inputs: torch.Tensor) -> None:
         """Fold a batch of layer inputs (any leading shape, last dimension = columns) into the statistics."""
         X = inputs.detach().reshape(-1, self.columns)
-        if X.device != self.hessian.device:
-            X = X.to(self.hessian.device)
+        if X.device != self.feature_sq_mean.device:
+            X = X.to(self.feature_sq_mean.device)
         X = X.float()
         n = X.shape[0]
         if n == 0:
@@ -67,16 +77,84 @@ class InputStatistics:
         self.tokens = total
         sampled = X[first :: self.hessian_stride]
         m = sampled.shape[0]
-        if m:
-            hessian_total = self.hessian_tokens + m
-            self.hessian.mul_(self.hessian_tokens / hessian_total)
-            self.hessian.addmm_(sampled.t(), sampled, alpha=2.0 / hessian_total)
+        if not m:
+            return
+        hessian_total = self.hessian_tokens + m
+        if self._samples is not None and hessian_total < self.columns:
+            self._samples.append(sampled.clone())  # a copy: the view would keep the whole batch alive
+            self._hessian = None  # formed again from the samples on demand
             self.hessian_tokens = hessian_total
+            return
+        if self._samples is not None:  # too many samples to keep: continue with their Gram matrix
+            self._hessian = self.hessian.clone()
+            self._samples = None
+        assert self._hessian is not None
+        self._hessian.mul_(self.hessian_tokens / hessian_total)
+        _add_gram_upper(self._hessian, sampled, 2.0 / hessian_total)
+        self._lower_stale = True
+        self.hessian_tokens = hessian_total
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """(2/m) Σ x xᵀ over the tokens counted in ``hessian_tokens``."""
+        if self._hessian is None:
+            X = self.samples
+            self._hessian = X.t() @ X * (2.0 / max(X.shape[0], 1))
+        elif self._lower_stale:
+            half = _gram_split(self.columns)
+            if half:
+                self._hessian[half:, :half] = self._hessian[:half, half:].t()
+            self._lower_stale = False
+        return self._hessian
+
+    @property
+    def samples(self) -> torch.Tensor:
+        """The subsampled tokens (m × columns); kept only with ``hessian_stride`` > 1 and m < columns."""
+        if self._samples is None:
+            raise ValueError("these statistics keep a Hessian, not the tokens")
+        if len(self._samples) != 1:
+            joined = torch.cat(self._samples) if self._samples else torch.zeros(0, self.columns)
+            self._samples = [joined.to(self.feature_sq_mean.device)]
+        return self._samples[0]
 
     @property
     def hessian_is_exact(self) -> bool:
         """True when H was accumulated over every token (stride 1)."""
         return self.hessian_stride == 1
+
+    def relative_error(self, W: torch.Tensor, W_hat: torch.Tensor) -> float:
+        """‖WX − ŴX‖² / ‖WX‖² over the tokens behind these statistics: from the exact Hessian, or from
+        the kept token subsample directly while it has fewer tokens than columns (else via its Gram)."""
+        if self._samples is None:
+            return relative_reconstruction_error(W, W_hat, self.hessian)
+        X = self.samples.to(W.device)
+        W = W.float()
+        kept = (W @ X.t()).square().sum()
+        if not kept > 0:
+            return 0.0
+        value = float(((W - W_hat.float()) @ X.t()).square().sum() / kept)
+        return value if math.isfinite(value) else float("nan")
+
+
+#: From this many columns on, a Gram update skips its lower-left block (the mirror of the upper-right one,
+#: copied when the Hessian is read): three products of half width instead of one of full, 3/4 of the work.
+GRAM_SPLIT_MIN_COLUMNS = 256
+
+
+def _gram_split(columns: int) -> int:
+    return columns // 2 if columns >= GRAM_SPLIT_MIN_COLUMNS else 0
+
+
+def _add_gram_upper(H: torch.Tensor, X: torch.Tensor, alpha: float) -> None:
+    """H += alpha · XᵀX on every block but the lower-left one (left stale; see ``InputStatistics``)."""
+    half = _gram_split(H.shape[0])
+    if not half:
+        H.addmm_(X.t(), X, alpha=alpha)
+        return
+    A, B = X[:, :half], X[:, half:]
+    H[:half, :half].addmm_(A.t(), A, alpha=alpha)
+    H[:half, half:].addmm_(A.t(), B, alpha=alpha)
+    H[half:, half:].addmm_(B.t(), B, alpha=alpha)
 
 
 def zero_dead_inputs(H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -165,12 +243,58 @@ def updated_columns(
 
     The current block (starting at ``i1``) lives in ``W1`` with its in-block updates applied; columns past
     the block have not yet received this block's lazy update, so it is applied here on the fly
-    (Err1's not-yet-visited columns are 0).  Needed for dynamic group grids whose group extends past the
-    block (the reference reads the stale W there).
+    (Err1's not-yet-visited columns are 0).  SparseGPT's joint quantization finds its group grids on
+    these columns.  Returns a new tensor.
     """
     i2 = i1 + W1.shape[1]
-    inside = W1[:, start - i1 : min(stop, i2) - i1]
+    # A copy: callers mask the segment in place, which must not zero W1's not-yet-visited weights (that
+    # would drop them without an OBS update, and the error accounting ΔW = Err·U would no longer hold).
+    inside = W1[:, start - i1 : min(stop, i2) - i1].clone()
     if stop <= i2:
         return inside
     outside = W[:, i2:stop] - Err1 @ Hinv[i1:i2, i2:stop]
     return torch.cat([inside, outside], dim=1)
+
+
+def row_blocks(splits: Sequence[int]) -> list[slice]:
+    """Row ranges of matrices stacked on top of each other, ``splits`` being their row counts."""
+    blocks, start = [], 0
+    for rows in splits:
+        blocks.append(slice(start, start + rows))
+        start += rows
+    return blocks
+
+
+def errors_from_column_loop(
+    W: torch.Tensor,
+    W_hat: torch.Tensor,
+    H: torch.Tensor,
+    err_sq: torch.Tensor,
+    damping: float,
+    splits: Sequence[int],
+) -> list[float]:
+    """Relative reconstruction errors tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) of stacked matrices (row counts ``splits``)
+    after an OBS/GPTQ column loop, without a second product with H for the numerator.
+
+    In those loops W − Ŵ = Err·U, U being the upper Cholesky factor of (H + λI)⁻¹ and row i of Err the
+    scaled errors of row i, so tr(ΔW (H + λI) ΔWᵀ) = ‖Err‖² and tr(ΔW H ΔWᵀ) = ‖Err‖² − λ‖ΔW‖².
+    ``err_sq`` holds ‖Err‖² per row, ``damping`` is λ.  Where the damping term is not small against
+    ‖Err‖² (heavy damping after a failed factorisation), the subtraction would lose digits, so that
+    matrix's numerator is computed directly.  W (dead inputs zeroed) and H (dead diagonal set) are the
+    loop's; they give the same quadratic forms as the original W and H.
+    """
+    kept_rows = ((W @ H) * W).sum(dim=1)
+    delta = W - W_hat
+    delta_sq = delta.square().sum(dim=1)
+    errors = []
+    for rows in row_blocks(splits):
+        loop_energy = err_sq[rows].sum()
+        damped = damping * delta_sq[rows].sum()
+        if damped <= 0.5 * loop_energy:
+            lost = loop_energy - damped
+        else:
+            lost = torch.dot((delta[rows] @ H).flatten(), delta[rows].flatten())
+        kept = kept_rows[rows].sum()
+        value = float(lost.clamp_min(0) / kept) if kept > 0 else 0.0
+        errors.append(value if math.isfinite(value) else float("nan"))
+    return errors

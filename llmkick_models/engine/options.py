@@ -238,9 +238,10 @@ CALIBRATION_OPTIONS = (CALIBRATION, NSAMPLES, SEQLEN, CALIBRATION_SEED)
 ERROR_TOKENS = _spec_option(
     "error_tokens",
     parse_error_tokens,
-    16384,
+    256,
     "positive integer or all",
-    "calibration tokens on which the reconstruction error of a method without a full Hessian is measured",
+    "calibration tokens (evenly spaced) on which the reconstruction error of a method without a full "
+    "Hessian is measured; all = exact, at the cost of a Gram matrix",
 )
 TRUE_SEQUENTIAL = _spec_option(
     "true_sequential",

@@ -10,7 +10,9 @@ so that errors propagate from block to block as in the reference implementations
 
 Block inputs are captured and carried by ``block_inputs``; where each block computes is ``placement``'s
 business.  Linears that read the very same input tensor (q/k/v, gate/up) share one set of statistics,
-found by a probe run of each block.  Memory: one block's activations plus one block's statistics at a time.
+found by a probe run of the first block (again for any block of another structure, and for every block
+whose linears do not each run exactly once, e.g. routed experts).  Memory: one block's activations plus
+one block's statistics at a time.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmkick_models.engine.block_inputs import BlockInputs, StopForward, capture_first_block_inputs
-from llmkick_models.engine.hessian import InputStatistics, relative_reconstruction_error
+from llmkick_models.engine.hessian import InputStatistics
 from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
 from llmkick_models.engine.placement import block_on_device, execution_device, weights_materialized
@@ -92,6 +94,40 @@ def probe_input_groups(
     # Linears the probe batch never reached (e.g. unrouted experts) get their own statistics, last.
     groups.extend(_InputGroup([t]) for t in targets if t.name not in executed)
     return groups, all(count == 1 for count in calls.values())
+
+
+@dataclass(frozen=True)
+class _GroupLayout:
+    """A probed block's input groups by the linears' names inside the block, to reuse for the next blocks
+    of the same class with the same linears (decoder blocks repeat one structure: probing each costs one
+    sample's forward per block for nothing).  Only kept when every linear of the probed block ran exactly
+    once, so a block with routing (MoE experts) is probed every time."""
+
+    block_type: type
+    groups: tuple[tuple[str, ...], ...]  # relative names, in execution order
+
+
+def _relative_names(block: nn.Module, targets: list[TargetLinear]) -> dict[str, TargetLinear]:
+    inside = {id(module): name for name, module in block.named_modules()}
+    return {inside[id(t.module)]: t for t in targets}
+
+
+def block_input_groups(
+    block: nn.Module, targets: list[TargetLinear], inputs: BlockInputs, layout: _GroupLayout | None
+) -> tuple[list[_InputGroup], bool, _GroupLayout | None]:
+    """The block's input groups and whether each linear runs once: from ``layout`` when it describes a
+    block like this one, else by ``probe_input_groups``.  Returns the layout to use for the next block."""
+    by_name = _relative_names(block, targets)
+    if layout is not None and type(block) is layout.block_type:
+        if sorted(by_name) == sorted(name for group in layout.groups for name in group):
+            groups = [_InputGroup([by_name[name] for name in group]) for group in layout.groups]
+            return groups, True, layout
+    groups, single_calls = probe_input_groups(block, targets, inputs)
+    if not single_calls:
+        return groups, single_calls, None
+    relative = {id(t): name for name, t in by_name.items()}
+    names = tuple(tuple(relative[id(t)] for t in group.members) for group in groups)
+    return groups, single_calls, _GroupLayout(type(block), names)
 
 
 def accumulate_statistics(
@@ -169,6 +205,7 @@ def compress_sequential(
             capture_device = compute_device or execution_device(blocks[0])
             inputs = capture_first_block_inputs(model, blocks[0], input_ids, batch_size, capture_device)
             progress = tqdm(range(len(blocks)), desc=f"llmkick {spec.method}", unit="block", leave=False)
+            layout: _GroupLayout | None = None
             for index in progress:
                 start = time.perf_counter()
                 block = blocks[index]
@@ -177,8 +214,8 @@ def compress_sequential(
                 with block_on_device(block, compute_device) as block_device:
                     inputs.to(block_device)
                     if block_targets:
-                        block_layers = _compress_block(
-                            block, block_targets, inputs, method, spec, block_device, stride
+                        block_layers, layout = _compress_block(
+                            block, block_targets, inputs, method, spec, block_device, stride, layout
                         )
                     if index + 1 < len(blocks):  # the last block's outputs feed nothing
                         inputs.advance(block)
@@ -206,9 +243,11 @@ def _compress_block(
     spec: CompressionSpec,
     device: torch.device,
     stride: int,
-) -> list[LayerReport]:
-    """Statistics pass(es) and compression of one block's linears (the block is already on ``device``)."""
-    groups, single_calls = probe_input_groups(block, targets, inputs)
+    layout: _GroupLayout | None = None,
+) -> tuple[list[LayerReport], _GroupLayout | None]:
+    """Statistics pass(es) and compression of one block's linears (the block is already on ``device``);
+    also returns the group layout for the next block."""
+    groups, single_calls, layout = block_input_groups(block, targets, inputs, layout)
     # true_sequential: one statistics pass per input group, after the groups before it are compressed.
     passes = [[group] for group in groups] if spec.true_sequential else [groups]
     reports: list[LayerReport] = []
@@ -216,7 +255,7 @@ def _compress_block(
         statistics = accumulate_statistics(block, inputs, pass_groups, device, stride, single_calls)
         with weights_materialized(block):
             reports.extend(_compress_groups(pass_groups, statistics, method, spec, device))
-    return reports
+    return reports, layout
 
 
 def _compress_groups(
@@ -226,7 +265,13 @@ def _compress_groups(
     spec: CompressionSpec,
     device: torch.device,
 ) -> list[LayerReport]:
-    """Compress each member of ``groups`` with its group's statistics; measure sparsity and error."""
+    """Compress each group's members together with the group's statistics; measure sparsity and error.
+
+    The method gets the whole group at once (``compress_group``), so work on the shared statistics is
+    done once.  A method that measured ``recon_error`` in its own loop (SparseGPT, GPTQ: from the
+    accumulated Hessian, see ``hessian.errors_from_column_loop``) keeps it; otherwise it is computed here
+    from the statistics (exact Hessian, or the token subsample for methods without one).
+    """
     reports: list[LayerReport] = []
     for group in groups:
         stats = statistics[group.owner.name]
@@ -235,10 +280,13 @@ def _compress_groups(
                 f"{group.owner.name} received no calibration tokens; a layer that calibration never "
                 f"reaches cannot be compressed by method={spec.method}"
             )
-        for target in group.members:
-            W = target.weight.detach().to(device=device, dtype=torch.float32, copy=True)
-            extra = method.compress_layer(LayerJob(target, spec, device, stats))
-            extra["recon_error"] = relative_reconstruction_error(W, target.weight.to(device), stats.hessian)
+        originals = [
+            t.weight.detach().to(device=device, dtype=torch.float32, copy=True) for t in group.members
+        ]
+        extras = method.compress_group([LayerJob(t, spec, device, stats) for t in group.members])
+        for target, W, extra in zip(group.members, originals, extras, strict=True):
+            if "recon_error" not in extra:
+                extra["recon_error"] = stats.relative_error(W, target.weight.to(device))
             extra["error_tokens"] = stats.hessian_tokens
             reports.append(measure_layer(target, spec, extra))
     return reports

@@ -63,7 +63,7 @@ class CompressionSpec:
     #: Recompute the statistics of later sub-layers of a block after its earlier ones are compressed.
     true_sequential: bool = False
     #: Tokens on which the reconstruction error of non-Hessian methods is measured (None: all of them).
-    error_tokens: int | None = 16384
+    error_tokens: int | None = 256
     #: Quantization (gptq, rtn; or after pruning): bits per weight in [2, 8]; None = no quantization.
     bits: int | None = None
     #: Input columns sharing one scale/zero point; None = one grid per output row ("per channel").

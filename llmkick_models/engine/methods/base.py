@@ -106,6 +106,14 @@ class CompressionMethod(ABC):
     def compress_layer(self, job: LayerJob) -> dict[str, float]:
         """Compress ``job.target``'s weight in place, computing on ``job.device``."""
 
+    def compress_group(self, jobs: list[LayerJob]) -> list[dict[str, float]]:
+        """Compress linears that read the same input tensor (their jobs share one ``InputStatistics``);
+        one report dict per job.  By default one at a time; a method whose work on the statistics can be
+        shared (SparseGPT's and GPTQ's damped inverse Hessian and column loop) does it once for the group,
+        with each layer's result identical to ``compress_layer``'s.  A dict may carry ``recon_error``
+        already (from the method's own loop); the driver measures it otherwise."""
+        return [self.compress_layer(job) for job in jobs]
+
 
 class Dense(CompressionMethod):
     """No compression: the dense baseline (``method=none``); it takes no options."""

@@ -11,10 +11,17 @@ For a linear y = W x with input Hessian H = (2/n) Σ x xᵀ:
    Err_j = (W_j − Q_j) / Hinv_jj, W[:, j+1:] −= Err_j · Hinv[j, j+1:] (inside the block at once, for later
    blocks lazily, one matmul per block);
 4. grids: per channel (one min-max grid per row, found on W before the loop), dynamic groups (the
-   reference default: the grid of a group is found when the loop reaches its first column, on the weights
-   as updated so far) or ``static_groups`` (all group grids found on the original W before the loop, so
-   with act_order a group's grid does not depend on the processing order);
+   reference default, as IST-DASLab's ``fasterquant`` and GPTQ-for-LLaMa: the grid of a group is found
+   when the loop reaches its first column, on the group's columns as they stood at the start of the
+   current column block — every earlier block's update applied, none of the current block's; so with
+   ``group_size`` < ``blocksize`` the result depends on ``blocksize``, exactly as in the reference) or
+   ``static_groups`` (all group grids found on the original W before the loop, so with act_order a
+   group's grid does not depend on the processing order);
 5. with act_order the result is put back in the original column order with the inverse permutation.
+
+Linears that read the same input are quantized together (``GPTQ.compress_group``, ``splits``): one
+damped inverse and one column loop over their stacked rows, each matrix bit for bit as alone; the error
+of each comes from the loop (``hessian.errors_from_column_loop``).
 
 ``mask`` (joint sparse + quant after Wanda/magnitude pruning): masked weights are quantized to exactly 0
 at their turn, and their removal error is spread over the remaining columns like any quantization error;
@@ -23,15 +30,16 @@ a pruned weight is never revived.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from llmkick_models.engine.hessian import (
     damped_inverse_cholesky,
-    updated_columns,
+    errors_from_column_loop,
+    row_blocks,
     zero_dead_inputs,
 )
 from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
@@ -58,12 +66,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class GPTQResult:
-    """What ``gptq_quantize`` produced for one layer."""
+    """What ``gptq_quantize`` produced for one layer (or for matrices stacked by rows)."""
 
     Q: torch.Tensor  # fake-quantized weight (rows, columns), fp32, original column order
     grid: QuantizedWeight
     damp: float  # the dampening that factorised (percdamp unless the retry raised it)
     dead: int  # inputs with H_jj = 0
+    errors: list[float] = field(default_factory=list)  # relative reconstruction error per stacked matrix
 
 
 def gptq_quantize(
@@ -77,14 +86,19 @@ def gptq_quantize(
     static_groups: bool = False,
     mask: torch.Tensor | None = None,
     layer_name: str = "layer",
+    splits: Sequence[int] | None = None,
 ) -> GPTQResult:
     """Quantize W (out, in) with GPTQ given its input Hessian H (in, in); neither is modified.
 
-    ``mask`` (out, in), True = pruned: those weights end up exactly 0.
+    ``mask`` (out, in), True = pruned: those weights end up exactly 0.  ``splits``: W holds several
+    matrices that read the same input, stacked by rows (their row counts); they share the damped inverse
+    and the column loop, and each comes out as it would alone (rows are independent in GPTQ, grids are
+    per row, and the lazy update runs matrix by matrix so each product is the one of the matrix alone).
     """
     W = W.detach().float().clone()
     H = H.detach().float().clone()
-    columns = W.shape[1]
+    rows, columns = W.shape
+    blocks = row_blocks(splits if splits is not None else [rows])
     dead = zero_dead_inputs(H, W)
     group_size = config.group_size
     maxq = config.maxq
@@ -104,6 +118,8 @@ def gptq_quantize(
         mask = mask[:, perm] if mask is not None else None
 
     Hinv, damp = damped_inverse_cholesky(H, percdamp, layer_name)
+    W_start = W.clone()
+    err_sq = torch.zeros(rows, dtype=torch.float32, device=W.device)
 
     if group_size is None:  # per channel: one grid per row, found before the loop (as the reference)
         scale, zero = find_params(W if mask is None else W.masked_fill(mask, 0.0), config)
@@ -126,9 +142,11 @@ def gptq_quantize(
                     group = int(perm[j]) // group_size
                     scale, zero = static_scale[:, group : group + 1], static_zero[:, group : group + 1]
                 elif j % group_size == 0:
-                    # Dynamic groups: the grid of the next group_size columns, on the updated weights.
+                    # Dynamic groups as the reference: the grid of the next group_size columns as they
+                    # stood at the start of this block (W is not touched inside the block; W1 is), i.e.
+                    # with every earlier block's update but none of this block's.
                     stop = min(j + group_size, columns)
-                    segment = updated_columns(W, W1, Err1, Hinv, i1, j, stop)
+                    segment = W[:, j:stop]
                     if mask is not None:
                         segment = segment.masked_fill(mask[:, j:stop], 0.0)
                     scale, zero = find_params(segment, config)
@@ -145,8 +163,14 @@ def gptq_quantize(
             Err1[:, i] = err
 
         Q[:, i1:i2] = Q1
-        # Lazy batch update: the block's errors reach every later column in one matmul.
-        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1.0)
+        err_sq += Err1.square().sum(dim=1)
+        # Lazy batch update: the block's errors reach every later column in one matmul per matrix.
+        for block in blocks:
+            W[block, i2:].addmm_(Err1[block], Hinv[i1:i2, i2:], alpha=-1.0)
+
+    # Errors in processing order (traces do not depend on the column order).
+    damping = damp * float(H.diagonal().mean())
+    errors = errors_from_column_loop(W_start, Q, H, err_sq, damping, [b.stop - b.start for b in blocks])
 
     g_idx = None
     if act_order:
@@ -164,33 +188,53 @@ def gptq_quantize(
         grid = QuantizedWeight(
             config, torch.cat(dynamic_scales, dim=1).cpu(), torch.cat(dynamic_zeros, dim=1).cpu(), g_idx
         )
-    return GPTQResult(Q, grid, damp, int(dead.sum()))
+    return GPTQResult(Q, grid, damp, int(dead.sum()), errors)
 
 
 def gptq_layer(job: LayerJob, mask: torch.Tensor | None = None) -> tuple[dict[str, float], QuantizedWeight]:
     """Quantize the layer's weight in place with GPTQ (keeping ``mask`` zero); its report facts and grid."""
-    statistics = job.statistics_for("gptq", exact_hessian=True)
-    target, spec, device = job.target, job.spec, job.device
+    [(extra, grid)] = gptq_group([job], None if mask is None else [mask])
+    extra.pop("recon_error")  # relative to the weight GPTQ received; the caller's may differ (pruned)
+    return extra, grid
+
+
+def gptq_group(
+    jobs: list[LayerJob], masks: list[torch.Tensor] | None = None
+) -> list[tuple[dict[str, float], QuantizedWeight]]:
+    """Quantize linears that read the same input in place with one GPTQ run over their stacked rows
+    (keeping ``masks`` zero); per layer its report facts (``recon_error`` relative to the weight as
+    received) and its grid."""
+    statistics = jobs[0].statistics_for("gptq", exact_hessian=True)
+    spec, device = jobs[0].spec, jobs[0].device
     config = quantizer_config(spec)
-    weight = target.weight
+    weights = [job.target.weight for job in jobs]
+    splits = [w.shape[0] for w in weights]
     result = gptq_quantize(
-        weight.to(device),
+        torch.cat([w.to(device=device, dtype=torch.float32) for w in weights]),
         statistics.hessian.to(device),
         config,
         blocksize=spec.blocksize,
         percdamp=spec.percdamp,
         act_order=spec.act_order,
         static_groups=spec.static_groups,
-        mask=mask.to(device) if mask is not None else None,
-        layer_name=target.name,
+        mask=torch.cat([m.to(device) for m in masks]) if masks is not None else None,
+        layer_name="+".join(job.target.name for job in jobs),
+        splits=splits,
     )
-    extra: dict[str, float] = {"bits": config.bits, "group_size": config.group_size or -1}
-    if result.damp != spec.percdamp:
-        extra["percdamp"] = result.damp
-    if result.dead:
-        extra["dead_inputs"] = result.dead
-    weight.copy_(result.Q.to(device=weight.device, dtype=weight.dtype))
-    return extra, result.grid
+    out = []
+    for weight, rows, error in zip(weights, row_blocks(splits), result.errors, strict=True):
+        extra: dict[str, float] = {"bits": config.bits, "group_size": config.group_size or -1}
+        if result.damp != spec.percdamp:
+            extra["percdamp"] = result.damp
+        if result.dead:
+            extra["dead_inputs"] = result.dead
+        extra["recon_error"] = error
+        weight.copy_(result.Q[rows].to(device=weight.device, dtype=weight.dtype))
+        grid = result.grid
+        out.append(
+            (extra, QuantizedWeight(config, grid.scale[rows].clone(), grid.zero[rows].clone(), grid.g_idx))
+        )
+    return out
 
 
 def check_static_groups(values: Mapping[str, Any]) -> None:
@@ -217,6 +261,13 @@ class GPTQ(CompressionMethod):
 
     def compress_layer(self, job: LayerJob) -> dict[str, float]:
         """Quantize the layer in place with GPTQ; keep its grid for packed export."""
-        extra, grid = gptq_layer(job)
-        self.quantized[job.target.name] = grid
-        return extra
+        return self.compress_group([job])[0]
+
+    def compress_group(self, jobs: list[LayerJob]) -> list[dict[str, float]]:
+        """Quantize linears that read the same input with one damped inverse and one column loop (each
+        layer as alone); keep their grids for packed export."""
+        extras = []
+        for job, (extra, grid) in zip(jobs, gptq_group(jobs), strict=True):
+            self.quantized[job.target.name] = grid
+            extras.append(extra)
+        return extras

@@ -22,11 +22,11 @@ class Magnitude(QuantizeAfterPruning, CompressionMethod):
     #: calibration= only serves to measure reconstruction errors (or a GPTQ quantizer after pruning).
     options = (*PRUNING, *CALIBRATION_OPTIONS, ERROR_TOKENS)
 
-    def compress_layer(self, job: LayerJob) -> dict[str, float]:
-        """Zero the lowest-|W| weights of the layer in place; with ``bits=``, quantize it keeping the mask
-        (the statistics serve only a GPTQ quantizer)."""
+    def prune(self, job: LayerJob) -> torch.Tensor:
+        """Zero the lowest-|W| weights of the layer in place; return the mask (with ``bits=`` the layer is
+        then quantized keeping it; the statistics serve only a GPTQ quantizer)."""
         weight, spec = job.target.weight, job.spec
         scores = weight.to(device=job.device, dtype=torch.float32).abs()
         mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=False)
         weight.masked_fill_(mask.to(weight.device), 0)
-        return self.quantize_pruned(job, mask)
+        return mask

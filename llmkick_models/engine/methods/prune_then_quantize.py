@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from llmkick_models.engine.methods.base import LayerJob
-from llmkick_models.engine.methods.gptq import check_static_groups, gptq_layer
+from llmkick_models.engine.methods.gptq import check_static_groups, gptq_group, gptq_layer
 from llmkick_models.engine.methods.rtn import rtn_layer
 from llmkick_models.engine.options import (
     GPTQ_ORDER,
@@ -70,6 +70,27 @@ class QuantizeAfterPruning:
     @staticmethod
     def _gptq_after(spec: CompressionSpec) -> bool:
         return spec.bits is not None and spec.quantizer == "gptq"
+
+    def prune(self, job: LayerJob) -> torch.Tensor:
+        """Zero the layer's pruned weights in place; return the mask (True = pruned)."""
+        raise NotImplementedError
+
+    def compress_layer(self, job: LayerJob) -> dict[str, float]:
+        """Prune the layer in place; with ``bits=``, quantize it keeping the mask."""
+        return self.quantize_pruned(job, self.prune(job))
+
+    def compress_group(self, jobs: list[LayerJob]) -> list[dict[str, float]]:
+        """With a GPTQ quantizer, linears that read the same input are pruned one by one, then quantized
+        together (one damped inverse, one column loop over their stacked rows, each as alone)."""
+        if not jobs or not self._gptq_after(jobs[0].spec):
+            return [self.compress_layer(job) for job in jobs]
+        masks = [self.prune(job) for job in jobs]
+        extras = []
+        for job, (extra, grid) in zip(jobs, gptq_group(jobs, masks), strict=True):
+            extra.pop("recon_error")  # relative to the pruned weight; the driver's is to the dense one
+            self.quantized[job.target.name] = grid
+            extras.append(extra)
+        return extras
 
     def quantize_pruned(self, job: LayerJob, mask: torch.Tensor) -> dict[str, float]:
         """No-op without ``bits``; else quantize the layer in place keeping ``mask`` (True = pruned) zero."""

@@ -18,19 +18,28 @@ floor(sparsity · rows · cols) zeros, the same count as magnitude pruning.
 Joint sparse + quant (``bits=``): in the same column loop, ŵ = quant(mask(w)); the min-max grid contains
 0 with an integer zero point, so pruned weights stay exactly 0 and an N:M pattern survives quantization.
 Grids are per channel (found on W before the loop) or per group of ``group_size`` columns, found when the
-loop reaches the group's first column, on the updated weights with the mask known so far applied.
+loop reaches the group's first column, on a copy of the updated weights with the mask known so far applied
+(the reference SparseGPT quantizes per channel only; groups are llmkick's extension).
+
+Linears that read the same input (q/k/v, gate/up) are pruned together (``SparseGPT.compress_group`` ->
+``sparsegpt_rows``): one damped inverse Hessian and one column loop over their stacked rows, with each
+matrix's mask quota and lazy update kept per matrix, so every matrix comes out bit for bit as alone.  The
+reconstruction error of each comes from the loop (``hessian.errors_from_column_loop``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from llmkick_models.engine.hessian import (
     damped_inverse_cholesky,
+    errors_from_column_loop,
+    row_blocks,
     updated_columns,
     zero_dead_inputs,
 )
@@ -52,6 +61,17 @@ from llmkick_models.engine.quantizer import (
     quantizer_config,
 )
 from llmkick_models.engine.spec import NMPattern
+
+
+@dataclass
+class SparseGPTResult:
+    """What ``sparsegpt_rows`` produced for matrices stacked by rows (one shared input Hessian)."""
+
+    W_hat: torch.Tensor  # (rows, columns) fp32
+    damp: float  # the dampening that factorised
+    dead: int  # inputs with H_jj = 0
+    grid: QuantizedWeight | None  # joint quantization grid (all rows), or None
+    errors: list[float]  # relative reconstruction error per stacked matrix
 
 
 def sparsegpt_prune(
@@ -86,13 +106,38 @@ def sparsegpt_prune_quantize(
 ) -> tuple[torch.Tensor, float, int, QuantizedWeight | None]:
     """``sparsegpt_prune`` that also quantizes each column after masking it when ``quantizer`` is given;
     returns (Ŵ, dampening used, dead inputs, the quantization grid or None)."""
+    result = sparsegpt_rows(W, H, sparsity, pattern, blocksize, percdamp, layer_name, quantizer)
+    return result.W_hat, result.damp, result.dead, result.grid
+
+
+def sparsegpt_rows(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    sparsity: float,
+    pattern: NMPattern | None,
+    blocksize: int,
+    percdamp: float,
+    layer_name: str,
+    quantizer: QuantizerConfig | None = None,
+    splits: Sequence[int] | None = None,
+) -> SparseGPTResult:
+    """SparseGPT on one or several matrices that read the same input, stacked by rows (``splits``: their
+    row counts; None = one matrix), with one damped inverse Hessian and one column loop.
+
+    Rows are independent in the OBS update, and every per-matrix choice stays per matrix: the unstructured
+    mask of each column block is chosen over that matrix's rows only (its quota is per matrix), and the
+    lazy update is applied matrix by matrix, so each matrix comes out as it would alone.
+    """
     W = W.detach().float().clone()
     H = H.detach().float().clone()
     rows, columns = W.shape
+    blocks = row_blocks(splits if splits is not None else [rows])
     if pattern is not None and blocksize % pattern.group:
         raise ValueError(f"blocksize={blocksize} is not a multiple of the N:M group size {pattern.group}")
     dead = zero_dead_inputs(H, W)
     Hinv, damp = damped_inverse_cholesky(H, percdamp, layer_name)
+    W_start = W.clone()
+    err_sq = torch.zeros(rows, dtype=torch.float32, device=W.device)
     group_size = quantizer.group_size if quantizer is not None else None
     scales: list[torch.Tensor] = []
     zeros: list[torch.Tensor] = []
@@ -108,10 +153,14 @@ def sparsegpt_prune_quantize(
         Err1 = torch.zeros_like(W1)
 
         if pattern is None:
-            # Cumulative rounding: the blocks together prune exactly floor(sparsity · rows · columns).
-            count = math.floor(sparsity * rows * i2) - math.floor(sparsity * rows * i1)
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)
             saliency = W1.square() / d.square().unsqueeze(0)
-            mask1 = lowest_mask(saliency.reshape(1, -1), count).reshape(W1.shape)
+            for block in blocks:
+                # Cumulative rounding: the blocks together prune exactly floor(sparsity · rows · columns)
+                # of each matrix.
+                n = block.stop - block.start
+                count = math.floor(sparsity * n * i2) - math.floor(sparsity * n * i1)
+                mask1[block] = lowest_mask(saliency[block].reshape(1, -1), count).reshape(n, i2 - i1)
         else:
             mask1 = torch.zeros_like(W1, dtype=torch.bool)
 
@@ -141,13 +190,18 @@ def sparsegpt_prune_quantize(
             Err1[:, i] = err
 
         W[:, i1:i2] = W1
-        # Lazy batch update: the whole block's errors reach every later column in one matmul.
-        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1.0)
+        err_sq += Err1.square().sum(dim=1)
+        # Lazy batch update: the whole block's errors reach every later column in one matmul per matrix
+        # (the same product, bit for bit, as for the matrix alone).
+        for block in blocks:
+            W[block, i2:].addmm_(Err1[block], Hinv[i1:i2, i2:], alpha=-1.0)
 
     grid = None
     if quantizer is not None:
         grid = QuantizedWeight(quantizer, torch.cat(scales, dim=1).cpu(), torch.cat(zeros, dim=1).cpu())
-    return W, damp, int(dead.sum()), grid
+    damping = damp * float(H.diagonal().mean())
+    errors = errors_from_column_loop(W_start, W, H, err_sq, damping, [b.stop - b.start for b in blocks])
+    return SparseGPTResult(W, damp, int(dead.sum()), grid, errors)
 
 
 class SparseGPT(CompressionMethod):
@@ -172,27 +226,42 @@ class SparseGPT(CompressionMethod):
 
     def compress_layer(self, job: LayerJob) -> dict[str, float]:
         """Prune the layer in place with SparseGPT; report the dampening and dead inputs when notable."""
-        statistics = job.statistics_for("sparsegpt", exact_hessian=True)
-        target, spec, device = job.target, job.spec, job.device
-        weight = target.weight
+        return self.compress_group([job])[0]
+
+    def compress_group(self, jobs: list[LayerJob]) -> list[dict[str, float]]:
+        """Prune linears that read the same input together: one damped inverse Hessian and one column
+        loop over their stacked rows (each matrix's mask quota and result as alone); each entry carries
+        its ``recon_error`` from the loop."""
+        statistics = jobs[0].statistics_for("sparsegpt", exact_hessian=True)
+        spec, device = jobs[0].spec, jobs[0].device
         quantizer = quantizer_config(spec) if spec.bits is not None else None
-        W_hat, damp, dead, grid = sparsegpt_prune_quantize(
-            weight.to(device),
+        weights = [job.target.weight for job in jobs]
+        result = sparsegpt_rows(
+            torch.cat([w.to(device=device, dtype=torch.float32) for w in weights]),
             statistics.hessian.to(device),
             spec.sparsity,
             spec.pattern,
             spec.blocksize,
             spec.percdamp,
-            target.name,
+            "+".join(job.target.name for job in jobs),
             quantizer,
+            [w.shape[0] for w in weights],
         )
-        weight.copy_(W_hat.to(device=weight.device, dtype=weight.dtype))
-        extra: dict[str, float] = {}
-        if quantizer is not None and grid is not None:
-            self.quantized[target.name] = grid
-            extra.update(bits=quantizer.bits, group_size=quantizer.group_size or -1)
-        if damp != spec.percdamp:
-            extra["percdamp"] = damp
-        if dead:
-            extra["dead_inputs"] = dead
-        return extra
+        extras = []
+        for job, weight, rows, error in zip(
+            jobs, weights, row_blocks([w.shape[0] for w in weights]), result.errors, strict=True
+        ):
+            weight.copy_(result.W_hat[rows].to(device=weight.device, dtype=weight.dtype))
+            extra: dict[str, float] = {"recon_error": error}
+            if quantizer is not None and result.grid is not None:
+                grid = result.grid
+                self.quantized[job.target.name] = QuantizedWeight(
+                    grid.config, grid.scale[rows].clone(), grid.zero[rows].clone(), grid.g_idx
+                )
+                extra.update(bits=quantizer.bits, group_size=quantizer.group_size or -1)
+            if result.damp != spec.percdamp:
+                extra["percdamp"] = result.damp
+            if result.dead:
+                extra["dead_inputs"] = result.dead
+            extras.append(extra)
+        return extras

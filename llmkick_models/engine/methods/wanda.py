@@ -30,11 +30,11 @@ class Wanda(QuantizeAfterPruning, CompressionMethod):
     options = (*PRUNING, *CALIBRATION_OPTIONS, TRUE_SEQUENTIAL, ERROR_TOKENS)
     needs_calibration: ClassVar[bool] = True
 
-    def compress_layer(self, job: LayerJob) -> dict[str, float]:
-        """Zero the lowest-scoring weights of each row (or N:M group) in place."""
+    def prune(self, job: LayerJob) -> torch.Tensor:
+        """Zero the lowest-scoring weights of each row (or N:M group) in place; return the mask."""
         statistics = job.statistics_for("wanda")
         weight, spec = job.target.weight, job.spec
         scores = wanda_scores(weight.to(job.device), statistics.feature_sq_mean.to(job.device))
         mask = pruning_mask(scores, spec.sparsity, spec.pattern, per_row=True)
         weight.masked_fill_(mask.to(weight.device), 0)
-        return self.quantize_pruned(job, mask)
+        return mask
