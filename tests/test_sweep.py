@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 
 from llmkick_models.workflow.cli import main
+from llmkick_models.workflow.run_results import headline_metrics, load_run, matches
 from llmkick_models.workflow.sweep import SweepPoint, plan_points, point_args
-from llmkick_models.workflow.sweep_report import (
-    headline_metrics,
-    load_run,
-    markdown_table,
-    matches,
-    write_report,
-)
+from llmkick_models.workflow.sweep_report import markdown_table, write_report
 
 
 def test_plan_points_grid_and_ids() -> None:

@@ -620,6 +620,6 @@ def _run_point(plan: SweepPlan, point: SweepPoint, point_dir: Path, progress: st
 
 def summarize_point(results: dict[str, Any]) -> str:
     """One line: each task's headline metric."""
-    from llmkick_models.workflow.sweep_report import headline_metrics
+    from llmkick_models.workflow.run_results import headline_metrics
 
     return " ".join(f"{task}={value:.4g}" for task, (_metric, value) in headline_metrics(results).items())
