@@ -143,12 +143,16 @@ def test_slurm_without_submitit_names_the_extra(
 def test_slurm_needs_sbatch_and_known_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("submitit")
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(SweepError, match="sbatch is not on PATH"):
+    with pytest.raises(SweepError, match="timeout_min=240"):
         _workers("--launcher", "slurm")
+    with pytest.raises(SweepError, match="sbatch is not on PATH"):
+        _workers("--launcher", "slurm", "--slurm_args", "timeout_min=60")
     with pytest.raises(SweepError, match="--slurm_args"):
         _workers("--launcher", "submitit-local", "--slurm_args", "no_such_parameter=1")
     _, _, launcher = _workers("--launcher", "submitit-local", "--slurm_args", "timeout_min=30")
     assert launcher.executor.parameters["timeout_min"] == 30
+    _, _, launcher = _workers("--launcher", "submitit-local")  # not submitit's 5 minutes
+    assert launcher.executor.parameters["timeout_min"] == 7 * 24 * 60
 
 
 def test_each_worker_gets_its_own_device() -> None:
@@ -225,3 +229,62 @@ def test_lm_evals_device_is_not_taken_for_devices() -> None:
     argv = ["sweep", "--model", "m", "--methods", "x", "--tasks", "t", "--output", "o", "--device", "cpu"]
     args, passthrough = build_parser().parse_known_args(argv)
     assert args.devices is None and passthrough == ["--device", "cpu"]
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent's wait() is gone already)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _lm_eval_processes(pid: int) -> list[int]:
+    pids = []
+    for child in _descendants(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"lm_eval" in command:
+            pids.append(child)
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child processes")
+def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("submitit")
+    argv = _argv(
+        tiny_llama_dir, local_task_dir, tmp_path / "run", "--launcher", "submitit-local", "--parallel", "2"
+    )
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
+    swept = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+    )
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while len(workers) < 2 and time.monotonic() < deadline and swept.poll() is None:
+        time.sleep(0.2)
+        workers = _lm_eval_processes(swept.pid)
+    assert len(workers) == 2, "the jobs never ran two lm-eval processes at once"
+    swept.send_signal(signal.SIGTERM)
+    _, err = swept.communicate(timeout=60)
+    assert swept.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], (
+        "an lm-eval process outlived the sweep"
+    )
+    assert not list((tmp_path / "run").glob("points/*/results.json"))

@@ -300,6 +300,14 @@ def plan_workers(args: argparse.Namespace, passthrough: list[str]) -> tuple[list
         parameters: dict[str, Any] = {k: _number(v) for k, v in args.slurm_args.items()}
         if device and device.startswith("cuda"):
             parameters.setdefault("gpus_per_node", 1)
+        if "timeout_min" not in parameters:
+            # submitit's default limit is 5 minutes, which would kill nearly every real point.
+            if args.launcher == "slurm":
+                raise SweepError(
+                    "--launcher slurm: give each job's time limit in minutes, e.g. --slurm_args "
+                    "timeout_min=240 (submitit's default, 5, is too short for a point)"
+                )
+            parameters["timeout_min"] = 7 * 24 * 60
         threads = parameters.get("cpus_per_task")
         if args.launcher == "submitit-local" and args.parallel and threads is None:
             threads = max(1, cores // args.parallel)  # the jobs share this machine's cores
