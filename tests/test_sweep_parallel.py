@@ -288,3 +288,72 @@ def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
         "an lm-eval process outlived the sweep"
     )
     assert not list((tmp_path / "run").glob("points/*/results.json"))
+
+
+class _Refused(Exception):
+    """What sbatch's refusal looks like to the executor's caller."""
+
+
+class _FakeJob:
+    def __init__(self, number: int, outcome: object) -> None:
+        self.job_id = str(number)
+        self.outcome = outcome
+        self.polls = 0
+        self.cancelled = False
+
+    def done(self) -> bool:
+        self.polls += 1
+        return self.polls > 1
+
+    def result(self) -> object:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self, check: bool = True) -> None:
+        self.cancelled = True
+
+
+class _FakeExecutor:
+    def __init__(self, outcomes: list[object]) -> None:
+        self.outcomes = outcomes
+        self.jobs: list[_FakeJob] = []
+        self.in_flight_at_submit: list[int] = []
+
+    def submit(self, function, plan, point, point_dir, slot) -> _FakeJob:
+        assert function is sweep.execute_point  # the local workers' function, nothing else
+        outcome = self.outcomes[len(self.jobs)]
+        if isinstance(outcome, _Refused):
+            raise outcome
+        self.in_flight_at_submit.append(sum(1 for j in self.jobs if j.polls <= 1))
+        self.jobs.append(_FakeJob(len(self.jobs), outcome))
+        return self.jobs[-1]
+
+
+def _fake_launcher(outcomes: list[object], parallel: int | None) -> sweep.SubmititLauncher:
+    launcher = object.__new__(sweep.SubmititLauncher)
+    launcher.executor, launcher.parallel, launcher.slot, launcher.poll_s = (
+        _FakeExecutor(outcomes),
+        parallel,
+        Slot(),
+        0,
+    )
+    return launcher
+
+
+def test_submitit_jobs_in_flight_failures_and_refused_submissions(tmp_path: Path) -> None:
+    points = [SweepPoint(), *(SweepPoint("magnitude", s) for s in (0.1, 0.2, 0.3))]
+    plan = sweep.SweepPlan(points, "pretrained=m", "t", {}, [], {}, {p.point_id: {} for p in points})
+    died = RuntimeError("Job 2 (task: 0) failed: DUE TO TIME LIMIT")
+    launcher = _fake_launcher([(True, "ok"), (False, "FAILED (exit 1)"), died, (True, "ok")], parallel=2)
+    outcome = sweep.run_sweep(plan, tmp_path / "a", launcher=launcher)
+    assert max(launcher.executor.in_flight_at_submit) <= 1  # never more than 2 jobs at once
+    assert outcome.failed == ["magnitude-s0.1", "magnitude-s0.2"]
+    assert [f.parent.name for f in outcome.finished] == ["dense", "magnitude-s0.3"]
+
+    refused = _fake_launcher([(True, "ok"), _Refused("sbatch: error: invalid partition")], parallel=None)
+    with pytest.raises(
+        SweepError, match=r"submitting magnitude-s0\.1 failed: sbatch: error: invalid partition"
+    ):
+        sweep.run_sweep(plan, tmp_path / "b", launcher=refused)
+    assert refused.executor.jobs[0].cancelled  # what was already queued does not keep running

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="run N points at once: one per --devices entry, or N CPU workers sharing the cores; with "
-        "--launcher slurm, N jobs in flight (default: 1 locally, every point on Slurm)",
+        "--launcher slurm, N jobs in flight (default: 1, every point at once on Slurm)",
     )
     sweep.add_argument(
         "--devices",
@@ -309,11 +309,13 @@ def plan_workers(args: argparse.Namespace, passthrough: list[str]) -> tuple[list
                 )
             parameters["timeout_min"] = 7 * 24 * 60
         threads = parameters.get("cpus_per_task")
-        if args.launcher == "submitit-local" and args.parallel and threads is None:
-            threads = max(1, cores // args.parallel)  # the jobs share this machine's cores
+        if args.launcher == "submitit-local" and threads is None:
+            threads = max(1, cores // (args.parallel or 1))  # the jobs share this machine's cores
         slot = Slot(threads=int(threads) if threads else None)
         cluster = "slurm" if args.launcher == "slurm" else "local"
-        launcher = SubmititLauncher(cluster, args.output / "submitit", parameters, args.parallel, slot)
+        # Slurm queues every point by default; local jobs share this machine, one at a time by default.
+        parallel = args.parallel or (None if cluster == "slurm" else 1)
+        launcher = SubmititLauncher(cluster, args.output / "submitit", parameters, parallel, slot)
         return passthrough, [], launcher
     if args.slurm_args:
         raise SweepError("--slurm_args needs --launcher slurm or submitit-local")

@@ -10,7 +10,11 @@ Before the first point, :func:`preflight` validates everything a point could fai
 compressed-hf arguments (through the same ``build_spec`` compressed-hf uses), the lm-eval options (through
 lm-eval's own parser and config), the task names (lm-eval's ``TaskManager``), the calibration sources and
 the judge of judged tasks.  A point that fails prints the end of its log; the sweep goes on with the
-others and reports every failure at the end.  SIGINT/SIGTERM stop the running lm-eval process group too.
+others and reports every failure at the end.  SIGINT/SIGTERM stop the running lm-eval process groups too.
+
+Points run one at a time, or several at once (:func:`run_sweep`'s ``slots``: one worker per device, or CPU
+workers sharing the cores), or as submitit jobs (:class:`SubmititLauncher`, Slurm); every launcher runs
+:func:`execute_point`, so each point's folder, log, fingerprint and results are the same.
 """
 
 from __future__ import annotations
@@ -879,7 +883,10 @@ class SubmititLauncher:
                 while pending and len(running) < limit and not (fail_fast and outcome.failed):
                     progress, point = pending.pop(0)
                     point_dir = run_dir / "points" / point.point_id
-                    job = self.executor.submit(execute_point, plan, point, point_dir, self.slot)
+                    try:
+                        job = self.executor.submit(execute_point, plan, point, point_dir, self.slot)
+                    except Exception as error:  # sbatch refused it (partition, account, limits)
+                        raise SweepError(f"submitting {point.point_id} failed: {error}") from None
                     _say(f"{progress} {point.point_id}: submitted as job {job.job_id}")
                     running[job] = (progress, point)
                 if fail_fast and outcome.failed and not running:
