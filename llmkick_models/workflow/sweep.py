@@ -638,11 +638,11 @@ def run_sweep(
     Points run in this machine's worker threads, one per slot (``--parallel``/``--devices``), or as jobs of
     ``launcher`` (:class:`SubmititLauncher`); either way each point gets the same folder, log and results.
     """
-    stale = stale_points(plan, run_dir)
-    if stale and not rerun:
-        raise SweepError(describe_stale(stale, run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_dir_lock(run_dir):
+    with _run_dir_lock(run_dir):  # held from the resume check on: another sweep cannot change what it read
+        stale = stale_points(plan, run_dir)
+        if stale and not rerun:
+            raise SweepError(describe_stale(stale, run_dir))
         for point_id in stale:  # removed before sweep.json names the new settings: nothing stale is reported
             _say(f"{point_id}: computed with other settings, recomputing ({stale[point_id][0]})")
             for name in ("results.json", "fingerprint.json"):
