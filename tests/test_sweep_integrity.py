@@ -234,7 +234,7 @@ def test_fail_fast_stops_after_the_first_failure(
     plan = _plan(tiny_llama_dir, local_task_dir)
     attempted: list[str] = []
 
-    def fail(plan, point, point_dir, progress) -> bool:
+    def fail(plan, point, point_dir, progress, **_slot) -> bool:
         attempted.append(point.point_id)
         return False
 

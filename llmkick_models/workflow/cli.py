@@ -1,4 +1,4 @@
-"""The ``llmkick`` command: ``sweep`` compression points through lm-eval, ``report``, ``compress`` a model.
+"""The llmkick command: sweep compression points through lm-eval, report them, compress a model.
 
     llmkick sweep --model X --methods magnitude,wanda --sparsities 0,0.3,0.5 --patterns 2:4 \\
         --tasks llmkick_exact_match,llmkick_wikitext2_ppl --output runs/x [lm_eval options: --device cpu ...]
@@ -14,12 +14,76 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from llmkick_models.engine.options import SPARSITY, parse_pattern
+
+DESCRIPTION = "LLM-KICK for lm-evaluation-harness: sweep compression points, report them, compress a model."
+
+EXAMPLES = """\
+examples:
+  llmkick sweep --model HuggingFaceTB/SmolLM2-360M --methods magnitude,wanda --sparsities 0,0.3,0.5 \\
+      --patterns 2:4 --tasks llmkick_exact_match --output runs/x --device cuda:0
+  llmkick report runs/x
+  llmkick judge runs/x --metadata '{"judge_model": "gpt-4o", "judge_protocol": "paper"}'
+  llmkick cache ls
+  llmkick compress --model X --model_args method=sparsegpt,pattern=2:4 --output X-2of4
+  llmkick model-args
+
+'llmkick COMMAND --help' shows a command's options. A user error (bad argument, missing file) prints one
+message and exits 2; add --debug (anywhere on the command line) for the traceback.
+"""
+
+SWEEP_EPILOG = """\
+Any option not listed above is passed through to lm_eval for every point, e.g. --device cpu, --batch_size 16,
+--limit 100, --num_fewshot 5, --include_path DIR, --seed 0; lm-eval's own parser checks them before the
+first point runs. The sweep sets --model, --model_args, --tasks and --output_path itself.
+
+examples:
+  # every method at every sparsity and 2:4, on one GPU (resumable: run it again to continue)
+  llmkick sweep --model X --methods magnitude,wanda,sparsegpt --sparsities 0,0.3,0.5 --patterns 2:4 \\
+      --compress_args calibration=wikitext2,nsamples=64 --tasks llmkick_exact_match,llmkick_wikitext2_ppl \\
+      --output runs/x --device cuda:0 --batch_size 16
+  # four points at once on a 4-GPU node
+  llmkick sweep ... --output runs/x --devices cuda:0,cuda:1,cuda:2,cuda:3
+  # two CPU workers sharing the cores
+  llmkick sweep ... --output runs/x --device cpu --parallel 2
+  # one Slurm job per point (pip install 'llmkick[slurm]')
+  llmkick sweep ... --output runs/x --device cuda --launcher slurm --parallel 8 \\
+      --slurm_args slurm_partition=gpu,timeout_min=240,gpus_per_node=1
+"""
+
+
+class UsageError(Exception):
+    """A user error: printed as one message, exit status 2 (the traceback only with --debug)."""
+
+
+class UserErrorExit(SystemExit):
+    """Exit status 2 (as argparse's own errors) after the message was printed; ``str()`` is the message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+#: What counts as the user's error: our validation (ValueError, SweepError), paths (OSError), JSON.
+USER_ERRORS = (UsageError, ValueError, OSError)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmkick")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _csv(convert: Callable[[str], Any]) -> Callable[[str], list[Any]]:
@@ -42,12 +106,38 @@ def _parse_kv(text: str) -> dict[str, str]:
     return pairs
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llmkick`` (subcommands sweep, report, compress)."""
-    parser = argparse.ArgumentParser(prog="llmkick", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="llmkick",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"llmkick {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sweep = commands.add_parser("sweep", help="run lm-eval at every compression point (resumable)")
+    # No abbreviations: lm-eval's --device must pass through, not be taken as a prefix of --devices.
+    sweep = commands.add_parser(
+        "sweep",
+        help="run lm-eval at every compression point (resumable)",
+        description="Run lm-eval once per compression point (dense first), resumable, with a report at the "
+        "end.",
+        epilog=SWEEP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     sweep.add_argument("--model", required=True, help="pretrained model id or local folder")
     sweep.add_argument(
         "--model_args", default="", help="extra HFLM args for every point, e.g. dtype=bfloat16"
@@ -74,6 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--fail_fast", action="store_true", help="stop at the first failing point (default: run the others)"
+    )
+    sweep.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run N points at once: one per --devices entry, or N CPU workers sharing the cores; with "
+        "--launcher slurm, N jobs in flight (default: 1, every point at once on Slurm)",
+    )
+    sweep.add_argument(
+        "--devices",
+        type=_csv(str),
+        default=None,
+        help="one worker per device, e.g. cuda:0,cuda:1,cuda:2,cuda:3 (replaces --device per point)",
+    )
+    sweep.add_argument(
+        "--launcher",
+        choices=("local", "slurm", "submitit-local"),
+        default="local",
+        help="local: worker processes on this machine; slurm: one job per point through submitit (needs "
+        "the [slurm] extra); submitit-local: the same jobs as processes on this machine (testing)",
+    )
+    sweep.add_argument(
+        "--slurm_args",
+        type=_parse_kv,
+        default={},
+        help="submitit parameters of each job, e.g. slurm_partition=gpu,timeout_min=240,gpus_per_node=1,"
+        "cpus_per_task=8,mem_gb=64",
     )
 
     report = commands.add_parser("report", help="markdown table + PNG plots of a sweep's run directory")
@@ -137,14 +255,17 @@ def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
 
     points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
     base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
+    passthrough, slots, launcher = plan_workers(args, passthrough)
     plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,
                      lm_eval_args=passthrough)  # fmt: skip
     print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
     try:
-        outcome = run_sweep(plan, args.output, rerun=args.rerun, fail_fast=args.fail_fast)
+        outcome = run_sweep(plan, args.output, rerun=args.rerun, fail_fast=args.fail_fast, slots=slots,
+                            launcher=launcher)  # fmt: skip
     except SweepInterrupted as stop:
         print(
-            f"llmkick sweep: {stop}; the running point was stopped, finished points are kept", file=sys.stderr
+            f"llmkick sweep: {stop}; the running points were stopped, finished points are kept",
+            file=sys.stderr,
         )
         return 128 + stop.signum
     if not args.no_report and outcome.finished:
@@ -156,6 +277,100 @@ def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
               f"{', '.join(outcome.failed)} (logs: {logs})", file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def plan_workers(args: argparse.Namespace, passthrough: list[str]) -> tuple[list[str], list[Any], Any]:
+    """Check --parallel/--devices/--launcher before anything runs; the pass-through options (a --device
+    added when --devices names them), the local worker slots and the submitit launcher (or None)."""
+    from llmkick_models.workflow.sweep import (
+        Slot,
+        SubmititLauncher,
+        SweepError,
+        import_submitit,
+        option_value,
+    )
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    device = option_value(passthrough, "--device")
+    if args.launcher != "local":
+        if args.devices:
+            raise SweepError(f"--devices is for --launcher local; each {args.launcher} job gets its own GPU "
+                             f"(gpus_per_node in --slurm_args) and uses --device cuda")  # fmt: skip
+        import_submitit()  # before any point runs: the message names the extra to install
+        parameters: dict[str, Any] = {k: _number(v) for k, v in args.slurm_args.items()}
+        if device and device.startswith("cuda"):
+            parameters.setdefault("gpus_per_node", 1)
+        if "timeout_min" not in parameters:
+            # submitit's default limit is 5 minutes, which would kill nearly every real point.
+            if args.launcher == "slurm":
+                raise SweepError(
+                    "--launcher slurm: give each job's time limit in minutes, e.g. --slurm_args "
+                    "timeout_min=240 (submitit's default, 5, is too short for a point)"
+                )
+            parameters["timeout_min"] = 7 * 24 * 60
+        threads = parameters.get("cpus_per_task")
+        if args.launcher == "submitit-local" and threads is None:
+            threads = max(1, cores // (args.parallel or 1))  # the jobs share this machine's cores
+        slot = Slot(threads=int(threads) if threads else None)
+        cluster = "slurm" if args.launcher == "slurm" else "local"
+        # Slurm queues every point by default; local jobs share this machine, one at a time by default.
+        parallel = args.parallel or (None if cluster == "slurm" else 1)
+        launcher = SubmititLauncher(cluster, args.output / "submitit", parameters, parallel, slot)
+        return passthrough, [], launcher
+    if args.slurm_args:
+        raise SweepError("--slurm_args needs --launcher slurm or submitit-local")
+    if args.devices:
+        kinds = {d.split(":")[0] for d in args.devices}
+        if len(kinds) != 1 or len(set(args.devices)) != len(args.devices):
+            raise SweepError(f"--devices {','.join(args.devices)}: give distinct devices of one kind, e.g. "
+                             f"cuda:0,cuda:1")  # fmt: skip
+        _check_devices(args.devices)
+        if device is not None and device.split(":")[0] not in kinds:
+            raise SweepError(f"--device {device} contradicts --devices {','.join(args.devices)}; give one")
+        parallel = args.parallel or len(args.devices)
+        if parallel > len(args.devices):
+            raise SweepError(f"--parallel {parallel} needs as many --devices (got {len(args.devices)}): "
+                             f"one point per device")  # fmt: skip
+        if device is None:  # the device type enters the fingerprint, as a --device of the command would
+            passthrough = [*passthrough, "--device", args.devices[0]]
+        threads = max(1, cores // parallel) if kinds == {"cpu"} else None
+        return passthrough, [Slot(device=d, threads=threads) for d in args.devices[:parallel]], None
+    parallel = args.parallel or 1
+    if parallel == 1:
+        return passthrough, [Slot()], None
+    if device is None or not device.startswith("cpu"):
+        raise SweepError(
+            f"--parallel {parallel} without --devices runs CPU workers: add --device cpu, or give one GPU "
+            f"per worker with --devices cuda:0,cuda:1,..."
+        )
+    # N workers with cores/N threads each, so that they do not oversubscribe the cores.
+    return passthrough, [Slot(threads=max(1, cores // parallel))] * parallel, None
+
+
+def _number(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _check_devices(devices: Sequence[str]) -> None:
+    import torch
+
+    from llmkick_models.workflow.sweep import SweepError
+
+    for device in devices:
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise SweepError(f"--devices: {device!r} is not a device; allowed: cpu, cuda:N, ...") from None
+        if parsed.type == "cuda":
+            count = torch.cuda.device_count()
+            if parsed.index is None or parsed.index >= count:
+                raise SweepError(f"--devices: {device} is not available ({count} CUDA devices; name each as "
+                                 f"cuda:N)")  # fmt: skip
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -186,9 +401,9 @@ def _cache(args: argparse.Namespace) -> int:
         return 0
     limit = int(args.max_gb * 1e9) if args.max_gb is not None else max_cache_bytes()
     if limit is None:
-        raise SystemExit("llmkick cache prune: give --max-gb or set $LLMKICK_CACHE_MAX_GB")
+        raise UsageError("give --max-gb or set $LLMKICK_CACHE_MAX_GB")
     if limit < 0:
-        raise SystemExit(f"llmkick cache prune: --max-gb {args.max_gb} is negative; allowed: a size >= 0")
+        raise UsageError(f"--max-gb {args.max_gb} is negative; allowed: a size >= 0")
     evicted = cache.prune(limit)
     for entry in evicted:
         print(f"evicted {entry.key} ({entry.size_bytes / 1e9:.3f} GB) {entry.describe()}")
@@ -212,7 +427,7 @@ def _compress(args: argparse.Namespace) -> int:
     from llmkick_models.compressed_hf import CompressedHFLM
 
     if args.output.exists():
-        raise SystemExit(f"--output {args.output} exists; choose a new folder")
+        raise UsageError(f"--output {args.output} exists; choose a new folder")
     model_args = simple_parse_args_string(args.model_args)
     packed = args.format == "compressed-tensors"
     if packed:
@@ -223,10 +438,10 @@ def _compress(args: argparse.Namespace) -> int:
         try:
             _import_compressed_tensors()
         except ExportError as error:
-            raise SystemExit(str(error)) from None
+            raise UsageError(str(error)) from None
         spec_args = {k: v for k, v in model_args.items() if k in option_names()}
         if build_spec(**spec_args).bits is None:
-            raise SystemExit("--format compressed-tensors needs a quantized model: add bits= to --model_args")
+            raise UsageError("--format compressed-tensors needs a quantized model: add bits= to --model_args")
         # The packed codes come from the grids of this run; a cached model has none.
         model_args["cache"] = False
     lm = CompressedHFLM(pretrained=args.model, device=args.device, **model_args)
@@ -246,7 +461,7 @@ def _compress(args: argparse.Namespace) -> int:
         try:
             export_compressed_tensors(model, lm.compression_report, args.output)
         except ExportError as error:
-            raise SystemExit(str(error)) from None
+            raise UsageError(str(error)) from None
     else:
         model.save_pretrained(args.output)
     lm.tokenizer.save_pretrained(args.output)
@@ -257,17 +472,30 @@ def _compress(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmkick`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Accepted anywhere (after `sweep` it would otherwise be passed through to lm_eval).
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     parser = build_parser()
     args, passthrough = parser.parse_known_args(argv)
     if args.command != "sweep" and passthrough:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    if args.command == "sweep" and not args.methods:
+        parser.error("sweep: --methods is required (e.g. --methods magnitude,wanda)")
+    try:
+        return _run_command(args, passthrough)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        prefix = f"llmkick {args.command}: "
+        message = str(error).removeprefix(prefix)  # some messages already name the command
+        print(f"{prefix}error: {message}", file=sys.stderr)
+        raise UserErrorExit(message) from None
+
+
+def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     if args.command == "sweep":
-        if not args.methods:
-            parser.error("sweep: --methods is required (e.g. --methods magnitude,wanda)")
-        try:
-            return _sweep(args, passthrough)
-        except ValueError as error:
-            parser.error(str(error))
+        return _sweep(args, passthrough)
     if args.command == "report":
         return _report(args)
     if args.command == "model-args":
@@ -278,10 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "judge":
         from llmkick_tasks.judge.rejudge import rejudge_path
 
-        try:
-            written = rejudge_path(args.path, args.metadata, label=args.label, tasks=args.tasks)
-        except ValueError as error:  # bad path, settings, protocol files: the message says which
-            raise SystemExit(f"llmkick judge: {error}") from None
+        written = rejudge_path(args.path, args.metadata, label=args.label, tasks=args.tasks)
         print("\n".join(f"llmkick judge: wrote {file}" for file in written))
         return 0
     if args.command == "cache":

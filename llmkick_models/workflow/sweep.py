@@ -10,7 +10,11 @@ Before the first point, :func:`preflight` validates everything a point could fai
 compressed-hf arguments (through the same ``build_spec`` compressed-hf uses), the lm-eval options (through
 lm-eval's own parser and config), the task names (lm-eval's ``TaskManager``), the calibration sources and
 the judge of judged tasks.  A point that fails prints the end of its log; the sweep goes on with the
-others and reports every failure at the end.  SIGINT/SIGTERM stop the running lm-eval process group too.
+others and reports every failure at the end.  SIGINT/SIGTERM stop the running lm-eval process groups too.
+
+Points run one at a time, or several at once (:func:`run_sweep`'s ``slots``: one worker per device, or CPU
+workers sharing the cores), or as submitit jobs (:class:`SubmititLauncher`, Slurm); every launcher runs
+:func:`execute_point`, so each point's folder, log, fingerprint and results are the same.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import io
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -532,90 +538,382 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """Where one point runs: the device it gets (replacing ``--device``) and its CPU thread count."""
+
+    device: str | None = None
+    threads: int | None = None
+
+    def env(self) -> dict[str, str]:
+        """Environment of the lm-eval process: thread counts, so that parallel workers share the cores."""
+        if self.threads is None:
+            return {}
+        return {name: str(self.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+class _ProcessGroups:
+    """The lm-eval processes this sweep started, so that a stop reaches every running worker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
+
+    def reset(self) -> None:
+        with self._lock:
+            self._running.clear()
+            self.stopping = False
+
+    def start(self, command: list[str], log_file: Any, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+        """Start ``command`` in its own process group, unless the sweep is being stopped."""
+        with self._lock:  # a worker cannot start a point between the stop and the kill of the others
+            if self.stopping:
+                return None
+            process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **env},
+            )  # fmt: skip
+            self._running.add(process)
+            return process
+
+    def finished(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._running.discard(process)
+
+    def stop_all(self) -> None:
+        """No new point starts; every running lm-eval process group is stopped (in parallel)."""
+        with self._lock:
+            self.stopping = True
+            running = list(self._running)
+        stoppers = [threading.Thread(target=_stop_group, args=(p,)) for p in running]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+
+
+_PROCESSES = _ProcessGroups()
+
+
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """One sweep at a time per run directory: two would run the same points and overwrite each other."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(run_dir / ".sweep.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SweepError(
+            f"another llmkick sweep is running in {run_dir} (it holds {lock.lock_file}); wait for it or "
+            f"choose another --output"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _say(text: str) -> None:
+    """One console line that does not land on the progress bar's line."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
+
+
 def run_sweep(
-    plan: SweepPlan, run_dir: Path, *, rerun: bool = False, fail_fast: bool = False
+    plan: SweepPlan,
+    run_dir: Path,
+    *,
+    rerun: bool = False,
+    fail_fast: bool = False,
+    slots: Sequence[Slot] = (Slot(),),
+    launcher: Any = None,
 ) -> SweepOutcome:
     """Run lm-eval for every point not finished with the same fingerprint (one process each, so memory is
     returned between points).  Refuses (:class:`SweepError`) when finished points differ, unless ``rerun``.
-    """
-    from tqdm.auto import tqdm
 
-    stale = stale_points(plan, run_dir)
-    if stale and not rerun:
-        raise SweepError(describe_stale(stale, run_dir))
+    Points run in this machine's worker threads, one per slot (``--parallel``/``--devices``), or as jobs of
+    ``launcher`` (:class:`SubmititLauncher`); either way each point gets the same folder, log and results.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    for point_id in stale:  # removed before sweep.json names the new settings, so nothing stale is reported
-        print(f"{point_id}: computed with other settings, recomputing ({stale[point_id][0]})", flush=True)
-        for name in ("results.json", "fingerprint.json"):
-            (run_dir / "points" / point_id / name).unlink(missing_ok=True)
-    _write_atomic(run_dir / "sweep.json", json.dumps({
-        "base_model_args": plan.base_model_args, "tasks": plan.tasks, "compress_args": plan.compress_args,
-        "lm_eval_args": plan.lm_eval_args, "points": [p.as_dict() for p in plan.points],
-        "fingerprint": plan.common,
-    }, indent=1, default=str))  # fmt: skip
-    outcome = SweepOutcome([], [])
-    total = len(plan.points)
-    with _forward_stop_signals():
-        bar = tqdm(plan.points, desc="llmkick sweep", unit="point")
-        for index, point in enumerate(bar, 1):
-            point_dir = run_dir / "points" / point.point_id
-            results_file = point_dir / "results.json"
+    with _run_dir_lock(run_dir):  # held from the resume check on: another sweep cannot change what it read
+        stale = stale_points(plan, run_dir)
+        if stale and not rerun:
+            raise SweepError(describe_stale(stale, run_dir))
+        for point_id in stale:  # removed before sweep.json names the new settings: nothing stale is reported
+            _say(f"{point_id}: computed with other settings, recomputing ({stale[point_id][0]})")
+            for name in ("results.json", "fingerprint.json"):
+                (run_dir / "points" / point_id / name).unlink(missing_ok=True)
+        _write_atomic(run_dir / "sweep.json", json.dumps({
+            "base_model_args": plan.base_model_args, "tasks": plan.tasks, "compress_args": plan.compress_args,
+            "lm_eval_args": plan.lm_eval_args, "points": [p.as_dict() for p in plan.points],
+            "fingerprint": plan.common,
+        }, indent=1, default=str))  # fmt: skip
+        outcome = SweepOutcome([], [])
+        total = len(plan.points)
+        todo: list[tuple[str, SweepPoint]] = []
+        for index, point in enumerate(plan.points, 1):
+            results_file = run_dir / "points" / point.point_id / "results.json"
             if results_file.is_file():
-                print(f"[{index}/{total}] {point.point_id}: done earlier, skipped (same settings)",
-                      flush=True)  # fmt: skip
-                outcome.finished.append(results_file)
-                continue
-            bar.set_postfix_str(point.point_id)
-            if _run_point(plan, point, point_dir, f"[{index}/{total}]"):
+                _say(f"[{index}/{total}] {point.point_id}: done earlier, skipped (same settings)")
                 outcome.finished.append(results_file)
             else:
-                outcome.failed.append(point.point_id)
-                if fail_fast:
-                    break
+                todo.append((f"[{index}/{total}]", point))
+        with _forward_stop_signals():
+            if launcher is not None:
+                launcher.run(plan, run_dir, todo, outcome, fail_fast=fail_fast)
+            else:
+                _run_local(plan, run_dir, todo, outcome, list(slots), fail_fast=fail_fast)
+    # Points finish in any order with parallel workers; the outcome follows the sweep's order.
+    order = {p.point_id: i for i, p in enumerate(plan.points)}
+    outcome.finished.sort(key=lambda f: order[f.parent.name])
+    outcome.failed.sort(key=order.__getitem__)
     return outcome
 
 
-def _run_point(plan: SweepPlan, point: SweepPoint, point_dir: Path, progress: str) -> bool:
-    start = time.perf_counter()
-    results_file = point_dir / "results.json"
-    raw_dir = point_dir / "lm_eval"
+def _run_local(
+    plan: SweepPlan,
+    run_dir: Path,
+    todo: Sequence[tuple[str, SweepPoint]],
+    outcome: SweepOutcome,
+    slots: list[Slot],
+    *,
+    fail_fast: bool,
+) -> None:
+    """Points in worker threads, at most one per slot; each thread waits on its own lm-eval process.
+
+    Dense is queued first like every other point and runs concurrently with the rest: the report reads the
+    results once all are written, so nothing waits for it.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    _PROCESSES.reset()
+    free: queue.SimpleQueue[Slot] = queue.SimpleQueue()
+    for slot in slots:
+        free.put(slot)
+    failed = threading.Event()
+
+    def work(progress: str, point: SweepPoint) -> bool | None:
+        slot = free.get()  # never waits long: there are as many threads as slots
+        try:
+            if _PROCESSES.stopping or (fail_fast and failed.is_set()):
+                return None
+            ok = _run_point(plan, point, run_dir / "points" / point.point_id, progress, slot=slot)
+            if not ok:
+                failed.set()  # set by the worker itself, so no later point starts under --fail_fast
+            return ok
+        finally:
+            free.put(slot)
+
+    bar = tqdm(total=len(todo), desc="llmkick sweep", unit="point")
+    pool = ThreadPoolExecutor(max_workers=max(1, len(slots)), thread_name_prefix="llmkick-point")
+    futures = {pool.submit(work, progress, point): point for progress, point in todo}
+    try:
+        for future in as_completed(futures):
+            point = futures[future]
+            ok = future.result()
+            if ok is None:
+                continue
+            bar.update()
+            if ok:
+                outcome.finished.append(run_dir / "points" / point.point_id / "results.json")
+            else:
+                outcome.failed.append(point.point_id)
+    except BaseException:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        _PROCESSES.stop_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        raise
+    pool.shutdown(wait=True)
+    bar.close()
+
+
+def _point_command(plan: SweepPlan, point: SweepPoint, raw_dir: Path, slot: Slot) -> list[str]:
+    lm_eval_args = list(plan.lm_eval_args)
+    if slot.device is not None:  # this worker's device replaces the one of the command line
+        lm_eval_args = [*_without_option(lm_eval_args, "--device"), "--device", slot.device]
     command = [
         sys.executable, "-m", "lm_eval", "--model", "compressed-hf",
         "--model_args", point_args(point, plan.base_model_args, plan.compress_args),
-        "--tasks", plan.tasks, "--output_path", str(raw_dir), *plan.lm_eval_args,
+        "--tasks", plan.tasks, "--output_path", str(raw_dir), *lm_eval_args,
     ]  # fmt: skip
     # Per-document samples are what `llmkick report` pairs with dense for its intervals and verdicts.
     if "--log_samples" not in command and "-s" not in command:
         command.append("--log_samples")
+    return command
+
+
+def _without_option(args: Sequence[str], option: str) -> list[str]:
+    """``args`` without ``option VALUE`` / ``option=VALUE``."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
+
+
+def option_value(args: Sequence[str], option: str) -> str | None:
+    """The last value of ``option`` in a pass-through argument list (``--device cpu`` or ``--device=cpu``)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def execute_point(
+    plan: SweepPlan, point: SweepPoint, point_dir: Path, slot: Slot = Slot()
+) -> tuple[bool, str]:
+    """Run one point's lm-eval and move its results into place; ``(finished, one-line summary)``.
+
+    Prints nothing: the same function runs in a worker thread and inside a Slurm job, and the sweep prints
+    the summary where the user reads it.
+    """
+    start = time.perf_counter()
+    results_file = point_dir / "results.json"
+    raw_dir = point_dir / "lm_eval"
+    command = _point_command(plan, point, raw_dir, slot)
     point_dir.mkdir(parents=True, exist_ok=True)
     (point_dir / "fingerprint.json").unlink(missing_ok=True)
     shutil.rmtree(raw_dir, ignore_errors=True)  # results of an earlier attempt must not be picked up
     log_path = point_dir / "lm_eval.log"
-    process: subprocess.Popen[bytes] | None = None
     with log_path.open("w") as log_file:
+        # Its own process group, so that stopping the sweep stops lm-eval and whatever it started.
+        process = _PROCESSES.start(command, log_file, slot.env())
+        if process is None:
+            return False, "not started (the sweep is stopping)"
         try:
-            # Its own process group, so that stopping the sweep stops lm-eval and whatever it started.
-            process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
             returncode = process.wait()
-        except BaseException:
-            for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
-                signal.signal(sig, signal.SIG_IGN)
-            if process is not None:
-                _stop_group(process)
+        except BaseException:  # e.g. a Slurm/submitit job cancelled with SIGINT: take lm-eval down too
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up
+                    signal.signal(sig, signal.SIG_IGN)
+            _stop_group(process)
             raise
+        finally:
+            _PROCESSES.finished(process)
     newest = sorted(raw_dir.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
     if returncode != 0 or not newest:
         why = f"exit {returncode}" if returncode != 0 else "lm-eval wrote no results file"
-        print(f"{progress} {point.point_id}: FAILED ({why}); last lines of {log_path}:\n{log_tail(log_path)}",
-              flush=True)  # fmt: skip
-        return False
+        return False, f"FAILED ({why}); last lines of {log_path}:\n{log_tail(log_path)}"
     _write_atomic(point_dir / "fingerprint.json", json.dumps(plan.fingerprints[point.point_id], indent=1))
     _write_atomic(results_file, newest[-1].read_text())  # the point counts as finished only once this exists
     summary = summarize_point(json.loads(results_file.read_text()))
-    print(f"{progress} {point.point_id}: {summary} ({time.perf_counter() - start:.0f} s)", flush=True)
-    return True
+    where = f", {slot.device}" if slot.device else ""
+    return True, f"{summary} ({time.perf_counter() - start:.0f} s{where})"
+
+
+def _run_point(
+    plan: SweepPlan, point: SweepPoint, point_dir: Path, progress: str, slot: Slot = Slot()
+) -> bool:
+    ok, message = execute_point(plan, point, point_dir, slot)
+    if not _PROCESSES.stopping:  # a point cut short by a stop is not a failure worth a log tail
+        _say(f"{progress} {point.point_id}: {message}")
+    return ok
+
+
+# ------------------------------------------------------------------------------------------ Slurm/submitit
+
+SLURM_EXTRA = "slurm"
+
+
+def import_submitit() -> Any:
+    """submitit, or a :class:`SweepError` naming the extra to install."""
+    try:
+        import submitit
+    except ImportError:
+        raise SweepError(
+            f"--launcher slurm needs submitit: pip install 'llmkick[{SLURM_EXTRA}]' (or pip install submitit)"
+        ) from None
+    return submitit
+
+
+class SubmititLauncher:
+    """One submitit job per point (Slurm, or submitit's local executor), at most ``parallel`` in flight.
+
+    The job runs :func:`execute_point`, the function the local workers run, so the point's folder, log,
+    fingerprint and results are the same; this process waits, prints each point's line and, when stopped,
+    cancels the jobs still running.
+    """
+
+    def __init__(
+        self, cluster: str, folder: Path, parameters: dict[str, Any], parallel: int | None, slot: Slot
+    ) -> None:
+        submitit = import_submitit()
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise SweepError("--launcher slurm: sbatch is not on PATH (run the sweep on a Slurm login node)")
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        try:
+            self.executor.update_parameters(**parameters)
+        except (NameError, ValueError, TypeError) as error:  # submitit lists the keys it does not know
+            raise SweepError(f"--slurm_args: {error}") from None
+        self.parallel = parallel
+        self.slot = slot
+        self.poll_s = 1.0
+
+    def run(
+        self,
+        plan: SweepPlan,
+        run_dir: Path,
+        todo: Sequence[tuple[str, SweepPoint]],
+        outcome: SweepOutcome,
+        *,
+        fail_fast: bool,
+    ) -> None:
+        """Submit, wait, collect (see the class)."""
+        pending = list(todo)
+        running: dict[Any, tuple[str, SweepPoint]] = {}
+        limit = self.parallel or len(pending) or 1
+        try:
+            while pending or running:
+                while pending and len(running) < limit and not (fail_fast and outcome.failed):
+                    progress, point = pending.pop(0)
+                    point_dir = run_dir / "points" / point.point_id
+                    try:
+                        job = self.executor.submit(execute_point, plan, point, point_dir, self.slot)
+                    except Exception as error:  # sbatch refused it (partition, account, limits)
+                        raise SweepError(f"submitting {point.point_id} failed: {error}") from None
+                    _say(f"{progress} {point.point_id}: submitted as job {job.job_id}")
+                    running[job] = (progress, point)
+                if fail_fast and outcome.failed and not running:
+                    break
+                for job in [j for j in running if j.done()]:
+                    progress, point = running.pop(job)
+                    try:
+                        ok, message = job.result()
+                    except Exception as error:  # the job itself died (node failure, time limit, scancel)
+                        ok, message = False, f"FAILED (job {job.job_id}: {str(error).strip()[-2000:]})"
+                    _say(f"{progress} {point.point_id}: {message}")
+                    if ok:
+                        outcome.finished.append(run_dir / "points" / point.point_id / "results.json")
+                    else:
+                        outcome.failed.append(point.point_id)
+                if running:
+                    time.sleep(self.poll_s)
+        except BaseException:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+            for job in running:
+                with contextlib.suppress(Exception):
+                    job.cancel(check=False)
+            deadline = time.monotonic() + _KILL_GRACE_S + 5
+            while time.monotonic() < deadline and not all(j.done() for j in running):
+                time.sleep(0.2)
+            raise
 
 
 def summarize_point(results: dict[str, Any]) -> str:

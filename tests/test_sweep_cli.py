@@ -1,0 +1,84 @@
+"""The ``llmkick`` command line itself: version, plain-text help, one-line user errors, console lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmkick_models.workflow import sweep
+from llmkick_models.workflow.cli import main
+from llmkick_models.workflow.sweep import Slot, SweepPoint
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=os.environ)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"llmkick {version('llmkick')}"
+
+
+def test_help_is_plain_text_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "examples:" in text and "llmkick sweep --model" in text
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text
+    assert "Any option not listed above is passed through to lm_eval" in text
+    assert "--devices cuda:0,cuda:1" in text and "--launcher slurm" in text
+
+
+def test_user_errors_are_one_message_and_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "no_run"
+    result = _cli("report", str(missing))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"llmkick report: error: {missing} is not a sweep run directory (no sweep.json); run `llmkick sweep` "
+        "first"
+    ]
+    judged = _cli("judge", str(missing))
+    assert (
+        judged.returncode == 2 and judged.stderr.strip() == f"llmkick judge: error: {missing} does not exist"
+    )
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    compress = _cli("compress", "--model", "m", "--output", str(existing))
+    assert compress.returncode == 2 and "Traceback" not in compress.stderr
+    assert (
+        compress.stderr.strip() == f"llmkick compress: error: --output {existing} exists; choose a new folder"
+    )
+    # --debug, anywhere on the line, shows where it came from
+    debug = _cli("report", str(missing), "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_sweep_refusal_is_one_message(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    result = _cli("sweep", "--model", str(tiny_llama_dir), "--methods", "magnitude", "--sparsities", "0.5",
+                  "--tasks", "no_such_task", "--output", str(tmp_path / "r"))  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("llmkick sweep: error: --tasks:") and "no_such_task" in result.stderr
+
+
+def test_point_lines_go_through_tqdm_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tqdm.auto import tqdm
+
+    written: list[str] = []
+    monkeypatch.setattr(tqdm, "write", classmethod(lambda cls, text, file=None: written.append(text)))
+    monkeypatch.setattr(sweep, "execute_point", lambda plan, point, point_dir, slot: (False, "FAILED (x)"))
+    points = [SweepPoint(), SweepPoint("magnitude", 0.5)]
+    plan = sweep.SweepPlan(points, "pretrained=m", "t", {}, [], {}, {p.point_id: {} for p in points})
+    sweep.run_sweep(plan, tmp_path, slots=[Slot()])
+    assert sorted(written) == ["[1/2] dense: FAILED (x)", "[2/2] magnitude-s0.5: FAILED (x)"]

@@ -1,0 +1,359 @@
+"""``llmkick sweep --parallel N`` / ``--devices`` / ``--launcher``: same points, same results, same files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llmkick_models.workflow import sweep
+from llmkick_models.workflow.cli import build_parser, main, plan_workers
+from llmkick_models.workflow.sweep import Slot, SweepError, SweepPoint
+
+POINT_FILES = {"results.json", "fingerprint.json", "lm_eval.log", "lm_eval"}
+
+
+def _argv(model: Path, tasks_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "sweep", "--model", str(model), "--methods", "magnitude", "--sparsities", "0.3,0.5",
+        "--patterns", "2:4", "--tasks", "local_fixture_choice", "--output", str(run_dir),
+        "--include_path", str(tasks_dir), "--device", "cpu", "--limit", "4", *extra,
+    ]  # fmt: skip
+
+
+def _cli(argv: list[str], **popen: object) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=os.environ, **popen)
+
+
+def _scores(run_dir: Path) -> dict[str, object]:
+    """Every point's metric values and every document's log-likelihoods, as lm-eval wrote them."""
+    scores: dict[str, object] = {}
+    for point_dir in sorted((run_dir / "points").iterdir()):
+        results = json.loads((point_dir / "results.json").read_text())
+        samples = []
+        for file in sorted((point_dir / "lm_eval").rglob("samples_*.jsonl")):
+            samples += [
+                (s["doc_id"], s["filtered_resps"]) for s in map(json.loads, file.read_text().splitlines())
+            ]
+        scores[point_dir.name] = {"results": results["results"], "samples": sorted(samples)}
+    return scores
+
+
+def test_parallel_and_submitit_give_the_sequential_results(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("submitit")
+    runs = {
+        "sequential": (),
+        "parallel": ("--parallel", "2"),
+        "submitit": ("--launcher", "submitit-local", "--parallel", "2"),
+    }
+    outputs = {}
+    for name, extra in runs.items():
+        result = _cli(_argv(tiny_llama_dir, local_task_dir, tmp_path / name, *extra))
+        assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+        outputs[name] = result.stdout
+    expected = ["dense", "magnitude-2of4", "magnitude-s0.3", "magnitude-s0.5"]
+    reference = _scores(tmp_path / "sequential")
+    assert sorted(reference) == expected
+    for name in ("parallel", "submitit"):
+        run_dir = tmp_path / name
+        assert _scores(run_dir) == reference, name
+        for point in expected:  # the layout of the sequential path, and the same provenance
+            folder = run_dir / "points" / point
+            assert {p.name for p in folder.iterdir()} == POINT_FILES
+            assert (folder / "fingerprint.json").read_text() == (
+                tmp_path / "sequential" / "points" / point / "fingerprint.json"
+            ).read_text()
+        assert (run_dir / "report.md").is_file()
+    assert outputs["submitit"].count("submitted as job") == 4
+    # Resume holds for every launcher: the sequential command finds the parallel run's points done.
+    again = _cli(_argv(tiny_llama_dir, local_task_dir, tmp_path / "parallel"))
+    assert again.returncode == 0 and again.stdout.count("done earlier, skipped") == 4
+
+
+def _workers(*extra: str, device: str | None = "cpu") -> tuple[list[str], list[Slot], object]:
+    argv = ["sweep", "--model", "m", "--methods", "magnitude", "--tasks", "t", "--output", "o", *extra]
+    args, passthrough = build_parser().parse_known_args(argv)
+    if device is not None:
+        passthrough += ["--device", device]
+    return plan_workers(args, passthrough)
+
+
+def test_cpu_workers_split_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    _, slots, launcher = _workers("--parallel", "2")
+    assert launcher is None and slots == [Slot(threads=4), Slot(threads=4)]
+    assert slots[0].env() == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
+    assert _workers()[1] == [Slot()]  # sequential: nothing changes
+    passthrough, slots, _ = _workers("--devices", "cpu:0,cpu:1,cpu:2", "--parallel", "2", device=None)
+    assert passthrough[-2:] == ["--device", "cpu:0"]  # the device type enters the fingerprint
+    assert [s.device for s in slots] == ["cpu:0", "cpu:1"] and slots[0].threads == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "device", "message"),
+    [
+        (("--parallel", "2"), None, "--parallel 2 without --devices runs CPU workers"),
+        (("--parallel", "2"), "cuda:0", "--devices cuda:0,cuda:1"),
+        (("--devices", "cuda:0,cpu"), None, "distinct devices of one kind"),
+        (("--devices", "cuda:0,cuda:0"), None, "distinct devices of one kind"),
+        (("--devices", "cuda:7"), None, "cuda:7 is not available"),
+        (("--devices", "cpu:0", "--parallel", "2"), None, "--parallel 2 needs as many --devices"),
+        (("--devices", "cpu:0"), "cuda:0", "contradicts --devices"),
+        (("--slurm_args", "timeout_min=5"), "cpu", "--slurm_args needs --launcher slurm"),
+    ],
+)
+def test_bad_worker_options_are_refused(extra: tuple[str, ...], device: str | None, message: str) -> None:
+    with pytest.raises(SweepError, match=message.replace("(", r"\(")):
+        _workers(*extra, device=device)
+
+
+def test_bad_worker_options_exit_2_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sweep", "--model", str(tmp_path), "--methods", "magnitude", "--sparsities", "0.5",
+            "--tasks", "t", "--output", str(tmp_path / "run"), "--parallel", "2"]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and "add --device cpu" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_slurm_without_submitit_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    argv = ["sweep", "--model", str(tmp_path), "--methods", "magnitude", "--sparsities", "0.5",
+            "--tasks", "t", "--output", str(tmp_path / "run"), "--launcher", "slurm"]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert "pip install 'llmkick[slurm]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_slurm_needs_sbatch_and_known_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SweepError, match="timeout_min=240"):
+        _workers("--launcher", "slurm")
+    with pytest.raises(SweepError, match="sbatch is not on PATH"):
+        _workers("--launcher", "slurm", "--slurm_args", "timeout_min=60")
+    with pytest.raises(SweepError, match="--slurm_args"):
+        _workers("--launcher", "submitit-local", "--slurm_args", "no_such_parameter=1")
+    _, _, launcher = _workers("--launcher", "submitit-local", "--slurm_args", "timeout_min=30")
+    assert launcher.executor.parameters["timeout_min"] == 30
+    _, _, launcher = _workers("--launcher", "submitit-local")  # not submitit's 5 minutes
+    assert launcher.executor.parameters["timeout_min"] == 7 * 24 * 60
+
+
+def test_each_worker_gets_its_own_device() -> None:
+    plan = sweep.SweepPlan([SweepPoint()], "pretrained=m", "t", {}, ["--device=cuda:0", "--limit", "4"], {})
+    command = sweep._point_command(plan, SweepPoint(), Path("raw"), Slot(device="cuda:1"))
+    assert "--device=cuda:0" not in command and command[-4:-1] == ["4", "--device", "cuda:1"]
+    assert sweep.option_value(plan.lm_eval_args, "--device") == "cuda:0"
+
+
+def test_one_sweep_at_a_time_per_run_directory(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    plan = sweep.SweepPlan([SweepPoint()], "pretrained=m", "t", {}, [], {}, {"dense": {}})
+    with FileLock(str(tmp_path / ".sweep.lock")), pytest.raises(SweepError, match="another llmkick sweep"):
+        sweep.run_sweep(plan, tmp_path)
+    assert not (tmp_path / "sweep.json").exists()
+
+
+def test_fail_fast_with_parallel_workers_starts_nothing_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = [SweepPoint(), *(SweepPoint("magnitude", s) for s in (0.1, 0.2, 0.3, 0.4, 0.5))]
+    plan = sweep.SweepPlan(points, "pretrained=m", "t", {}, [], {}, {p.point_id: {} for p in points})
+    attempted: list[str] = []
+
+    def fail(plan, point, point_dir, progress, slot) -> bool:
+        attempted.append(point.point_id)
+        time.sleep(0.2)
+        return False
+
+    monkeypatch.setattr(sweep, "_run_point", fail)
+    outcome = sweep.run_sweep(plan, tmp_path / "a", slots=[Slot(), Slot()])
+    assert sorted(outcome.failed) == sorted(attempted) and len(attempted) == 6
+    assert outcome.failed == [p.point_id for p in points]  # reported in the sweep's order
+    attempted.clear()
+    outcome = sweep.run_sweep(plan, tmp_path / "b", slots=[Slot(), Slot()], fail_fast=True)
+    # The two points in flight when the first failed finish; no later point starts.
+    assert len(attempted) == 2 and sorted(outcome.failed) == sorted(attempted)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child processes")
+def test_sigterm_stops_every_parallel_worker(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli",
+               *_argv(tiny_llama_dir, local_task_dir, tmp_path / "run", "--parallel", "2")]  # fmt: skip
+    swept = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+    )
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while len(children) < 2 and time.monotonic() < deadline and swept.poll() is None:
+        time.sleep(0.1)
+        children = _children(swept.pid)
+    assert len(children) == 2, "the sweep never ran two lm-eval processes at once"
+    swept.send_signal(signal.SIGTERM)
+    _, err = swept.communicate(timeout=60)
+    assert swept.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in err
+    for child in children:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(child, 0)  # nothing of either worker's process group is left
+    assert not list((tmp_path / "run").glob("points/*/results.json"))
+
+
+def test_lm_evals_device_is_not_taken_for_devices() -> None:
+    argv = ["sweep", "--model", "m", "--methods", "x", "--tasks", "t", "--output", "o", "--device", "cpu"]
+    args, passthrough = build_parser().parse_known_args(argv)
+    assert args.devices is None and passthrough == ["--device", "cpu"]
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent's wait() is gone already)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _lm_eval_processes(pid: int) -> list[int]:
+    pids = []
+    for child in _descendants(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"lm_eval" in command:
+            pids.append(child)
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child processes")
+def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("submitit")
+    argv = _argv(
+        tiny_llama_dir, local_task_dir, tmp_path / "run", "--launcher", "submitit-local", "--parallel", "2"
+    )
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
+    swept = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
+    )
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while len(workers) < 2 and time.monotonic() < deadline and swept.poll() is None:
+        time.sleep(0.2)
+        workers = _lm_eval_processes(swept.pid)
+    assert len(workers) == 2, "the jobs never ran two lm-eval processes at once"
+    swept.send_signal(signal.SIGTERM)
+    _, err = swept.communicate(timeout=60)
+    assert swept.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], (
+        "an lm-eval process outlived the sweep"
+    )
+    assert not list((tmp_path / "run").glob("points/*/results.json"))
+
+
+class _Refused(Exception):
+    """What sbatch's refusal looks like to the executor's caller."""
+
+
+class _FakeJob:
+    def __init__(self, number: int, outcome: object) -> None:
+        self.job_id = str(number)
+        self.outcome = outcome
+        self.polls = 0
+        self.cancelled = False
+
+    def done(self) -> bool:
+        self.polls += 1
+        return self.polls > 1
+
+    def result(self) -> object:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self, check: bool = True) -> None:
+        self.cancelled = True
+
+
+class _FakeExecutor:
+    def __init__(self, outcomes: list[object]) -> None:
+        self.outcomes = outcomes
+        self.jobs: list[_FakeJob] = []
+        self.in_flight_at_submit: list[int] = []
+
+    def submit(self, function, plan, point, point_dir, slot) -> _FakeJob:
+        assert function is sweep.execute_point  # the local workers' function, nothing else
+        outcome = self.outcomes[len(self.jobs)]
+        if isinstance(outcome, _Refused):
+            raise outcome
+        self.in_flight_at_submit.append(sum(1 for j in self.jobs if j.polls <= 1))
+        self.jobs.append(_FakeJob(len(self.jobs), outcome))
+        return self.jobs[-1]
+
+
+def _fake_launcher(outcomes: list[object], parallel: int | None) -> sweep.SubmititLauncher:
+    launcher = object.__new__(sweep.SubmititLauncher)
+    launcher.executor, launcher.parallel, launcher.slot, launcher.poll_s = (
+        _FakeExecutor(outcomes),
+        parallel,
+        Slot(),
+        0,
+    )
+    return launcher
+
+
+def test_submitit_jobs_in_flight_failures_and_refused_submissions(tmp_path: Path) -> None:
+    points = [SweepPoint(), *(SweepPoint("magnitude", s) for s in (0.1, 0.2, 0.3))]
+    plan = sweep.SweepPlan(points, "pretrained=m", "t", {}, [], {}, {p.point_id: {} for p in points})
+    died = RuntimeError("Job 2 (task: 0) failed: DUE TO TIME LIMIT")
+    launcher = _fake_launcher([(True, "ok"), (False, "FAILED (exit 1)"), died, (True, "ok")], parallel=2)
+    outcome = sweep.run_sweep(plan, tmp_path / "a", launcher=launcher)
+    assert max(launcher.executor.in_flight_at_submit) <= 1  # never more than 2 jobs at once
+    assert outcome.failed == ["magnitude-s0.1", "magnitude-s0.2"]
+    assert [f.parent.name for f in outcome.finished] == ["dense", "magnitude-s0.3"]
+
+    refused = _fake_launcher([(True, "ok"), _Refused("sbatch: error: invalid partition")], parallel=None)
+    with pytest.raises(
+        SweepError, match=r"submitting magnitude-s0\.1 failed: sbatch: error: invalid partition"
+    ):
+        sweep.run_sweep(plan, tmp_path / "b", launcher=refused)
+    assert refused.executor.jobs[0].cancelled  # what was already queued does not keep running
