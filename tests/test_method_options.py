@@ -23,7 +23,7 @@ from llmkick_models.engine.methods import METHODS, build_spec, option_names, reg
 from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
 from llmkick_models.engine.model_layout import decoder_linears
 from llmkick_models.engine.options import PRUNING, Option, fraction
-from llmkick_models.workflow.sweep import plan_points, point_args
+from llmkick_models.workflow.sweep_plan import plan_points, point_args
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import torch
 
 from llmkick_models.arguments import CompressionArgumentError, build_spec
 from llmkick_models.engine.quantizer import QuantizerConfig, find_params, rtn_quantize
-from llmkick_models.workflow.sweep import plan_points
+from llmkick_models.workflow.sweep_plan import plan_points
 
 
 def _weights(rows: int = 16, cols: int = 64, seed: int = 0) -> torch.Tensor:

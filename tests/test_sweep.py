@@ -13,7 +13,7 @@ import pytest
 
 from llmkick_models.workflow.cli import main
 from llmkick_models.workflow.run_results import headline_metrics, load_run, matches
-from llmkick_models.workflow.sweep import SweepPoint, plan_points, point_args
+from llmkick_models.workflow.sweep_plan import SweepPoint, plan_points, point_args
 from llmkick_models.workflow.sweep_report import markdown_table, write_report
 
 

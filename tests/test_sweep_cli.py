@@ -11,7 +11,8 @@ import pytest
 
 from llmkick_models.workflow import sweep
 from llmkick_models.workflow.cli import main
-from llmkick_models.workflow.sweep import Slot, SweepPoint
+from llmkick_models.workflow.sweep import Slot
+from llmkick_models.workflow.sweep_plan import SweepPoint
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -13,15 +13,13 @@ from pathlib import Path
 import pytest
 
 from llmkick_models.workflow.cli import main
-from llmkick_models.workflow.sweep import (
-    SweepError,
-    SweepPoint,
+from llmkick_models.workflow.preflight import (
     check_compress_args,
     fingerprint_changes,
-    plan_points,
     preflight,
     stale_points,
 )
+from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint, plan_points
 
 
 def _sweep_argv(model: Path, tasks_dir: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -246,15 +244,15 @@ def test_fail_fast_stops_after_the_first_failure(
 
 
 def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmkick_models.workflow import sweep
+    from llmkick_models.workflow import preflight
 
     commits = iter(["a" * 40, "b" * 40])
     monkeypatch.setattr(
         "llmkick_models.storage.model_cache._hub_commit",
         lambda model_id, revision, cache_dir=None: next(commits),
     )
-    first = sweep._model_identity({"pretrained": "org/model"})
-    second = sweep._model_identity({"pretrained": "org/model"})
+    first = preflight._model_identity({"pretrained": "org/model"})
+    second = preflight._model_identity({"pretrained": "org/model"})
     assert first["model_id"] == "org/model" and first["commit"] == "a" * 40
     assert fingerprint_changes({"model": first}, {"model": second}) == [
         f"model.commit: '{'a' * 40}' -> '{'b' * 40}'"

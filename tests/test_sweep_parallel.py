@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from llmkick_models.workflow import sweep
+from llmkick_models.workflow import slurm, sweep
 from llmkick_models.workflow.cli import build_parser, main, plan_workers
-from llmkick_models.workflow.sweep import Slot, SweepError, SweepPoint
+from llmkick_models.workflow.sweep import Slot
+from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint
 
 POINT_FILES = {"results.json", "fingerprint.json", "lm_eval.log", "lm_eval"}
 
@@ -330,8 +331,8 @@ class _FakeExecutor:
         return self.jobs[-1]
 
 
-def _fake_launcher(outcomes: list[object], parallel: int | None) -> sweep.SubmititLauncher:
-    launcher = object.__new__(sweep.SubmititLauncher)
+def _fake_launcher(outcomes: list[object], parallel: int | None) -> slurm.SubmititLauncher:
+    launcher = object.__new__(slurm.SubmititLauncher)
     launcher.executor, launcher.parallel, launcher.slot, launcher.poll_s = (
         _FakeExecutor(outcomes),
         parallel,

@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from llmkick_models.workflow.sweep import SweepInterrupted, plan_points, preflight, run_sweep
+    from llmkick_models.workflow.preflight import preflight
+    from llmkick_models.workflow.sweep import SweepInterrupted, run_sweep
+    from llmkick_models.workflow.sweep_plan import plan_points
     from llmkick_models.workflow.sweep_report import write_report
 
     points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
@@ -282,13 +284,9 @@ def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
 def plan_workers(args: argparse.Namespace, passthrough: list[str]) -> tuple[list[str], list[Any], Any]:
     """Check --parallel/--devices/--launcher before anything runs; the pass-through options (a --device
     added when --devices names them), the local worker slots and the submitit launcher (or None)."""
-    from llmkick_models.workflow.sweep import (
-        Slot,
-        SubmititLauncher,
-        SweepError,
-        import_submitit,
-        option_value,
-    )
+    from llmkick_models.workflow.slurm import SubmititLauncher, import_submitit
+    from llmkick_models.workflow.sweep import Slot, option_value
+    from llmkick_models.workflow.sweep_plan import SweepError
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     device = option_value(passthrough, "--device")
@@ -359,7 +357,7 @@ def _number(text: str) -> Any:
 def _check_devices(devices: Sequence[str]) -> None:
     import torch
 
-    from llmkick_models.workflow.sweep import SweepError
+    from llmkick_models.workflow.sweep_plan import SweepError
 
     for device in devices:
         try:

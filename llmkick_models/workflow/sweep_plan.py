@@ -1,0 +1,116 @@
+"""The sweep's grid: its points, and which model_args each point passes to compressed-hf."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+# compressed-hf's own argument names: the one place the sweep takes them from.
+from llmkick_models.engine.methods import METHODS, build_spec, method_class
+
+QUANTIZATION_ARGS = frozenset({"bits"})
+#: Set by the sweep grid itself (--methods, --sparsities, --patterns, --bits), never by --compress_args.
+SWEEP_AXES = ("method", "sparsity", "pattern", "bits")
+#: compressed-hf's cache switches: they change where weights come from, not what they are.
+CACHE_ARGS = frozenset({"cache", "llmkick_cache_dir"})
+#: lm-eval options the sweep sets for every point; giving them again would contradict the sweep.
+OWN_LM_EVAL_OPTIONS = ("model", "model_args", "tasks", "output_path")
+#: lm-eval settings that do not change any number (logging, display, trackers): left out of fingerprints.
+COSMETIC_LM_EVAL_OPTIONS = frozenset({
+    "config", "verbosity", "log_samples", "show_config", "write_out", "wandb_args", "wandb_config_args",
+    "trackio_args", "hf_hub_log_args", "check_integrity", "metadata", "model", "model_args", "tasks",
+    "output_path",
+})  # fmt: skip
+LOG_TAIL_LINES = 25
+KILL_GRACE_S = 10.0
+
+
+class SweepError(ValueError):
+    """The sweep cannot start as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One compression setting of a sweep."""
+
+    method: str = "none"
+    sparsity: float | None = None
+    pattern: str | None = None
+    bits: int | None = None
+
+    @property
+    def point_id(self) -> str:
+        """File-system safe, human-readable id, e.g. ``dense``, ``wanda-s0.5``, ``sparsegpt-2of4``."""
+        if self.method == "none":
+            return "dense"
+        parts = [self.method]
+        if self.pattern:
+            parts.append(self.pattern.replace(":", "of"))
+        elif self.sparsity is not None:
+            parts.append(f"s{self.sparsity:g}")
+        if self.bits is not None:
+            parts.append(f"{self.bits}bit")
+        return "-".join(parts)
+
+    def model_args(self) -> str:
+        """This point's compressed-hf arguments."""
+        args = {"method": self.method, "sparsity": self.sparsity, "pattern": self.pattern, "bits": self.bits}
+        return ",".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                        for key, value in args.items() if value is not None)  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the report: the point's coordinates."""
+        return {"id": self.point_id, "method": self.method, "sparsity": self.sparsity,
+                "pattern": self.pattern, "bits": self.bits}  # fmt: skip
+
+
+def plan_points(
+    methods: Iterable[str],
+    sparsities: Iterable[float] = (),
+    patterns: Iterable[str] = (),
+    bits: Iterable[int] = (),
+) -> list[SweepPoint]:
+    """The grid: dense first; every pruning method at every sparsity and pattern; quantizers at every bits.
+
+    Sparsity 0 is the dense point (listed once).  Every point is validated here, before any run starts.
+    """
+    points = [SweepPoint()]
+    for method in methods:
+        if method not in METHODS or method == "none":
+            allowed = ", ".join(m for m in METHODS if m != "none")
+            raise ValueError(f"--methods: unknown method {method!r}; allowed: {allowed}")
+        implementation = method_class(method)
+        candidates: list[SweepPoint] = []
+        if any(option.name == "sparsity" for option in implementation.options):
+            candidates += [SweepPoint(method, sparsity=s) for s in sparsities if s > 0]
+            candidates += [SweepPoint(method, pattern=p) for p in patterns]
+        if implementation.always_quantizes():
+            candidates += [SweepPoint(method, bits=b) for b in bits]
+        if not candidates:
+            raise ValueError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
+        for point in candidates:
+            # Raises, naming the bad value (bits outside 2..8 included).
+            build_spec(point.method, point.sparsity, point.pattern, bits=point.bits)
+        points += candidates
+    seen: set[str] = set()
+    return [p for p in points if not (p.point_id in seen or seen.add(p.point_id))]
+
+
+def accepted_extra_args(point: SweepPoint) -> frozenset[str]:
+    """The --compress_args keys that reach ``point`` (its method's options, and the cache switches)."""
+    implementation = method_class(point.method)
+    # e.g. percdamp= reaches Wanda only when it quantizes with GPTQ
+    quantizes = implementation.always_quantizes() or point.bits is not None
+    accepted = frozenset(option.name for option in implementation.offered_options(quantizes))
+    if point.method != "none":
+        accepted = accepted | CACHE_ARGS
+    return accepted
+
+
+def point_args(point: SweepPoint, base_model_args: str, compress_args: dict[str, str]) -> str:
+    """Full --model_args for a point: the base (pretrained=..., dtype=...), the point, and the extra
+    compression args that this point's method accepts (calibration args are not given to magnitude)."""
+    accepted = accepted_extra_args(point)
+    extra = [f"{key}={value}" for key, value in compress_args.items() if key in accepted]
+    return ",".join(part for part in (base_model_args, point.model_args(), *extra) if part)
