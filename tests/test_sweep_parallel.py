@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from llmkick_models.workflow import slurm, sweep
-from llmkick_models.workflow.cli import build_parser, main, plan_workers
+from llmkick_models.workflow.cli import build_parser, main
+from llmkick_models.workflow.commands import plan_workers
 from llmkick_models.workflow.sweep import Slot
 from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint
 

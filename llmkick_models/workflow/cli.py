@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from llmkick_models.engine.options import SPARSITY, parse_pattern
+from llmkick_models.workflow.commands import (
+    UsageError,
+    cache_command,
+    compress_command,
+    report_command,
+    sweep_command,
+)
 
 DESCRIPTION = "LLM-KICK for lm-evaluation-harness: sweep compression points, report them, compress a model."
 
@@ -56,10 +62,6 @@ examples:
   llmkick sweep ... --output runs/x --device cuda --launcher slurm --parallel 8 \\
       --slurm_args slurm_partition=gpu,timeout_min=240,gpus_per_node=1
 """
-
-
-class UsageError(Exception):
-    """A user error: printed as one message, exit status 2 (the traceback only with --debug)."""
 
 
 class UserErrorExit(SystemExit):
@@ -249,225 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sweep(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from llmkick_models.workflow.preflight import preflight
-    from llmkick_models.workflow.sweep import SweepInterrupted, run_sweep
-    from llmkick_models.workflow.sweep_plan import plan_points
-    from llmkick_models.workflow.sweep_report import write_report
-
-    points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
-    base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
-    passthrough, slots, launcher = plan_workers(args, passthrough)
-    plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,
-                     lm_eval_args=passthrough)  # fmt: skip
-    print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
-    try:
-        outcome = run_sweep(plan, args.output, rerun=args.rerun, fail_fast=args.fail_fast, slots=slots,
-                            launcher=launcher)  # fmt: skip
-    except SweepInterrupted as stop:
-        print(
-            f"llmkick sweep: {stop}; the running points were stopped, finished points are kept",
-            file=sys.stderr,
-        )
-        return 128 + stop.signum
-    if not args.no_report and outcome.finished:
-        report, plots = write_report(args.output)
-        print(f"report: {report} ({len(plots)} plots)")
-    if outcome.failed:
-        logs = ", ".join(str(args.output / "points" / p / "lm_eval.log") for p in outcome.failed)
-        print(f"llmkick sweep: {len(outcome.failed)} of {len(points)} points failed: "
-              f"{', '.join(outcome.failed)} (logs: {logs})", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
-
-
-def plan_workers(args: argparse.Namespace, passthrough: list[str]) -> tuple[list[str], list[Any], Any]:
-    """Check --parallel/--devices/--launcher before anything runs; the pass-through options (a --device
-    added when --devices names them), the local worker slots and the submitit launcher (or None)."""
-    from llmkick_models.workflow.slurm import SubmititLauncher, import_submitit
-    from llmkick_models.workflow.sweep import Slot, option_value
-    from llmkick_models.workflow.sweep_plan import SweepError
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    device = option_value(passthrough, "--device")
-    if args.launcher != "local":
-        if args.devices:
-            raise SweepError(f"--devices is for --launcher local; each {args.launcher} job gets its own GPU "
-                             f"(gpus_per_node in --slurm_args) and uses --device cuda")  # fmt: skip
-        import_submitit()  # before any point runs: the message names the extra to install
-        parameters: dict[str, Any] = {k: _number(v) for k, v in args.slurm_args.items()}
-        if device and device.startswith("cuda"):
-            parameters.setdefault("gpus_per_node", 1)
-        if "timeout_min" not in parameters:
-            # submitit's default limit is 5 minutes, which would kill nearly every real point.
-            if args.launcher == "slurm":
-                raise SweepError(
-                    "--launcher slurm: give each job's time limit in minutes, e.g. --slurm_args "
-                    "timeout_min=240 (submitit's default, 5, is too short for a point)"
-                )
-            parameters["timeout_min"] = 7 * 24 * 60
-        threads = parameters.get("cpus_per_task")
-        if args.launcher == "submitit-local" and threads is None:
-            threads = max(1, cores // (args.parallel or 1))  # the jobs share this machine's cores
-        slot = Slot(threads=int(threads) if threads else None)
-        cluster = "slurm" if args.launcher == "slurm" else "local"
-        # Slurm queues every point by default; local jobs share this machine, one at a time by default.
-        parallel = args.parallel or (None if cluster == "slurm" else 1)
-        launcher = SubmititLauncher(cluster, args.output / "submitit", parameters, parallel, slot)
-        return passthrough, [], launcher
-    if args.slurm_args:
-        raise SweepError("--slurm_args needs --launcher slurm or submitit-local")
-    if args.devices:
-        kinds = {d.split(":")[0] for d in args.devices}
-        if len(kinds) != 1 or len(set(args.devices)) != len(args.devices):
-            raise SweepError(f"--devices {','.join(args.devices)}: give distinct devices of one kind, e.g. "
-                             f"cuda:0,cuda:1")  # fmt: skip
-        _check_devices(args.devices)
-        if device is not None and device.split(":")[0] not in kinds:
-            raise SweepError(f"--device {device} contradicts --devices {','.join(args.devices)}; give one")
-        parallel = args.parallel or len(args.devices)
-        if parallel > len(args.devices):
-            raise SweepError(f"--parallel {parallel} needs as many --devices (got {len(args.devices)}): "
-                             f"one point per device")  # fmt: skip
-        if device is None:  # the device type enters the fingerprint, as a --device of the command would
-            passthrough = [*passthrough, "--device", args.devices[0]]
-        threads = max(1, cores // parallel) if kinds == {"cpu"} else None
-        return passthrough, [Slot(device=d, threads=threads) for d in args.devices[:parallel]], None
-    parallel = args.parallel or 1
-    if parallel == 1:
-        return passthrough, [Slot()], None
-    if device is None or not device.startswith("cpu"):
-        raise SweepError(
-            f"--parallel {parallel} without --devices runs CPU workers: add --device cpu, or give one GPU "
-            f"per worker with --devices cuda:0,cuda:1,..."
-        )
-    # N workers with cores/N threads each, so that they do not oversubscribe the cores.
-    return passthrough, [Slot(threads=max(1, cores // parallel))] * parallel, None
-
-
-def _number(text: str) -> Any:
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            continue
-    return text
-
-
-def _check_devices(devices: Sequence[str]) -> None:
-    import torch
-
-    from llmkick_models.workflow.sweep_plan import SweepError
-
-    for device in devices:
-        try:
-            parsed = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise SweepError(f"--devices: {device!r} is not a device; allowed: cpu, cuda:N, ...") from None
-        if parsed.type == "cuda":
-            count = torch.cuda.device_count()
-            if parsed.index is None or parsed.index >= count:
-                raise SweepError(f"--devices: {device} is not available ({count} CUDA devices; name each as "
-                                 f"cuda:N)")  # fmt: skip
-
-
-def _cache(args: argparse.Namespace) -> int:
-    import datetime
-
-    from llmkick_models.storage.model_cache import ModelCache, max_cache_bytes
-
-    cache = ModelCache(args.dir)
-    if args.cache_command == "ls":
-        entries = cache.entries()
-        for entry in entries:
-            used = datetime.datetime.fromtimestamp(entry.last_used).isoformat(timespec="seconds")
-            print(f"{entry.key}  {entry.size_bytes / 1e9:8.3f} GB  {used}  {entry.describe()}")
-        total = sum(e.size_bytes for e in entries)
-        print(f"{len(entries)} entries, {total / 1e9:.3f} GB in {cache.root}")
-        return 0
-    if args.cache_command == "rm":
-        missing = [key for key in args.keys if not cache.remove(key)]
-        for key in args.keys:
-            if key not in missing:
-                print(f"removed {key}")
-        if missing:
-            print(
-                f"no such entry in {cache.root}: {', '.join(missing)} (see `llmkick cache ls`)",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    limit = int(args.max_gb * 1e9) if args.max_gb is not None else max_cache_bytes()
-    if limit is None:
-        raise UsageError("give --max-gb or set $LLMKICK_CACHE_MAX_GB")
-    if limit < 0:
-        raise UsageError(f"--max-gb {args.max_gb} is negative; allowed: a size >= 0")
-    evicted = cache.prune(limit)
-    for entry in evicted:
-        print(f"evicted {entry.key} ({entry.size_bytes / 1e9:.3f} GB) {entry.describe()}")
-    left = sum(e.size_bytes for e in cache.entries())
-    print(f"{len(evicted)} entries evicted; {left / 1e9:.3f} GB left in {cache.root}")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from llmkick_models.workflow.sweep_report import write_report
-
-    report, plots = write_report(args.run_dir)
-    print(report.read_text())
-    print(f"report: {report}; plots: {', '.join(str(p) for p in plots)}")
-    return 0
-
-
-def _compress(args: argparse.Namespace) -> int:
-    from lm_eval.utils import simple_parse_args_string
-
-    from llmkick_models.compressed_hf import CompressedHFLM
-
-    if args.output.exists():
-        raise UsageError(f"--output {args.output} exists; choose a new folder")
-    model_args = simple_parse_args_string(args.model_args)
-    packed = args.format == "compressed-tensors"
-    if packed:
-        from llmkick_models.engine.methods import build_spec, option_names
-        from llmkick_models.storage.export import ExportError, _import_compressed_tensors
-
-        # Fail before loading anything: the library is there and the run will quantize.
-        try:
-            _import_compressed_tensors()
-        except ExportError as error:
-            raise UsageError(str(error)) from None
-        spec_args = {k: v for k, v in model_args.items() if k in option_names()}
-        if build_spec(**spec_args).bits is None:
-            raise UsageError("--format compressed-tensors needs a quantized model: add bits= to --model_args")
-        # The packed codes come from the grids of this run; a cached model has none.
-        model_args["cache"] = False
-    lm = CompressedHFLM(pretrained=args.model, device=args.device, **model_args)
-    model = lm.model
-    # Models loaded from GGUF carry a quantization_config that save_pretrained refuses; the weights are
-    # already dequantized floats, so the saved folder is a plain HF checkpoint.
-    if (
-        getattr(model.config, "quantization_config", None) is not None
-        and getattr(model, "is_quantized", False) is False
-    ):
-        del model.config.quantization_config
-    report = lm.get_model_info().get("llmkick_compression", {})
-    if packed:
-        from llmkick_models.storage.export import ExportError, export_compressed_tensors
-
-        assert lm.compression_report is not None
-        try:
-            export_compressed_tensors(model, lm.compression_report, args.output)
-        except ExportError as error:
-            raise UsageError(str(error)) from None
-    else:
-        model.save_pretrained(args.output)
-    lm.tokenizer.save_pretrained(args.output)
-    (args.output / "llmkick_compression.json").write_text(json.dumps(report, indent=1, default=str))
-    print(f"saved {args.output} (overall sparsity {report.get('overall_sparsity', 0):.4f})")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmkick`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -493,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     if args.command == "sweep":
-        return _sweep(args, passthrough)
+        return sweep_command(args, passthrough)
     if args.command == "report":
-        return _report(args)
+        return report_command(args)
     if args.command == "model-args":
         from llmkick_models.arguments import model_args_table
 
@@ -508,13 +291,13 @@ def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
         print("\n".join(f"llmkick judge: wrote {file}" for file in written))
         return 0
     if args.command == "cache":
-        return _cache(args)
+        return cache_command(args)
     if args.command == "convert-gguf":
         from llmkick_models.storage.gguf import convert_gguf
 
         print(f"saved {convert_gguf(args.gguf_file, args.output)}")
         return 0
-    return _compress(args)
+    return compress_command(args)
 
 
 if __name__ == "__main__":

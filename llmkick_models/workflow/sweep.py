@@ -1,19 +1,11 @@
-"""Sweeps: one lm-eval run per compression point, resumable, results kept per point with their provenance.
+"""Running a sweep: one lm-eval run per compression point, resumable, results kept per point.
 
 A run directory holds ``sweep.json`` (the command that built it), and per point ``points/<id>/results.json``
 (lm-eval's results JSON, moved into place only after the run succeeded), ``fingerprint.json`` (everything
-that determines the point's numbers) and ``lm_eval.log``.  A finished point is reused only when its
-fingerprint equals the one the current command would produce; otherwise the sweep stops before running
-anything and names what changed (``--rerun`` recomputes those points instead).
-
-Before the first point, :func:`preflight` validates everything a point could fail on late: every point's
-compressed-hf arguments (through the same ``build_spec`` compressed-hf uses), the lm-eval options (through
-lm-eval's own parser and config), the task names (lm-eval's ``TaskManager``), the calibration sources and
-the judge of judged tasks.  A point that fails prints the end of its log; the sweep goes on with the
-others and reports every failure at the end.  SIGINT/SIGTERM stop the running lm-eval process groups too.
-
-Points run one at a time, or several at once (:func:`run_sweep`'s ``slots``: one worker per device, or CPU
-workers sharing the cores), or as submitit jobs (:class:`SubmititLauncher`, Slurm); every launcher runs
+that determines the point's numbers; see ``preflight.py``, which also refuses stale points) and
+``lm_eval.log``.  A failing point prints the end of its log and the others go on; SIGINT/SIGTERM stop the
+running lm-eval process groups.  Points run one at a time, several at once (``slots``: one worker per device,
+or CPU workers sharing the cores), or as submitit jobs (``slurm.py``); every launcher runs
 :func:`execute_point`, so each point's folder, log, fingerprint and results are the same.
 """
 
