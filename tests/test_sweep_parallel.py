@@ -224,7 +224,13 @@ def test_sigterm_stops_every_parallel_worker(
     for child in children:
         with pytest.raises(ProcessLookupError):
             os.killpg(child, 0)  # nothing of either worker's process group is left
-    assert not list((tmp_path / "run").glob("points/*/results.json"))
+    # A point that completed just before the signal is kept (finished points always are), but only whole:
+    # results and fingerprint both in place; the point stopped mid-run has neither.
+    finished = list((tmp_path / "run").glob("points/*/results.json"))
+    for results in finished:
+        json.loads(results.read_text())
+        assert (results.parent / "fingerprint.json").is_file()
+    assert len(finished) < 2, "SIGTERM came while two points were running; at most one can have finished"
 
 
 def test_lm_evals_device_is_not_taken_for_devices() -> None:
@@ -289,7 +295,13 @@ def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], (
         "an lm-eval process outlived the sweep"
     )
-    assert not list((tmp_path / "run").glob("points/*/results.json"))
+    # A point that completed just before the signal is kept (finished points always are), but only whole:
+    # results and fingerprint both in place; the point stopped mid-run has neither.
+    finished = list((tmp_path / "run").glob("points/*/results.json"))
+    for results in finished:
+        json.loads(results.read_text())
+        assert (results.parent / "fingerprint.json").is_file()
+    assert len(finished) < 2, "SIGTERM came while two points were running; at most one can have finished"
 
 
 class _Refused(Exception):
