@@ -173,3 +173,62 @@ def test_real_dev_data_parses(shared_data: Path) -> None:
     ]
     assert "Who began as a Broadway actor" in next(q for q in by_question if '"The Grapes of Wrath"' in q)
     assert not any(doc["question"].startswith("85326") for doc in txt)
+
+
+def test_hold_out_takes_evenly_spaced_questions_out_of_the_evaluated_ones() -> None:
+    docs = [{"question_id": str(i), "question": f"q{i}?", "answers": ["a"]} for i in range(10)]
+    evaluated, pool = loader.hold_out(docs, 3)
+    assert [d["question_id"] for d in pool] == ["0", "3", "6"]  # spread over the (subject-sorted) file
+    assert [d["question_id"] for d in evaluated] == ["1", "2", "4", "5", "7", "8", "9"]
+    assert loader.hold_out(docs, 3) == (evaluated, pool)  # deterministic: every sweep point sees the same
+    with pytest.raises(ValueError, match=r"freebaseqa_fewshot_holdout=10: allowed fewer than the split's 10"):
+        loader.hold_out(docs, 10)
+
+
+def test_holdout_pool_replaces_the_missing_split_and_first_n_applies_after(task_data_dir: Path) -> None:
+    folder = write_freebaseqa(task_data_dir.parent / "dev_only")
+    for split in ("train", "eval"):
+        for suffix in (".json", ".tab", ".txt"):
+            (folder / f"FreebaseQA-{split}{suffix}").unlink(missing_ok=True)
+    metadata = {"data_dir": str(folder.parent), "freebaseqa_split": "dev"}
+    data = utils.load_freebaseqa(**metadata, freebaseqa_fewshot_holdout=2)
+    test_ids = [doc["question_id"] for doc in data["test"]]
+    pool_ids = [doc["question_id"] for doc in data["fewshot"]]
+    assert len(pool_ids) == 2 and len(test_ids) == len(FREEBASEQA_DEV) - 2
+    assert not set(test_ids) & set(pool_ids)  # no question is both a shot and evaluated
+    data = utils.load_freebaseqa(**metadata, freebaseqa_fewshot_holdout=2, first_n=1)
+    assert [doc["question_id"] for doc in data["test"]] == test_ids[:1]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"freebaseqa_fewshot_holdout": "50"}, "freebaseqa_fewshot_holdout='50': allowed a positive integer"),
+        ({"freebaseqa_fewshot_holdout": 0}, "freebaseqa_fewshot_holdout=0: allowed a positive integer"),
+        ({"freebaseqa_split": "test"}, "freebaseqa_split='test': allowed train, dev, eval"),
+        ({"wikitext2_windows": 2.5}, "wikitext2_windows=2.5: allowed a positive integer"),
+        ({"wikitext2_seqlen": 1}, "wikitext2_seqlen=1: allowed an integer >= 2"),
+        ({"evidence_tokens": -1}, "evidence_tokens=-1: allowed a non-negative integer"),
+    ],
+)
+def test_bad_knobs_fail_before_the_model_is_loaded(tmp_path: Path, metadata: dict, message: str) -> None:
+    import types
+
+    import lm_eval.evaluator
+    from lm_eval.tasks import TaskManager
+
+    from llmkick_tasks.judge import preflight
+
+    module = types.ModuleType("evaluator_copy")
+    module.simple_evaluate = lm_eval.evaluator.simple_evaluate
+    preflight.install(module)
+    tasks_dir = str(Path(utils.__file__).parents[1])
+    manager = TaskManager(include_path=tasks_dir, include_defaults=False, metadata=metadata)
+    # Were the (missing) model loaded first, this would fail with its loading error instead.
+    with pytest.raises(ValueError, match=message):
+        module.simple_evaluate(
+            model="hf",
+            model_args=f"pretrained={tmp_path / 'no_such_model'}",
+            tasks=["llmkick_freebaseqa"],
+            task_manager=manager,
+        )

@@ -131,10 +131,16 @@ def parse_lm_eval_options(base_model_args: str, tasks: str, lm_eval_args: Sequen
 
 
 def check_tasks(config: Any) -> Any:
-    """Resolve the task names with lm-eval's TaskManager (unknown names listed) and check the judge."""
+    """Check the tasks' --metadata knobs, resolve the task names with lm-eval's TaskManager (unknown names
+    listed) and check the judge."""
     from llmkick_tasks.judge.config import JudgeConfigError
     from llmkick_tasks.judge.preflight import check_requested_tasks
+    from llmkick_tasks.run_metadata import check_run_metadata
 
+    try:
+        check_run_metadata(config.metadata)
+    except ValueError as error:
+        raise SweepError(f"--metadata: {error}") from None
     try:
         manager = config.process_tasks(config.metadata)
     except ValueError as error:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from llmkick_tasks.data_dir import download_file, layout_error, local_benchmark_dir, to_dataset
+from llmkick_tasks.knobs import int_at_least, one_of
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ RELEASE_URL = "https://raw.githubusercontent.com/kelvin-jiang/FreebaseQA/master/
 FORMATS = (".json", ".tab", ".txt")  # preference order when a split exists in several formats
 # Metadata key that overrides the split of every FreebaseQA task in a run (e.g. "dev" for the shared data).
 SPLIT_OVERRIDE_KEY = "freebaseqa_split"
+# Metadata key: hold out N evenly spaced questions of the evaluated split as the few-shot pool (they are then
+# not evaluated), for data that has one split only (the shared offline data has dev alone).
+HOLDOUT_KEY = "freebaseqa_fewshot_holdout"
 # A .txt/.tab file where more than this fraction of lines is unusable is not a FreebaseQA file.
 MAX_SKIPPED_FRACTION = 0.5
 # .tab fields: subject, freebase name and id, predicate, secondary predicate, answer mid, answer, question
@@ -235,6 +240,29 @@ def read_split(split: str, folder: Path | None, required: bool = True) -> list[d
     return PARSERS[path.suffix](path)
 
 
+def hold_out(docs: list[dict[str, Any]], count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split ``docs`` into (evaluated, few-shot pool): ``count`` evenly spaced questions go to the pool.
+
+    Evenly spaced rather than the first ``count``: the release files are sorted by subject, so the pool
+    then covers the whole split.  Deterministic, so every point of a sweep sees the same questions.
+    """
+    if count >= len(docs):
+        raise ValueError(
+            f"metadata {HOLDOUT_KEY}={count}: allowed fewer than the split's {len(docs)} questions "
+            "(the rest is evaluated)"
+        )
+    picked = {index * len(docs) // count for index in range(count)}  # distinct: the step is >= 1
+    evaluated = [doc for index, doc in enumerate(docs) if index not in picked]
+    pool = [doc for index, doc in enumerate(docs) if index in picked]
+    return evaluated, pool
+
+
+def check_metadata(metadata: Mapping[str, Any]) -> None:
+    """Validate the run-wide FreebaseQA knobs (``freebaseqa_split``, ``freebaseqa_fewshot_holdout``)."""
+    one_of(metadata, SPLIT_OVERRIDE_KEY, SPLITS)
+    int_at_least(metadata, HOLDOUT_KEY)
+
+
 def load_freebaseqa(
     release_split: str = "eval", first_n: int | None = None, **metadata: Any
 ) -> datasets.DatasetDict:
@@ -244,23 +272,42 @@ def load_freebaseqa(
         release_split: the release split to evaluate (``dataset_kwargs`` of the task); ``--metadata
             '{"freebaseqa_split": ...}'`` overrides it for every FreebaseQA task of a run.
         first_n: evaluate only the first ``first_n`` questions of the split (the paper: 1000 of train).
-        **metadata: the task metadata (``data_dir`` is read from it; the rest is ignored).
+        **metadata: the task metadata (``data_dir``, ``freebaseqa_split``, ``freebaseqa_fewshot_holdout``
+            are read from it; the rest is ignored).
 
     The few-shot pool (used only with ``--num_fewshot``) is the dev split, or train when dev is evaluated;
-    when it is not available the pool is empty and only zero-shot runs work.
+    when it is not available the pool is empty and only zero-shot runs work.  With
+    ``freebaseqa_fewshot_holdout: N`` the pool is instead N evenly spaced questions of the evaluated split,
+    removed from the evaluated questions before ``first_n`` applies.
     """
+    check_metadata(metadata)
     split = metadata.get(SPLIT_OVERRIDE_KEY) or release_split
     folder = local_benchmark_dir(metadata, BENCHMARK)
     docs = read_split(split, folder)
+    holdout = int_at_least(metadata, HOLDOUT_KEY)
+    if holdout is not None:
+        docs, pool = hold_out(docs, holdout)
+        log.info(
+            "FreebaseQA %s: %d questions held out as the few-shot pool, %d evaluated",
+            split,
+            len(pool),
+            len(docs),
+        )
+    else:
+        pool_split = "train" if split == "dev" else "dev"
+        pool = read_split(pool_split, folder, required=False) or []
+        if not pool:
+            log.warning(
+                "FreebaseQA few-shot pool (%s split) not available: only zero-shot runs work "
+                "(or hold out questions of the evaluated split with --metadata %s)",
+                pool_split,
+                HOLDOUT_KEY,
+            )
     if first_n is not None:
         docs = docs[: int(first_n)]
-    pool_split = "train" if split == "dev" else "dev"
-    pool = read_split(pool_split, folder, required=False)
-    if pool is None:
-        log.warning("FreebaseQA few-shot pool (%s split) not available: only zero-shot runs work", pool_split)
     return datasets.DatasetDict(
         {
             "test": to_dataset(docs, FEATURES),
-            "fewshot": to_dataset(pool or [], FEATURES),
+            "fewshot": to_dataset(pool, FEATURES),
         }
     )

@@ -26,6 +26,7 @@ from typing import Any
 
 from llmkick_tasks.judge import chat
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
+from llmkick_tasks.run_metadata import check_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def install(evaluator: ModuleType) -> None:
                     else {}
                 ) | (arguments.get("metadata") or {})
                 arguments["task_manager"] = TaskManager(metadata=metadata)
+            check_run_metadata(arguments["task_manager"].metadata)
             check_requested_tasks(arguments["tasks"], arguments["task_manager"])
         return original(**arguments)  # every parameter of simple_evaluate can be passed by keyword
 

@@ -29,6 +29,7 @@ from llmkick_tasks.data_dir import (
     local_benchmark_dir,
     to_dataset,
 )
+from llmkick_tasks.knobs import int_at_least
 from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,11 @@ class EvidenceBudget:
         self.evidence_tokens = evidence_tokens
         self.tokenizer = tokenizer
         self.max_length = max_length
+
+    @staticmethod
+    def check_metadata(metadata: Mapping[str, Any]) -> None:
+        """Validate ``evidence_tokens`` when the run sets it (the task YAML gives the default)."""
+        int_at_least(metadata, EVIDENCE_KEY, minimum=0)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> EvidenceBudget:

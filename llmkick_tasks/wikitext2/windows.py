@@ -21,6 +21,7 @@ from typing import Any
 
 import datasets
 
+from llmkick_tasks.knobs import int_at_least
 from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -47,20 +48,15 @@ def release_rows(lines: Sequence[str]) -> list[str]:
     return [line + "\n" if line.strip() else "" for line in lines]
 
 
-def _positive_int(metadata: Mapping[str, Any], key: str) -> int | None:
-    value = metadata.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"metadata {key}={value!r}: allowed a positive integer")
-    return value
+def check_metadata(metadata: Mapping[str, Any]) -> None:
+    """Validate the run-wide WikiText-2 knobs (``wikitext2_seqlen``, ``wikitext2_windows``)."""
+    int_at_least(metadata, SEQLEN_KEY, minimum=2)
+    int_at_least(metadata, WINDOWS_KEY)
 
 
 def resolve_seqlen(metadata: Mapping[str, Any], tokenizer: Any) -> int:
     """``wikitext2_seqlen`` (default 2048), capped at the model's context length (``max_length=`` first)."""
-    asked = _positive_int(metadata, SEQLEN_KEY) or DEFAULT_SEQLEN
-    if asked < 2:
-        raise ValueError(f"metadata {SEQLEN_KEY}={asked}: a window needs at least 2 tokens")
+    asked = int_at_least(metadata, SEQLEN_KEY, minimum=2) or DEFAULT_SEQLEN  # a window scores >= 1 token
     limit = metadata.get("max_length") or context_length(metadata, tokenizer)
     if limit and asked > int(limit):
         log.info("WikiText-2 windows: seqlen %d capped at the model's context %d", asked, int(limit))
@@ -96,7 +92,7 @@ def token_windows(tokenizer: Any, text: str, seqlen: int, windows: int | None = 
 
 def load_windows(rows: Sequence[str], metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The window documents for the model named in ``metadata`` (its tokenizer and context)."""
-    windows = _positive_int(metadata, WINDOWS_KEY)
+    windows = int_at_least(metadata, WINDOWS_KEY)
     tokenizer = load_tokenizer(metadata, "llmkick_wikitext2_ppl")
     if tokenizer is None:
         raise ValueError(
