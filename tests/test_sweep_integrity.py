@@ -179,6 +179,17 @@ def test_unknown_task_names_are_listed(tiny_llama_dir: Path, local_task_dir: Pat
                   compress_args={}, lm_eval_args=["--output_path", "x"])  # fmt: skip
 
 
+def test_malformed_task_knob_stops_the_sweep_before_point_one(
+    tiny_llama_dir: Path, local_task_dir: Path
+) -> None:
+    points = plan_points(["magnitude"], sparsities=[0.5])
+    message = r"--metadata: metadata wikitext2_windows='3': allowed a positive integer"
+    with pytest.raises(SweepError, match=message):
+        preflight(points, base_model_args=f"pretrained={tiny_llama_dir}", tasks="local_fixture_choice",
+                  compress_args={}, lm_eval_args=["--include_path", str(local_task_dir),
+                                                  "--metadata", '{"wikitext2_windows": "3"}'])  # fmt: skip
+
+
 def test_failing_point_shows_its_log_and_the_others_run(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
 ) -> None:
