@@ -18,6 +18,13 @@ from llmkick_models.workflow.run_results import (
     report_columns,
 )
 
+# Ticks of the change-from-dense axis once it turns logarithmic beyond +-100% (perplexity can grow 1000x).
+SYMLOG_TICKS = (-100, -50, -25, 0, 25, 50, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+
+def _percent(value: float, _position: Any) -> str:
+    return f"{value:+.0f}%" if value else "0"
+
 
 def _is_perplexity(metric: str) -> bool:
     return metric.split(",")[0] in RATIO_METRICS
@@ -36,6 +43,7 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     compared = comparisons(points) if compared is None else compared
     dense = dense_point(points)
@@ -157,6 +165,9 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                 # linear within +-100%, logarithmic beyond, so both stay readable on one axis.
                 if max((abs(v) for line in bottom.get_lines() for v in line.get_ydata()), default=0) > 200:
                     bottom.set_yscale("symlog", linthresh=100)
+                    low, high = bottom.get_ylim()  # symlog's own ticks skip the linear part: name it
+                    bottom.set_yticks([t for t in SYMLOG_TICKS if low <= t <= high])
+                bottom.yaxis.set_major_formatter(FuncFormatter(_percent))
                 bottom.grid(alpha=0.3)
                 if column == 0:
                     bottom.legend(fontsize=7, ncol=2)
