@@ -106,6 +106,22 @@ def test_perplexity_is_compared_as_a_corpus_ratio() -> None:
     assert same.relative == 0 and same.verdict == MATCHING
 
 
+def test_too_few_documents_for_a_bootstrap_give_no_interval_and_no_verdict() -> None:
+    # 3 perplexity windows 17% worse: a bootstrap over 3 documents would give a tight, untrustworthy interval
+    dense = [(-1000.0 - 10 * i, 200.0) for i in range(3)]
+    point = [(ll * 1.05, tokens) for ll, tokens in dense]
+    result = compare_ratios("token_perplexity", dense, point)
+    assert result.verdict == NO_VERDICT and result.relative_ci is None and result.difference_ci is None
+    assert result.relative == pytest.approx(result.point / result.dense - 1)  # the estimate is still given
+    assert result.relative > 0.05
+    assert "3 documents" in result.method
+    means = compare_means([0.5, 0.6, 0.7], [0.1, 0.2, 0.3])  # judge-like scores, n = 3
+    assert means.verdict == NO_VERDICT and means.relative == pytest.approx(-0.4 / 0.6)
+    assert compare_ratios("token_perplexity", dense * 4, point * 4).verdict == NOT_MATCHING  # 12 windows
+    # 0/1 scores keep their exact interval at any n (4 documents: wide, inconclusive)
+    assert compare_means([1, 1, 0, 1], [0, 1, 0, 1]).verdict == INCONCLUSIVE
+
+
 def test_unpaired_input_is_refused() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         compare_means([1, 0], [1])

@@ -22,6 +22,10 @@ Intervals (all two-sided 95%):
 * corpus-level ratios (perplexity, bits per byte: sum of log-likelihoods over sum of words/bytes):
   paired bootstrap over documents of the ratio of the two aggregates.
 
+A bootstrap needs documents to resample: with fewer than ``MIN_BOOTSTRAP_DOCUMENTS`` (3 perplexity windows,
+say) its interval is far too narrow to trust, so none is given and the verdict is ``no verdict`` — the
+point estimate is still reported.
+
 The relative change is the difference over dense's score on the same documents (the paper's reference).
 """
 
@@ -38,6 +42,7 @@ MATCHING_TOLERANCE = 0.05
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+MIN_BOOTSTRAP_DOCUMENTS = 10
 
 MATCHING, NOT_MATCHING, INCONCLUSIVE, NO_VERDICT = "matching", "not matching", "inconclusive", "no verdict"
 
@@ -109,7 +114,7 @@ class Comparison:
     dense: float
     point: float
     difference: float
-    difference_ci: tuple[float, float]
+    difference_ci: tuple[float, float] | None
     relative: float | None
     relative_ci: tuple[float, float] | None
     method: str
@@ -122,7 +127,7 @@ class Comparison:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         out = asdict(self)
-        out["difference_ci"] = list(self.difference_ci)
+        out["difference_ci"] = list(self.difference_ci) if self.difference_ci is not None else None
         out["relative_ci"] = list(self.relative_ci) if self.relative_ci is not None else None
         return out
 
@@ -157,6 +162,10 @@ def _bootstrap_indices(n: int, resamples: int, seed: int) -> Any:
         yield rng.integers(0, n, size=(min(250, resamples - start), n))
 
 
+def _too_few(n: int) -> str:
+    return f"no interval: {n} documents, a bootstrap needs {MIN_BOOTSTRAP_DOCUMENTS}"
+
+
 def _percentiles(samples: Any, confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2 * 100
     lo, hi = np.percentile(samples, [tail, 100 - tail])
@@ -188,6 +197,8 @@ def compare_means(
         difference_ci = _binary_difference_interval(gains, losses, n, 1 - confidence)
         p_value = mcnemar_exact(gains, losses)
         method = "exact (Clopper-Pearson on discordant rate and loss share, Bonferroni); McNemar exact test"
+    elif n < MIN_BOOTSTRAP_DOCUMENTS:
+        difference_ci, method = None, _too_few(n)
     else:
         d = b - a
         means = np.concatenate([d[idx].mean(axis=1) for idx in _bootstrap_indices(n, resamples, seed)])
@@ -195,7 +206,9 @@ def compare_means(
         method = f"paired bootstrap ({resamples} resamples, seed {seed})"
     if mean_a > 0:
         relative: float | None = difference / mean_a
-        relative_ci: tuple[float, float] | None = (difference_ci[0] / mean_a, difference_ci[1] / mean_a)
+        relative_ci: tuple[float, float] | None = (
+            (difference_ci[0] / mean_a, difference_ci[1] / mean_a) if difference_ci is not None else None
+        )
     else:  # relative to a dense score of 0 is undefined: no verdict, whatever the point scores
         relative = relative_ci = None
     return Comparison(
@@ -236,6 +249,12 @@ def compare_ratios(
     a, b = np.asarray(dense, dtype=float), np.asarray(point, dtype=float)
     value_a = float(ratio_aggregate(kind, a[:, 0], a[:, 1]))
     value_b = float(ratio_aggregate(kind, b[:, 0], b[:, 1]))
+    if n < MIN_BOOTSTRAP_DOCUMENTS:
+        return Comparison(
+            n=n, dense=value_a, point=value_b, difference=value_b - value_a, difference_ci=None,
+            relative=value_b / value_a - 1, relative_ci=None, method=_too_few(n), verdict=NO_VERDICT,
+            higher_is_better=higher_is_better,
+        )  # fmt: skip
     differences, ratios = [], []
     for idx in _bootstrap_indices(n, resamples, seed):
         boot_a = ratio_aggregate(kind, a[idx, 0], a[idx, 1])

@@ -107,14 +107,9 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                     # Drawn only down to 0 for scores: the conservative interval may reach below a
                     # score that cannot be negative (report.json keeps the interval as computed).
                     floor = -math.inf if _is_perplexity(metric) else 0.0
-                    lows.append(
-                        0.0
-                        if c is None or v is None
-                        else v - max(floor, v + c.difference_ci[0] - c.difference)
-                    )
-                    highs.append(
-                        0.0 if c is None or v is None else (v + c.difference_ci[1] - c.difference) - v
-                    )
+                    no_bar = c is None or v is None or c.difference_ci is None  # no interval: the point alone
+                    lows.append(0.0 if no_bar else v - max(floor, v + c.difference_ci[0] - c.difference))
+                    highs.append(0.0 if no_bar else (v + c.difference_ci[1] - c.difference) - v)
                 xs_plot = [x + offset for x in xs]
                 face = "white" if k % 2 else colors[method]
                 style = {"color": colors[method], "marker": markers[method], "label": method, "capsize": 3,
@@ -125,11 +120,12 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                     rel_x, rel_y, rel_lo, rel_hi = [], [], [], []
                     for x, p in zip(xs_plot[-len(chosen) :], chosen, strict=True):
                         c = comparison(p)
-                        if c is not None and c.relative is not None and c.relative_ci is not None:
+                        if c is not None and c.relative is not None:
+                            ci = c.relative_ci or (c.relative, c.relative)  # no interval: no bar
                             rel_x.append(x)
                             rel_y.append(100 * c.relative)
-                            rel_lo.append(100 * (c.relative - max(-1.0, c.relative_ci[0])))  # >= -100%
-                            rel_hi.append(100 * (c.relative_ci[1] - c.relative))
+                            rel_lo.append(100 * (c.relative - max(-1.0, ci[0])))  # >= -100%
+                            rel_hi.append(100 * (ci[1] - c.relative))
                     if panel == "sparsity" and rel_x:
                         rel_x, rel_y = [0.0 + offset, *rel_x], [0.0, *rel_y]
                         rel_lo, rel_hi = [0.0, *rel_lo], [0.0, *rel_hi]

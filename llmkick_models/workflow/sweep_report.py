@@ -89,7 +89,7 @@ def markdown_table(points: list[PointResult], compared: dict | None = None) -> s
         legend = (
             f"\n✓ matching, ✗ not matching, ~ inconclusive: the 95% interval of the change from dense"
             f" lies within {MATCHING_TOLERANCE:.0%} of dense (LLM-KICK), beyond it, or straddles it; no mark:"
-            " dense scores 0 or there are no samples."
+            " no verdict (dense scores 0, no samples, or too few documents for an interval)."
         )
         if estimate_only:
             legend += (
@@ -117,17 +117,23 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
             if not isinstance(result, Comparison):
                 lines.append(f"| {pid} | – | – | – | – | – | – | no verdict: {result} |")
                 continue
-            relative = (
-                f"{_pct(result.relative)} [{_pct(result.relative_ci[0])}, {_pct(result.relative_ci[1])}]"
-                if result.relative is not None and result.relative_ci is not None
-                else "– (dense is 0)"
+            if result.relative is None:
+                relative = "– (dense is 0)"
+            elif result.relative_ci is None:
+                relative = f"{_pct(result.relative)} [no interval]"
+            else:
+                relative = (
+                    f"{_pct(result.relative)} [{_pct(result.relative_ci[0])}, {_pct(result.relative_ci[1])}]"
+                )
+            interval = (
+                f"[{result.difference_ci[0]:+.4g}, {result.difference_ci[1]:+.4g}]"
+                if result.difference_ci is not None
+                else "[no interval]"
             )
-            lo, hi = result.difference_ci
             p_value = "–" if result.mcnemar_p is None else f"{result.mcnemar_p:.3g}"
             lines.append(
                 f"| {pid} | {result.n} | {_fmt(result.dense)} | {_fmt(result.point)} | "
-                f"{result.difference:+.4g} [{lo:+.4g}, {hi:+.4g}] | {relative} | {p_value} | "
-                f"{result.verdict} |"
+                f"{result.difference:+.4g} {interval} | {relative} | {p_value} | {result.verdict} |"
             )
         methods = sorted({r.method for _, r in rows if isinstance(r, Comparison)})
         if methods:
