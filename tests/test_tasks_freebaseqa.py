@@ -232,3 +232,22 @@ def test_bad_knobs_fail_before_the_model_is_loaded(tmp_path: Path, metadata: dic
             tasks=["llmkick_freebaseqa"],
             task_manager=manager,
         )
+
+
+def test_num_fewshot_draws_shots_from_the_held_out_questions_only(task_data_dir: Path) -> None:
+    folder = write_freebaseqa(task_data_dir.parent / "dev_only_shots")
+    for split in ("train", "eval"):
+        for suffix in (".json", ".tab", ".txt"):
+            (folder / f"FreebaseQA-{split}{suffix}").unlink(missing_ok=True)
+    metadata = {"data_dir": str(folder.parent), "freebaseqa_split": "dev", "freebaseqa_fewshot_holdout": 2}
+    pool = utils.load_freebaseqa(**metadata)["fewshot"]
+    lm = ScriptedLM(generate=lambda request: " nothing")
+    results = evaluate(lm, ["llmkick_freebaseqa"], metadata, num_fewshot=1)
+    prompts = lm.prompts["llmkick_freebaseqa"]
+    assert len(prompts) == len(FREEBASEQA_DEV) - 2  # the held-out questions are not evaluated
+    for prompt in prompts:
+        shot, question = prompt.split("\n\n")  # one shot, then the evaluated question
+        assert any(f"question: {doc['question']}\nThe answer is {doc['answers'][0]}" in shot for doc in pool)
+        assert question.startswith("Please give answer to this question:")
+        assert question.endswith("The answer is")
+    assert results["configs"]["llmkick_freebaseqa"]["metadata"]["freebaseqa_fewshot_holdout"] == 2
