@@ -43,7 +43,7 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogFormatter
 
     compared = comparisons(points) if compared is None else compared
     dense = dense_point(points)
@@ -176,6 +176,9 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                 axis.set_xlabel("N:M pattern (N zeros per M)" if panel == "N:M" else "bits per weight")
             if _is_perplexity(metric):
                 top.set_yscale("log")
+                # plain numbers (40, 60, 100), not 4x10^1: perplexities are read and compared as numbers
+                top.yaxis.set_major_formatter(LogFormatter())
+                top.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
             top.set_ylabel(name)
             top.set_title(panel if len(panels) > 1 else "")
             top.grid(alpha=0.3)
