@@ -44,7 +44,7 @@ def test_resume_with_another_model_refuses_then_reruns(
 ) -> None:
     run_dir = tmp_path / "run"
     model_a, model_b = tiny_model_dirs["llama"], tiny_model_dirs["qwen2"]
-    first = _cli(_sweep_argv(model_a, local_task_dir, run_dir))
+    first = _cli(_sweep_argv(model_a, local_task_dir, run_dir, "--parallel", "2"))  # two at once: faster
     assert first.returncode == 0, first.stderr[-3000:]
     sweep_before = (run_dir / "sweep.json").read_text()
     results = run_dir / "points" / "magnitude-2of4" / "results.json"
@@ -58,7 +58,7 @@ def test_resume_with_another_model_refuses_then_reruns(
     assert (run_dir / "sweep.json").read_text() == sweep_before  # the header still names what is held
     assert results.read_text() == results_before
 
-    rerun = _cli(_sweep_argv(model_b, local_task_dir, run_dir, "--rerun"))
+    rerun = _cli(_sweep_argv(model_b, local_task_dir, run_dir, "--rerun", "--parallel", "2"))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stdout.count("computed with other settings, recomputing") == 2
     assert str(model_b) in json.loads((run_dir / "sweep.json").read_text())["base_model_args"]
