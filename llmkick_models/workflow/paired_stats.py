@@ -172,6 +172,15 @@ def _percentiles(samples: Any, confidence: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _paired_arrays(dense: Sequence[Any], point: Sequence[Any]) -> tuple[Any, Any]:
+    """``dense`` and ``point`` as float arrays, refused unless they pair one-to-one and are not empty."""
+    if len(dense) != len(point):
+        raise ValueError(f"paired samples differ in length: dense {len(dense)}, point {len(point)}")
+    if len(dense) == 0:
+        raise ValueError("paired comparison of zero documents")
+    return np.asarray(dense, dtype=float), np.asarray(point, dtype=float)
+
+
 def compare_means(
     dense: Sequence[float],
     point: Sequence[float],
@@ -183,12 +192,8 @@ def compare_means(
     seed: int = BOOTSTRAP_SEED,
 ) -> Comparison:
     """Compare per-document scores whose task score is their mean (``dense[i]``, ``point[i]``: document i)."""
-    if len(dense) != len(point):
-        raise ValueError(f"paired samples differ in length: dense {len(dense)}, point {len(point)}")
-    n = len(dense)
-    if n == 0:
-        raise ValueError("paired comparison of zero documents")
-    a, b = np.asarray(dense, dtype=float), np.asarray(point, dtype=float)
+    a, b = _paired_arrays(dense, point)
+    n = len(a)
     mean_a, mean_b = float(a.mean()), float(b.mean())
     difference = mean_b - mean_a
     gains = losses = p_value = None
@@ -241,12 +246,8 @@ def compare_ratios(
     seed: int = BOOTSTRAP_SEED,
 ) -> Comparison:
     """Compare a corpus-level metric (perplexity, bits per byte) from per-document (ll, weight) pairs."""
-    if len(dense) != len(point):
-        raise ValueError(f"paired samples differ in length: dense {len(dense)}, point {len(point)}")
-    n = len(dense)
-    if n == 0:
-        raise ValueError("paired comparison of zero documents")
-    a, b = np.asarray(dense, dtype=float), np.asarray(point, dtype=float)
+    a, b = _paired_arrays(dense, point)
+    n = len(a)
     value_a = float(ratio_aggregate(kind, a[:, 0], a[:, 1]))
     value_b = float(ratio_aggregate(kind, b[:, 0], b[:, 1]))
     if n < MIN_BOOTSTRAP_DOCUMENTS:
