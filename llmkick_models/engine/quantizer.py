@@ -80,6 +80,15 @@ def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq
     return scale * (quantize_codes(w, scale, zero, maxq) - zero)
 
 
+def fake_quantize_into(
+    out: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
+) -> torch.Tensor:
+    """``fake_quantize`` written into ``out`` (which may be ``w`` itself) with no temporaries, bit for bit
+    the same values: the column loops of GPTQ and SparseGPT call it once per column."""
+    torch.div(w, scale, out=out).round_().add_(zero).clamp_(0, maxq)
+    return out.sub_(zero).mul_(scale)
+
+
 @dataclass
 class QuantizedWeight:
     """The grid a layer was quantized on, kept for packed export (not saved with fake-quantized weights).

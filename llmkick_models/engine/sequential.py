@@ -137,13 +137,16 @@ def accumulate_statistics(
     device: torch.device,
     hessian_stride: int,
     stop_early: bool,
+    feature_norms: bool = True,
 ) -> dict[str, InputStatistics]:
     """Run ``block`` over all samples with hooks on the groups' owners; statistics keyed by owner name.
 
     With ``stop_early`` the forward is cut once the last owner (in execution order) has its input: the
     rest of the block does not affect these statistics.
     """
-    statistics = {g.owner.name: InputStatistics(g.owner.shape[1], device, hessian_stride) for g in groups}
+    statistics = {
+        g.owner.name: InputStatistics(g.owner.shape[1], device, hessian_stride, feature_norms) for g in groups
+    }
     last = groups[-1].owner.module if stop_early else None
 
     def collect(stats: InputStatistics) -> Callable[..., None]:
@@ -252,7 +255,9 @@ def _compress_block(
     passes = [[group] for group in groups] if spec.true_sequential else [groups]
     reports: list[LayerReport] = []
     for pass_groups in passes:
-        statistics = accumulate_statistics(block, inputs, pass_groups, device, stride, single_calls)
+        statistics = accumulate_statistics(
+            block, inputs, pass_groups, device, stride, single_calls, method.uses_feature_norms
+        )
         with weights_materialized(block):
             reports.extend(_compress_groups(pass_groups, statistics, method, spec, device))
     return reports, layout

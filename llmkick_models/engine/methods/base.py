@@ -67,6 +67,8 @@ class CompressionMethod(ABC):
     quantizer_options: ClassVar[tuple[Option, ...]] = ()
     needs_calibration: ClassVar[bool] = False
     needs_hessian: ClassVar[bool] = False
+    #: False for methods that never read ``InputStatistics.feature_sq_mean`` (it is then not accumulated).
+    uses_feature_norms: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.quantized: dict[str, QuantizedWeight] = {}
