@@ -83,6 +83,37 @@ def test_later_blocks_reuse_the_first_blocks_groups(calibration, monkeypatch, ar
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "norms"),
+    [
+        ("sparsegpt", {"sparsity": 0.5}, False),
+        ("gptq", {"bits": 4, "group_size": 16}, False),
+        ("wanda", {"sparsity": 0.5}, True),
+        ("wanda", {"sparsity": 0.5, "bits": 4, "group_size": 16}, True),  # Wanda, then GPTQ
+    ],
+)
+def test_feature_norms_are_accumulated_only_for_methods_that_read_them(
+    calibration, monkeypatch, method: str, args: dict, norms: bool
+) -> None:
+    """SparseGPT and GPTQ never read the per-feature norms: the statistics pass skips them (one reduction
+    over every token and column per input group); Wanda, also before GPTQ, still gets them."""
+    import llmkick_models.engine.sequential as sequential
+    from llmkick_models.engine.hessian import InputStatistics
+
+    made: list[InputStatistics] = []
+
+    def recording(*a, **k):
+        made.append(InputStatistics(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(sequential, "InputStatistics", recording)
+    compress_tiny("llama", calibration, method, **args)
+    assert made and all((stats._feature_sq_mean is not None) is norms for stats in made)
+    if not norms:
+        with pytest.raises(ValueError, match="feature_norms"):
+            made[0].feature_sq_mean  # noqa: B018
+
+
 ORDER_CASES = [("llama", {"sparsity": 0.5}), *[(arch, {"pattern": "2:4"}) for arch in ARCHITECTURES]]
 
 

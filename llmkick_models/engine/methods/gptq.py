@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from llmkick_models.engine.hessian import (
-    INNER_BLOCK,
     LazyColumnBlock,
     damped_inverse_cholesky,
     errors_from_column_loop,
+    inner_block,
     row_blocks,
     zero_dead_inputs,
 )
@@ -133,7 +133,7 @@ def gptq_quantize(
     Q = torch.zeros_like(W)
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
-        lazy = LazyColumnBlock(W, Hinv, i1, i2, blocks, INNER_BLOCK)
+        lazy = LazyColumnBlock(W, Hinv, i1, i2, blocks, inner_block(None, blocksize))
         Q1T = torch.empty_like(lazy.WT)  # row i = quantized column i
         maskT = mask[:, i1:i2].t().contiguous() if mask is not None else None
         w_rows, err_rows, q_rows = lazy.WT.unbind(0), lazy.ErrT.unbind(0), Q1T.unbind(0)
