@@ -102,6 +102,20 @@ def test_split_gram_update_equals_the_full_product(columns: int) -> None:
     torch.testing.assert_close(H.double(), 2 / seen.shape[0] * seen.t() @ seen, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("columns", [40, 256, 301, 576])
+def test_quadratic_form_on_the_upper_triangle_equals_the_direct_one(columns: int) -> None:
+    """The errors' denominators w H wᵀ per row, computed from H's diagonal blocks and upper blocks only."""
+    from llmkick_models.engine.hessian import quadratic_form_rows
+
+    generator = torch.Generator().manual_seed(columns)
+    X = torch.randn(512, columns, generator=generator) * torch.linspace(0.1, 2, columns)
+    H = 2 / 512 * X.t() @ X
+    H = (H + H.t()) / 2
+    W = torch.randn(30, columns, generator=generator)
+    expected = ((W.double() @ H.double()) * W.double()).sum(dim=1)
+    torch.testing.assert_close(quadratic_form_rows(W, H).double(), expected, rtol=1e-5, atol=0)
+
+
 # --- the shared Hessian module -------------------------------------------------------------------------
 
 
