@@ -16,7 +16,7 @@ def lowest_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
     """Mask of the ``count`` lowest entries along the last dimension (ties: lower index first).
 
     The same selection as the first ``count`` of a stable sort, found without sorting (a full sort of
-    every row was most of Wanda's compression time): the count-th lowest value ``kth`` by ``kthvalue``; every
+    every row was most of Wanda's compression time): the count-th lowest value ``kth`` by ``topk``; every
     entry below it is pruned, and of the entries equal to it the first ones in index order, as many as
     the count still needs.
     """
@@ -24,7 +24,7 @@ def lowest_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
         return torch.zeros_like(scores, dtype=torch.bool)
     if count >= scores.shape[-1]:
         return torch.ones_like(scores, dtype=torch.bool)
-    kth = torch.kthvalue(scores, count, dim=-1, keepdim=True).values
+    kth = torch.topk(scores, count, dim=-1, largest=False, sorted=False).values.amax(dim=-1, keepdim=True)
     mask = scores <= kth
     surplus = mask.sum(dim=-1, keepdim=True) - count
     if not bool(surplus.any()):
