@@ -59,6 +59,7 @@ from llmkick_models.engine.quantizer import (
     QuantizerConfig,
     fake_quantize_into,
     find_params,
+    level_bounds,
     quantizer_config,
 )
 
@@ -129,7 +130,7 @@ def gptq_quantize(
     dynamic_zeros: list[torch.Tensor] = []
 
     if group_size is None:
-        scale_row, zero_row = scale.squeeze(1), zero.squeeze(1)
+        scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), maxq)
     Q = torch.zeros_like(W)
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
@@ -143,7 +144,7 @@ def gptq_quantize(
             if group_size is not None:
                 if static_scale is not None:
                     group = int(perm[j]) // group_size
-                    scale_row, zero_row = static_scale[:, group], static_zero[:, group]
+                    scale_row, (low, high) = static_scale[:, group], level_bounds(static_zero[:, group], maxq)
                 elif j % group_size == 0:
                     # Dynamic groups as the reference: the grid of the next group_size columns as they
                     # stood at the start of this block (W is not touched inside the block; W1 is), i.e.
@@ -155,12 +156,12 @@ def gptq_quantize(
                     scale, zero = find_params(segment, config)
                     dynamic_scales.append(scale)
                     dynamic_zeros.append(zero)
-                    scale_row, zero_row = scale.squeeze(1), zero.squeeze(1)
+                    scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), maxq)
             if i == lazy.end:
                 lazy.flush(i)
             w, q, err = w_rows[i], q_rows[i], err_rows[i]
             # q = s · (clamp(round(w / s) + z, 0, maxq) − z), in place in its row of Q1T.
-            fake_quantize_into(q, w, scale_row, zero_row, maxq)
+            fake_quantize_into(q, w, scale_row, low, high)
             if maskT is not None:
                 q.masked_fill_(maskT[i], 0.0)
             torch.sub(w, q, out=err).div_(lazy.d[i])

@@ -60,6 +60,7 @@ from llmkick_models.engine.quantizer import (
     QuantizerConfig,
     fake_quantize_into,
     find_params,
+    level_bounds,
     quantizer_config,
 )
 from llmkick_models.engine.spec import NMPattern
@@ -146,7 +147,7 @@ def sparsegpt_rows(
     if quantizer is not None and group_size is None:
         scale, zero = find_params(W, quantizer)
         scales, zeros = [scale], [zero]
-        scale_row, zero_row = scale.squeeze(1), zero.squeeze(1)
+        scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), quantizer.maxq)
 
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
@@ -182,7 +183,7 @@ def sparsegpt_rows(
                 scale, zero = find_params(segment, quantizer)
                 scales.append(scale)
                 zeros.append(zero)
-                scale_row, zero_row = scale.squeeze(1), zero.squeeze(1)
+                scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), quantizer.maxq)
             if i == lazy.end:
                 lazy.flush(i)
             w, err, pruned = w_rows[i], err_rows[i], maskT[i]
@@ -191,7 +192,7 @@ def sparsegpt_rows(
             w.masked_fill_(pruned, 0.0)
             if quantizer is not None:
                 # Mask, then quantize: 0 maps to exactly 0 on the grid, so the pattern survives.
-                fake_quantize_into(w, w, scale_row, zero_row, quantizer.maxq)
+                fake_quantize_into(w, w, scale_row, low, high)
             err.sub_(w).div_(lazy.d[i])
             lazy.spread(i)  # OBS update of the not-yet-visited columns of this window
 
