@@ -259,3 +259,19 @@ def test_shared_input_layers_compressed_together_equal_the_per_layer_path(
     for name, grid in fused.quantized.items():
         assert torch.equal(grid.scale, alone.quantized[name].scale), name
         assert torch.equal(grid.zero, alone.quantized[name].zero), name
+
+
+def test_a_method_that_promises_its_own_errors_must_report_them(calibration, monkeypatch) -> None:
+    """SparseGPT/GPTQ report recon_error from their loop, so the driver keeps no copy of the original
+    weights; one that forgot would otherwise leave the error unmeasured, silently."""
+    from llmkick_models.engine.methods.sparsegpt import SparseGPT
+
+    assert SparseGPT.reports_errors
+    original = SparseGPT.compress_group
+
+    def forgetful(self, jobs):
+        return [{k: v for k, v in extra.items() if k != "recon_error"} for extra in original(self, jobs)]
+
+    monkeypatch.setattr(SparseGPT, "compress_group", forgetful)
+    with pytest.raises(RuntimeError, match="did not report recon_error"):
+        compress_tiny("llama", calibration, "sparsegpt", sparsity=0.5)

@@ -211,12 +211,12 @@ def damped_inverse_cholesky(
             f"{layer_name}: the Hessian holds NaN or inf (overflowing activations?); more dampening "
             f"cannot fix that — try dtype=float32 or bfloat16 for the calibration forward"
         )
-    columns = H.shape[0]
     mean_diagonal = H.diagonal().mean()
-    identity = torch.eye(columns, dtype=H.dtype, device=H.device)
     damp = percdamp
     for attempt in range(1, max_attempts + 1):
-        L, info = torch.linalg.cholesky_ex(H + (damp * mean_diagonal) * identity)
+        damped = H.clone()  # H + λI: the same values as adding λ times the identity, without it
+        damped.diagonal().add_(damp * mean_diagonal)
+        L, info = torch.linalg.cholesky_ex(damped)
         if int(info) == 0:
             Hinv = torch.cholesky_inverse(L)
             Hinv, info = torch.linalg.cholesky_ex(Hinv, upper=True)

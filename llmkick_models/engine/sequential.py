@@ -288,12 +288,16 @@ def _compress_groups(
                 f"{group.owner.name} received no calibration tokens; a layer that calibration never "
                 f"reaches cannot be compressed by method={spec.method}"
             )
-        originals = [
-            t.weight.detach().to(device=device, dtype=torch.float32, copy=True) for t in group.members
-        ]
+        originals: list[torch.Tensor | None] = [None] * len(group.members)
+        if not method.reports_errors:
+            originals = [
+                t.weight.detach().to(device=device, dtype=torch.float32, copy=True) for t in group.members
+            ]
         extras = method.compress_group([LayerJob(t, spec, device, stats) for t in group.members])
         for target, W, extra in zip(group.members, originals, extras, strict=True):
             if "recon_error" not in extra:
+                if W is None:
+                    raise RuntimeError(f"method={spec.method} did not report recon_error for {target.name}")
                 extra["recon_error"] = stats.relative_error(W, target.weight.to(device))
             extra["error_tokens"] = stats.hessian_tokens
             reports.append(measure_layer(target, spec, extra))

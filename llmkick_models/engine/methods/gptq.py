@@ -260,6 +260,7 @@ class GPTQ(CompressionMethod):
     needs_calibration: ClassVar[bool] = True
     needs_hessian: ClassVar[bool] = True
     uses_feature_norms: ClassVar[bool] = False
+    reports_errors: ClassVar[bool] = True
 
     @classmethod
     def check(cls, values: dict[str, Any], given: Mapping[str, Any]) -> None:
