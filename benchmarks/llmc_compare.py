@@ -122,7 +122,7 @@ def worker_llmc(args: argparse.Namespace) -> dict[str, float]:
         scheme = QuantizationScheme(targets=["Linear"], weights=weights)
         recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["re:.*lm_head"], actorder=None)
     dataset = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
-    batch = max(1, min(ids.shape[0], 8192 // ids.shape[1]))  # as llmkick's driver batches
+    batch = max(1, min(ids.shape[0], args.batch_tokens // ids.shape[1]))  # as llmkick's driver batches
     start = time.perf_counter()
     oneshot(
         model=model,
@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)
     parser.add_argument("--masks", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-tokens", type=int, default=2048, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "llmc":
         print(json.dumps(worker_llmc(args)))
@@ -205,8 +206,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tokens = Path(scratch) / "tokens.pt"
         _tokens(args, tokens)
+        from llmkick_models.engine.sequential import DEFAULT_BATCH_TOKENS
+
+        # llm-compressor's worker (no llmkick import there) is told llmkick's batch, so both batch alike.
         common = ["--model", args.model, "--tokens", str(tokens), "--threads", str(args.threads),
-                  "--group-size", str(args.group_size)]  # fmt: skip
+                  "--group-size", str(args.group_size),
+                  "--batch-tokens", str(DEFAULT_BATCH_TOKENS)]  # fmt: skip
         runs: dict[str, list[dict[str, float]]] = {}
         for round_index in range(args.rounds):
             runs.setdefault("forward", []).append(run_worker(__file__, "forward", common))

@@ -95,3 +95,17 @@ def test_incompatible_width_refused_before_any_weight_changes(tokenizer) -> None
     with pytest.raises(ValueError, match=r"pattern=3:7.*input columns"):
         compress_model(model, build_spec("magnitude", pattern="3:7"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_zero_count_in_chunks_equals_the_plain_count(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """The report's zero count, row chunk by row chunk: -0.0 is a zero, NaN is not, any chunk size."""
+    from llmkick_models.engine import report
+
+    monkeypatch.setattr(report, "ZERO_COUNT_CHUNK", chunk)
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(13, 29), (4, 3, 5), (11,)]:
+        W = torch.randn(shape, generator=generator)
+        W[W.abs() < 0.5] = 0.0
+        W.view(-1)[0], W.view(-1)[1] = -0.0, float("nan")
+        assert report.count_zeros(W) == W.numel() - int(torch.count_nonzero(W))

@@ -225,3 +225,27 @@ def test_errors_from_the_column_loop_equal_the_hessian_quadratic_form(act_order:
         assert len(errors) == 2
         for rows, error in zip((slice(0, 10), slice(10, 24)), errors, strict=True):
             assert error == pytest.approx(relative_reconstruction_error(W[rows], Q[rows], H), rel=1e-4)
+
+
+@pytest.mark.parametrize(("group_size", "act_order"), [(None, False), (64, False), (24, True)])
+def test_two_level_lazy_update_equals_updating_every_column_at_once(
+    monkeypatch: pytest.MonkeyPatch, group_size: int | None, act_order: bool
+) -> None:
+    """Inner windows of 5, 16 or a whole block give the result of a one-column window (every later column
+    of the block updated at each column) up to round-off, with a mask kept at zero."""
+    from llmkick_models.engine import hessian
+
+    W, H = _layer_problem(seed=6, rows=40, cols=200, tokens=512)
+    mask = torch.rand(W.shape, generator=torch.Generator().manual_seed(1)) < 0.3
+    config = QuantizerConfig(4, False, group_size)
+    results = {}
+    for inner in (1, 5, 16, 1000):
+        monkeypatch.setattr(hessian, "INNER_BLOCK", inner)
+        results[inner] = gptq_quantize(
+            W, H, config, blocksize=64, act_order=act_order, mask=mask, splits=[16, 24]
+        )
+    for inner in (5, 16, 1000):
+        mismatched = (results[inner].Q - results[1].Q).abs() > 1e-4
+        assert int(mismatched.sum()) == 0, (inner, int(mismatched.sum()))
+        assert bool((results[inner].Q[mask] == 0).all())
+        torch.testing.assert_close(results[inner].errors, results[1].errors, rtol=1e-4, atol=0)

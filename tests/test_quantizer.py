@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from llmkick_models.arguments import CompressionArgumentError, build_spec
-from llmkick_models.engine.quantizer import QuantizerConfig, find_params, rtn_quantize
+from llmkick_models.engine.quantizer import (
+    QuantizerConfig,
+    fake_quantize,
+    fake_quantize_into,
+    find_params,
+    level_bounds,
+    rtn_quantize,
+)
 from llmkick_models.workflow.sweep_plan import plan_points
 
 
@@ -107,3 +114,24 @@ def test_sweep_quantization_points_are_validated() -> None:
     assert [p.point_id for p in points] == ["dense", "gptq-8bit", "gptq-4bit", "rtn-8bit", "rtn-4bit"]
     with pytest.raises(CompressionArgumentError, match="bits=9 is out of range"):
         plan_points(["gptq"], bits=[9])
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_in_place_fake_quantize_is_bit_for_bit_the_plain_one(sym: bool) -> None:
+    """The column loops quantize into a preallocated row (or the weights' own row) with no temporaries;
+    the values must be exactly ``fake_quantize``'s, zeros (pruned weights) included."""
+    generator = torch.Generator().manual_seed(5)
+    W = torch.randn(64, 40, generator=generator)
+    W[:, ::7] = 0.0
+    config = QuantizerConfig(3, sym, None)
+    scale, zero = find_params(W[:, :20], config)  # columns 20.. reach past the grid: clamped levels
+    W[0, 30], W[1, 31] = 1e9, -1e9  # levels far beyond 2^24
+    low, high = level_bounds(zero.squeeze(1), config.maxq)
+    for column in range(W.shape[1]):
+        expected = fake_quantize(W[:, column : column + 1], scale, zero, config.maxq).squeeze(1)
+        out = torch.empty(W.shape[0])
+        fake_quantize_into(out, W[:, column].contiguous(), scale.squeeze(1), low, high)
+        assert torch.equal(out, expected)
+        row = W[:, column].clone()  # in place: the weights' own row becomes its quantized value
+        fake_quantize_into(row, row, scale.squeeze(1), low, high)
+        assert torch.equal(row, expected)

@@ -83,6 +83,37 @@ def test_later_blocks_reuse_the_first_blocks_groups(calibration, monkeypatch, ar
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "norms"),
+    [
+        ("sparsegpt", {"sparsity": 0.5}, False),
+        ("gptq", {"bits": 4, "group_size": 16}, False),
+        ("wanda", {"sparsity": 0.5}, True),
+        ("wanda", {"sparsity": 0.5, "bits": 4, "group_size": 16}, True),  # Wanda, then GPTQ
+    ],
+)
+def test_feature_norms_are_accumulated_only_for_methods_that_read_them(
+    calibration, monkeypatch, method: str, args: dict, norms: bool
+) -> None:
+    """SparseGPT and GPTQ never read the per-feature norms: the statistics pass skips them (one reduction
+    over every token and column per input group); Wanda, also before GPTQ, still gets them."""
+    import llmkick_models.engine.sequential as sequential
+    from llmkick_models.engine.hessian import InputStatistics
+
+    made: list[InputStatistics] = []
+
+    def recording(*a, **k):
+        made.append(InputStatistics(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(sequential, "InputStatistics", recording)
+    compress_tiny("llama", calibration, method, **args)
+    assert made and all((stats._feature_sq_mean is not None) is norms for stats in made)
+    if not norms:
+        with pytest.raises(ValueError, match="feature_norms"):
+            made[0].feature_sq_mean  # noqa: B018
+
+
 ORDER_CASES = [("llama", {"sparsity": 0.5}), *[(arch, {"pattern": "2:4"}) for arch in ARCHITECTURES]]
 
 
@@ -228,3 +259,19 @@ def test_shared_input_layers_compressed_together_equal_the_per_layer_path(
     for name, grid in fused.quantized.items():
         assert torch.equal(grid.scale, alone.quantized[name].scale), name
         assert torch.equal(grid.zero, alone.quantized[name].zero), name
+
+
+def test_a_method_that_promises_its_own_errors_must_report_them(calibration, monkeypatch) -> None:
+    """SparseGPT/GPTQ report recon_error from their loop, so the driver keeps no copy of the original
+    weights; one that forgot would otherwise leave the error unmeasured, silently."""
+    from llmkick_models.engine.methods.sparsegpt import SparseGPT
+
+    assert SparseGPT.reports_errors
+    original = SparseGPT.compress_group
+
+    def forgetful(self, jobs):
+        return [{k: v for k, v in extra.items() if k != "recon_error"} for extra in original(self, jobs)]
+
+    monkeypatch.setattr(SparseGPT, "compress_group", forgetful)
+    with pytest.raises(RuntimeError, match="did not report recon_error"):
+        compress_tiny("llama", calibration, "sparsegpt", sparsity=0.5)

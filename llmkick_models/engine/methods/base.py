@@ -67,6 +67,11 @@ class CompressionMethod(ABC):
     quantizer_options: ClassVar[tuple[Option, ...]] = ()
     needs_calibration: ClassVar[bool] = False
     needs_hessian: ClassVar[bool] = False
+    #: False for methods that never read ``InputStatistics.feature_sq_mean`` (it is then not accumulated).
+    uses_feature_norms: ClassVar[bool] = True
+    #: True for methods whose ``compress_group`` always reports ``recon_error`` itself (from its own
+    #: loop): the driver then keeps no copy of the original weights to measure it.
+    reports_errors: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.quantized: dict[str, QuantizedWeight] = {}

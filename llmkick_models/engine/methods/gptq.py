@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from llmkick_models.engine.hessian import (
+    LazyColumnBlock,
     damped_inverse_cholesky,
     errors_from_column_loop,
+    inner_block,
     row_blocks,
     zero_dead_inputs,
 )
@@ -55,8 +57,9 @@ from llmkick_models.engine.options import (
 from llmkick_models.engine.quantizer import (
     QuantizedWeight,
     QuantizerConfig,
-    fake_quantize,
+    fake_quantize_into,
     find_params,
+    level_bounds,
     quantizer_config,
 )
 
@@ -126,21 +129,22 @@ def gptq_quantize(
     dynamic_scales: list[torch.Tensor] = []
     dynamic_zeros: list[torch.Tensor] = []
 
+    if group_size is None:
+        scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), maxq)
     Q = torch.zeros_like(W)
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        d = Hinv1.diagonal()
+        lazy = LazyColumnBlock(W, Hinv, i1, i2, blocks, inner_block(None, blocksize))
+        Q1T = torch.empty_like(lazy.WT)  # row i = quantized column i
+        maskT = mask[:, i1:i2].t().contiguous() if mask is not None else None
+        w_rows, err_rows, q_rows = lazy.WT.unbind(0), lazy.ErrT.unbind(0), Q1T.unbind(0)
 
         for i in range(i2 - i1):
             j = i1 + i  # position in processing order
             if group_size is not None:
                 if static_scale is not None:
                     group = int(perm[j]) // group_size
-                    scale, zero = static_scale[:, group : group + 1], static_zero[:, group : group + 1]
+                    scale_row, (low, high) = static_scale[:, group], level_bounds(static_zero[:, group], maxq)
                 elif j % group_size == 0:
                     # Dynamic groups as the reference: the grid of the next group_size columns as they
                     # stood at the start of this block (W is not touched inside the block; W1 is), i.e.
@@ -152,17 +156,19 @@ def gptq_quantize(
                     scale, zero = find_params(segment, config)
                     dynamic_scales.append(scale)
                     dynamic_zeros.append(zero)
-            w = W1[:, i]
-            q = fake_quantize(w.unsqueeze(1), scale, zero, maxq).squeeze(1)
-            if mask is not None:
-                q = q.masked_fill(mask[:, j], 0.0)
-            err = (w - q) / d[i]
-            # OBS update of the not-yet-quantized columns of this block; column i itself becomes q.
-            W1[:, i + 1 :].addr_(err, Hinv1[i, i + 1 :], alpha=-1.0)
-            Q1[:, i] = q
-            Err1[:, i] = err
+                    scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), maxq)
+            if i == lazy.end:
+                lazy.flush(i)
+            w, q, err = w_rows[i], q_rows[i], err_rows[i]
+            # q = s · (clamp(round(w / s) + z, 0, maxq) − z), in place in its row of Q1T.
+            fake_quantize_into(q, w, scale_row, low, high)
+            if maskT is not None:
+                q.masked_fill_(maskT[i], 0.0)
+            torch.sub(w, q, out=err).div_(lazy.d[i])
+            lazy.spread(i)  # OBS update of the not-yet-quantized columns of this window
 
-        Q[:, i1:i2] = Q1
+        Q[:, i1:i2] = Q1T.t()
+        Err1 = lazy.errors()
         err_sq += Err1.square().sum(dim=1)
         # Lazy batch update: the block's errors reach every later column in one matmul per matrix.
         for block in blocks:
@@ -253,6 +259,8 @@ class GPTQ(CompressionMethod):
     options = (REQUIRED_BITS, *QUANTIZER[1:], *GPTQ_ORDER, *CALIBRATION_OPTIONS, TRUE_SEQUENTIAL, *HESSIAN)
     needs_calibration: ClassVar[bool] = True
     needs_hessian: ClassVar[bool] = True
+    uses_feature_norms: ClassVar[bool] = False
+    reports_errors: ClassVar[bool] = True
 
     @classmethod
     def check(cls, values: dict[str, Any], given: Mapping[str, Any]) -> None:

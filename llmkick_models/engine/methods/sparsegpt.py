@@ -37,8 +37,10 @@ from typing import Any, ClassVar
 import torch
 
 from llmkick_models.engine.hessian import (
+    LazyColumnBlock,
     damped_inverse_cholesky,
     errors_from_column_loop,
+    inner_block,
     row_blocks,
     updated_columns,
     zero_dead_inputs,
@@ -56,8 +58,9 @@ from llmkick_models.engine.options import (
 from llmkick_models.engine.quantizer import (
     QuantizedWeight,
     QuantizerConfig,
-    fake_quantize,
+    fake_quantize_into,
     find_params,
+    level_bounds,
     quantizer_config,
 )
 from llmkick_models.engine.spec import NMPattern
@@ -144,16 +147,17 @@ def sparsegpt_rows(
     if quantizer is not None and group_size is None:
         scale, zero = find_params(W, quantizer)
         scales, zeros = [scale], [zero]
+        scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), quantizer.maxq)
 
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
-        W1 = W[:, i1:i2].clone()
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        d = Hinv1.diagonal()
-        Err1 = torch.zeros_like(W1)
+        lazy = LazyColumnBlock(W, Hinv, i1, i2, blocks, inner_block(pattern, blocksize))
+        W1 = lazy.WT.t()  # (rows, block columns) view of the transposed block
+        d = lazy.Hinv1.diagonal()
 
+        maskT = torch.zeros_like(lazy.WT, dtype=torch.bool)  # row i = column i's mask, contiguous
+        mask1 = maskT.t()
         if pattern is None:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
             saliency = W1.square() / d.square().unsqueeze(0)
             for block in blocks:
                 # Cumulative rounding: the blocks together prune exactly floor(sparsity · rows · columns)
@@ -161,35 +165,39 @@ def sparsegpt_rows(
                 n = block.stop - block.start
                 count = math.floor(sparsity * n * i2) - math.floor(sparsity * n * i1)
                 mask1[block] = lowest_mask(saliency[block].reshape(1, -1), count).reshape(n, i2 - i1)
-        else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
 
+        w_rows, err_rows = lazy.WT.unbind(0), lazy.ErrT.unbind(0)
         for i in range(i2 - i1):
             if pattern is not None and i % pattern.group == 0:
                 # N:M groups are chosen on the weights as updated by the columns to their left.
+                lazy.need(i, i + pattern.group)
                 group = slice(i, i + pattern.group)
                 saliency = W1[:, group].square() / d[group].square().unsqueeze(0)
                 mask1[:, group] = lowest_mask(saliency, pattern.pruned)
             if quantizer is not None and group_size is not None and (i1 + i) % group_size == 0:
                 stop = min(i1 + i + group_size, columns)
-                segment = updated_columns(W, W1, Err1, Hinv, i1, i1 + i, stop)
+                lazy.need(i, stop - i1)
+                segment = updated_columns(W, W1, lazy.ErrT.t(), Hinv, i1, i1 + i, stop)
                 known = mask1[:, i : stop - i1]  # the mask of this block (N:M: chosen up to this group)
                 segment[:, : known.shape[1]] = segment[:, : known.shape[1]].masked_fill(known, 0.0)
                 scale, zero = find_params(segment, quantizer)
                 scales.append(scale)
                 zeros.append(zero)
-            w = W1[:, i]
-            w_hat = w.masked_fill(mask1[:, i], 0.0)
+                scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), quantizer.maxq)
+            if i == lazy.end:
+                lazy.flush(i)
+            w, err, pruned = w_rows[i], err_rows[i], maskT[i]
+            # err = (w − ŵ) / Hinv_ii, computed in place; column i itself becomes exactly ŵ.
+            err.copy_(w)
+            w.masked_fill_(pruned, 0.0)
             if quantizer is not None:
                 # Mask, then quantize: 0 maps to exactly 0 on the grid, so the pattern survives.
-                w_hat = fake_quantize(w_hat.unsqueeze(1), scale, zero, quantizer.maxq).squeeze(1)
-            err = (w - w_hat) / d[i]
-            # OBS update of the not-yet-visited columns of this block; column i itself becomes exactly ŵ.
-            W1[:, i + 1 :].addr_(err, Hinv1[i, i + 1 :], alpha=-1.0)
-            W1[:, i] = w_hat
-            Err1[:, i] = err
+                fake_quantize_into(w, w, scale_row, low, high)
+            err.sub_(w).div_(lazy.d[i])
+            lazy.spread(i)  # OBS update of the not-yet-visited columns of this window
 
         W[:, i1:i2] = W1
+        Err1 = lazy.errors()
         err_sq += Err1.square().sum(dim=1)
         # Lazy batch update: the whole block's errors reach every later column in one matmul per matrix
         # (the same product, bit for bit, as for the matrix alone).
@@ -213,6 +221,8 @@ class SparseGPT(CompressionMethod):
     quantizer_options = QUANTIZER
     needs_calibration: ClassVar[bool] = True
     needs_hessian: ClassVar[bool] = True
+    uses_feature_norms: ClassVar[bool] = False
+    reports_errors: ClassVar[bool] = True
 
     @classmethod
     def check(cls, values: dict[str, Any], given: Mapping[str, Any]) -> None:
