@@ -26,7 +26,6 @@ from typing import Any
 
 from llmkick_tasks.judge import chat
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
-from llmkick_tasks.run_metadata import check_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +146,8 @@ def install(evaluator: ModuleType) -> None:
                     else {}
                 ) | (arguments.get("metadata") or {})
                 arguments["task_manager"] = TaskManager(metadata=metadata)
+            from llmkick_tasks.run_metadata import check_run_metadata  # the task loaders: only when run
+
             check_run_metadata(arguments["task_manager"].metadata)
             check_requested_tasks(arguments["tasks"], arguments["task_manager"])
         return original(**arguments)  # every parameter of simple_evaluate can be passed by keyword
