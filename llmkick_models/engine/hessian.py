@@ -6,9 +6,9 @@ of W is H = (2/n) Σ x xᵀ over the n calibration tokens.  This module
 * accumulates H (fp32, as a running average so its scale never grows with n) and the running mean of
   squared input features that Wanda needs,
 * handles dead inputs (a feature that is zero on every token: H_jj = 0),
-* computes the upper Cholesky factor of the damped inverse, retrying with more dampening and a warning
-  when the factorisation fails; it never falls back to the identity (that would silently turn SparseGPT
-  into magnitude pruning and GPTQ into round-to-nearest),
+* computes the upper Cholesky factor of the damped inverse (one Cholesky and a triangular inverse),
+  retrying with more dampening and a warning when the factorisation fails; it never falls back to
+  the identity (that would silently turn SparseGPT into magnitude pruning and GPTQ into round-to-nearest),
 * measures the relative reconstruction error ‖WX − ŴX‖² / ‖WX‖² from H alone: with H ∝ X Xᵀ,
   ‖ΔW X‖²_F = tr(ΔW H ΔWᵀ) up to the same factor, so no activations need to be kept.
 """
@@ -193,15 +193,42 @@ def zero_dead_inputs(H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return dead
 
 
+def lower_triangular_inverse(L: torch.Tensor, base: int = 64) -> torch.Tensor:
+    """L⁻¹ of an invertible lower triangular L, by halving: [[A, 0], [C, B]]⁻¹ = [[A⁻¹, 0], [−B⁻¹CA⁻¹, B⁻¹]].
+
+    Diagonal blocks of at most ``base`` rows come from a triangular solve against the identity; everything
+    else is matmuls.  torch has no triangular inverse, and one solve against the full identity costs
+    more (a 1536-column factor: 26 ms this way, 56 ms as one solve, on one CPU thread).
+    """
+    inverse = torch.zeros_like(L)
+
+    def invert(lo: int, hi: int) -> None:
+        if hi - lo <= base:
+            eye = torch.eye(hi - lo, dtype=L.dtype, device=L.device)
+            inverse[lo:hi, lo:hi] = torch.linalg.solve_triangular(L[lo:hi, lo:hi], eye, upper=False)
+            return
+        mid = (lo + hi) // 2
+        invert(lo, mid)
+        invert(mid, hi)
+        inverse[mid:hi, lo:mid] = -(inverse[mid:hi, mid:hi] @ (L[mid:hi, lo:mid] @ inverse[lo:mid, lo:mid]))
+
+    invert(0, L.shape[0])
+    return inverse
+
+
 def damped_inverse_cholesky(
     H: torch.Tensor, percdamp: float, layer_name: str, max_attempts: int = 6
 ) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor of (H + λI)⁻¹ with λ = damp · mean(diag H); returns (Hinv, damp used).
 
     ``Hinv`` is upper triangular with (H + λI)⁻¹ = Hinvᵀ Hinv; its diagonal and rows are what the OBS/GPTQ
-    column loops read.  If a factorisation fails (H not positive definite in floating point, e.g. from a
-    rank-deficient calibration set with little dampening), the dampening is multiplied by 10 (at least
-    1e-4) and a ``HessianDampingWarning`` names the layer and both values.  After ``max_attempts`` a
+    column loops read.  It is the factor the reference implementations compute as Cholesky → inverse →
+    Cholesky, here from one Cholesky and one triangular inverse (about half the work): with J the
+    reversal of the columns and L the lower Cholesky factor of J(H + λI)J, (H + λI)⁻¹ = J L⁻ᵀ L⁻¹ J =
+    UᵀU for U = J L⁻¹ J, which is upper triangular with a positive diagonal, hence the unique factor.
+    If the factorisation fails (H not positive definite in floating point, e.g. from a rank-deficient
+    calibration set with little dampening), the dampening is multiplied by 10 (at least 1e-4) and a
+    ``HessianDampingWarning`` names the layer and both values.  After ``max_attempts`` a
     ``HessianError`` is raised: there is no identity fallback.
     """
     # One sum instead of a boolean map: non-finite entries make it non-finite (an overflowing sum of
@@ -214,13 +241,12 @@ def damped_inverse_cholesky(
     mean_diagonal = H.diagonal().mean()
     damp = percdamp
     for attempt in range(1, max_attempts + 1):
-        damped = H.clone()  # H + λI: the same values as adding λ times the identity, without it
-        damped.diagonal().add_(damp * mean_diagonal)
-        L, info = torch.linalg.cholesky_ex(damped)
+        reversed_damped = H.flip((0, 1))  # J H J, a copy; its diagonal is H's, reversed: damped alike
+        reversed_damped.diagonal().add_(damp * mean_diagonal)
+        L, info = torch.linalg.cholesky_ex(reversed_damped)
         if int(info) == 0:
-            Hinv = torch.cholesky_inverse(L)
-            Hinv, info = torch.linalg.cholesky_ex(Hinv, upper=True)
-            if int(info) == 0 and (torch.isfinite(Hinv.sum()) or torch.isfinite(Hinv).all()):
+            Hinv = lower_triangular_inverse(L).flip((0, 1))
+            if torch.isfinite(Hinv.sum()) or torch.isfinite(Hinv).all():
                 return Hinv, damp
         if attempt == max_attempts:
             break
