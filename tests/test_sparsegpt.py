@@ -169,7 +169,7 @@ def test_default_dampening_factors_without_warning() -> None:
     torch.testing.assert_close(Hinv.t() @ Hinv, expected, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("columns", [1, 5, 64, 65, 200])
+@pytest.mark.parametrize("columns", [1, 5, 64, 65, 200, 256])
 def test_damped_inverse_factor_is_the_reference_routes_factor(columns: int) -> None:
     """One Cholesky of the reversed H and a triangular inverse give the factor the reference computes as
     Cholesky → inverse → Cholesky (here in float64), entry by entry, across the halving's block sizes."""

@@ -12,7 +12,7 @@ Block inputs are captured and carried by ``block_inputs``; where each block comp
 business.  Linears that read the very same input tensor (q/k/v, gate/up) share one set of statistics,
 found by a probe run of the first block (again for any block of another structure, and for every block
 whose linears do not each run exactly once, e.g. routed experts).  Memory: one block's activations plus
-one block's statistics at a time.
+one block's statistics at a time (on the CPU, freed memory is kept for reuse meanwhile: ``host_memory``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from llmkick_models.engine.block_inputs import BlockInputs, StopForward, capture_first_block_inputs
 from llmkick_models.engine.hessian import InputStatistics
+from llmkick_models.engine.host_memory import release_free_memory, retain_freed_memory
 from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
 from llmkick_models.engine.placement import block_on_device, execution_device, weights_materialized
@@ -206,9 +207,10 @@ def compress_sequential(
 
     was_training = model.training
     model.eval()
+    capture_device = compute_device or execution_device(blocks[0])
+    retained = capture_device.type == "cpu" and retain_freed_memory()
     try:
         with torch.no_grad():
-            capture_device = compute_device or execution_device(blocks[0])
             inputs = capture_first_block_inputs(model, blocks[0], input_ids, batch_size, capture_device)
             progress = tqdm(range(len(blocks)), desc=f"llmkick {spec.method}", unit="block", leave=False)
             layout: _GroupLayout | None = None
@@ -238,6 +240,8 @@ def compress_sequential(
                 )
     finally:
         model.train(was_training)
+        if retained:
+            release_free_memory()
     return layers
 
 

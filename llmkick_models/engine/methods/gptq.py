@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -63,8 +63,46 @@ from llmkick_models.engine.quantizer import (
     quantizer_config,
 )
 
-if TYPE_CHECKING:
-    pass
+#: A quantization grid for one column: per row the scale and the clamp bounds of ``fake_quantize_into``.
+_Grid = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _row_grid(scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> _Grid:
+    """The per-row grid (scale, zero) as ``fake_quantize_into`` takes it, contiguous."""
+    low, high = level_bounds(zero, maxq)
+    return scale.contiguous(), low.contiguous(), high.contiguous()
+
+
+def _block_group_grids(
+    W: torch.Tensor, mask: torch.Tensor | None, i1: int, i2: int, config: QuantizerConfig
+) -> tuple[dict[int, _Grid], torch.Tensor, torch.Tensor]:
+    """Grids of the groups that begin in the column block [i1, i2), found on W's columns as they are now
+    (masked weights as 0), in one ``find_params`` call.  Returns the grids by first column and their
+    scales and zero points (rows, groups), in column order."""
+    group_size = config.group_size
+    assert group_size is not None
+    rows, columns = W.shape
+    starts = range(-(-i1 // group_size) * group_size, i2, group_size)
+    if not starts:
+        empty = W.new_empty(rows, 0)
+        return {}, empty, empty
+    first, stop = starts[0], min(starts[-1] + group_size, columns)
+    segment = W[:, first:stop]
+    if mask is not None:
+        segment = segment.masked_fill(mask[:, first:stop], 0.0)
+    full = (stop - first) // group_size  # a layer's last group may be narrower
+    scales, zeros = [], []
+    if full:
+        scale, zero = find_params(segment[:, : full * group_size].reshape(rows * full, group_size), config)
+        scales.append(scale.view(rows, full))
+        zeros.append(zero.view(rows, full))
+    if full < len(starts):
+        scale, zero = find_params(segment[:, full * group_size :], config)
+        scales.append(scale)
+        zeros.append(zero)
+    scale, zero = torch.cat(scales, dim=1), torch.cat(zeros, dim=1)
+    grids = {start: _row_grid(scale[:, k], zero[:, k], config.maxq) for k, start in enumerate(starts)}
+    return grids, scale, zero
 
 
 @dataclass
@@ -110,9 +148,9 @@ def gptq_quantize(
     if group_size is not None and static_groups:
         # Grids of the original column groups, on the weights before any update (order-independent).
         masked = W if mask is None else W.masked_fill(mask, 0.0)
-        grids = [find_params(masked[:, s : s + group_size], config) for s in range(0, columns, group_size)]
-        static_scale = torch.cat([g[0] for g in grids], dim=1)
-        static_zero = torch.cat([g[1] for g in grids], dim=1)
+        found = [find_params(masked[:, s : s + group_size], config) for s in range(0, columns, group_size)]
+        static_scale = torch.cat([scale for scale, _ in found], dim=1)
+        static_zero = torch.cat([zero for _, zero in found], dim=1)
 
     perm = torch.arange(columns, device=W.device)
     if act_order:
@@ -126,46 +164,55 @@ def gptq_quantize(
 
     if group_size is None:  # per channel: one grid per row, found before the loop (as the reference)
         scale, zero = find_params(W if mask is None else W.masked_fill(mask, 0.0), config)
+        channel_grid = _row_grid(scale.squeeze(1), zero.squeeze(1), maxq)
+    elif static_scale is not None:
+        group_grids = [
+            _row_grid(static_scale[:, g], static_zero[:, g], maxq) for g in range(static_scale.shape[1])
+        ]
+        order = perm.tolist()
     dynamic_scales: list[torch.Tensor] = []
     dynamic_zeros: list[torch.Tensor] = []
+    grid_now: _Grid | None = None  # the dynamic group grid in force (a group may straddle two blocks)
 
-    if group_size is None:
-        scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), maxq)
-    Q = torch.zeros_like(W)
+    Q = torch.empty_like(W)
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
+        # The grid of each column of the block, in processing order.
+        if group_size is None:
+            grids = [channel_grid] * (i2 - i1)
+        elif static_scale is not None:
+            grids = [group_grids[order[j] // group_size] for j in range(i1, i2)]
+        else:
+            # Dynamic groups as the reference: the grid of a group is found when the loop reaches its
+            # first column, on its columns as they stood at the start of this block (W is not touched
+            # inside the block; the block's copy is), so every group beginning here is found now.
+            beginning, block_scale, block_zero = _block_group_grids(W, mask, i1, i2, config)
+            dynamic_scales.append(block_scale)
+            dynamic_zeros.append(block_zero)
+            grids = []
+            for j in range(i1, i2):
+                grid_now = beginning.get(j, grid_now)
+                assert grid_now is not None  # column 0 begins a group
+                grids.append(grid_now)
+
         lazy = LazyColumnBlock(W, Hinv, i1, i2, blocks, inner_block(None, blocksize))
         Q1T = torch.empty_like(lazy.WT)  # row i = quantized column i
         maskT = mask[:, i1:i2].t().contiguous() if mask is not None else None
-        w_rows, err_rows, q_rows = lazy.WT.unbind(0), lazy.ErrT.unbind(0), Q1T.unbind(0)
-
-        for i in range(i2 - i1):
-            j = i1 + i  # position in processing order
-            if group_size is not None:
-                if static_scale is not None:
-                    group = int(perm[j]) // group_size
-                    scale_row, (low, high) = static_scale[:, group], level_bounds(static_zero[:, group], maxq)
-                elif j % group_size == 0:
-                    # Dynamic groups as the reference: the grid of the next group_size columns as they
-                    # stood at the start of this block (W is not touched inside the block; W1 is), i.e.
-                    # with every earlier block's update but none of this block's.
-                    stop = min(j + group_size, columns)
-                    segment = W[:, j:stop]
-                    if mask is not None:
-                        segment = segment.masked_fill(mask[:, j:stop], 0.0)
-                    scale, zero = find_params(segment, config)
-                    dynamic_scales.append(scale)
-                    dynamic_zeros.append(zero)
-                    scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), maxq)
-            if i == lazy.end:
-                lazy.flush(i)
-            w, q, err = w_rows[i], q_rows[i], err_rows[i]
-            # q = s · (clamp(round(w / s) + z, 0, maxq) − z), in place in its row of Q1T.
-            fake_quantize_into(q, w, scale_row, low, high)
-            if maskT is not None:
-                q.masked_fill_(maskT[i], 0.0)
-            torch.sub(w, q, out=err).div_(lazy.d[i])
-            lazy.spread(i)  # OBS update of the not-yet-quantized columns of this window
+        WT, Hinv1, d = lazy.WT, lazy.Hinv1, lazy.d
+        w_rows, err_rows, q_rows = WT.unbind(0), lazy.ErrT.unbind(0), Q1T.unbind(0)
+        for k1 in range(0, i2 - i1, lazy.inner):  # inner windows
+            lazy.flush(k1)
+            k2 = lazy.end
+            for i in range(k1, k2):
+                w, q, err = w_rows[i], q_rows[i], err_rows[i]
+                scale_row, low, high = grids[i]
+                # q = s · (clamp(round(w / s) + z, 0, maxq) − z), in place in its row of Q1T.
+                fake_quantize_into(q, w, scale_row, low, high)
+                if maskT is not None:
+                    q.masked_fill_(maskT[i], 0.0)
+                torch.sub(w, q, out=err).div_(d[i])
+                if i + 1 < k2:  # OBS update of the not-yet-quantized columns of this window
+                    WT[i + 1 : k2].addr_(Hinv1[i, i + 1 : k2], err, alpha=-1.0)
 
         Q[:, i1:i2] = Q1T.t()
         Err1 = lazy.errors()
