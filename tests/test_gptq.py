@@ -215,8 +215,10 @@ def test_errors_from_the_column_loop_equal_the_hessian_quadratic_form(act_order:
     H[:, 3] = 0.0  # a dead input: its weights are dropped for free
     config = QuantizerConfig(4, True, 16)
     splits = [10, 14]
+    H_given, W_given = H.clone(), W.clone()
     result = gptq_quantize(W, H, config, act_order=act_order, splits=splits)
     pruned = sparsegpt_rows(W, H, 0.5, None, 16, 0.01, "layer", splits=splits)
+    assert torch.equal(H, H_given) and torch.equal(W, W_given)  # the dead input is handled on copies
     # Joint 2:4 + 4-bit with groups inside a block: the group grid must be found on a copy of the block's
     # columns (masking the block in place dropped pruned weights without their OBS update).
     joint = sparsegpt_rows(W, H, 0.5, NMPattern(2, 4), 48, 0.01, "layer", config, splits=splits)

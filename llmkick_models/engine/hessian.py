@@ -180,17 +180,19 @@ def _add_gram_upper(H: torch.Tensor, X: torch.Tensor, alpha: float) -> None:
         H[start:stop, start:].addmm_(X[:, start:stop].t(), X[:, start:], alpha=alpha)
 
 
-def zero_dead_inputs(H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """Dead inputs (H_jj = 0: feature j never fired) get H_jj = 1 and weight column 0, in place.
+def zero_dead_inputs(H: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dead inputs (H_jj = 0: feature j never fired) get H_jj = 1 and weight column 0.
 
     Their weights cannot influence the calibration outputs, so they are pruned for free; the unit
-    diagonal keeps H invertible without coupling them to any other column.  Returns the dead mask.
+    diagonal keeps H invertible without coupling them to any other column.  ``W`` is changed in place;
+    ``H`` is left as it is and a changed copy returned when there are dead inputs.  Returns (H, dead mask).
     """
     dead = H.diagonal() == 0
     if dead.any():
+        H = H.clone()
         H[dead, dead] = 1.0
         W[:, dead] = 0.0
-    return dead
+    return H, dead
 
 
 #: LAPACK's Cholesky runs at half speed on matrices whose rows are a multiple of 1 KiB long (cache-set
@@ -352,7 +354,7 @@ class LazyColumnBlock:
         self.WT = W[:, i1:i2].t().contiguous()
         self.ErrT = torch.zeros_like(self.WT)
         self.Hinv1 = Hinv[i1:i2, i1:i2]
-        self.d = self.Hinv1.diagonal().tolist()  # Python floats: one less tensor op per column
+        self.d = self.Hinv1.diagonal().unbind(0)  # 0-dim tensors: dividing by one beats a float
         self.blocks = blocks
         self.count = i2 - i1
         self.inner = max(1, inner)

@@ -137,10 +137,10 @@ def gptq_quantize(
     per row, and the lazy update runs matrix by matrix so each product is the one of the matrix alone).
     """
     W = W.detach().float().clone()
-    H = H.detach().float().clone()
+    H = H.detach().float()  # read only: copied where changed
     rows, columns = W.shape
     blocks = row_blocks(splits if splits is not None else [rows])
-    dead = zero_dead_inputs(H, W)
+    H, dead = zero_dead_inputs(H, W)
     group_size = config.group_size
     maxq = config.maxq
 

@@ -132,12 +132,12 @@ def sparsegpt_rows(
     lazy update is applied matrix by matrix, so each matrix comes out as it would alone.
     """
     W = W.detach().float().clone()
-    H = H.detach().float().clone()
+    H = H.detach().float()  # read only: copied where changed
     rows, columns = W.shape
     blocks = row_blocks(splits if splits is not None else [rows])
     if pattern is not None and blocksize % pattern.group:
         raise ValueError(f"blocksize={blocksize} is not a multiple of the N:M group size {pattern.group}")
-    dead = zero_dead_inputs(H, W)
+    H, dead = zero_dead_inputs(H, W)
     Hinv, damp = damped_inverse_cholesky(H, percdamp, layer_name)
     W_start = W.clone()
     err_sq = torch.zeros(rows, dtype=torch.float32, device=W.device)
