@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,40 @@ def test_report_table_and_plots(tmp_path: Path) -> None:
     assert {p.name for p in plots} == {"plot_task_a.png", "plot_ppl.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
     assert "plot_task_a.png" in report.read_text()
+
+
+def test_plot_axes_read_as_percent_changes_and_plain_perplexities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a reader sees on the plots: the change-from-dense axis labelled in signed percents, perplexity
+    on a log axis in plain numbers (10, 100, 1000), not powers of ten."""
+    import re
+
+    from matplotlib.figure import Figure
+
+    labels: dict[str, list[tuple[str, list[str]]]] = {}  # per file: (y label, tick labels) per axis
+
+    def capture(figure: Figure, path: object, *args: object, **kwargs: object) -> None:
+        figure.canvas.draw()
+        labels[Path(str(path)).name] = [
+            (axis.get_ylabel(), [t.get_text() for t in axis.get_yticklabels() if t.get_text()])
+            for axis in figure.axes
+        ]
+
+    def ticks(plot: str, is_axis: Callable[[str], bool]) -> list[list[str]]:
+        return [texts for ylabel, texts in labels[plot] if is_axis(ylabel)]
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    _fake_run(tmp_path)
+    write_report(tmp_path)
+    percent = re.compile(r"[+-]\d+%|0")
+    for plot in ("plot_ppl.png", "plot_task_a.png"):
+        change = ticks(plot, lambda ylabel: ylabel == "change from dense (%)")
+        assert change and all(texts and all(percent.fullmatch(t) for t in texts) for texts in change), change
+    perplexity = ticks("plot_ppl.png", lambda ylabel: "perplexity" in ylabel)
+    assert perplexity and all(re.fullmatch(r"\d+(\.\d+)?", t) for texts in perplexity for t in texts), (
+        perplexity
+    )
 
 
 def test_sweep_end_to_end_and_resume(tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path) -> None:
