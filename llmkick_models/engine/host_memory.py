@@ -45,7 +45,7 @@ def _glibc() -> ctypes.CDLL | None:
     """The C library of this process when it is glibc (it has ``gnu_get_libc_version``), else None."""
     try:
         libc = ctypes.CDLL(None)
-    except OSError:
+    except (OSError, TypeError):  # no handle on the process's own symbols (Windows)
         return None
     if not all(hasattr(libc, name) for name in ("gnu_get_libc_version", "mallopt", "malloc_trim")):
         return None
