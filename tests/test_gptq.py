@@ -88,6 +88,19 @@ def test_gptq_equals_textbook_column_by_column_obs(group_size: int | None) -> No
         assert int(mismatched.sum()) == 0, (blocksize, int(mismatched.sum()))
 
 
+@pytest.mark.parametrize("blocksize", [5, 16, 128])
+def test_a_narrower_last_group_is_found_as_the_reference_does(blocksize: int) -> None:
+    """44 columns in groups of 16: the last group holds 12, found with the block's full-width groups in one
+    call (or alone, mid-block at blocksize 5): the same grid as the reference's per-group search."""
+    W, H = _layer_problem(seed=7, cols=44)
+    config = QuantizerConfig(4, False, 16)
+    expected = _reference_gptq(W, H, config, 0.01, blocksize)
+    result = gptq_quantize(W, H, config, blocksize=blocksize, percdamp=0.01)
+    mismatched = (result.Q.double() - expected).abs() > 1e-4
+    assert int(mismatched.sum()) == 0, int(mismatched.sum())
+    assert result.grid.scale.shape == (W.shape[0], 3)
+
+
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("group_size", [32, 64, 128])
 def test_gptq_groups_are_found_on_the_block_start_columns_as_the_reference(
