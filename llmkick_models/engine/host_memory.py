@@ -18,6 +18,7 @@ user chose malloc settings through the environment (``MALLOC_*_`` variables or `
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 
@@ -41,6 +42,7 @@ USER_MALLOC_SETTINGS = (
 _applied = False
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The C library of this process when it is glibc (it has ``gnu_get_libc_version``), else None."""
     try:
