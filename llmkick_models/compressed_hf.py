@@ -30,7 +30,13 @@ from llmkick_models.engine.methods import build_spec, option_names
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes_per_logit
 from llmkick_models.storage.cache_verify import verify_loaded
-from llmkick_models.storage.model_cache import CacheLockError, ModelCache, cache_key, describe_source
+from llmkick_models.storage.model_cache import (
+    CacheLockError,
+    CacheWriteError,
+    ModelCache,
+    cache_key,
+    describe_source,
+)
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)
@@ -122,8 +128,8 @@ class CompressedHFLM(HFLM):
                         self._save_for_cache,
                         {"report": self.compression_report.to_dict(), "key_parts": self._key_parts},
                     )
-                except OSError as error:  # disk full, permissions changed mid-run: the model is fine
-                    log.warning("llmkick: could not store the compressed model in the cache (%s)", error)
+                except CacheWriteError as error:  # disk full, permissions changed mid-run: the model is fine
+                    log.warning("llmkick: %s; the run goes on with the model in memory", error)
                     self.cache_info.update(hit=False, stored=False)
                     return
                 log.info("llmkick: stored the compressed model in the cache: %s", entry)

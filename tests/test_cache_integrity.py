@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,11 @@ from llmkick_models.storage.model_cache import (
 )
 
 ARGS = {"device": "cpu", "method": "magnitude", "sparsity": 0.5}
+
+
+def _key(name: str) -> str:
+    """A key (32 lowercase hex digits, as cache_key() makes them) that a test can refer to by name."""
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
 def _lm(model_dir: Path, cache: Path, **extra: object) -> CompressedHFLM:
@@ -137,24 +143,27 @@ def test_read_only_cache_still_evaluates(
 
 def test_entry_without_digests_is_rebuilt(tmp_path: Path) -> None:
     cache = ModelCache(tmp_path)
-    entry = cache.store("k", lambda folder: (folder.mkdir(), (folder / "w.bin").write_bytes(b"x")), {})
+    entry = cache.store(_key("k"), lambda folder: (folder.mkdir(), (folder / "w.bin").write_bytes(b"x")), {})
     manifest = json.loads((entry / MANIFEST).read_text())
     assert manifest["sha256"] == {"w.bin": sha256_file(entry / "w.bin")}
     del manifest["sha256"]  # as written by an older llmkick
     (entry / MANIFEST).write_text(json.dumps(manifest))
-    assert cache.lookup("k") is None and not entry.exists()
+    assert cache.lookup(_key("k")) is None and not entry.exists()
 
 
 def test_lock_times_out_instead_of_hanging(tmp_path: Path) -> None:
     cache = ModelCache(tmp_path)
-    holder = filelock.FileLock(str(tmp_path / "k.lock"), is_singleton=False, thread_local=False)
+    holder = filelock.FileLock(str(tmp_path / f"{_key('k')}.lock"), is_singleton=False, thread_local=False)
     holder.acquire()
     try:
-        with pytest.raises(CacheLockTimeout, match="held by another process"), cache.lock("k", timeout=0.3):
+        with (
+            pytest.raises(CacheLockTimeout, match="held by another process"),
+            cache.lock(_key("k"), timeout=0.3),
+        ):
             pass
     finally:
         holder.release()
-    with cache.lock("k", timeout=0.3):
+    with cache.lock(_key("k"), timeout=0.3):
         pass
 
 
@@ -170,13 +179,15 @@ def test_hub_revision_resolved_by_huggingface_hub(tmp_path: Path) -> None:
     assert describe_source("org/absent", hub_cache_dir=str(tmp_path / "hub"))["commit"] is None
 
 
-def _store(cache: ModelCache, key: str, used: float, size: int = 10_000) -> None:
+def _store(cache: ModelCache, name: str, used: float, size: int = 10_000) -> None:
     def save(folder: Path) -> None:
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"w" * size)
 
     entry = cache.store(
-        key, save, {"key_parts": {"source": {"local_path": f"/m/{key}"}, "spec": {"method": "magnitude"}}}
+        _key(name),
+        save,
+        {"key_parts": {"source": {"local_path": f"/m/{name}"}, "spec": {"method": "magnitude"}}},
     )
     os.utime(entry / MANIFEST, (used, used))
 
@@ -188,8 +199,8 @@ def test_cache_ls_rm_prune_least_recently_used(tmp_path: Path, capsys: pytest.Ca
     now = time.time()
     for age, key in ((300, "old"), (200, "middle"), (100, "new")):
         _store(cache, key, now - age)
-    assert cache.lookup("old") is not None  # a hit makes "old" the most recently used
-    assert [e.key for e in cache.entries()] == ["middle", "new", "old"]
+    assert cache.lookup(_key("old")) is not None  # a hit makes "old" the most recently used
+    assert [e.key for e in cache.entries()] == [_key("middle"), _key("new"), _key("old")]
 
     assert main(["cache", "--dir", str(tmp_path), "ls"]) == 0
     listing = capsys.readouterr().out
@@ -199,23 +210,26 @@ def test_cache_ls_rm_prune_least_recently_used(tmp_path: Path, capsys: pytest.Ca
 
     size = cache.entries()[0].size_bytes
     assert main(["cache", "--dir", str(tmp_path), "prune", "--max-gb", str(2.5 * size / 1e9)]) == 0
-    assert "evicted middle" in capsys.readouterr().out
-    assert [e.key for e in cache.entries()] == ["new", "old"]
+    assert f"evicted {_key('middle')}" in capsys.readouterr().out
+    assert [e.key for e in cache.entries()] == [_key("new"), _key("old")]
 
-    assert main(["cache", "--dir", str(tmp_path), "rm", "new"]) == 0
-    assert main(["cache", "--dir", str(tmp_path), "rm", "absent"]) == 1
-    assert [e.key for e in cache.entries()] == ["old"]
+    assert main(["cache", "--dir", str(tmp_path), "rm", _key("new")]) == 0
+    with pytest.raises(SystemExit) as refused:
+        main(["cache", "--dir", str(tmp_path), "rm", _key("absent")])
+    assert refused.value.code == 2
+    assert [e.key for e in cache.entries()] == [_key("old")]
 
 
 def test_prune_skips_entries_in_use(tmp_path: Path) -> None:
     cache = ModelCache(tmp_path)
     _store(cache, "busy", time.time() - 100)
     _store(cache, "idle", time.time() - 50)
-    holder = filelock.FileLock(str(tmp_path / "busy.lock"), is_singleton=False, thread_local=False)
+    holder = filelock.FileLock(str(tmp_path / f"{_key('busy')}.lock"), is_singleton=False, thread_local=False)
     with holder:
-        evicted = cache.prune(0)
-    assert [e.key for e in evicted] == ["idle"]
-    assert [e.key for e in cache.entries()] == ["busy"]
+        result = cache.prune(0)
+    assert [e.key for e in result.evicted] == [_key("idle")]
+    assert [e.key for e in result.busy] == [_key("busy")]
+    assert [e.key for e in cache.entries()] == [_key("busy")]
 
 
 def test_size_cap_evicts_on_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,12 +237,14 @@ def test_size_cap_evicts_on_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     size = ModelCache(tmp_path).entries()[0].size_bytes
     monkeypatch.setenv("LLMKICK_CACHE_MAX_GB", str(1.5 * size / 1e9))
     _store(ModelCache(tmp_path), "b", time.time())
-    assert [e.key for e in ModelCache(tmp_path).entries()] == ["b"]
+    assert [e.key for e in ModelCache(tmp_path).entries()] == [_key("b")]
     monkeypatch.setenv("LLMKICK_CACHE_MAX_GB", "0")
     _store(ModelCache(tmp_path), "c", time.time())  # the entry just stored is kept even above the cap
-    assert [e.key for e in ModelCache(tmp_path).entries()] == ["c"]
+    assert [e.key for e in ModelCache(tmp_path).entries()] == [_key("c")]
     monkeypatch.setenv("LLMKICK_CACHE_MAX_GB", "lots")
-    with pytest.raises(ValueError, match="LLMKICK_CACHE_MAX_GB='lots' is not a number"):
+    with pytest.raises(
+        ValueError, match=r"\$LLMKICK_CACHE_MAX_GB='lots' is not a number; expected a finite size"
+    ):
         ModelCache(tmp_path)  # refused when the cache is opened, before any model loads
 
 

@@ -17,6 +17,9 @@ from llmkick_models.storage.model_cache import (
     describe_source,
 )
 
+KEY = "0123456789abcdef" * 2  # keys have the shape cache_key() gives them: 32 lowercase hex digits
+SHARED = "fedcba9876543210" * 2
+
 
 def _write_model(folder: Path, payload: bytes = b"weights") -> None:
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,9 +47,9 @@ def test_hub_ids_are_described_by_revision(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_store_then_lookup(tmp_path: Path) -> None:
     cache = ModelCache(tmp_path / "cache")
-    assert cache.lookup("k1") is None
-    entry = cache.store("k1", _write_model, {"report": {"overall_sparsity": 0.5}})
-    found = cache.lookup("k1")
+    assert cache.lookup(KEY) is None
+    entry = cache.store(KEY, _write_model, {"report": {"overall_sparsity": 0.5}})
+    found = cache.lookup(KEY)
     assert found is not None and found[0] == entry
     assert found[1]["report"] == {"overall_sparsity": 0.5}
     assert set(found[1]["files"]) == {"model.safetensors", "config.json"}
@@ -55,13 +58,13 @@ def test_store_then_lookup(tmp_path: Path) -> None:
 
 def test_truncated_or_unmanifested_entry_is_rebuilt(tmp_path: Path) -> None:
     cache = ModelCache(tmp_path)
-    entry = cache.store("k", _write_model, {})
+    entry = cache.store(KEY, _write_model, {})
     (entry / "model.safetensors").write_bytes(b"w")  # truncated
-    assert cache.lookup("k") is None
-    cache.store("k", _write_model, {})
-    assert cache.lookup("k") is not None
+    assert cache.lookup(KEY) is None
+    cache.store(KEY, _write_model, {})
+    assert cache.lookup(KEY) is not None
     (entry / MANIFEST).unlink()  # e.g. a copy interrupted before the manifest
-    assert cache.lookup("k") is None
+    assert cache.lookup(KEY) is None
 
 
 def test_failed_save_leaves_nothing(tmp_path: Path) -> None:
@@ -72,19 +75,19 @@ def test_failed_save_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        cache.store("k", crash, {})
-    assert cache.lookup("k") is None
+        cache.store(KEY, crash, {})
+    assert cache.lookup(KEY) is None
     assert not list(tmp_path.glob(".tmp-*"))
 
 
 def _compress_once(root: str, counter: str) -> None:
     cache = ModelCache(root)
-    with cache.lock("shared"):
-        if cache.lookup("shared") is None:
+    with cache.lock(SHARED):
+        if cache.lookup(SHARED) is None:
             with open(counter, "a") as handle:
                 handle.write("compressed\n")
             time.sleep(0.3)  # a slow compression: the other process must wait, not start its own
-            cache.store("shared", _write_model, {})
+            cache.store(SHARED, _write_model, {})
 
 
 def test_concurrent_processes_compress_once(tmp_path: Path) -> None:
@@ -99,7 +102,7 @@ def test_concurrent_processes_compress_once(tmp_path: Path) -> None:
         worker.join(60)
         assert worker.exitcode == 0
     assert counter.read_text().count("compressed") == 1
-    assert json.loads((tmp_path / "c" / "shared" / MANIFEST).read_text())["key"] == "shared"
+    assert json.loads((tmp_path / "c" / SHARED / MANIFEST).read_text())["key"] == SHARED
 
 
 def test_default_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -108,6 +108,15 @@ def _parse_kv(text: str) -> dict[str, str]:
     return pairs
 
 
+def _max_gb(text: str) -> int:
+    from llmkick_models.storage.model_cache import parse_max_gb
+
+    try:
+        return parse_max_gb(text)
+    except ValueError as error:  # argparse names the flag in front of our message
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -237,12 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     cache_commands.add_parser(
         "ls", help="entries, least recently used first: key, size, last use, model, spec"
     )
-    remove = cache_commands.add_parser("rm", help="delete entries by key")
+    remove = cache_commands.add_parser(
+        "rm", help="delete entries by key (as `ls` shows it, or a unique prefix of 8+ hex digits)"
+    )
     remove.add_argument("keys", nargs="+", metavar="KEY")
-    prune = cache_commands.add_parser("prune", help="evict least recently used entries down to a size")
+    prune = cache_commands.add_parser(
+        "prune",
+        help="evict malformed, then least recently used entries down to a size (one prune at a time: "
+        "a second one waits for the first)",
+    )
     prune.add_argument(
-        "--max-gb", "--max_gb", dest="max_gb", type=float, default=None,
-        help="size to prune down to, in GB (default: $LLMKICK_CACHE_MAX_GB)",
+        "--max-gb", "--max_gb", dest="max_bytes", type=_max_gb, default=None, metavar="GB",
+        help="size to prune down to, in GB, finite and >= 0 (default: $LLMKICK_CACHE_MAX_GB)",
     )  # fmt: skip
 
     convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")

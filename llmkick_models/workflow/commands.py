@@ -7,7 +7,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmkick_models.storage.model_cache import CacheEntry, ModelCache
 
 
 class UsageError(Exception):
@@ -139,42 +142,78 @@ def _check_devices(devices: Sequence[str]) -> None:
 
 def cache_command(args: argparse.Namespace) -> int:
     """``llmkick cache ls | rm KEY | prune``: the compressed-model cache."""
-    import datetime
-
-    from llmkick_models.storage.model_cache import ModelCache, max_cache_bytes
+    from llmkick_models.storage.model_cache import ModelCache
 
     cache = ModelCache(args.dir)
     if args.cache_command == "ls":
-        entries = cache.entries()
-        for entry in entries:
-            used = datetime.datetime.fromtimestamp(entry.last_used).isoformat(timespec="seconds")
-            print(f"{entry.key}  {entry.size_bytes / 1e9:8.3f} GB  {used}  {entry.describe()}")
-        total = sum(e.size_bytes for e in entries)
-        print(f"{len(entries)} entries, {total / 1e9:.3f} GB in {cache.root}")
-        return 0
+        return _cache_ls(cache)
     if args.cache_command == "rm":
-        missing = [key for key in args.keys if not cache.remove(key)]
-        for key in args.keys:
-            if key not in missing:
-                print(f"removed {key}")
-        if missing:
-            print(
-                f"no such entry in {cache.root}: {', '.join(missing)} (see `llmkick cache ls`)",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    limit = int(args.max_gb * 1e9) if args.max_gb is not None else max_cache_bytes()
-    if limit is None:
-        raise UsageError("give --max-gb or set $LLMKICK_CACHE_MAX_GB")
-    if limit < 0:
-        raise UsageError(f"--max-gb {args.max_gb} is negative; allowed: a size >= 0")
-    evicted = cache.prune(limit)
-    for entry in evicted:
-        print(f"evicted {entry.key} ({entry.size_bytes / 1e9:.3f} GB) {entry.describe()}")
-    left = sum(e.size_bytes for e in cache.entries())
-    print(f"{len(evicted)} entries evicted; {left / 1e9:.3f} GB left in {cache.root}")
+        return _cache_rm(cache, args.keys)
+    return _cache_prune(cache, args.max_bytes)
+
+
+def _cache_line(entry: CacheEntry) -> str:
+    import datetime
+
+    used = datetime.datetime.fromtimestamp(entry.last_used).isoformat(timespec="seconds")
+    return f"{entry.key}  {entry.size_bytes / 1e9:8.3f} GB  {used}  {entry.describe()}"
+
+
+def _cache_ls(cache: ModelCache) -> int:
+    scanned = cache.scan()
+    entries = [entry for entry in scanned if entry.problem is None]
+    for entry in scanned:
+        suffix = f" (skipped; `llmkick cache rm {entry.key}` deletes it)" if entry.problem else ""
+        print(_cache_line(entry) + suffix)
+    total = sum(e.size_bytes for e in entries)
+    malformed = len(scanned) - len(entries)
+    skipped = f"; {malformed} malformed entries skipped" if malformed else ""
+    print(f"{len(entries)} entries, {total / 1e9:.3f} GB in {cache.root}{skipped}")
     return 0
+
+
+def _cache_rm(cache: ModelCache, keys: list[str]) -> int:
+    from llmkick_models.storage.model_cache import CacheDeleteError
+
+    try:
+        entries = cache.resolve(keys)  # every argument checked before anything is deleted
+    except ValueError as error:
+        raise UsageError(f"rm: nothing was deleted: {error}") from None
+    errors = []
+    for entry in entries:
+        try:
+            removed = cache.remove(entry.key)
+        except CacheDeleteError as error:
+            errors.append(str(error))
+            continue
+        print(f"removed {entry.key}" if removed else f"{entry.key} was already removed by another process")
+    if errors:
+        raise UsageError("rm: " + "; ".join(errors))
+    return 0
+
+
+def _cache_prune(cache: ModelCache, max_bytes: int | None) -> int:
+    from llmkick_models.storage.model_cache import MAX_GB_ENV, CacheLockError, CacheLockTimeout
+
+    limit = max_bytes if max_bytes is not None else cache.max_bytes
+    if limit is None:
+        raise UsageError(f"give --max-gb or set ${MAX_GB_ENV}")
+    try:
+        try:
+            result = cache.prune(limit, timeout=0)
+        except CacheLockTimeout:  # say why we wait, then wait like any other user of the cache
+            print(f"llmkick cache: another prune of {cache.root} is running; waiting for it", file=sys.stderr)
+            result = cache.prune(limit)
+    except CacheLockError as error:
+        raise UsageError(f"prune: nothing was evicted: {error}") from None
+    for entry in result.evicted:
+        print(f"evicted {entry.key} ({entry.size_bytes / 1e9:.3f} GB) {entry.describe()}")
+    for entry in result.busy:
+        print(f"kept {entry.key}: in use by another process")
+    for entry, reason in result.failed:
+        print(f"could not evict {entry.key}: {reason}", file=sys.stderr)
+    print(f"{len(result.evicted)} entries evicted; {result.left_bytes / 1e9:.3f} GB left in {cache.root}")
+    return 1 if result.failed else 0
 
 
 def report_command(args: argparse.Namespace) -> int:
