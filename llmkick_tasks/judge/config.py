@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,26 @@ def redact_url(url: str | None) -> str | None:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, f"***@{netloc}", parts.path, parts.query, parts.fragment))
+
+
+# Secrets a server may echo in an error body: an Authorization header's token (Bearer: the key; Basic: the
+# base URL's user:password, which httpx sends), an OpenAI-style key, URL credentials.
+SECRET_PATTERNS = (
+    (re.compile(r"\b(Bearer|Basic)\s+\S+", re.IGNORECASE), r"\1 ***"),
+    (re.compile(r"sk-[A-Za-z0-9_-]{8,}"), "sk-***"),
+    (re.compile(r"(?<=://)[^/\s@]+@"), "***@"),
+)
+# A configured secret shorter than this is not searched for: it would garble every message, protect nothing.
+MIN_SECRET_CHARS = 4
+
+
+def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with every configured secret and anything shaped like a key or URL credentials masked."""
+    for secret in sorted((s for s in secrets if s and len(s) >= MIN_SECRET_CHARS), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    for pattern, mask in SECRET_PATTERNS:
+        text = pattern.sub(mask, text)
+    return text
 
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -136,6 +157,12 @@ class JudgeSettings:
             if self.base_url is None:
                 raise JudgeConfigError(f"${self.api_key_env} was unset after the judge was configured")
         return NO_KEY_PLACEHOLDER
+
+    def redact(self, text: str) -> str:
+        """``text`` (from a server: an error body, an exception) safe to log: see :func:`redact_text`."""
+        parts = urlsplit(self.base_url or "")
+        key = self.environ.get(self.api_key_env) if self.api_key_env else None
+        return redact_text(text, (key, parts.password, parts.username))
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain data, safe to log or to write into results (no key, URL redacted)."""
