@@ -87,7 +87,10 @@ def test_local_server_needs_a_model_but_no_key() -> None:
         {"judge_retries": "many"},
         {"judge_swap": "maybe"},
         {"judge_base_url": "ftp://x"},
+        {"judge_base_url": "http://"},
         {"judge_templates": "/no/such/dir"},
+        {"judge_cache": "/"},
+        {"judge_cache": __file__},  # a file that is not a sqlite database
     ],
 )
 def test_bad_settings_are_refused(metadata: dict) -> None:
@@ -157,14 +160,16 @@ def cached_texts(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("kind", sorted(BAD_REPLIES))
 def test_an_invalid_reply_is_asked_again_and_never_cached(
-    server: JudgeServer, tmp_path: Path, kind: str
+    server: JudgeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
     """No choices, null / empty content, a content-filter stop, an error object, not JSON: no verdict."""
     server.misbehave(kind, 2)  # the first two replies; a request may get both
     settings = settings_for(server, tmp_path, judge_retries=2)
-    with ResponseCache(settings.cache_path) as cache:
+    with ResponseCache(settings.cache_path) as cache, caplog.at_level(logging.WARNING):
         client = JudgeClient(settings, cache)
         results = client.complete_all(requests(3))
+    assert caplog.text.count("sent no usable reply") == 1  # one warning; the summary counts them all
+    assert "; 2 invalid replies, 0 unusable cache entries asked again" in client.stats.summary()
     assert [r.text for r in results] == [f"reply to question {i}" for i in range(3)]
     assert [r.bad for r in server.received].count(kind) == 2 and len(server.received) == 5
     assert sorted(cached_texts(settings.cache_path)) == [f"reply to question {i}" for i in range(3)]
@@ -257,6 +262,14 @@ def test_server_text_is_redacted_from_errors_and_logs(
         assert secret not in shown
     where = "http://***@127.0.0.1:" if url_credentials else server.url
     assert f"judge 'judge-x' at {where}" in str(error.value)
+
+
+def test_a_long_error_body_is_cut(server: JudgeServer, tmp_path: Path) -> None:
+    server.fail_next(400, message="<p>upstream error page</p>" * 500)
+    with pytest.raises(JudgeRequestError) as error:
+        JudgeClient(settings_for(server, tmp_path)).complete_all(requests(1))
+    assert "HTTP 400: Error code: 400 - <p>upstream error page</p>" in str(error.value)
+    assert len(str(error.value)) < 700
 
 
 def test_redact_text_masks_configured_secrets_and_key_shapes() -> None:

@@ -100,6 +100,25 @@ def server_identity(url: str | None) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_cache_file(path: Path, task: str = "this task") -> None:
+    """Refuse a judge cache path that cannot be a sqlite file (a folder, another file) before any work."""
+    problem = None
+    if path.is_dir():
+        problem = "is a directory"
+    elif path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                problem = "is not a sqlite file"
+    if problem:
+        raise JudgeConfigError(
+            f"{task}: the judge cache {path} {problem}; point judge_cache (--metadata) or ${ENV_CACHE} at a "
+            f"new or existing cache file"
+        )
+
+
 def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -225,9 +244,11 @@ class JudgeSettings:
                 f"Nothing was loaded or generated."
             )
         base_url = str(base_url) if base_url else None
-        if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
+        if base_url is not None and (
+            urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname
+        ):
             raise JudgeConfigError(
-                f"{task}: judge base URL must be http(s)://..., got {redact_url(base_url)!r}"
+                f"{task}: judge base URL must be http(s)://host..., got {redact_url(base_url)!r}"
             )
         model = pick("judge_model", ENV_MODEL)
         if model is None:
@@ -262,6 +283,7 @@ class JudgeSettings:
                 )
         cache = pick("judge_cache", ENV_CACHE)
         cache_path = Path(str(cache)).expanduser() if cache else default_cache_path()
+        check_cache_file(cache_path, task)
 
         settings = cls(
             model=str(model),
