@@ -7,6 +7,8 @@ or a function of the request body), after ``latency`` seconds.  Scripting:
   ``Retry-After`` header;
 * :meth:`JudgeServer.hold_after` - answer N requests, then keep further ones waiting until
   :meth:`JudgeServer.release` (to kill a client mid-run);
+* :meth:`JudgeServer.misbehave` - the next N requests (or all) get a 200 that is no usable chat completion
+  (:data:`BAD_REPLIES`: no choices, ``null`` content, an error object, a body that is not JSON, ...);
 * :attr:`JudgeServer.received` / :attr:`JudgeServer.answered` - every request seen (body, headers, status).
 
 Run it by hand: ``python tests/judge_server.py --port 8000 --reply '8 7' --latency 0.1``.
@@ -24,6 +26,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Reply = str | Callable[[dict[str, Any]], str]
+# The error message of a scripted HTTP error: fixed, or made from the request's headers (to echo the key).
+ErrorMessage = str | Callable[[dict[str, str]], str]
+# A proxy's error page, long (an error message must quote only the start of it).
+HTML_PAGE = (
+    b"<html><body><h1>502 Bad Gateway</h1><p>upstream went away</p>" + b"<p>.</p>" * 1000 + b"</body></html>"
+)
 HOLD_LIMIT_S = 120.0  # a held request is answered with 503 after this long, so nothing hangs forever
 
 
@@ -35,6 +43,7 @@ class Received:
     headers: dict[str, str]
     status: int
     reply: str | None
+    bad: str | None = None  # the BAD_REPLIES kind it got instead of a reply
 
     @property
     def model(self) -> str:
@@ -46,6 +55,40 @@ class Received:
         """The content of the last user message."""
         users = [m["content"] for m in self.body.get("messages", []) if m.get("role") == "user"]
         return users[-1] if users else ""
+
+
+def _completion(body: dict[str, Any], content: str | None, finish_reason: str = "stop") -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-x",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", ""),
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+        ],
+    }
+
+
+# A body sent as is: (Content-Type, bytes).
+RawBody = tuple[str, bytes]
+# 200 replies that carry no verdict: kind -> its body (JSON, or raw), from the request's body and headers.
+BAD_REPLIES: dict[str, Callable[[dict[str, Any], dict[str, str]], dict[str, Any] | RawBody]] = {
+    "empty_choices": lambda body, headers: {**_completion(body, "x"), "choices": []},
+    "null_content": lambda body, headers: _completion(body, None),
+    "empty_content": lambda body, headers: _completion(body, ""),
+    "length_empty": lambda body, headers: _completion(body, "", finish_reason="length"),
+    "content_filter": lambda body, headers: _completion(body, "", finish_reason="content_filter"),
+    # A gateway that answers 200 with an error object, echoing the caller's credentials.
+    "error_object": lambda body, headers: {
+        "error": {
+            "message": f"model overloaded, caller {headers.get('authorization')}",
+            "type": "server_error",
+        }
+    },
+    "not_completion": lambda body, headers: {"status": "ok", "detail": "the proxy's health page"},
+    "not_json": lambda body, headers: ("text/html", HTML_PAGE),
+    "broken_json": lambda body, headers: ("application/json", b'{"id": "chatcmpl-x", "choices": [{"mess'),
+}
 
 
 def last_user_message(body: dict[str, Any]) -> str:
@@ -62,7 +105,9 @@ class JudgeServer:
         self.latency = latency
         self.received: list[Received] = []
         self._lock = threading.Lock()
-        self._failures: list[tuple[int, float | None]] = []
+        self._failures: list[tuple[int, float | None, ErrorMessage | None]] = []
+        self._bad: list[str] = []
+        self._bad_always: str | None = None
         self._failing: dict[str, int] = {}
         self._hold_after: int | None = None
         self._released = threading.Event()
@@ -98,10 +143,26 @@ class JudgeServer:
         self.stop()
 
     # ------------------------------------------------------------------ scripting
-    def fail_next(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
-        """The next ``count`` requests get HTTP ``status``."""
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        retry_after: float | None = None,
+        message: ErrorMessage | None = None,
+    ) -> None:
+        """The next ``count`` requests get HTTP ``status``; ``message``: the error body's message."""
         with self._lock:
-            self._failures.extend([(status, retry_after)] * count)
+            self._failures.extend([(status, retry_after, message)] * count)
+
+    def misbehave(self, kind: str | None, count: int | None = None) -> None:
+        """The next ``count`` requests (``None``: every one, until ``misbehave(None)``) get ``kind``."""
+        if kind is not None and kind not in BAD_REPLIES:
+            raise ValueError(f"unknown misbehaviour {kind!r}; one of {', '.join(BAD_REPLIES)}")
+        with self._lock:
+            if count is None:
+                self._bad_always = kind
+            elif kind is not None:
+                self._bad.extend([kind] * count)
 
     def fail_matching(self, text: str, status: int | None) -> None:
         """Every request whose last user message contains ``text`` gets ``status`` (``None`` stops it)."""
@@ -134,18 +195,22 @@ class JudgeServer:
 
     @property
     def answered(self) -> list[Received]:
-        """Requests answered with 200."""
+        """Requests answered with 200 and a reply (not a scripted bad one)."""
         with self._lock:
-            return [r for r in self.received if r.status == 200]
+            return [r for r in self.received if r.status == 200 and r.bad is None]
 
     # ------------------------------------------------------------------ handling
-    def _next_failure(self, body: dict[str, Any]) -> tuple[int, float | None] | None:
+    def _next_failure(self, body: dict[str, Any]) -> tuple[int, float | None, ErrorMessage | None] | None:
         with self._lock:
             prompt = last_user_message(body)
             for text, status in self._failing.items():
                 if text in prompt:
-                    return status, None
+                    return status, None, None
             return self._failures.pop(0) if self._failures else None
+
+    def _next_bad(self) -> str | None:
+        with self._lock:
+            return self._bad.pop(0) if self._bad else self._bad_always
 
     def _should_hold(self) -> bool:
         with self._lock:
@@ -153,8 +218,8 @@ class JudgeServer:
 
     def handle(
         self, body: dict[str, Any], headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
-        """Status, JSON body and extra headers for one request (``None``: close without answering)."""
+    ) -> tuple[int, dict[str, Any] | RawBody, dict[str, str]] | None:
+        """Status, JSON body (or a raw one) and extra headers for one request (``None``: close unanswered)."""
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -166,17 +231,23 @@ class JudgeServer:
 
     def _handle(
         self, body: dict[str, Any], headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    ) -> tuple[int, dict[str, Any] | RawBody, dict[str, str]] | None:
         if self.latency:
             time.sleep(self.latency)
         failure = self._next_failure(body)
         if failure is not None:
-            status, retry_after = failure
+            status, retry_after, message = failure
             with self._lock:
                 self.received.append(Received(body, headers, status, None))
             extra = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-            error = {"error": {"message": f"scripted HTTP {status}", "type": "scripted", "code": status}}
+            text = message(headers) if callable(message) else message or f"scripted HTTP {status}"
+            error = {"error": {"message": text, "type": "scripted", "code": status}}
             return status, error, extra
+        bad = self._next_bad()
+        if bad is not None:
+            with self._lock:
+                self.received.append(Received(body, headers, 200, None, bad))
+            return 200, BAD_REPLIES[bad](body, headers), {}
         if self._should_hold():
             if not self._released.wait(HOLD_LIMIT_S):
                 return 503, {"error": {"message": "held too long"}}, {}
@@ -224,10 +295,13 @@ def _handler_for(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _send(self, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
-            data = json.dumps(payload).encode()
+        def _send(self, status: int, payload: dict[str, Any] | RawBody, extra: dict[str, str]) -> None:
+            if isinstance(payload, tuple):  # sent as is: a page that is not JSON, a cut-off body
+                content_type, data = payload
+            else:
+                content_type, data = "application/json", json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in extra.items():
                 self.send_header(name, value)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import multiprocessing
+import re
 import sqlite3
 import time
+import traceback
 from pathlib import Path
 
 import pytest
-from judge_server import JudgeServer
+from judge_server import BAD_REPLIES, JudgeServer
 
 from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.client import ChatRequest, JudgeClient, JudgeRequestError
-from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings, server_identity
+from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings, redact_text, server_identity
 from llmkick_tasks.judge.templates import TemplateError, TemplateSet
 
 SECRET = "sk-llmkick-unit-test-5f3a9c"
@@ -83,7 +87,10 @@ def test_local_server_needs_a_model_but_no_key() -> None:
         {"judge_retries": "many"},
         {"judge_swap": "maybe"},
         {"judge_base_url": "ftp://x"},
+        {"judge_base_url": "http://"},
         {"judge_templates": "/no/such/dir"},
+        {"judge_cache": "/"},
+        {"judge_cache": __file__},  # a file that is not a sqlite database
     ],
 )
 def test_bad_settings_are_refused(metadata: dict) -> None:
@@ -144,6 +151,132 @@ def test_non_retryable_error_fails_at_once_without_the_key(server: JudgeServer, 
     assert "HTTP 401" in str(error.value) and "API key" in str(error.value)
     assert SECRET not in str(error.value)
     assert len(server.received) == 1
+
+
+def cached_texts(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT response FROM responses")]
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_REPLIES))
+def test_an_invalid_reply_is_asked_again_and_never_cached(
+    server: JudgeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """No choices, null / empty content, a content-filter stop, an error object, not JSON: no verdict."""
+    server.misbehave(kind, 2)  # the first two replies; a request may get both
+    settings = settings_for(server, tmp_path, judge_retries=2)
+    with ResponseCache(settings.cache_path) as cache, caplog.at_level(logging.WARNING):
+        client = JudgeClient(settings, cache)
+        results = client.complete_all(requests(3))
+    assert caplog.text.count("sent no usable reply") == 1  # one warning; the summary counts them all
+    assert "; 2 invalid replies, 0 unusable cache entries asked again" in client.stats.summary()
+    assert [r.text for r in results] == [f"reply to question {i}" for i in range(3)]
+    assert [r.bad for r in server.received].count(kind) == 2 and len(server.received) == 5
+    assert sorted(cached_texts(settings.cache_path)) == [f"reply to question {i}" for i in range(3)]
+    assert client.stats.invalid == 2 and client.stats.sent == 3 and client.stats.retries == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [
+        ("empty_choices", "HTTP 200 with a completion with no choices"),
+        ("null_content", "HTTP 200 with a choice without message content (finish_reason 'stop')"),
+        (
+            "length_empty",
+            "HTTP 200 with empty message content (finish_reason 'length': raise judge_max_tokens?)",
+        ),
+        ("content_filter", "HTTP 200 with a choice stopped by the content filter"),
+        ("error_object", "HTTP 200 with an error object instead of a completion (model overloaded, caller"),
+        ("not_completion", "HTTP 200 with JSON that is not a chat completion (no 'choices')"),
+        ("not_json", "HTTP 200 with a body that is not JSON; body: '<html><body><h1>502 Bad Gateway</h1>"),
+        ("broken_json", 'HTTP 200 with a body that is not JSON; body: \'{"id": "chatcmpl-x", "choices'),
+    ],
+)
+def test_a_judge_that_never_answers_fails_naming_it_and_caches_nothing(
+    server: JudgeServer, tmp_path: Path, kind: str, what: str
+) -> None:
+    server.misbehave(kind)  # every reply
+    settings = settings_for(server, tmp_path, judge_retries=1)
+    with ResponseCache(settings.cache_path) as cache, pytest.raises(JudgeRequestError) as error:
+        JudgeClient(settings, cache).complete_all(requests(2))
+    message = str(error.value)
+    assert "2 of 2 judge requests failed" in message
+    assert f"judge 'judge-x' at {server.url} sent no usable reply: {what}" in message
+    assert "(gave up after 2 attempts)" in message
+    assert len(message) < 1200  # the body is quoted, not dumped (the HTML page is 8 kB)
+    assert len(server.received) == 4  # 1 + judge_retries asks per request
+    assert cached_texts(settings.cache_path) == []
+
+
+def test_empty_replies_cached_by_older_versions_are_asked_again(server: JudgeServer, tmp_path: Path) -> None:
+    settings = settings_for(server, tmp_path)
+    [stale, fresh] = requests(2)
+    with ResponseCache(settings.cache_path) as cache:
+        # What the old client stored for an empty `choices` list or a null content: an empty text.
+        cache.put(stale.cache_key(server_identity(server.url)), "judge-x", stale.payload(), "", None)
+        client = JudgeClient(settings, cache)
+        results = client.complete_all([stale, fresh])
+        assert [r.text for r in results] == ["reply to question 0", "reply to question 1"]
+        assert [r.prompt for r in server.received] == ["question 0", "question 1"]
+        assert client.stats.stale == 1 and client.stats.cached == 0
+        assert sorted(cached_texts(settings.cache_path)) == ["reply to question 0", "reply to question 1"]
+        server.reset()
+        again = JudgeClient(settings, cache)
+        assert [r.cached for r in again.complete_all([stale, fresh])] == [True, True]
+        assert server.received == []
+
+
+URL_PASSWORD = "hunter2-url-pass"
+
+
+@pytest.mark.parametrize("url_credentials", [False, True])
+@pytest.mark.parametrize("failure", ["http_401", "error_object_200"])
+def test_server_text_is_redacted_from_errors_and_logs(
+    server: JudgeServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+    url_credentials: bool,
+) -> None:
+    """A server echoing the key (or the URL's password) never gets it into a message, a traceback or a log."""
+    if failure == "http_401":
+        server.fail_next(
+            401,
+            message=lambda headers: (
+                f"Incorrect API key provided: {headers['authorization']} (key {SECRET}, "
+                f"from http://judge:{URL_PASSWORD}@proxy/v1, token sk-someone-elses-key-123)"
+            ),
+        )
+    else:
+        server.misbehave("error_object")  # echoes the Authorization header
+    url = server.url.replace("//", f"//judge:{URL_PASSWORD}@") if url_credentials else server.url
+    settings = settings_for(server, tmp_path, judge_base_url=url, judge_retries=1)
+    with caplog.at_level(logging.DEBUG), pytest.raises(JudgeRequestError) as error:
+        JudgeClient(settings).complete_all(requests(1))
+    shown = "".join(traceback.format_exception(error.value)) + caplog.text
+    # httpx sends the URL's credentials as Basic auth (instead of the key): their base64 is a secret too.
+    scheme = "Basic" if url_credentials else "Bearer"
+    assert re.search(rf"(Incorrect API key provided:|caller) {scheme} \*\*\*", shown)
+    basic = base64.b64encode(f"judge:{URL_PASSWORD}".encode()).decode()
+    for secret in (SECRET, URL_PASSWORD, basic, "sk-someone-elses-key-123", SECRET.removeprefix("sk-")):
+        assert secret not in shown
+    where = "http://***@127.0.0.1:" if url_credentials else server.url
+    assert f"judge 'judge-x' at {where}" in str(error.value)
+
+
+def test_a_long_error_body_is_cut(server: JudgeServer, tmp_path: Path) -> None:
+    server.fail_next(400, message="<p>upstream error page</p>" * 500)
+    with pytest.raises(JudgeRequestError) as error:
+        JudgeClient(settings_for(server, tmp_path)).complete_all(requests(1))
+    assert "HTTP 400: Error code: 400 - <p>upstream error page</p>" in str(error.value)
+    assert len(str(error.value)) < 700
+
+
+def test_redact_text_masks_configured_secrets_and_key_shapes() -> None:
+    text = "key abcd1234 Bearer tok.en basic dTpw sk-abcdefgh12 https://u:p@h/v1 sk-short ab"
+    assert redact_text(text, ["abcd1234", "ab", None]) == (
+        "key *** Bearer *** basic *** sk-*** https://***@h/v1 sk-short ab"  # 2-char secrets: not searched
+    )
 
 
 def test_exhausted_retries_raise_after_caching_the_rest(server: JudgeServer, tmp_path: Path) -> None:

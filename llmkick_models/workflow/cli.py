@@ -117,6 +117,18 @@ def _max_gb(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error.msg}, character {error.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON object such as \'{{"judge_model": "gpt-4o"}}\', got {text!r}'
+        )
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -230,10 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument(
         "path", type=Path, help="a samples_<task>_<date>.jsonl, an lm-eval output folder or a sweep"
     )
-    judge.add_argument("--metadata", type=json.loads, default={}, help="judge settings as JSON, as lm_eval's")
     judge.add_argument(
-        "--label", default=None, help="name of the re-judged results (default: model-protocol)"
+        "--metadata", type=_json_object, default={}, help="judge settings as a JSON object, as lm_eval's"
     )
+    judge.add_argument(
+        "--label",
+        default=None,
+        help="name of the re-judged results (default: the judge model and protocol used, model-protocol)",
+    )
+    judge.add_argument("--overwrite", action="store_true", help="replace results of an existing --label")
     judge.add_argument("--tasks", type=_csv(str), default=None, help="only these judged tasks")
     cache = commands.add_parser("cache", help="list, remove or prune compressed models in the model cache")
     cache.add_argument(
@@ -300,9 +317,15 @@ def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
         print(model_args_table())
         return 0
     if args.command == "judge":
+        from llmkick_tasks.judge.client import JudgeRequestError
         from llmkick_tasks.judge.rejudge import rejudge_path
 
-        written = rejudge_path(args.path, args.metadata, label=args.label, tasks=args.tasks)
+        try:
+            written = rejudge_path(
+                args.path, args.metadata, label=args.label, tasks=args.tasks, overwrite=args.overwrite
+            )
+        except JudgeRequestError as error:  # the judge failed (its message is redacted): no traceback
+            raise UsageError(str(error)) from error
         print("\n".join(f"llmkick judge: wrote {file}" for file in written))
         return 0
     if args.command == "cache":

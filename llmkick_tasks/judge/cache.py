@@ -81,6 +81,11 @@ class ResponseCache:
                 ),
             )
 
+    def discard(self, key: str) -> None:
+        """Remove the reply of ``key`` (an unusable one, so that the next :meth:`put` stores a new one)."""
+        with self._lock:
+            self._db.execute("DELETE FROM responses WHERE key = ?", (key,))
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])

@@ -7,6 +7,13 @@ requests in flight share one HTTP call.  Retries are the ``openai`` client's own
 ``judge_retries``): 408, 409, 429, 5xx, timeouts and dropped connections, with exponential backoff and
 jitter, ``Retry-After`` honoured; any other HTTP error fails at once.  Every HTTP attempt is counted (an
 ``httpx`` request hook), so the log line still says how many retries a run needed.
+
+A 2xx reply is checked (:func:`read_completion`) BEFORE it is cached: a body that is not a chat completion
+(not JSON, an error object, no choices, no or empty message content, a refusal, a content-filter stop) is an
+error of that request, asked again like a transient failure (at most ``judge_retries`` more times), then
+failed naming the judge, its server, the HTTP status and a short excerpt of the body.  Cache entries that
+fail the same check (written by older versions) are treated as misses.  Text from a server is redacted
+(:meth:`.config.JudgeSettings.redact`) before it reaches a message or a log line.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any, TypeVar
 import openai
 
 from llmkick_tasks.judge.cache import ResponseCache
-from llmkick_tasks.judge.config import JudgeSettings, redact_url, server_identity
+from llmkick_tasks.judge.config import OPENAI_URL, JudgeSettings, redact_url, server_identity
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +40,79 @@ T = TypeVar("T")
 # v2: the key also holds the server and the judging protocol (v1 keys reused replies across servers).
 CACHE_KEY_VERSION = "llmkick-judge-v2"
 RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
+# Backoff before asking again after an invalid reply: as the openai client's (0.5 s doubling, up to 8 s).
+INVALID_REPLY_BACKOFF_S = 0.5
+INVALID_REPLY_MAX_BACKOFF_S = 8.0
+EXCERPT_CHARS = 200  # of a server's body, in an error message
 # The openai client's HTTP layer logs every request at INFO: hundreds of lines per task.
 TRANSPORT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
 
 
 class JudgeRequestError(RuntimeError):
     """A judge request failed for good (non-retryable error, or retries exhausted)."""
+
+
+class InvalidReply(ValueError):
+    """A 2xx reply that is no usable chat completion; the message says what is wrong with it."""
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters (redact it first: a cut could split a secret)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def usable_text(text: str) -> bool:
+    """True for a reply text that may be judged: anything but empty or whitespace only."""
+    return bool(text.strip())
+
+
+def read_completion(body: str) -> tuple[str, dict[str, int] | None]:
+    """The reply text and token usage of a chat-completion body; :class:`InvalidReply` if it has none.
+
+    Empty or whitespace-only content is invalid too: a judge that wrote nothing gave no verdict (a reasoning
+    model that spent ``max_tokens`` thinking, a safety stop), and caching it would make the run count an
+    unparsed verdict forever.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise InvalidReply("a body that is not JSON") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if isinstance(data, dict) and "error" in data and not choices:
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise InvalidReply(f"an error object instead of a completion ({message})")
+    if not isinstance(data, dict) or "choices" not in data:
+        raise InvalidReply("JSON that is not a chat completion (no 'choices')")
+    if not isinstance(choices, list) or not choices:
+        raise InvalidReply("a completion with no choices")
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise InvalidReply("a choice without a message")
+    finish = choice.get("finish_reason")
+    if finish == "content_filter":  # its text, if any, was cut by the provider's filter
+        raise InvalidReply("a choice stopped by the content filter (finish_reason 'content_filter')")
+    if message.get("refusal"):
+        raise InvalidReply(f"a refusal ({message['refusal']})")
+    content = message.get("content")
+    if content is None:
+        raise InvalidReply(f"a choice without message content (finish_reason {finish!r})")
+    if not isinstance(content, str):
+        raise InvalidReply(f"message content that is not text ({type(content).__name__})")
+    if not usable_text(content):
+        hint = ": raise judge_max_tokens?" if finish == "length" else ""
+        raise InvalidReply(f"empty message content (finish_reason {finish!r}{hint})")
+    usage = data.get("usage")
+    tokens = None
+    if isinstance(usage, dict):
+        with contextlib.suppress(TypeError, ValueError):
+            tokens = {
+                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                "completion_tokens": int(usage.get("completion_tokens") or 0),
+            }
+    return content, tokens
 
 
 @dataclass(frozen=True)
@@ -111,6 +185,8 @@ class ClientStats:
     sent: int = 0  # requests answered over HTTP (the billable ones)
     attempts: int = 0  # HTTP attempts, first tries and retries
     failed: int = 0  # gave up
+    invalid: int = 0  # 2xx replies that were no usable completion (asked again, never cached)
+    stale: int = 0  # unusable cache entries (written by older versions) asked again
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -121,11 +197,14 @@ class ClientStats:
 
     def summary(self) -> str:
         """One log line."""
-        return (
+        line = (
             f"{self.requests} requests: {self.cached} from cache, {self.sent} sent "
             f"({self.retries} retries, {self.failed} failed), tokens in/out {self.prompt_tokens}/"
             f"{self.completion_tokens}"
         )
+        if self.invalid or self.stale:
+            line += f"; {self.invalid} invalid replies, {self.stale} unusable cache entries asked again"
+        return line
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -231,9 +310,12 @@ class JudgeClient:
         key = request.cache_key(self.server)
         if self.cache is not None:
             hit = self.cache.get(key)
-            if hit is not None:
+            if hit is not None and usable_text(hit.text):
                 self.stats.cached += 1
                 return ChatResult(hit.text, cached=True)
+            if hit is not None:  # an empty reply cached by an older version: no verdict, ask again
+                self.stats.stale += 1
+                self.cache.discard(key)
         session = self._session
         pending = session.in_flight.get(key)
         if pending is not None:
@@ -258,28 +340,49 @@ class JudgeClient:
 
     async def _send(self, session: _Session, request: ChatRequest, key: str) -> ChatResult:
         payload = request.payload()
-        try:
-            async with session.semaphore:
-                response = await session.api.chat.completions.create(**payload)
-        except openai.APIError as error:
-            self.stats.failed += 1
-            raise JudgeRequestError(self._describe_failure(error)) from error
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        usage = None
-        if getattr(response, "usage", None) is not None:
-            usage = {
-                "prompt_tokens": int(response.usage.prompt_tokens or 0),
-                "completion_tokens": int(response.usage.completion_tokens or 0),
-            }
-            self.stats.prompt_tokens += usage["prompt_tokens"]
-            self.stats.completion_tokens += usage["completion_tokens"]
-        self.stats.sent += 1
-        if self.cache is not None:
-            self.cache.put(key, request.model, payload, text, usage)
-        return ChatResult(text, cached=False)
+        for attempt in range(self.settings.retries + 1):
+            try:
+                async with session.semaphore:
+                    raw = await session.api.chat.completions.with_raw_response.create(**payload)
+            except openai.APIError as error:
+                self.stats.failed += 1
+                # No chaining: the openai error's message holds the server's body verbatim.
+                raise JudgeRequestError(self._describe_failure(error)) from None
+            status, body = raw.http_response.status_code, raw.http_response.text
+            try:
+                text, usage = read_completion(body)
+            except InvalidReply as invalid:
+                self.stats.invalid += 1
+                problem = self._describe_invalid(status, invalid, body)
+                if attempt == self.settings.retries:
+                    self.stats.failed += 1
+                    tries = f"{attempt + 1} attempts" if attempt else "1 attempt"
+                    raise JudgeRequestError(f"{problem} (gave up after {tries})") from None
+                if self.stats.invalid == 1:  # once per run: the summary line counts the others
+                    log.warning("%s; asking again (judge_retries=%d)", problem, self.settings.retries)
+                await asyncio.sleep(min(INVALID_REPLY_BACKOFF_S * 2**attempt, INVALID_REPLY_MAX_BACKOFF_S))
+                continue
+            if usage is not None:
+                self.stats.prompt_tokens += usage["prompt_tokens"]
+                self.stats.completion_tokens += usage["completion_tokens"]
+            self.stats.sent += 1
+            if self.cache is not None:
+                self.cache.put(key, request.model, payload, text, usage)
+            return ChatResult(text, cached=False)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _judge_name(self) -> str:
+        where = redact_url(self.settings.base_url) or OPENAI_URL
+        return f"judge {self.settings.model!r} at {where}"
+
+    def _describe_invalid(self, status: int, invalid: InvalidReply, body: str) -> str:
+        redact = self.settings.redact
+        return (
+            f"{self._judge_name()} sent no usable reply: HTTP {status} with {redact(str(invalid))}; "
+            f"body: {excerpt(redact(body))!r}"
+        )
 
     def _describe_failure(self, error: openai.APIError) -> str:
-        where = redact_url(self.settings.base_url) or "api.openai.com"
         status = getattr(error, "status_code", None)
         what = f"HTTP {status}" if status else type(error).__name__
         hint = ""
@@ -289,7 +392,11 @@ class JudgeClient:
             hint = f" (does the server serve the model {self.settings.model!r}?)"
         retried = is_retryable(error) and self.settings.retries
         tries = f" after {self.settings.retries + 1} attempts" if retried else ""
-        return f"judge request to {where} failed{tries}: {what}{hint}: {error.message}"
+        detail = error.message
+        if status is None and error.__cause__ is not None:  # a connection error: say what broke
+            detail += f" ({type(error.__cause__).__name__}: {error.__cause__})"
+        detail = excerpt(self.settings.redact(detail), 2 * EXCERPT_CHARS)
+        return f"{self._judge_name()}: request failed{tries}: {what}{hint}: {detail}"
 
 
 async def gather_or_raise(awaitables: Sequence[Awaitable[T]], what: str = "judge requests") -> list[T]:

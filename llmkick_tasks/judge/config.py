@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,26 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, f"***@{netloc}", parts.path, parts.query, parts.fragment))
 
 
+# Secrets a server may echo in an error body: an Authorization header's token (Bearer: the key; Basic: the
+# base URL's user:password, which httpx sends), an OpenAI-style key, URL credentials.
+SECRET_PATTERNS = (
+    (re.compile(r"\b(Bearer|Basic)\s+\S+", re.IGNORECASE), r"\1 ***"),
+    (re.compile(r"sk-[A-Za-z0-9_-]{8,}"), "sk-***"),
+    (re.compile(r"(?<=://)[^/\s@]+@"), "***@"),
+)
+# A configured secret shorter than this is not searched for: it would garble every message, protect nothing.
+MIN_SECRET_CHARS = 4
+
+
+def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with every configured secret and anything shaped like a key or URL credentials masked."""
+    for secret in sorted((s for s in secrets if s and len(s) >= MIN_SECRET_CHARS), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    for pattern, mask in SECRET_PATTERNS:
+        text = pattern.sub(mask, text)
+    return text
+
+
 OPENAI_URL = "https://api.openai.com/v1"
 # Judging protocols: llmkick's own templates, LLM-KICK's release files, FastChat's MT-Bench judge prompts.
 PROTOCOLS = ("llmkick", "paper", "fastchat")
@@ -77,6 +98,25 @@ def server_identity(url: str | None) -> str:
     host = (parts.hostname or "").lower()
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_cache_file(path: Path, task: str = "this task") -> None:
+    """Refuse a judge cache path that cannot be a sqlite file (a folder, another file) before any work."""
+    problem = None
+    if path.is_dir():
+        problem = "is a directory"
+    elif path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                problem = "is not a sqlite file"
+    if problem:
+        raise JudgeConfigError(
+            f"{task}: the judge cache {path} {problem}; point judge_cache (--metadata) or ${ENV_CACHE} at a "
+            f"new or existing cache file"
+        )
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -136,6 +176,12 @@ class JudgeSettings:
             if self.base_url is None:
                 raise JudgeConfigError(f"${self.api_key_env} was unset after the judge was configured")
         return NO_KEY_PLACEHOLDER
+
+    def redact(self, text: str) -> str:
+        """``text`` (from a server: an error body, an exception) safe to log: see :func:`redact_text`."""
+        parts = urlsplit(self.base_url or "")
+        key = self.environ.get(self.api_key_env) if self.api_key_env else None
+        return redact_text(text, (key, parts.password, parts.username))
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain data, safe to log or to write into results (no key, URL redacted)."""
@@ -198,9 +244,11 @@ class JudgeSettings:
                 f"Nothing was loaded or generated."
             )
         base_url = str(base_url) if base_url else None
-        if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
+        if base_url is not None and (
+            urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname
+        ):
             raise JudgeConfigError(
-                f"{task}: judge base URL must be http(s)://..., got {redact_url(base_url)!r}"
+                f"{task}: judge base URL must be http(s)://host..., got {redact_url(base_url)!r}"
             )
         model = pick("judge_model", ENV_MODEL)
         if model is None:
@@ -235,6 +283,7 @@ class JudgeSettings:
                 )
         cache = pick("judge_cache", ENV_CACHE)
         cache_path = Path(str(cache)).expanduser() if cache else default_cache_path()
+        check_cache_file(cache_path, task)
 
         settings = cls(
             model=str(model),

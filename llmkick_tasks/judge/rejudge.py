@@ -7,13 +7,18 @@ reference answer the judge compared against, which is reused so that only the ju
 re-judges those answers with any judge settings / protocol and writes lm-eval-shaped results next to them:
 
 * ``PATH`` a samples file, an lm-eval output folder (searched recursively), or a sweep run directory;
-* per samples file, ``rejudged_<task>_<label>_<date>.json`` beside it (``results`` / ``configs`` as lm-eval
-  writes them, the original run's ``config`` and ``versions`` kept);
+* per samples file, ``rejudged_<task>_<label>_<date>.json`` beside it, ``<date>`` being the samples file's
+  (``results`` / ``configs`` as lm-eval writes them, the original run's ``config`` and ``versions`` kept);
+  a label that exists already is refused unless ``overwrite``;
 * for a sweep run directory, also ``<run>/rejudged/<label>/``: a copy of the run whose points' results hold
   the re-judged tasks in place of the originals, so ``llmkick report <run>/rejudged/<label>`` tabulates them.
 
 With the same judge (and its cache) the metrics equal the original run's exactly; with another judge a
 second result is written, nothing is generated.
+
+Everything that can be checked without the judge (each task's judge settings and protocol, its samples, the
+label and whether results of that label exist) is checked for every task first, and every task is judged
+before the first result is written: a refusal or a failed judge leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import json
 import logging
 import math
 import re
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.protocols import JudgeProtocol, describe_judge
@@ -34,7 +42,10 @@ from llmkick_tasks.judge.task import FILTER_NAME, JudgeFilter
 
 log = logging.getLogger(__name__)
 
-SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[0-9.\-]+)\.jsonl$")
+DATE_PATTERN = r"\d{4}-\d{2}-\d{2}T[0-9.\-]+"
+SAMPLES_NAME = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{DATE_PATTERN})\.jsonl$")
+# A label is part of file and folder names: nothing that could leave the folder or need quoting.
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 # The judged tasks llmkick ships, by protocol kind (a results file next to the samples says it too).
 KNOWN_TASKS = {
     "llmkick_summarization": "summarization",
@@ -55,7 +66,7 @@ def find_samples(path: Path, tasks: Sequence[str] | None = None) -> list[tuple[s
     if not path.exists():
         raise RejudgeError(f"llmkick judge: {path} does not exist")
     files = [path] if path.is_file() else sorted(path.rglob("samples_*.jsonl"))
-    found = []
+    found, present = [], set()
     for file in files:
         match = SAMPLES_NAME.match(file.name)
         if match is None:
@@ -65,9 +76,16 @@ def find_samples(path: Path, tasks: Sequence[str] | None = None) -> list[tuple[s
                 )
             continue
         task = match["task"]
+        present.add(task)
         if (tasks and task not in tasks) or (not tasks and _kind(task, file) is None):
             continue
         found.append((task, file))
+    missing = [task for task in tasks or () if task not in present]
+    if missing:
+        raise RejudgeError(
+            f"llmkick judge: --tasks {missing[0]}: no samples_{missing[0]}_<date>.jsonl under {path} "
+            f"(samples found: {', '.join(sorted(present)) or 'none'})"
+        )
     if not found:
         raise RejudgeError(
             f"llmkick judge: no samples of a judged task under {path}; run the judged tasks with "
@@ -82,13 +100,26 @@ def _results_for(samples: Path) -> dict[str, Any]:
     if match is not None:
         candidate = samples.with_name(f"results_{match['date']}.json")
         if candidate.is_file():
-            return json.loads(candidate.read_text(encoding="utf-8"))
+            try:
+                results = json.loads(candidate.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as error:
+                raise RejudgeError(f"{candidate} is not an lm-eval results file: {error}") from None
+            if not isinstance(results, dict):
+                raise RejudgeError(f"{candidate} is not an lm-eval results file (not a JSON object)")
+            return results
     return {}
 
 
+def _original_metadata(original: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The task metadata of the original run's results (``{}`` where it has none)."""
+    configs = original.get("configs")
+    config = configs.get(task) if isinstance(configs, dict) else None
+    metadata = config.get("metadata") if isinstance(config, dict) else None
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
 def _kind(task: str, samples: Path) -> str | None:
-    metadata = _results_for(samples).get("configs", {}).get(task, {}).get("metadata") or {}
-    kind = metadata.get("llmkick_judged")
+    kind = _original_metadata(_results_for(samples), task).get("llmkick_judged")
     return (
         kind
         if isinstance(kind, str) and kind in ("summarization", "instruction", "mtbench")
@@ -99,15 +130,21 @@ def _kind(task: str, samples: Path) -> str | None:
 def read_samples(samples: Path) -> list[dict[str, Any]]:
     """The samples of a file, in document order."""
     rows = []
-    for number, line in enumerate(samples.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = samples.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise RejudgeError(f"{samples} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise RejudgeError(f"{samples} line {number} is not JSON ({error.msg})") from None
-        if not isinstance(row, dict) or "doc" not in row or "resps" not in row:
-            raise RejudgeError(f"{samples} line {number} is not an lm-eval sample (needs doc and resps)")
+        if not isinstance(row, dict) or not isinstance(row.get("doc"), dict) or "resps" not in row:
+            raise RejudgeError(
+                f"{samples} line {number} is not an lm-eval sample (needs a doc object and resps)"
+            )
         if row.get("filter", FILTER_NAME) == FILTER_NAME:
             rows.append(row)
     return sorted(rows, key=lambda row: row.get("doc_id", 0))
@@ -189,13 +226,26 @@ def _prompt_for(task: str, metadata: Mapping[str, Any]) -> Any:
     return prompt_for
 
 
-def rejudge_file(
-    task: str, samples: Path, metadata: Mapping[str, Any], label: str, date: str
-) -> tuple[Path, dict[str, Any]]:
-    """Re-judge one samples file; returns the results file written and its content."""
+@dataclass
+class RejudgePlan:
+    """One samples file, checked and ready to judge: nothing of it needs the judge any more."""
+
+    task: str
+    samples: Path
+    metadata: dict[str, Any]  # the original run's task metadata under the given one
+    settings: JudgeSettings
+    protocol: JudgeProtocol
+    rows: list[dict[str, Any]]
+    answers: list[Any]
+    docs: list[dict[str, Any]]
+    original: dict[str, Any]  # the original run's results file ({} without one)
+
+
+def plan_file(task: str, samples: Path, metadata: Mapping[str, Any]) -> RejudgePlan:
+    """Check everything about re-judging one samples file that does not need the judge."""
     original = _results_for(samples)
-    original_meta = dict(original.get("configs", {}).get(task, {}).get("metadata") or {})
-    merged = {k: v for k, v in original_meta.items() if k not in RUN_ONLY_KEYS} | dict(metadata)
+    merged = {k: v for k, v in _original_metadata(original, task).items() if k not in RUN_ONLY_KEYS}
+    merged |= dict(metadata)
     kind = _kind(task, samples)
     if kind is None:
         raise RejudgeError(f"{samples}: {task} is not a judged task llmkick knows ({', '.join(KNOWN_TASKS)})")
@@ -205,27 +255,40 @@ def rejudge_file(
     if not rows:
         raise RejudgeError(f"{samples}: no samples of the {FILTER_NAME!r} filter")
     answers, docs = zip(*(_answer_and_reference(row) for row in rows), strict=True)
-    judge = JudgeFilter(protocol=protocol, settings=settings, prompt_for=_prompt_for(task, merged))
-    records = judge.apply(list(answers), list(docs))
-    describe = describe_judge(settings, protocol)
+    return RejudgePlan(task, samples, merged, settings, protocol, rows, list(answers), list(docs), original)
+
+
+def judge_plan(plan: RejudgePlan) -> list[dict[str, Any]]:
+    """The judged records of a plan's samples, in order (the judge is called here)."""
+    judge = JudgeFilter(
+        protocol=plan.protocol, settings=plan.settings, prompt_for=_prompt_for(plan.task, plan.metadata)
+    )
+    return judge.apply(plan.answers, plan.docs)
+
+
+def write_results(
+    plan: RejudgePlan, records: Sequence[Any], label: str, date: str
+) -> tuple[Path, dict[str, Any]]:
+    """Write a plan's re-judged results and records beside its samples; returns the results file."""
+    task, samples, rows = plan.task, plan.samples, plan.rows
+    describe = describe_judge(plan.settings, plan.protocol)
+    versions = plan.original.get("versions")
     results = {
-        "results": {task: {"alias": task, **aggregate(protocol, docs, records)}},
+        "results": {task: {"alias": task, **aggregate(plan.protocol, plan.docs, records)}},
         "configs": {
             task: {
                 "task": task,
-                "metadata": {**merged, "judge": describe, "rejudged_from": str(samples)},
+                "metadata": {**plan.metadata, "judge": describe, "rejudged_from": str(samples)},
             }
         },
-        "versions": {task: original.get("versions", {}).get(task)},
+        "versions": {task: versions.get(task) if isinstance(versions, dict) else None},
         "n-samples": {task: {"original": len(rows), "effective": len(rows)}},
-        "config": original.get("config", {}),
+        "config": plan.original.get("config", {}),
         "llmkick_rejudge": {"samples": str(samples), "label": label, "date": date},
     }
-    out = samples.with_name(f"rejudged_{task}_{label}_{date}.json")
+    out, records_file = outputs(plan, label)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    with (samples.with_name(f"rejudged_samples_{task}_{label}_{date}.jsonl")).open(
-        "w", encoding="utf-8"
-    ) as f:
+    with records_file.open("w", encoding="utf-8") as f:
         for row, record in zip(rows, records, strict=True):
             f.write(
                 json.dumps(
@@ -236,10 +299,35 @@ def rejudge_file(
     return out, results
 
 
-def default_label(metadata: Mapping[str, Any]) -> str:
-    """A file-name label for a re-judging: the judge model and protocol asked for."""
-    text = f"{metadata.get('judge_model') or 'judge'}-{metadata.get('judge_protocol') or 'llmkick'}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+def _file_label(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).lstrip("._+-") or "judge"
+
+
+def default_label(plans: Sequence[RejudgePlan]) -> str:
+    """``<judge model>-<protocol>`` as actually resolved for the tasks (``+`` joins differing ones)."""
+    models = list(dict.fromkeys(plan.settings.model for plan in plans))
+    protocols = list(dict.fromkeys(plan.settings.protocol for plan in plans))
+    return _file_label(f"{'+'.join(models)}-{'+'.join(protocols)}")
+
+
+def check_label(label: str) -> str:
+    """``label`` if it is usable in file names; :class:`RejudgeError` otherwise."""
+    if not LABEL.match(label):
+        raise RejudgeError(
+            f"llmkick judge: --label must be letters, digits, '.', '_', '+' or '-', starting with a letter "
+            f"or digit; got {label!r}"
+        )
+    return label
+
+
+def outputs(plan: RejudgePlan, label: str) -> tuple[Path, Path]:
+    """The results and records files of a plan under ``label``: named by the samples file's own date."""
+    match = SAMPLES_NAME.match(plan.samples.name)
+    stem = f"{plan.task}_{label}_{match['date'] if match else plan.samples.stem}"
+    return (
+        plan.samples.with_name(f"rejudged_{stem}.json"),
+        plan.samples.with_name(f"rejudged_samples_{stem}.jsonl"),
+    )
 
 
 def rejudge_path(
@@ -248,22 +336,45 @@ def rejudge_path(
     *,
     label: str | None = None,
     tasks: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Re-judge every judged task's samples under ``path``; returns the results files written.
 
     ``metadata``: judge settings as ``--metadata`` would give them (``judge_model``, ``judge_protocol``,
-    ``judge_base_url``, ``data_dir``, ...), over the original run's task metadata.  For a sweep run directory
-    the re-judged points are also gathered into ``<run>/rejudged/<label>/`` for ``llmkick report``.
+    ``judge_base_url``, ``data_dir``, ...), over the original run's task metadata.  ``label`` (default:
+    the judge model and protocol actually used) names the results; results of an existing label are
+    refused unless ``overwrite``, which replaces them.  Every task is checked, then judged, and only then
+    are results written.  For a sweep run directory the re-judged points are also gathered into
+    ``<run>/rejudged/<label>/`` for ``llmkick report``.
     """  # fmt: skip
     path = Path(path).expanduser()
     metadata = dict(metadata or {})
-    label = label or default_label(metadata)
+    if label is not None:
+        check_label(label)
+    plans = [plan_file(task, samples, metadata) for task, samples in find_samples(path, tasks)]
+    label = label or default_label(plans)
+    sweep = (path / "sweep.json").is_file()
+    existing = [file for plan in plans for file in outputs(plan, label) if file.exists()]
+    if sweep and (path / "rejudged" / label).exists():
+        existing.insert(0, path / "rejudged" / label)
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise RejudgeError(
+            f"llmkick judge: results labelled {label!r} exist already: {existing[0]}{more}; choose another "
+            f"--label, or pass --overwrite to replace them"
+        )
     date = datetime.now().isoformat().replace(":", "-")
-    written: list[tuple[Path, dict[str, Any]]] = []
-    for task, samples in find_samples(path, tasks):
-        log.info("llmkick judge: re-judging %s (%s)", samples, task)
-        written.append(rejudge_file(task, samples, metadata, label, date))
-    if (path / "sweep.json").is_file():
+    judged = []
+    for plan in plans:
+        log.info("llmkick judge: re-judging %s (%s)", plan.samples, plan.task)
+        try:
+            judged.append((plan, judge_plan(plan)))
+        except JudgeRequestError as error:
+            raise JudgeRequestError(f"{plan.task} ({plan.samples}): {error}; no result was written") from None
+    written = [write_results(plan, records, label, date) for plan, records in judged]  # replaces files
+    if sweep:
+        if overwrite:  # the old folder may hold points of an older run layout: start it afresh
+            shutil.rmtree(path / "rejudged" / label, ignore_errors=True)
         _gather_sweep(path, label, written)
     return [file for file, _ in written]
 
