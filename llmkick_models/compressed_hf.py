@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
@@ -62,6 +63,11 @@ class CompressedHFLM(HFLM):
     ``cache_dir``, which is ``from_pretrained``'s download cache).  Everything else goes to ``HFLM`` and
     from there to ``from_pretrained``, exactly as with ``--model hf``.  ``pretrained`` may also be an
     already-loaded ``PreTrainedModel``, compressed in place.
+
+    Log-probabilities are computed in float32 or wider (the model's dtype if wider) whatever the model's
+    dtype: HFLM's ``softmax_dtype``, which sets both the log-softmax's dtype and that of the per-request
+    sum of token log-probs, defaults here to that instead of the logits' dtype.  An explicit
+    ``softmax_dtype=`` is used as given.  Which one was used is recorded as ``llmkick_scoring``.
     """
 
     def __init__(
@@ -90,6 +96,11 @@ class CompressedHFLM(HFLM):
         self.compression_report: CompressionReport | None = None
         route_logs_through_lm_eval("llmkick_models")
         super().__init__(pretrained=pretrained, **kwargs)
+        self._softmax_dtype_from = "model_args" if kwargs.get("softmax_dtype") is not None else "default"
+        if self.softmax_dtype is None:
+            # HFLM would take the log-softmax and sum the log-probs in the logits' dtype: in bfloat16 a
+            # 2048-token window's log-likelihood (thousands of nats) comes back rounded to 16-32 nats.
+            self.softmax_dtype = torch.promote_types(self.model.dtype, torch.float32)
         if self.compression_report is None:  # a loaded model skips _create_model
             self._compress()
 
@@ -244,8 +255,13 @@ class CompressedHFLM(HFLM):
             self.batch_size_per_gpu = requested
 
     def get_model_info(self) -> dict[str, Any]:
-        """HFLM's model info plus the compression report (lands in the results JSON ``config``)."""
+        """HFLM's model info plus the compression report and the log-softmax dtype (land in the results JSON
+        ``config`` as ``llmkick_compression`` and ``llmkick_scoring``)."""
         info = super().get_model_info()
+        info["llmkick_scoring"] = {
+            "softmax_dtype": str(self.softmax_dtype).removeprefix("torch."),
+            "softmax_dtype_from": self._softmax_dtype_from,
+        }
         if self.compression_report is not None:
             info["llmkick_compression"] = {**self.compression_report.to_dict(), "cache": self.cache_info}
         return info
