@@ -18,18 +18,12 @@ import transformers
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from llmkick_models.arguments import (
-    check_calibration_memory,
-    parse_cache_flag,
-    reject_foreign_names,
-    reject_incompatible_load_args,
-    reject_misspelled_args,
-)
+from llmkick_models.arguments import check_calibration_memory, parse_cache_flag
 from llmkick_models.engine.calibration import calibration_tokens, load_documents, model_context_length
 from llmkick_models.engine.compress import compress_model
-from llmkick_models.engine.methods import build_spec, option_names
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes_per_logit
+from llmkick_models.preload_checks import check_model_args, hidden_size
 from llmkick_models.storage.cache_verify import verify_loaded
 from llmkick_models.storage.model_cache import CacheLockError, ModelCache, cache_key, describe_source
 from llmkick_tasks.logs import route_logs_through_lm_eval
@@ -37,19 +31,6 @@ from llmkick_tasks.logs import route_logs_through_lm_eval
 log = logging.getLogger(__name__)
 
 _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters)
-
-
-def _hidden_size(pretrained: str, load_args: dict[str, Any]) -> int | None:
-    """The model's hidden size from its config alone (cheap), or None when the config cannot be read."""
-    options = {
-        k: load_args[k] for k in ("revision", "subfolder", "trust_remote_code", "gguf_file") if k in load_args
-    }
-    try:
-        config = transformers.AutoConfig.from_pretrained(pretrained, **options)
-    except Exception:  # the load itself will report an unreadable model properly
-        return None
-    config = getattr(config, "text_config", config)
-    return getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
 
 
 @register_model("compressed-hf")
@@ -79,13 +60,11 @@ class CompressedHFLM(HFLM):
         **kwargs: Any,
     ) -> None:
         # Validate everything, and read the calibration text, before HFLM loads anything.
-        reject_foreign_names(kwargs)
-        own = {arg: kwargs.pop(arg) for arg in list(kwargs) if arg in option_names()}
-        reject_misspelled_args(kwargs, _HFLM_ARGS)
-        self.compression_spec = build_spec(method, **own)
-        reject_incompatible_load_args(self.compression_spec, kwargs)
+        checked = check_model_args(pretrained, {"method": method, **kwargs}, _HFLM_ARGS)
+        self.compression_spec = checked.spec
+        kwargs = checked.load_args
         if self.compression_spec.calibration is not None and isinstance(pretrained, str):
-            check_calibration_memory(self.compression_spec, _hidden_size(pretrained, kwargs))
+            check_calibration_memory(self.compression_spec, hidden_size(checked.config))
         budget_bytes()  # a malformed $LLMKICK_LOGITS_BUDGET_MB fails here, before anything loads
         use_cache = True if cache is None else parse_cache_flag(cache)
         self._model_cache = ModelCache(llmkick_cache_dir) if use_cache else None
