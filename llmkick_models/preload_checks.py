@@ -75,11 +75,9 @@ def check_model_args(pretrained: Any, args: Mapping[str, Any], hflm_args: Iterab
     spec = build_spec(**own)
     reject_incompatible_load_args(spec, load_args)
     check_dtypes(load_args)
-    config = None
-    if _needs_widths(spec):
-        config = check_widths(spec, pretrained, load_args)
-    elif spec.calibration is not None and isinstance(pretrained, str):
-        config = read_config(pretrained, load_args)
+    config = check_widths(spec, pretrained, load_args) if _needs_widths(spec) else None
+    if config is None and spec.calibration is not None and isinstance(pretrained, str):
+        config = read_config(pretrained, load_args)  # its hidden size bounds the calibration memory
     return CheckedArgs(spec, load_args, config)
 
 

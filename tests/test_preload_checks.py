@@ -126,6 +126,9 @@ def test_an_unbuildable_config_is_left_to_the_check_after_loading(
     try:
         checked = check_model_args(str(tiny_llama_dir), {"method": "magnitude", "pattern": "2:3"}, HFLM_ARGS)
         assert checked.config is None  # no guess: nothing refused before loading
+        # ... but a calibrated method still gets the config's hidden size for its memory check
+        calibrated = {"method": "wanda", "pattern": "2:3", "calibration": "random"}
+        assert check_model_args(str(tiny_llama_dir), calibrated, HFLM_ARGS).config.hidden_size == 64
         with pytest.raises(ValueError, match=rf"pattern=2:3: {_Q_PROJ} has 64"):
             CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", method="magnitude", pattern="2:3")
     finally:
