@@ -13,22 +13,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from llmkick_models.arguments import (
-    check_calibration_memory,
-    parse_cache_flag,
-    reject_foreign_names,
-    reject_incompatible_load_args,
-    reject_misspelled_args,
-)
+from llmkick_models.arguments import check_calibration_memory, parse_cache_flag
 from llmkick_models.engine.calibration import calibration_tokens, load_documents, model_context_length
 from llmkick_models.engine.compress import compress_model
-from llmkick_models.engine.methods import build_spec, option_names
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes_per_logit
+from llmkick_models.preload_checks import check_model_args, hidden_size
 from llmkick_models.storage.cache_verify import verify_loaded
 from llmkick_models.storage.model_cache import (
     CacheLockError,
@@ -44,19 +39,6 @@ log = logging.getLogger(__name__)
 _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters)
 
 
-def _hidden_size(pretrained: str, load_args: dict[str, Any]) -> int | None:
-    """The model's hidden size from its config alone (cheap), or None when the config cannot be read."""
-    options = {
-        k: load_args[k] for k in ("revision", "subfolder", "trust_remote_code", "gguf_file") if k in load_args
-    }
-    try:
-        config = transformers.AutoConfig.from_pretrained(pretrained, **options)
-    except Exception:  # the load itself will report an unreadable model properly
-        return None
-    config = getattr(config, "text_config", config)
-    return getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
-
-
 @register_model("compressed-hf")
 class CompressedHFLM(HFLM):
     """HFLM whose decoder linears are pruned and/or quantized (fake quantization) right after loading.
@@ -68,6 +50,11 @@ class CompressedHFLM(HFLM):
     ``cache_dir``, which is ``from_pretrained``'s download cache).  Everything else goes to ``HFLM`` and
     from there to ``from_pretrained``, exactly as with ``--model hf``.  ``pretrained`` may also be an
     already-loaded ``PreTrainedModel``, compressed in place.
+
+    Log-probabilities are computed in float32 or wider (the model's dtype if wider) whatever the model's
+    dtype: HFLM's ``softmax_dtype``, which sets both the log-softmax's dtype and that of the per-request
+    sum of token log-probs, defaults here to that instead of the logits' dtype.  An explicit
+    ``softmax_dtype=`` is used as given.  Which one was used is recorded as ``llmkick_scoring``.
     """
 
     def __init__(
@@ -79,13 +66,11 @@ class CompressedHFLM(HFLM):
         **kwargs: Any,
     ) -> None:
         # Validate everything, and read the calibration text, before HFLM loads anything.
-        reject_foreign_names(kwargs)
-        own = {arg: kwargs.pop(arg) for arg in list(kwargs) if arg in option_names()}
-        reject_misspelled_args(kwargs, _HFLM_ARGS)
-        self.compression_spec = build_spec(method, **own)
-        reject_incompatible_load_args(self.compression_spec, kwargs)
+        checked = check_model_args(pretrained, {"method": method, **kwargs}, _HFLM_ARGS)
+        self.compression_spec = checked.spec
+        kwargs = checked.load_args
         if self.compression_spec.calibration is not None and isinstance(pretrained, str):
-            check_calibration_memory(self.compression_spec, _hidden_size(pretrained, kwargs))
+            check_calibration_memory(self.compression_spec, hidden_size(checked.config))
         budget_bytes()  # a malformed $LLMKICK_LOGITS_BUDGET_MB fails here, before anything loads
         use_cache = True if cache is None else parse_cache_flag(cache)
         self._model_cache = ModelCache(llmkick_cache_dir) if use_cache else None
@@ -96,6 +81,11 @@ class CompressedHFLM(HFLM):
         self.compression_report: CompressionReport | None = None
         route_logs_through_lm_eval("llmkick_models")
         super().__init__(pretrained=pretrained, **kwargs)
+        self._softmax_dtype_from = "model_args" if kwargs.get("softmax_dtype") is not None else "default"
+        if self.softmax_dtype is None:
+            # HFLM would take the log-softmax and sum the log-probs in the logits' dtype: in bfloat16 a
+            # 2048-token window's log-likelihood (thousands of nats) comes back rounded to 16-32 nats.
+            self.softmax_dtype = torch.promote_types(self.model.dtype, torch.float32)
         if self.compression_report is None:  # a loaded model skips _create_model
             self._compress()
 
@@ -250,8 +240,13 @@ class CompressedHFLM(HFLM):
             self.batch_size_per_gpu = requested
 
     def get_model_info(self) -> dict[str, Any]:
-        """HFLM's model info plus the compression report (lands in the results JSON ``config``)."""
+        """HFLM's model info plus the compression report and the log-softmax dtype (land in the results JSON
+        ``config`` as ``llmkick_compression`` and ``llmkick_scoring``)."""
         info = super().get_model_info()
+        info["llmkick_scoring"] = {
+            "softmax_dtype": str(self.softmax_dtype).removeprefix("torch."),
+            "softmax_dtype_from": self._softmax_dtype_from,
+        }
         if self.compression_report is not None:
             info["llmkick_compression"] = {**self.compression_report.to_dict(), "cache": self.cache_info}
         return info

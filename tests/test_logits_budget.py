@@ -16,7 +16,9 @@ def test_batch_is_cut_to_the_budget() -> None:
     assert bounded_batch_size(16, 2048, 262_144, 8, budget=2 * gemma_window) == 2
     assert bounded_batch_size(16, 2048, 262_144, 8, budget=2**30) == 1  # never below one sequence
     assert bounded_batch_size(4, 10, 100, 8, budget=2**30) == 4  # small requests keep the asked batch
-    assert bytes_per_logit(torch.float32, None) == 12 and bytes_per_logit(torch.bfloat16, torch.float32) == 10
+    assert bytes_per_logit(torch.float32, None) == 12 and bytes_per_logit(torch.float32, torch.float32) == 12
+    # bfloat16 logits, their float32 copy, its log-softmax and the previous batch's log-softmax
+    assert bytes_per_logit(torch.bfloat16, torch.float32) == 2 + 3 * 4
 
 
 def test_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,3 +57,23 @@ def test_cut_batches_give_the_same_scores(tiny_llama_dir: Path, monkeypatch: pyt
     cut = lm._loglikelihood_tokens(requests)
     assert seen == [1] * 6 and lm.batch_size == 4  # the asked batch size is restored afterwards
     assert [ll for ll, _ in cut] == pytest.approx([ll for ll, _ in full], rel=1e-5)
+
+
+def test_a_16_bit_model_is_budgeted_for_its_float32_log_softmax(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4, dtype="bfloat16")
+    assert lm.softmax_dtype == torch.float32
+    requests = [(("", ""), [lm.prefix_token_id], list(range(5 + i, 45 + i))) for i in range(6)]
+    seen: list[int] = []
+    original = lm._model_call
+
+    def spy(inps: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(inps.shape[0])
+        return original(inps, *args, **kwargs)
+
+    monkeypatch.setattr(lm, "_model_call", spy)
+    per_sequence = 40 * lm.model.config.vocab_size * (2 + 3 * 4)  # 40 tokens, bf16 logits + 3 float32
+    monkeypatch.setenv(BUDGET_ENV, str(2.5 * per_sequence / 2**20))  # room for two such sequences
+    lm._loglikelihood_tokens(requests)
+    assert seen == [2, 2, 2]

@@ -194,15 +194,19 @@ def test_failing_point_shows_its_log_and_the_others_run(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    argv = _sweep_argv(tiny_llama_dir, local_task_dir, run_dir)
-    argv[argv.index("2:4")] = "2:3,2:4"  # M=3 divides no layer of the tiny model: fails at compression
-    result = _cli(argv)
+    # Pre-flight reads the calibration text; only the loaded model's tokenizer finds it too short, so the
+    # compressed point fails at compression and the dense one (no calibration) runs.
+    short = tmp_path / "short.txt"
+    short.write_text("Too short to calibrate on.\n")
+    result = _cli(
+        _sweep_argv(tiny_llama_dir, local_task_dir, run_dir, "--compress_args", f"calibration={short}")
+    )
     assert result.returncode == 1
-    assert "magnitude-2of3: FAILED (exit 1); last lines of" in result.stdout
-    assert "not a multiple of 3" in result.stdout  # the cause, from the log's tail
-    assert "1 of 3 points failed: magnitude-2of3" in result.stderr
-    assert (run_dir / "points" / "magnitude-2of4" / "results.json").is_file()
-    assert not (run_dir / "points" / "magnitude-2of3" / "results.json").exists()
+    assert "magnitude-2of4: FAILED (exit 1); last lines of" in result.stdout
+    assert "no document has more than seqlen" in result.stdout  # the cause, from the log's tail
+    assert "1 of 2 points failed: magnitude-2of4" in result.stderr
+    assert (run_dir / "points" / "dense" / "results.json").is_file()
+    assert not (run_dir / "points" / "magnitude-2of4" / "results.json").exists()
 
 
 def _children(pid: int) -> list[int]:

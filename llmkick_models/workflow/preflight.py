@@ -1,6 +1,6 @@
 """Everything a sweep point could fail on late, checked before the first point; the fingerprinted plan.
 
-Every point's compressed-hf arguments go through the same ``build_spec`` compressed-hf uses, the lm-eval
+Every point's compressed-hf arguments go through compressed-hf's own ``check_model_args``, the lm-eval
 options through lm-eval's own parser and config, the task names through its ``TaskManager``; the
 calibration sources are read and judged tasks need their judge.  Finished points whose fingerprint differs
 from the plan's are *stale*: the sweep refuses them unless asked to recompute.
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
-from llmkick_models.arguments import compression_args, reject_misspelled_args
-from llmkick_models.engine.methods import build_spec, methods_taking
+from llmkick_models.arguments import compression_args
+from llmkick_models.engine.methods import methods_taking
+from llmkick_models.preload_checks import check_model_args
 from llmkick_models.workflow.sweep_plan import (
     CACHE_ARGS,
     COSMETIC_LM_EVAL_OPTIONS,
@@ -73,8 +74,8 @@ def _hflm_args() -> frozenset[str]:
 def check_point_args(
     points: Sequence[SweepPoint], base_model_args: str, compress_args: dict[str, str]
 ) -> None:
-    """Validate every point's full model_args exactly as compressed-hf will, and read each calibration
-    source once (an unreachable ``c4`` fails here, not at point 2)."""
+    """Validate every point's full model_args with compressed-hf's own pre-load checks, and read each
+    calibration source once (an unreachable ``c4`` fails here, not at point 2)."""
     from lm_eval.utils import simple_parse_args_string
 
     from llmkick_models.engine.calibration import CalibrationDataError, load_documents
@@ -83,10 +84,11 @@ def check_point_args(
     checked_sources: set[str] = set()
     for point in points:
         parsed = simple_parse_args_string(point_args(point, base_model_args, compress_args))
-        spec_args = {k: v for k, v in parsed.items() if k in compression_args() and k not in CACHE_ARGS}
+        pretrained = parsed.pop("pretrained", None)
+        args = {k: v for k, v in parsed.items() if k not in CACHE_ARGS}
         try:
-            reject_misspelled_args([k for k in parsed if k not in compression_args()], hflm_args)
-            spec = build_spec(**spec_args)
+            # compressed-hf's own pre-load checks: names, values, dtypes, N:M / group widths vs the config
+            spec = check_model_args(pretrained, args, hflm_args).spec
             if spec.calibration is not None and spec.calibration.source not in checked_sources:
                 load_documents(spec.calibration)
                 checked_sources.add(spec.calibration.source)
