@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from report_fixtures import edit_score, samples_file, write_point
 
 from llmkick_models.workflow.cli import main
 from llmkick_models.workflow.preflight import (
@@ -18,6 +19,7 @@ from llmkick_models.workflow.preflight import (
     fingerprint_changes,
     preflight,
     stale_points,
+    untrusted_results,
 )
 from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint, plan_points
 
@@ -68,8 +70,17 @@ def test_resume_with_another_model_refuses_then_reruns(
     report = (run_dir / "report.md").read_text()
     assert str(model_b) in report.splitlines()[0]
 
-    again = _cli(_sweep_argv(model_b, local_task_dir, run_dir))
+    again = _cli(_sweep_argv(model_b, local_task_dir, run_dir))  # lm-eval's real files pass the check
     assert again.returncode == 0 and again.stdout.count("done earlier, skipped") == 2
+
+    edited = edit_score(run_dir / "points" / "dense", "local_fixture_choice", "acc,none", 0.123)
+    refused = _cli(_sweep_argv(model_b, local_task_dir, run_dir))
+    assert refused.returncode == 2 and "nothing was run" in refused.stderr
+    assert (
+        f"dense: results disagree with samples: {edited} reports local_fixture_choice acc,none = 0.123, "
+        "recomputed from "
+    ) in refused.stderr
+    assert "/lm_eval/" in refused.stderr.split("recomputed from ")[1]  # the run's own samples file
 
 
 def _plan(model: Path, tasks_dir: Path, compress: dict[str, str] | None = None, *lm_eval: str):
@@ -89,6 +100,71 @@ def _mark_finished(plan, run_dir: Path) -> None:
         folder.mkdir(parents=True)
         (folder / "results.json").write_text("{}")
         (folder / "fingerprint.json").write_text(json.dumps(fingerprint))
+
+
+def _finished_point(plan, run_dir: Path, point_id: str, tasks: dict | None = None, **options) -> Path:
+    """A point finished with the plan's fingerprint: results.json and the samples logged with it."""
+    tasks = tasks or {"local_fixture_choice": {"acc": [1, 0, 1, 1]}}
+    folder = write_point(run_dir, point_id, tasks, **options)
+    (folder / "fingerprint.json").write_text(json.dumps(plan.fingerprints[point_id]))
+    return folder
+
+
+def test_results_that_disagree_with_their_samples_are_refused_then_recomputed(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkick_models.workflow import sweep
+
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    run_dir = tmp_path / "run"
+    dense, wanda = (_finished_point(plan, run_dir, p) for p in ("dense", "wanda-2of4"))
+    assert stale_points(plan, run_dir) == {}  # same settings, results as their samples give them
+    edited = edit_score(dense, "local_fixture_choice", "acc,none", 0.8)  # 3 of 4 right: 0.75
+    samples_file(wanda, "local_fixture_choice").unlink()
+    attempted: list[str] = []
+
+    def run(plan, point, point_dir, progress, **_slot) -> bool:
+        attempted.append(point.point_id)
+        return True
+
+    monkeypatch.setattr(sweep, "_run_point", run)
+    with pytest.raises(SweepError) as refused:
+        sweep.run_sweep(plan, run_dir)
+    message = str(refused.value)
+    assert "nothing was run" in message and "Re-run with --rerun" in message
+    assert (
+        f"  dense: results disagree with samples: {edited} reports local_fixture_choice acc,none = 0.8, "
+        f"recomputed from {samples_file(dense, 'local_fixture_choice')}: 0.75\n"
+    ) in message
+    assert f"  wanda-2of4: samples missing: {samples_file(wanda, 'local_fixture_choice')}\n" in message
+    assert attempted == [] and edited.is_file() and not (run_dir / "sweep.json").exists()
+
+    sweep.run_sweep(plan, run_dir, rerun=True)
+    assert attempted == ["dense", "wanda-2of4"]
+    assert not edited.exists() and not (wanda / "results.json").exists()  # deleted before recomputing
+
+
+def test_an_unreadable_results_file_is_not_reused(tmp_path: Path) -> None:
+    folder = write_point(tmp_path, "dense", {"t": {"acc": [1, 0]}})
+    assert untrusted_results(folder) == []
+    (folder / "results.json").write_text("[1, 2]")
+    assert untrusted_results(folder) == [
+        f"results unreadable: {folder / 'results.json'} is not a JSON object"
+    ]
+
+
+def test_a_score_that_cannot_be_recomputed_is_reused_with_a_warning(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    for point in ("dense", "wanda-2of4"):
+        _finished_point(plan, tmp_path, point, {"mt": {"bleu": [0.5, 0.25]}}, recorded={"bleu": "bleu"})
+    assert stale_points(plan, tmp_path) == {}
+    err = capsys.readouterr().err
+    assert (
+        "llmkick sweep: warning: dense: mt: mt bleu,none cannot be recomputed from samples: lm-eval "
+        "aggregated it with 'bleu', which llmkick does not redo; reused as reported"
+    ) in err
 
 
 def test_fingerprint_covers_tasks_options_compression_and_data(

@@ -174,6 +174,10 @@ def test_cli_llmkick_with_judge_keeps_exact_match_prompts_raw(
     _check_every_task_ran(results, limit=1, top_group="llmkick")
     scores = results["results"]
     assert "llmkick_exact_match" in scores
+    # Every score (MMLU groups, judge means and counters included) comes back from the logged samples.
+    from llmkick_models.workflow.sample_checks import PointCheck
+
+    assert PointCheck(root / "out", results).findings == []
     # The scripted judge's verdicts for the first document of each judged task (judge_fixtures).
     assert scores["llmkick_summarization"]["coherence,judge"] == 8.0
     assert scores["llmkick_instruction_vicuna80"]["score,judge"] == 9.0

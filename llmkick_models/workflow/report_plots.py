@@ -64,7 +64,7 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
         name = metric.split(",")[0]
 
         def value(point: PointResult, task: str = task, metric: str = metric) -> float | None:
-            return point.results.get("results", {}).get(task, {}).get(metric)
+            return point.trusted_score(task, metric)  # a score listed under Problems is not drawn
 
         def comparison(point: PointResult, task: str = task, metric: str = metric) -> Comparison | None:
             found = compared.get((point.point["id"], task, metric))
@@ -97,7 +97,7 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                     key = "pattern" if panel == "N:M" else "bits"
                     chosen.sort(key=lambda p, key=key: labels.index(p.point[key]))
                     xs = [labels.index(p.point[key]) for p in chosen]
-                ys = [value(p) for p in chosen]
+                ys = [math.nan if (v := value(p)) is None else v for p in chosen]  # a gap, not a crash
                 if panel == "sparsity" and dense_value is not None:
                     xs, ys = [0.0, *xs], [dense_value, *ys]
                 lows, highs = [], []

@@ -1,16 +1,31 @@
 """A sweep's results as the report reads them: the points, their headline metrics, and each point's paired
-comparison with dense on the same documents (from the per-document samples lm-eval logged)."""
+comparison with dense on the same documents (from the per-document samples lm-eval logged).  A score is
+used only once its samples give it back (:mod:`llmkick_models.workflow.sample_checks`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow import paired_stats
-from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
+from llmkick_models.workflow.paired_stats import Comparison
+from llmkick_models.workflow.sample_checks import (
+    AGGREGATIONS,
+    NOT_A_NUMBER,
+    UNREADABLE,
+    Finding,
+    PointCheck,
+    aggregation_of,
+    children,
+    close,
+    is_number,
+    leaf_tasks,
+    numeric_scores,
+)
 
 PREFERRED_METRICS = (
     "contains",
@@ -29,22 +44,6 @@ JUDGED_HEADLINES = ("coherence", "consistency", "fluency", "relevance", "score",
 RATIO_METRICS = ("token_perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity")
 
 
-def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numeric metric values of one results entry (strings, stderr placeholders and aliases dropped)."""
-    return {
-        key: float(value)
-        for key, value in metrics.items()
-        if "," in key
-        and "_stderr" not in key
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
-    }
-
-
-def _children(results: dict[str, Any]) -> dict[str, list[str]]:
-    return {group: list(subtasks) for group, subtasks in results.get("group_subtasks", {}).items()}
-
-
 def reported_tasks(results: dict[str, Any]) -> list[str]:
     """Top-level tasks and groups that carry a score, in results order.
 
@@ -52,18 +51,18 @@ def reported_tasks(results: dict[str, Any]) -> list[str]:
     members of a scored group (MMLU's subjects) are not columns of their own.
     """
     entries = results.get("results", {})
-    children = _children(results)
-    nested = {child for members in children.values() for child in members}
-    roots = [name for name in [*entries, *children] if name not in nested]
+    children_of = children(results)
+    nested = {child for members in children_of.values() for child in members}
+    roots = [name for name in [*entries, *children_of] if name not in nested]
     out: list[str] = []
 
     def visit(name: str) -> None:
         if name in out:
             return
-        if numeric_metrics(entries.get(name, {})):
+        if numeric_scores(entries.get(name, {})):
             out.append(name)
         else:
-            for child in children.get(name, []):
+            for child in children_of.get(name, []):
                 visit(child)
 
     for root in dict.fromkeys(roots):
@@ -73,7 +72,7 @@ def reported_tasks(results: dict[str, Any]) -> list[str]:
 
 def task_headlines(results: dict[str, Any], task: str) -> list[tuple[str, float]]:
     """The headline ``(metric key, value)`` pairs of one task: all judge scores, else the preferred one."""
-    candidates = numeric_metrics(results.get("results", {}).get(task, {}))
+    candidates = numeric_scores(results.get("results", {}).get(task, {}))
     if not candidates:
         return []
     judged = [key for key in candidates if key.split(",")[0] in JUDGED_HEADLINES]
@@ -112,12 +111,12 @@ def higher_is_better(results: dict[str, Any], task: str, metric_key: str) -> boo
 
 @dataclass
 class PointResult:
-    """One finished point of a run: its coordinates, lm-eval's results and its per-document samples."""
+    """One finished point of a run: its coordinates, lm-eval's results and the samples logged with them."""
 
     point: dict[str, Any]
     results: dict[str, Any]
-    point_dir: Path | None = None
-    _samples: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict, repr=False)
+    point_dir: Path
+    load_error: str | None = None  # results.json could not be read: the point has no scores
 
     @property
     def measured_sparsity(self) -> float | None:
@@ -125,37 +124,49 @@ class PointResult:
         report = self.results.get("config", {}).get("llmkick_compression")
         return report.get("overall_sparsity") if report else None
 
-    def _samples_folder(self) -> tuple[Path, str] | None:
-        """The lm-eval output folder and date id of the run whose results this point kept."""
-        if self.point_dir is None:
-            return None
-        for results_file in sorted(self.point_dir.rglob("results_*.json"), reverse=True):
-            try:
-                raw = json.loads(results_file.read_text())
-            except (OSError, ValueError):
-                continue
-            # Only samples of the very run whose scores we report: the same file, or (if the sweep added
-            # fields of its own) the same lm-eval start time and the same scores.
-            same_run = raw == self.results or (
-                raw.get("date") is not None
-                and raw.get("date") == self.results.get("date")
-                and raw.get("results") == self.results.get("results")
-            )
-            if same_run:
-                return results_file.parent, results_file.stem[len("results_") :]
-        return None
+    @functools.cached_property
+    def check(self) -> PointCheck:
+        """Every reported score recomputed from the samples (read once, on first use)."""
+        return PointCheck(self.point_dir, self.results)
 
-    def samples(self, task: str) -> list[dict[str, Any]] | None:
-        """lm-eval's logged samples of ``task`` (``None`` when the run kept none)."""
-        if task not in self._samples:
-            found = self._samples_folder()
-            path = found[0] / f"samples_{task}_{found[1]}.jsonl" if found else None
-            if path is None or not path.is_file():
-                self._samples[task] = None
-            else:
-                with path.open(encoding="utf-8") as handle:
-                    self._samples[task] = [json.loads(line) for line in handle if line.strip()]
-        return self._samples[task]
+    def findings(self) -> list[Finding]:
+        """Why some of this point's scores are not trusted or not checked (results.json itself unreadable
+        included)."""
+        if self.load_error is not None:
+            return [Finding(UNREADABLE, "*", None, self.load_error)]
+        return self.check.findings
+
+    def samples(self, task: str) -> list[dict[str, Any]] | Finding:
+        """``task``'s logged samples (``doc_id``, ``filter`` and the metric values), or why there are none."""
+        return self.check.samples.rows(task)
+
+    def score(self, task: str, metric_key: str) -> Any:
+        """The reported value of ``metric_key`` of ``task`` (None when not reported)."""
+        return self.results.get("results", {}).get(task, {}).get(metric_key)
+
+    def issue(self, task: str, metric_key: str) -> Finding | None:
+        """Why this point's score of ``metric_key`` of ``task`` gets no verdict, or None when it is sound."""
+        finding = self.check.finding_for(task, metric_key)  # a disagreement first: it says the most
+        value = self.score(task, metric_key)
+        if finding is None and is_number(value) and not math.isfinite(value):
+            return Finding(NOT_A_NUMBER, task, metric_key, f"score is not a number ({value})")
+        return finding
+
+    def trusted_score(self, task: str, metric_key: str) -> float | None:
+        """The reported score when it is a number its samples give back, else None."""
+        value = self.score(task, metric_key)
+        return float(value) if is_number(value) and self.issue(task, metric_key) is None else None
+
+
+def _load_point(point: dict[str, Any], point_dir: Path) -> PointResult:
+    results_file = point_dir / "results.json"
+    try:
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return PointResult(point, {}, point_dir, f"results unreadable: {results_file}: {error}")
+    if not isinstance(results, dict):
+        return PointResult(point, {}, point_dir, f"results unreadable: {results_file} is not a JSON object")
+    return PointResult(point, results, point_dir)
 
 
 def load_run(run_dir: Path) -> list[PointResult]:
@@ -169,25 +180,24 @@ def load_run(run_dir: Path) -> list[PointResult]:
     loaded = []
     for point in planned:
         point_dir = run_dir / "points" / point["id"]
-        results_file = point_dir / "results.json"
-        if results_file.is_file():
-            loaded.append(PointResult(point, json.loads(results_file.read_text()), point_dir))
+        if (point_dir / "results.json").is_file():
+            loaded.append(_load_point(point, point_dir))
     if not loaded:
         raise FileNotFoundError(f"{run_dir} holds no finished point yet")
     return loaded
 
 
-def matches(value: float, dense: float, higher_is_better: bool) -> bool | None:
-    """LLM-KICK's "matching" on point estimates alone: within 5% of the dense score, in the good direction.
-
-    None when the dense model scores 0 on a higher-is-better metric: every point would "match" a model
-    that knows nothing, which says nothing.
-    """
-    if higher_is_better and dense <= 0:
-        return None
-    if higher_is_better:
-        return value >= (1 - MATCHING_TOLERANCE) * dense
-    return value <= (1 + MATCHING_TOLERANCE) * dense
+def problems(points: list[PointResult]) -> list[tuple[str, Finding]]:
+    """``(point id, finding)`` for every score that gets no verdict because of its data: results that
+    disagree with their samples, samples missing or unreadable, scores that cannot be recomputed, and
+    headline scores that are not numbers."""
+    out = [(p.point["id"], finding) for p in points for finding in p.findings()]
+    for point in points:
+        for task, metric in report_columns(points):
+            issue = point.issue(task, metric)
+            if issue is not None and issue.kind == NOT_A_NUMBER:
+                out.append((point.point["id"], issue))
+    return out
 
 
 # ---- per-document values -------------------------------------------------------------------------------
@@ -197,45 +207,43 @@ class SamplesUnusable(ValueError):
     """The samples cannot support a paired comparison (the reason is shown in the report)."""
 
 
-def _leaf_tasks(results: dict[str, Any], task: str) -> list[str]:
-    children = _children(results)
-    if not children.get(task):  # lm-eval lists plain tasks as groups of nothing
-        return [task]
-    return [leaf for child in children[task] for leaf in _leaf_tasks(results, child)]
-
-
 def _document_values(point: PointResult, task: str, metric_key: str) -> dict[tuple[str, Any], Any]:
-    """``{(leaf task, doc_id): value}`` of one metric, checked to reproduce the reported score."""
+    """``{(leaf task, doc_id): value}`` of one metric, pooled over a group's subtasks.
+
+    The score itself was checked against the samples; pooling is checked here: a group that averages
+    its subtasks unweighted is not the mean of its documents, so it cannot be paired per document.
+    """
     metric, _, filter_key = metric_key.partition(",")
     values: dict[tuple[str, Any], Any] = {}
-    for leaf in _leaf_tasks(point.results, task):
-        samples = point.samples(leaf)
-        if samples is None:
-            raise SamplesUnusable(f"no per-document samples of {leaf} for point {point.point['id']}")
-        for sample in samples:
-            if sample.get("filter", filter_key) != filter_key or metric not in sample:
-                continue
-            values[(leaf, sample["doc_id"])] = sample[metric]
+    aggregations = set()
+    for leaf in leaf_tasks(point.results, task):
+        rows = point.samples(leaf)
+        if isinstance(rows, Finding):
+            raise SamplesUnusable(rows.message)
+        aggregations.add(aggregation_of(point.results, leaf, metric))
+        for row in rows:
+            if row["filter"] == filter_key and metric in row:
+                values[(leaf, row["doc_id"])] = row[metric]
     if not values:
         raise SamplesUnusable(f"the samples of {task} hold no {metric!r} per document")
-    reported = point.results["results"][task][metric_key]
-    recomputed = _aggregate(metric, list(values.values()))
-    if not math.isclose(recomputed, reported, rel_tol=1e-6, abs_tol=1e-9):
+    ratio = metric in RATIO_METRICS and aggregations <= {"weighted_perplexity", "bits_per_byte"}
+    if not (ratio or aggregations == {"mean"}) or len(aggregations) != 1:
         raise SamplesUnusable(
-            f"{task} {metric} is not the mean (or corpus ratio) of its samples at point {point.point['id']} "
-            f"(reported {reported:.6g}, samples give {recomputed:.6g}), so it cannot be paired per document"
+            f"{task} {metric} is aggregated with {', '.join(sorted(aggregations))}: only means and corpus "
+            f"ratios are compared per document"
+        )
+    reported = point.results["results"][task][metric_key]
+    try:
+        pooled = AGGREGATIONS[aggregations.pop()](list(values.values()))
+    except (ValueError, TypeError, ZeroDivisionError) as error:
+        raise SamplesUnusable(f"{task} {metric} samples: {error}") from None
+    if not close(reported, pooled):
+        raise SamplesUnusable(
+            f"{task} {metric} is not the mean (or corpus ratio) of its documents at point "
+            f"{point.point['id']} (reported {reported:.6g}, pooled samples give {pooled:.6g}: a group "
+            f"averaging its subtasks unweighted), so it cannot be paired per document"
         )
     return values
-
-
-def _aggregate(metric: str, values: list[Any]) -> float:
-    if metric in RATIO_METRICS:
-        if not all(isinstance(v, (list, tuple)) and len(v) == 2 for v in values):
-            raise SamplesUnusable(f"{metric} samples are not (log-likelihood, weight) pairs")
-        return float(paired_stats.ratio_aggregate(metric, [v[0] for v in values], [v[1] for v in values]))
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise SamplesUnusable(f"{metric} samples are not numbers")
-    return sum(values) / len(values)
 
 
 def compare_point(dense: PointResult, point: PointResult, task: str, metric_key: str) -> Comparison:
@@ -272,7 +280,11 @@ def dense_point(points: list[PointResult]) -> PointResult | None:
 
 
 def comparisons(points: list[PointResult]) -> dict[tuple[str, str, str], Comparison | str]:
-    """``{(point id, task, metric key): Comparison or why there is none}`` for every non-dense point."""
+    """``{(point id, task, metric key): Comparison or why there is none}`` for every non-dense point.
+
+    A score that is not a number, or that its samples do not give back (or cannot be checked against
+    them), on either side gets no verdict, with the reason.
+    """
     dense = dense_point(points)
     out: dict[tuple[str, str, str], Comparison | str] = {}
     if dense is None:
@@ -281,13 +293,18 @@ def comparisons(points: list[PointResult]) -> dict[tuple[str, str, str], Compari
         if point is dense:
             continue
         for task, metric in report_columns(points):
-            if metric not in point.results.get("results", {}).get(task, {}):
+            key = (point.point["id"], task, metric)
+            if point.score(task, metric) is None:
                 continue
-            if metric not in dense.results.get("results", {}).get(task, {}):
-                out[(point.point["id"], task, metric)] = "dense has no such score"
+            if dense.score(task, metric) is None:
+                out[key] = "dense has no such score"
+                continue
+            issue, dense_issue = point.issue(task, metric), dense.issue(task, metric)
+            if issue is not None or dense_issue is not None:
+                out[key] = issue.message if issue is not None else f"dense: {dense_issue.message}"
                 continue
             try:
-                out[(point.point["id"], task, metric)] = compare_point(dense, point, task, metric)
+                out[key] = compare_point(dense, point, task, metric)
             except SamplesUnusable as error:
-                out[(point.point["id"], task, metric)] = str(error)
+                out[key] = str(error)
     return out

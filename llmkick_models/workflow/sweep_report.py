@@ -8,6 +8,11 @@ change: ``matching``, ``not matching`` or ``inconclusive``.
 
 Only top-level tasks and groups with a score are reported as columns (a group's subtasks go to
 ``report.json``); a judged task shows every headline judge score.
+
+A score is used only when its samples give it back (:mod:`llmkick_models.workflow.sample_checks`); one that
+does not, whose samples are missing, that cannot be recomputed or that is not a number gets no verdict, a
+⚠ in the table and a line under "Problems" at the top of ``report.md`` (and in ``report.json``): one bad
+point never stops the report of the others.
 """
 
 from __future__ import annotations
@@ -24,13 +29,12 @@ from llmkick_models.workflow.run_results import (
     PointResult,
     comparisons,
     dense_point,
-    higher_is_better,
     load_run,
-    matches,
-    numeric_metrics,
+    problems,
     report_columns,
     reported_tasks,
 )
+from llmkick_models.workflow.sample_checks import Finding, numeric_scores
 
 REPORT_SCHEMA = "llmkick-report/1"
 SYMBOLS = {
@@ -39,14 +43,14 @@ SYMBOLS = {
     paired_stats.INCONCLUSIVE: "~",
     paired_stats.NO_VERDICT: "",
 }
-#: Which metric headlines a task when it reports several (first present wins).
+PROBLEM_MARK = "⚠"
 # ---- the report ------------------------------------------------------------------------------------------
 
 
 def _fmt(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:
         return "–"
-    return f"{value:.4g}"
+    return f"{value:.4g}"  # nan and inf are shown as such: never mistaken for a missing score
 
 
 def _pct(value: float) -> str:
@@ -56,7 +60,7 @@ def _pct(value: float) -> str:
 def markdown_table(points: list[PointResult], compared: dict | None = None) -> str:
     """Rows = compression points; columns = coordinates, measured sparsity, each task's headline metrics.
 
-    Marks: the interval verdict where per-document samples exist, else the point estimate's (labelled so).
+    Marks: the interval verdict; ⚠ where the score itself is listed under Problems.
     """
     compared = comparisons(points) if compared is None else compared
     dense = dense_point(points)
@@ -64,23 +68,18 @@ def markdown_table(points: list[PointResult], compared: dict | None = None) -> s
     header = ["point", "method", "sparsity", "pattern", "bits", "measured sparsity"]
     header += [f"{task} ({metric.split(',')[0]})" for task, metric in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    estimate_only = False
     for point in points:
         coords = point.point
         row = [coords["id"], coords["method"], _fmt(coords["sparsity"]), coords["pattern"] or "–",
                _fmt(coords["bits"]), _fmt(point.measured_sparsity)]  # fmt: skip
         for task, metric in columns:
-            value = point.results.get("results", {}).get(task, {}).get(metric)
+            value = point.score(task, metric)
             cell = _fmt(value)
             result = compared.get((coords["id"], task, metric))
-            if isinstance(result, Comparison):
+            if value is not None and point.issue(task, metric) is not None:
+                cell += f" {PROBLEM_MARK}"
+            elif isinstance(result, Comparison):
                 cell += f" {SYMBOLS[result.verdict]}".rstrip()
-            elif value is not None and dense is not None and point is not dense:
-                dense_value = dense.results.get("results", {}).get(task, {}).get(metric)
-                if dense_value is not None:
-                    ok = matches(value, dense_value, higher_is_better(point.results, task, metric))
-                    cell += "" if ok is None else " ✓*" if ok else " ✗*"
-                    estimate_only = estimate_only or ok is not None
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
     if dense is None:
@@ -89,14 +88,29 @@ def markdown_table(points: list[PointResult], compared: dict | None = None) -> s
         legend = (
             f"\n✓ matching, ✗ not matching, ~ inconclusive: the 95% interval of the change from dense"
             f" lies within {MATCHING_TOLERANCE:.0%} of dense (LLM-KICK), beyond it, or straddles it; no mark:"
-            " no verdict (dense scores 0, no samples, or too few documents for an interval)."
+            " no verdict (dense scores 0, too few documents for an interval, or dense's score is listed under"
+            " Problems)."
         )
-        if estimate_only:
-            legend += (
-                " ✓*/✗*: point estimate only, no per-document samples (sweep with --log_samples), so"
-                " sampling error is not accounted for."
-            )
+    if any(PROBLEM_MARK in line for line in lines[2:]):
+        legend += f" {PROBLEM_MARK}: this score is listed under Problems and gets no verdict."
     return "\n".join(lines) + "\n" + legend + "\n"
+
+
+def problems_section(found: list[tuple[str, Finding]]) -> str:
+    """The "Problems" block at the top of report.md: every score that gets no verdict because of its data."""
+    if not found:
+        return ""
+    lines = [
+        f"## Problems ({len(found)})",
+        "",
+        f"These scores get no verdict ({PROBLEM_MARK} in the table). `llmkick sweep` refuses to reuse a point"
+        " whose results disagree with their samples or lack them; `--rerun` recomputes it.",
+        "",
+    ]
+    for point_id, finding in found:
+        metric = f" {finding.metric.split(',')[0]}" if finding.metric else ""
+        lines.append(f"- **{point_id}** · {finding.task}{metric}: {finding.message}")
+    return "\n".join(lines) + "\n"
 
 
 def comparison_tables(points: list[PointResult], compared: dict) -> str:
@@ -142,14 +156,16 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
-def report_json(points: list[PointResult], compared: dict, sweep: dict[str, Any]) -> dict[str, Any]:
-    """The machine-readable report (schema documented in the README)."""
+def report_json(
+    points: list[PointResult], compared: dict, sweep: dict[str, Any], found: list[tuple[str, Finding]]
+) -> dict[str, Any]:
+    """The machine-readable report (schema documented in the README); strict JSON (no NaN)."""
     columns = report_columns(points)
     out_points = []
     for point in points:
         entries = point.results.get("results", {})
         top = reported_tasks(point.results)
-        scores: dict[str, dict[str, float]] = {}
+        scores: dict[str, dict[str, Any]] = {}
         for task, metric in columns:
             if metric in entries.get(task, {}):
                 scores.setdefault(task, {})[metric.split(",")[0]] = entries[task][metric]
@@ -162,28 +178,57 @@ def report_json(points: list[PointResult], compared: dict, sweep: dict[str, Any]
                     else {"verdict": paired_stats.NO_VERDICT, "reason": result}
                 )
         subtasks = {
-            name: {key.split(",")[0]: value for key, value in numeric_metrics(metrics).items()}
+            name: {key.split(",")[0]: value for key, value in numeric_scores(metrics).items()}
             for name, metrics in entries.items()
-            if name not in top and numeric_metrics(metrics)
+            if name not in top and numeric_scores(metrics)
         }
         out_points.append({
             **point.point, "measured_sparsity": point.measured_sparsity, "scores": scores,
             "comparisons": compared_here, "subtasks": subtasks,
         })  # fmt: skip
-    return {
+    return strict_json({
         "schema": REPORT_SCHEMA,
         "tolerance": MATCHING_TOLERANCE,
         "confidence": paired_stats.CONFIDENCE,
         "run": {key: sweep.get(key) for key in ("base_model_args", "tasks", "compress_args", "lm_eval_args")},
+        "problems": [_problem_json(pid, finding) for pid, finding in found],
         "headlines": [{"task": task, "metric": metric.split(",")[0]} for task, metric in columns],
         "points": out_points,
-    }
+    })  # fmt: skip
+
+
+def _problem_json(point_id: str, finding: Finding) -> dict[str, Any]:
+    metric = finding.metric.split(",")[0] if finding.metric else None
+    return {"point": point_id, "task": finding.task, "metric": metric, "kind": finding.kind,
+            "message": finding.message}  # fmt: skip
+
+
+def _not_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def strict_json(data: Any) -> Any:
+    """``data`` with every NaN or infinity replaced by null and a ``<key>_reason`` beside it (a NaN inside a
+    list is reasoned on the list's key): JSON has no such numbers."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            inner = value if isinstance(value, (list, tuple)) else [value]
+            bad = [repr(v) for v in inner if _not_finite(v)]
+            out[key] = strict_json(value)
+            if bad:
+                out[f"{key}_reason"] = f"not a number: {', '.join(bad)}"
+        return out
+    if isinstance(data, (list, tuple)):
+        return [strict_json(v) for v in data]
+    return None if _not_finite(data) else data
 
 
 def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     """Write ``report.md``, ``report.json`` and ``plot_<task>.png`` files into the run directory."""
     points = load_run(run_dir)
     compared = comparisons(points)
+    found = problems(points)
     plots = plot_run(points, run_dir, compared)
     sweep = json.loads((run_dir / "sweep.json").read_text())
     body = [
@@ -191,6 +236,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         "",
         f"Tasks: `{sweep.get('tasks', '')}`; extra lm-eval args: `{' '.join(sweep.get('lm_eval_args', []))}`",
         "",
+        problems_section(found),
         markdown_table(points, compared),
         "## Each point against dense, on the same documents",
         "",
@@ -200,5 +246,6 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))
-    (run_dir / "report.json").write_text(json.dumps(report_json(points, compared, sweep), indent=1))
+    data = report_json(points, compared, sweep, found)
+    (run_dir / "report.json").write_text(json.dumps(data, indent=1, allow_nan=False))
     return report, plots

@@ -1,0 +1,301 @@
+"""``llmkick report``: paired verdicts, scores trusted only when their samples give them back, the table,
+report.json (strict JSON) and the plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from report_fixtures import edit_score, samples_file, write_point, write_sweep
+
+from llmkick_models.workflow.run_results import headline_metrics, load_run
+from llmkick_models.workflow.sweep_plan import SweepPoint
+from llmkick_models.workflow.sweep_report import markdown_table, write_report
+
+FOUR_POINTS = [
+    SweepPoint(),
+    SweepPoint("magnitude", 0.2),
+    SweepPoint("magnitude", 0.5),
+    SweepPoint("magnitude", pattern="2:4"),
+]
+
+
+def _fake_run(run_dir: Path) -> None:
+    """Dense and three points: 1000 questions (task_a) and 20 perplexity windows (ppl) each."""
+    write_sweep(run_dir, FOUR_POINTS, "task_a,ppl")
+    values = [(600, 20.0, 0.0), (600, 20.5, 0.2), (300, 90.0, 0.5), (200, 150.0, 0.5)]
+    for point, (correct, ppl, sparsity) in zip(FOUR_POINTS, values, strict=True):
+        windows = [[-10 * math.log(ppl), 10]] * 20  # every window at the same perplexity
+        tasks = {
+            "task_a": {"acc": [1] * correct + [0] * (1000 - correct)},
+            "ppl": {"word_perplexity": windows, "byte_perplexity": [[ll, 40] for ll, _ in windows]},
+        }
+        write_point(run_dir, point.point_id, tasks, sparsity=sparsity)
+
+
+def _rows(text: str) -> dict[str, str]:
+    """The rows of the main table (the first table of ``text``), by point id."""
+    table = text[text.index("| point | method") :].split("\n\n")[0]
+    return {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+
+
+def _report(run_dir: Path) -> tuple[str, dict[str, Any]]:
+    """report.md and report.json, the latter parsed strictly: NaN, Infinity are not JSON."""
+    report, _ = write_report(run_dir)
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"report.json holds {name}, which is not JSON")
+
+    return report.read_text(), json.loads((run_dir / "report.json").read_text(), parse_constant=refuse)
+
+
+def test_report_table_and_plots(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    points = load_run(tmp_path)
+    assert headline_metrics(points[0].results) == {
+        "task_a": ("acc,none", 0.6),
+        "ppl": ("word_perplexity,none", pytest.approx(20.0)),
+    }
+    rows = _rows(markdown_table(points))
+    assert "0.6 ✓" in rows["magnitude-s0.2"] and "20.5 ✓" in rows["magnitude-s0.2"]
+    assert "0.3 ✗" in rows["magnitude-s0.5"] and "90 ✗" in rows["magnitude-s0.5"]
+    report, plots = write_report(tmp_path)
+    assert {p.name for p in plots} == {"plot_task_a.png", "plot_ppl.png"}
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in plots)
+    assert "plot_task_a.png" in report.read_text() and "## Problems" not in report.read_text()
+
+
+def test_plot_axes_read_as_percent_changes_and_plain_perplexities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a reader sees on the plots: the change-from-dense axis labelled in signed percents, perplexity
+    on a log axis in plain numbers (10, 100, 1000), not powers of ten."""
+    import re
+
+    from matplotlib.figure import Figure
+
+    labels: dict[str, list[tuple[str, list[str]]]] = {}  # per file: (y label, tick labels) per axis
+
+    def capture(figure: Figure, path: object, *args: object, **kwargs: object) -> None:
+        figure.canvas.draw()
+        labels[Path(str(path)).name] = [
+            (axis.get_ylabel(), [t.get_text() for t in axis.get_yticklabels() if t.get_text()])
+            for axis in figure.axes
+        ]
+
+    def ticks(plot: str, is_axis: Callable[[str], bool]) -> list[list[str]]:
+        return [texts for ylabel, texts in labels[plot] if is_axis(ylabel)]
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    _fake_run(tmp_path)
+    write_report(tmp_path)
+    percent = re.compile(r"[+-]\d+%|0")
+    for plot in ("plot_ppl.png", "plot_task_a.png"):
+        change = ticks(plot, lambda ylabel: ylabel == "change from dense (%)")
+        assert change and all(texts and all(percent.fullmatch(t) for t in texts) for texts in change), change
+    perplexity = ticks("plot_ppl.png", lambda ylabel: "perplexity" in ylabel)
+    assert perplexity and all(re.fullmatch(r"\d+(\.\d+)?", t) for texts in perplexity for t in texts), (
+        perplexity
+    )
+
+
+def _grouped_point(run_dir: Path, point_id: str, correct: list[int], ppl_ll: list[float]) -> Path:
+    """A group of two subtasks (acc), a perplexity task and a judged task with its scores and counter."""
+    n = len(correct)
+    judged = {
+        "coherence": [3.0 + (i + n) % 4 for i in range(12)],
+        "fluency": [4.0 - (i + n) % 3 for i in range(12)],
+        "judge_unparsed": [0.0] * 12,
+    }
+    tasks = {
+        "grp_a": {"acc": correct[: n // 2]},
+        "grp_b": {"acc": correct[n // 2 :]},
+        "ppl": {"word_perplexity": [[ll, 10.0] for ll in ppl_ll]},
+        "judged": judged,
+    }
+    folder = write_point(run_dir, point_id, tasks, groups={"grp": ["grp_a", "grp_b"]})
+    # An older, failed attempt's samples must not be read.
+    (folder / "lm_eval" / "org__model" / "samples_grp_a_2025-01-01T00-00-00.jsonl").write_text(
+        '{"doc_id": 0, "acc": 5}\n'
+    )
+    return folder
+
+
+def test_report_pairs_points_with_dense_on_the_same_documents(tmp_path: Path) -> None:
+    write_sweep(tmp_path, [SweepPoint(), SweepPoint("magnitude", 0.1), SweepPoint("magnitude", 0.4)])
+    dense = [1] * 200 + [0] * 400
+    ll = [-20.0 - (i % 5) for i in range(100)]
+    _grouped_point(tmp_path, "dense", dense, ll)
+    _grouped_point(tmp_path, "magnitude-s0.1", [1] * 190 + [0] * 10 + [0] * 398 + [1] * 2, ll)
+    _grouped_point(tmp_path, "magnitude-s0.4", [1] * 100 + [0] * 500, [x * 1.02 for x in ll])
+    # A field the sweep adds to its copy of the results (provenance) does not unpair the samples.
+    kept = tmp_path / "points" / "magnitude-s0.4" / "results.json"
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "llmkick_provenance": {"commit": "x"}}))
+    report, plots = write_report(tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["schema"] == "llmkick-report/1" and data["problems"] == []
+    # Top-level entries only (lm-eval lists groups after the tasks); the group's subtasks go to
+    # report.json; a judged task shows all its scores.
+    assert data["headlines"] == [
+        {"task": "ppl", "metric": "word_perplexity"},
+        {"task": "judged", "metric": "coherence"},
+        {"task": "judged", "metric": "fluency"},
+        {"task": "grp", "metric": "acc"},
+    ]
+    by_id = {p["id"]: p for p in data["points"]}
+    assert by_id["dense"]["subtasks"]["grp_a"] == {"acc": pytest.approx(2 / 3)}
+    small, large = by_id["magnitude-s0.1"]["comparisons"], by_id["magnitude-s0.4"]["comparisons"]
+    assert small["grp"]["acc"]["verdict"] == "inconclusive" and small["grp"]["acc"]["n"] == 600
+    assert large["grp"]["acc"]["verdict"] == "not matching"
+    assert large["grp"]["acc"]["relative"] == pytest.approx(-0.5) and large["grp"]["acc"]["losses"] == 100
+    assert large["ppl"]["word_perplexity"]["relative"] > 0  # perplexity went up, paired per article
+    assert small["judged"]["coherence"]["n"] == 12  # judge scores: paired bootstrap over the documents
+    text = report.read_text()
+    assert "| magnitude-s0.4 | 600 | 0.3333 | 0.1667 |" in text and "-50.0% [" in text
+    assert "0.1667 ✗" in text and "0.32 ~" in text
+    table_header = next(line for line in text.splitlines() if line.startswith("| point | method"))
+    assert "grp_a" not in table_header and "judged (fluency)" in table_header
+    assert {p.name for p in plots} == {
+        "plot_grp.png",
+        "plot_ppl.png",
+        "plot_judged_coherence.png",
+        "plot_judged_fluency.png",
+    }
+
+
+# ---- results trusted only when their samples give them back -------------------------------------------
+
+
+def test_a_hand_edited_score_gets_no_verdict_and_is_listed_first(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    point = tmp_path / "points" / "magnitude-s0.5"
+    results_file = edit_score(point, "task_a", "acc,none", 0.59)  # from 0.3: would read "matching"
+    text, data = _report(tmp_path)
+
+    samples = samples_file(point, "task_a")
+    [problem] = data["problems"]
+    assert problem["point"] == "magnitude-s0.5" and (problem["task"], problem["metric"]) == ("task_a", "acc")
+    assert problem["kind"] == "results disagree with samples"
+    assert problem["message"] == (
+        f"results disagree with samples: {results_file} reports task_a acc,none = 0.59, recomputed from "
+        f"{samples}: 0.3"
+    )
+    by_id = {p["id"]: p for p in data["points"]}
+    assert by_id["magnitude-s0.5"]["comparisons"]["task_a"]["acc"] == {
+        "verdict": "no verdict", "reason": problem["message"]
+    }  # fmt: skip
+    # The rest of the report stands: the other points and the other task of the same point.
+    assert by_id["magnitude-s0.5"]["comparisons"]["ppl"]["word_perplexity"]["verdict"] == "not matching"
+    assert by_id["magnitude-s0.2"]["comparisons"]["task_a"]["acc"]["verdict"] == "matching"
+    # Loud: "Problems" comes before the table, and the cell is marked, not given a verdict.
+    assert text.index("## Problems (1)") < text.index("| point | method")
+    assert f"- **magnitude-s0.5** · task_a acc: {problem['message']}" in text
+    row = _rows(text)["magnitude-s0.5"]
+    assert "0.59 ⚠" in row and "✓" not in row.split(" | ")[6]
+    assert f"no verdict: {problem['message']}" in text
+
+
+def test_a_hand_edited_dense_score_leaves_every_point_without_a_verdict(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    results_file = edit_score(tmp_path / "points" / "dense", "ppl", "word_perplexity,none", 19.0)
+    _, data = _report(tmp_path)
+    assert [(p["point"], p["task"], p["metric"]) for p in data["problems"]] == [
+        ("dense", "ppl", "word_perplexity")
+    ]
+    for point in data["points"][1:]:
+        reason = point["comparisons"]["ppl"]["word_perplexity"]["reason"]
+        assert reason.startswith(f"dense: results disagree with samples: {results_file} reports ppl")
+
+
+def test_deleted_samples_say_where_they_were_expected(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    point = tmp_path / "points" / "magnitude-2of4"
+    samples_file(point, "task_a").unlink()
+    shutil.rmtree(tmp_path / "points" / "magnitude-s0.5" / "lm_eval")  # the whole lm-eval output folder
+    _, data = _report(tmp_path)
+
+    found = {(p["point"], p["task"]): p for p in data["problems"]}
+    missing = f"samples missing: {samples_file(point, 'task_a')}"
+    assert found[("magnitude-2of4", "task_a")]["message"] == missing
+    assert found[("magnitude-2of4", "task_a")]["metric"] is None  # every metric of the task
+    gone = found[("magnitude-s0.5", "task_a")]["message"]
+    expected = tmp_path / "points/magnitude-s0.5/lm_eval/org__model/samples_task_a_<date>.jsonl"
+    assert gone.startswith(f"samples missing: {expected} (no lm-eval results_<date>.json under ")
+    assert ("magnitude-s0.5", "ppl") in found and len(found) == 3
+    by_id = {p["id"]: p for p in data["points"]}
+    assert by_id["magnitude-2of4"]["comparisons"]["task_a"]["acc"]["reason"].startswith("samples missing: ")
+    assert by_id["magnitude-2of4"]["comparisons"]["ppl"]["word_perplexity"]["verdict"] == "not matching"
+
+
+def test_a_nan_score_gets_no_verdict_and_report_json_stays_json(tmp_path: Path) -> None:
+    """A NaN score (here a document's value is NaN in the samples too) reads "not a number", never ✗*,
+    and report.json carries null with the reason beside it."""
+    _fake_run(tmp_path)
+    point = tmp_path / "points" / "magnitude-s0.5"
+    write_point(tmp_path / "nan", "p", {"task_a": {"acc": [math.nan] + [1] * 299 + [0] * 700}})
+    for name in ("results.json", "lm_eval"):
+        target = point / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        shutil.move(tmp_path / "nan" / "points" / "p" / name, target)
+    text, data = _report(tmp_path)  # parsed with NaN refused
+
+    by_id = {p["id"]: p for p in data["points"]}
+    assert by_id["magnitude-s0.5"]["scores"]["task_a"] == {"acc": None, "acc_reason": "not a number: nan"}
+    assert by_id["magnitude-s0.5"]["comparisons"]["task_a"]["acc"] == {
+        "verdict": "no verdict", "reason": "score is not a number (nan)"
+    }  # fmt: skip
+    assert [(p["point"], p["kind"]) for p in data["problems"]] == [("magnitude-s0.5", "not a number")]
+    cell = _rows(text)["magnitude-s0.5"].split(" | ")[6]
+    assert cell == "nan ⚠"
+    assert "no verdict: score is not a number (nan)" in text
+
+
+def test_an_infinite_perplexity_is_not_a_number_either(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    edit = tmp_path / "points" / "magnitude-2of4"
+    shutil.rmtree(edit)
+    write_point(tmp_path, "magnitude-2of4", {
+        "task_a": {"acc": [1] * 200 + [0] * 800},
+        "ppl": {  # a window with a log-likelihood of -inf (a float16 overflow, say)
+            "word_perplexity": [[-math.inf, 1], *[[-20.0, 1]] * 19],
+            "byte_perplexity": [[-math.inf, 4], *[[-20.0, 4]] * 19],
+        },
+    })  # fmt: skip
+    _, data = _report(tmp_path)
+    by_id = {p["id"]: p for p in data["points"]}
+    assert by_id["magnitude-2of4"]["scores"]["ppl"] == {
+        "word_perplexity": None, "word_perplexity_reason": "not a number: inf"
+    }  # fmt: skip
+    reason = by_id["magnitude-2of4"]["comparisons"]["ppl"]["word_perplexity"]["reason"]
+    assert reason == "score is not a number (inf)"
+
+
+def test_a_metric_that_cannot_be_recomputed_is_stated_not_passed(tmp_path: Path) -> None:
+    write_sweep(tmp_path, FOUR_POINTS[:2])
+    for point in FOUR_POINTS[:2]:
+        write_point(tmp_path, point.point_id, {"mt": {"bleu": [0.5] * 20}}, recorded={"bleu": "bleu"})
+    _, data = _report(tmp_path)
+    assert {(p["point"], p["kind"]) for p in data["problems"]} == {
+        ("dense", "not recomputable"), ("magnitude-s0.2", "not recomputable")
+    }  # fmt: skip
+    reason = data["points"][1]["comparisons"]["mt"]["bleu"]["reason"]
+    assert reason == (
+        "mt bleu,none cannot be recomputed from samples: lm-eval aggregated it with 'bleu', which llmkick "
+        "does not redo"
+    )
+
+
+def test_an_unreadable_results_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    broken = tmp_path / "points" / "magnitude-s0.5" / "results.json"
+    broken.write_text(broken.read_text()[:100])  # cut short, e.g. a full disk
+    text, data = _report(tmp_path)
+    [problem] = data["problems"]
+    assert problem["point"] == "magnitude-s0.5" and problem["kind"] == "unreadable"
+    assert problem["message"].startswith(f"results unreadable: {broken}: ")
+    assert "## Problems (1)" in text and "0.6 ✓" in _rows(text)["magnitude-s0.2"]
