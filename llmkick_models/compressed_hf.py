@@ -24,14 +24,9 @@ from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes_per_logit
 from llmkick_models.preload_checks import check_model_args, hidden_size
+from llmkick_models.storage.cache_key import cache_key, describe_source
 from llmkick_models.storage.cache_verify import verify_loaded
-from llmkick_models.storage.model_cache import (
-    CacheLockError,
-    CacheWriteError,
-    ModelCache,
-    cache_key,
-    describe_source,
-)
+from llmkick_models.storage.model_cache import CacheLockError, CacheWriteError, ModelCache
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
 log = logging.getLogger(__name__)

@@ -15,14 +15,9 @@ import torch
 
 from llmkick_models.compressed_hf import CompressedHFLM
 from llmkick_models.engine.model_layout import decoder_linears
+from llmkick_models.storage.cache_key import describe_source, sha256_file
 from llmkick_models.storage.cache_verify import verify_loaded
-from llmkick_models.storage.model_cache import (
-    MANIFEST,
-    CacheLockTimeout,
-    ModelCache,
-    describe_source,
-    sha256_file,
-)
+from llmkick_models.storage.model_cache import MANIFEST, CacheLockTimeout, ModelCache
 
 ARGS = {"device": "cpu", "method": "magnitude", "sparsity": 0.5}
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import transformers
-from tiny_models import build_tokenizer
 
 from llmkick_models.storage.gguf import align_special_tokens, special_token_mismatches
+from tiny_models import build_tokenizer
 
 
 def test_a_tokenizer_that_drops_bos_is_mended_and_stays_mended_after_saving(tmp_path) -> None:
     tokenizer = build_tokenizer()  # like transformers 5.19's Gemma-3 GGUF tokenizer: no BOS added
     flags = {"add_bos_token": True, "add_eos_token": False}
-    assert special_token_mismatches(tokenizer, flags) == ["add_bos_token=True but the tokenizer does not add it"]
+    mismatches = special_token_mismatches(tokenizer, flags)
+    assert mismatches == ["add_bos_token=True but the tokenizer does not add it"]
 
     align_special_tokens(tokenizer, flags, "model.gguf")
 

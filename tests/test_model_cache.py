@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llmkick_models.storage.model_cache import (
-    MANIFEST,
-    ModelCache,
-    cache_key,
-    default_cache_dir,
-    describe_source,
-)
+from llmkick_models.storage.cache_key import cache_key, describe_source
+from llmkick_models.storage.cache_settings import default_cache_dir
+from llmkick_models.storage.model_cache import MANIFEST, ModelCache
 
 KEY = "0123456789abcdef" * 2  # keys have the shape cache_key() gives them: 32 lowercase hex digits
 SHARED = "fedcba9876543210" * 2

@@ -339,7 +339,7 @@ def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytes
 
     commits = iter(["a" * 40, "b" * 40])
     monkeypatch.setattr(
-        "llmkick_models.storage.model_cache._hub_commit",
+        "llmkick_models.storage.cache_key._hub_commit",
         lambda model_id, revision, cache_dir=None: next(commits),
     )
     first = preflight._model_identity({"pretrained": "org/model"})

@@ -15,10 +15,8 @@ caps the total size: storing an entry evicts the least recently used ones, under
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -27,10 +25,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from llmkick_models.storage.cache_key import sha256_file
 from llmkick_models.storage.cache_manifest import (
     KEY_LENGTH,
     MANIFEST,
@@ -39,158 +37,25 @@ from llmkick_models.storage.cache_manifest import (
     is_key,
     read_manifest,
 )
+from llmkick_models.storage.cache_settings import (
+    LOCK_TIMEOUT_ENV,
+    default_cache_dir,
+    lock_timeout,
+    max_cache_bytes,
+)
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR_ENV = "LLMKICK_CACHE_DIR"
-MAX_GB_ENV = "LLMKICK_CACHE_MAX_GB"
-LOCK_TIMEOUT_ENV = "LLMKICK_CACHE_LOCK_TIMEOUT"
-#: How long a process waits for another one compressing the same key before compressing on its own.
-DEFAULT_LOCK_TIMEOUT_S = 6 * 3600.0
 _LOCK_LOG_EVERY_S = 60.0
-_WHOLE_FILE_HASH_LIMIT = 64 * 2**20  # hash small files fully; large ones by size, mtime and their ends
-_EDGE_BYTES = 2**20
 #: The cache-wide lock every eviction holds, so that two prunes (or a prune and a store) never race.
 PRUNE_LOCK = ".prune.lock"
 #: The shortest key prefix ``llmkick cache rm`` accepts (a typo of one or two digits deletes nothing).
 MIN_KEY_PREFIX = 8
 _KEY_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_KEY_PREFIX},{KEY_LENGTH}}}")
-GB_EXPECTED = "a finite size in GB >= 0, e.g. 50"
 # How safetensors words an I/O failure ("I/O error: ... (os error 28)"; older releases "IoError(Os {...})").
 _SAFETENSORS_IO = re.compile(r"I/O error|IoError|os error \d+")
 # Where torch's zip writer fails when a write is refused (its errors carry no errno).
 _TORCH_WRITER_MARKS = ("PytorchStreamWriter", "inline_container.cc")
-
-
-def default_cache_dir() -> Path:
-    """``$LLMKICK_CACHE_DIR``, else ``$XDG_CACHE_HOME/llmkick/models``, else ``~/.cache/llmkick/models``."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "llmkick" / "models"
-
-
-def llmkick_version() -> str:
-    """The installed llmkick version (part of every key: a new release never reuses old compressions)."""
-    try:
-        return version("llmkick")
-    except PackageNotFoundError:  # running from a source tree
-        return "source"
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    stat = path.stat()
-    if stat.st_size <= _WHOLE_FILE_HASH_LIMIT:
-        digest.update(path.read_bytes())
-    else:  # hashing tens of GB per lookup is too slow; size, mtime and both ends catch real changes
-        digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-        with path.open("rb") as handle:
-            digest.update(handle.read(_EDGE_BYTES))
-            handle.seek(-_EDGE_BYTES, os.SEEK_END)
-            digest.update(handle.read(_EDGE_BYTES))
-    return digest.hexdigest()
-
-
-def _hub_commit(model_id: str, revision: str | None, cache_dir: str | None = None) -> str | None:
-    """The commit a hub revision resolves to: from the hub when online, else from the local HF cache."""
-    from huggingface_hub import HfApi, constants, snapshot_download
-
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            return HfApi().model_info(model_id, revision=revision).sha
-        except Exception as error:  # unreachable hub, gated or unknown repo: try the local cache
-            log.debug("could not ask the hub for %s@%s: %r", model_id, revision, error)
-    try:
-        # With local_files_only the library resolves branch/tag names through its own cache layout.
-        folder = snapshot_download(model_id, revision=revision, cache_dir=cache_dir, local_files_only=True)
-        return Path(folder).name
-    except Exception as error:  # not cached either: the key falls back to the revision name
-        log.debug("could not resolve %s@%s to a commit: %r", model_id, revision, error)
-    return None
-
-
-def describe_source(
-    pretrained: str,
-    revision: str | None = None,
-    gguf_file: str | None = None,
-    hub_cache_dir: str | None = None,
-) -> dict[str, Any]:
-    """What identifies the weights: a local folder by its files' content, a hub id by its commit."""
-    path = Path(pretrained)
-    if path.exists():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and MANIFEST not in p.name)
-        if gguf_file:
-            files = [p for p in files if p.name == Path(gguf_file).name or p.suffix == ".json"]
-        content = hashlib.sha256()
-        for file in files:
-            content.update(f"{file.relative_to(path)}\0{_file_digest(file)}\0".encode())
-        return {
-            "local_path": str(path.resolve()),
-            "content_sha256": content.hexdigest(),
-            "gguf_file": gguf_file,
-        }
-    return {
-        "model_id": pretrained,
-        "revision": revision,
-        "commit": _hub_commit(pretrained, revision, hub_cache_dir),
-        "gguf_file": gguf_file,
-    }
-
-
-def cache_key(parts: dict[str, Any]) -> str:
-    """A short stable hash of everything that determines the compressed weights."""
-    canonical = json.dumps({**parts, "llmkick_version": llmkick_version()}, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's whole content (about 1 s per 300 MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(2**22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def nonnegative_number(text: str, expected: str) -> float:
-    """``text`` as a finite number >= 0; otherwise a ValueError that quotes it and says what is expected."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number; expected {expected}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{text!r} is not allowed; expected {expected}")
-    return value
-
-
-def parse_max_gb(text: str) -> int:
-    """A size in GB (10^9 bytes) as text, in bytes: finite and >= 0, else a ValueError."""
-    gigabytes = nonnegative_number(text, GB_EXPECTED)
-    if not math.isfinite(gigabytes * 1e9):
-        raise ValueError(f"{text!r} is too large; expected {GB_EXPECTED}")
-    return int(gigabytes * 1e9)
-
-
-def max_cache_bytes() -> int | None:
-    """The size cap from ``$LLMKICK_CACHE_MAX_GB`` (GB = 10^9 bytes), or None when unset."""
-    text = os.environ.get(MAX_GB_ENV, "").strip()
-    if not text:
-        return None
-    try:
-        return parse_max_gb(text)
-    except ValueError as error:
-        raise ValueError(f"${MAX_GB_ENV}={error}") from None
-
-
-def _lock_timeout() -> float:
-    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_LOCK_TIMEOUT_S
-    try:
-        return nonnegative_number(text, "seconds to wait, a finite number >= 0, e.g. 3600")
-    except ValueError as error:
-        raise ValueError(f"${LOCK_TIMEOUT_ENV}={error}") from None
 
 
 def _reason(error: BaseException) -> str:
@@ -295,7 +160,7 @@ class ModelCache:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         # Read (and validated) now, so a bad value fails before any model is loaded.
         self.max_bytes = max_cache_bytes()
-        self.lock_timeout = _lock_timeout()
+        self.lock_timeout = lock_timeout()
 
     def entry_dir(self, key: str) -> Path:
         """Where the entry for ``key`` lives once complete (a ValueError for anything but a key)."""

@@ -109,7 +109,7 @@ def _parse_kv(text: str) -> dict[str, str]:
 
 
 def _max_gb(text: str) -> int:
-    from llmkick_models.storage.model_cache import parse_max_gb
+    from llmkick_models.storage.cache_settings import parse_max_gb
 
     try:
         return parse_max_gb(text)

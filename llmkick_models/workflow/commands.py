@@ -193,7 +193,8 @@ def _cache_rm(cache: ModelCache, keys: list[str]) -> int:
 
 
 def _cache_prune(cache: ModelCache, max_bytes: int | None) -> int:
-    from llmkick_models.storage.model_cache import MAX_GB_ENV, CacheLockError, CacheLockTimeout
+    from llmkick_models.storage.cache_settings import MAX_GB_ENV
+    from llmkick_models.storage.model_cache import CacheLockError, CacheLockTimeout
 
     limit = max_bytes if max_bytes is not None else cache.max_bytes
     if limit is None:

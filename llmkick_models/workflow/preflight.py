@@ -169,7 +169,7 @@ def _listing_digest(folder: Path) -> dict[str, Any]:
 
 def _path_identity(value: Any) -> Any:
     """A local file or folder by content (small files) or listing; anything else as given."""
-    from llmkick_models.storage.model_cache import describe_source
+    from llmkick_models.storage.cache_key import describe_source
 
     if isinstance(value, (list, tuple)):
         return [_path_identity(v) for v in value]
@@ -183,7 +183,7 @@ def _path_identity(value: Any) -> Any:
 
 def _model_identity(base: dict[str, Any]) -> Any:
     """A local model folder by content, a hub id by the commit it resolves to (as the model cache does)."""
-    from llmkick_models.storage.model_cache import describe_source
+    from llmkick_models.storage.cache_key import describe_source
 
     pretrained = str(base.get("pretrained"))
     if Path(pretrained).expanduser().exists():
@@ -224,7 +224,7 @@ def _llmkick_source_digest() -> str:
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    from llmkick_models.storage.model_cache import llmkick_version
+    from llmkick_models.storage.cache_key import llmkick_version
 
     return {
         "llmkick": llmkick_version(),
