@@ -8,12 +8,12 @@ requests in flight share one HTTP call.  Retries are the ``openai`` client's own
 jitter, ``Retry-After`` honoured; any other HTTP error fails at once.  Every HTTP attempt is counted (an
 ``httpx`` request hook), so the log line still says how many retries a run needed.
 
-A 2xx reply is checked (:func:`read_completion`) BEFORE it is cached: a body that is not a chat completion
-(not JSON, an error object, no choices, no or empty message content, a refusal, a content-filter stop) is an
-error of that request, asked again like a transient failure (at most ``judge_retries`` more times), then
-failed naming the judge, its server, the HTTP status and a short excerpt of the body.  Cache entries that
-fail the same check (written by older versions) are treated as misses.  Text from a server is redacted
-(:meth:`.config.JudgeSettings.redact`) before it reaches a message or a log line.
+A 2xx reply is checked (:func:`.replies.read_completion`) BEFORE it is cached: a body that is not a chat
+completion (not JSON, an error object, no choices, no or empty message content, a refusal, a content-filter
+stop) is an error of that request, asked again like a transient failure (at most ``judge_retries`` more
+times), then failed naming the judge, its server, the HTTP status and a short excerpt of the body. Cache
+entries that fail the same check (written by older versions) are treated as misses. Text from a server is
+redacted (:meth:`.config.JudgeSettings.redact`) before it reaches a message or a log line.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import openai
 
 from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.config import OPENAI_URL, JudgeSettings, redact_url, server_identity
+from llmkick_tasks.judge.replies import EXCERPT_CHARS, InvalidReply, excerpt, read_completion, usable_text
 
 log = logging.getLogger(__name__)
 
@@ -43,76 +44,12 @@ RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
 # Backoff before asking again after an invalid reply: as the openai client's (0.5 s doubling, up to 8 s).
 INVALID_REPLY_BACKOFF_S = 0.5
 INVALID_REPLY_MAX_BACKOFF_S = 8.0
-EXCERPT_CHARS = 200  # of a server's body, in an error message
 # The openai client's HTTP layer logs every request at INFO: hundreds of lines per task.
 TRANSPORT_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
 
 
 class JudgeRequestError(RuntimeError):
     """A judge request failed for good (non-retryable error, or retries exhausted)."""
-
-
-class InvalidReply(ValueError):
-    """A 2xx reply that is no usable chat completion; the message says what is wrong with it."""
-
-
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """``text`` on one line, cut to ``limit`` characters (redact it first: a cut could split a secret)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def usable_text(text: str) -> bool:
-    """True for a reply text that may be judged: anything but empty or whitespace only."""
-    return bool(text.strip())
-
-
-def read_completion(body: str) -> tuple[str, dict[str, int] | None]:
-    """The reply text and token usage of a chat-completion body; :class:`InvalidReply` if it has none.
-
-    Empty or whitespace-only content is invalid too: a judge that wrote nothing gave no verdict (a reasoning
-    model that spent ``max_tokens`` thinking, a safety stop), and caching it would make the run count an
-    unparsed verdict forever.
-    """
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise InvalidReply("a body that is not JSON") from None
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if isinstance(data, dict) and "error" in data and not choices:
-        error = data["error"]
-        message = error.get("message") if isinstance(error, dict) else error
-        raise InvalidReply(f"an error object instead of a completion ({message})")
-    if not isinstance(data, dict) or "choices" not in data:
-        raise InvalidReply("JSON that is not a chat completion (no 'choices')")
-    if not isinstance(choices, list) or not choices:
-        raise InvalidReply("a completion with no choices")
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        raise InvalidReply("a choice without a message")
-    finish = choice.get("finish_reason")
-    if finish == "content_filter":  # its text, if any, was cut by the provider's filter
-        raise InvalidReply("a choice stopped by the content filter (finish_reason 'content_filter')")
-    if message.get("refusal"):
-        raise InvalidReply(f"a refusal ({message['refusal']})")
-    content = message.get("content")
-    if content is None:
-        raise InvalidReply(f"a choice without message content (finish_reason {finish!r})")
-    if not isinstance(content, str):
-        raise InvalidReply(f"message content that is not text ({type(content).__name__})")
-    if not usable_text(content):
-        hint = ": raise judge_max_tokens?" if finish == "length" else ""
-        raise InvalidReply(f"empty message content (finish_reason {finish!r}{hint})")
-    usage = data.get("usage")
-    tokens = None
-    if isinstance(usage, dict):
-        with contextlib.suppress(TypeError, ValueError):
-            tokens = {
-                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
-            }
-    return content, tokens
 
 
 @dataclass(frozen=True)
