@@ -352,4 +352,5 @@ def test_rejudge_a_sweep_run_feeds_its_report(runs, judged_data: Path, tmp_path:
         assert done.returncode == 0, done.stdout + done.stderr
     [point_result] = load_run(run_dir / "rejudged" / "y")
     assert point_result.results["results"]["llmkick_mtbench"]["score,judge"] == 3.0
+    assert point_result.findings() == []  # every re-judged score comes back from the re-judged samples
     assert "llmkick_mtbench" in markdown_table([point_result])

@@ -8,8 +8,12 @@ the task metadata.  The local judge server answers; every refusal must leave not
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from judge_fixtures import (
     JUDGE_MODEL,
     QUESTIONS,
     REFERENCE_MODEL,
+    chat_model_dir,
     no_ambient_judge,  # noqa: F401 - autouse fixture, shared
     reference_text,
     scripted_reply,
@@ -25,9 +30,13 @@ from judge_fixtures import (
 )
 from judge_server import JudgeServer
 from lm_eval.tasks import TaskManager
+from report_fixtures import edit_score, write_sweep
 
 import llmkick_tasks
 from llmkick_models.workflow.cli import main
+from llmkick_models.workflow.run_results import load_run
+from llmkick_models.workflow.sweep_plan import SweepPoint
+from llmkick_models.workflow.sweep_report import write_report
 
 VICUNA = "llmkick_instruction_vicuna80"
 MTBENCH = "llmkick_mtbench"
@@ -312,3 +321,186 @@ def test_damaged_saved_runs_are_one_line_errors(
         use_judge(monkeypatch, server, tmp_path / "cache.sqlite")
         err = refused(["judge", str(run)], capsys)
     assert message in err
+
+
+# -------------------------------------------------------------------------------------- answers kept whole
+def test_a_unicode_line_separator_in_an_answer_survives_rejudging(
+    judged_data: Path, docs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-eval writes samples with ensure_ascii=False: U+2028 / U+2029 in an answer are no line breaks."""
+    run = save_run(tmp_path / "run", judged_data, docs, **{VICUNA: {}})
+    samples = run / f"samples_{VICUNA}_{DATE}.jsonl"
+    odd = "First line\u2028second\u2029third."
+    rows = [json.loads(line) for line in samples.read_text().split("\n") if line]
+    for row in rows:
+        row["resps"] = [[odd]]
+        row["filtered_resps"] = [json.dumps({**json.loads(row["filtered_resps"][0]), "response": odd})]
+    samples.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    assert "\u2028" in samples.read_text(encoding="utf-8")  # raw in the file, as lm-eval leaves it
+    with JudgeServer(scripted_reply) as server:
+        use_judge(monkeypatch, server, tmp_path / "cache.sqlite")
+        assert main(["judge", str(run), "--label", "x"]) == 0
+        assert len(server.received) == len(QUESTIONS) and all(odd in r.prompt for r in server.received)
+    written = run / f"rejudged_samples_{VICUNA}_x_{DATE}.jsonl"
+    lines = written.read_text(encoding="utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) == len(QUESTIONS) + 1  # one line per document
+    assert [json.loads(json.loads(line)["filtered_resps"][0])["response"] for line in lines[:-1]] == [
+        odd
+    ] * len(QUESTIONS)
+
+
+# ------------------------------------------------------------------------------------------ a judged sweep
+SWEEP_QUESTIONS = 12  # enough documents for a paired bootstrap interval
+SWEEP_POINTS = [SweepPoint(), SweepPoint("magnitude", 0.5)]
+CHOICE = "local_fixture_choice"  # a task that is not re-judged: checked against the original samples
+EDITED = "EDITED answer of the pruned model."
+
+
+def sweep_question(number: int) -> str:
+    return f"Question {number}: what is special about topic {number}?"
+
+
+@pytest.fixture(scope="module")
+def generated(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """A real judged lm-eval run (tiny chat model, local judge): Vicuna-80 on 12 questions and a task that
+    is not judged.  Returns (lm-eval's output folder, data dir)."""
+    root = tmp_path_factory.mktemp("generated")
+    vicuna = root / "data" / "vicuna80"
+    vicuna.mkdir(parents=True)
+    numbers = range(1, SWEEP_QUESTIONS + 1)
+    questions = [{"question_id": n, "text": sweep_question(n), "category": "generic"} for n in numbers]
+    (vicuna / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    (vicuna / "reference_answer_gpt35.jsonl").write_text(
+        "".join(json.dumps({"question_id": n, "text": f"Reference {n}."}) + "\n" for n in numbers)
+    )
+    model = chat_model_dir(tiny_llama_dir, root / "tiny")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMKICK_"))}
+    with JudgeServer("5 5") as server:  # the original judge: 5 for every answer
+        env |= {
+            "LLMKICK_JUDGE_BASE_URL": server.url,
+            "LLMKICK_JUDGE_MODEL": JUDGE_MODEL,
+            "LLMKICK_JUDGE_CACHE": str(root / "cache.sqlite"),
+            "LLMKICK_DATA_DIR": str(root / "data"),
+        }
+        command = [
+            str(Path(sys.executable).with_name("lm_eval")), "--model", "hf", "--model_args",
+            f"pretrained={model}", "--device", "cpu", "--batch_size", "8",
+            "--include_path", str(local_task_dir),
+            "--tasks", f"{VICUNA},{CHOICE}", "--apply_chat_template", "--gen_kwargs", "max_gen_toks=4",
+            "--output_path", str(root / "out"), "--log_samples",
+        ]  # fmt: skip
+        done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-5000:]
+    [output] = (root / "out").iterdir()
+    return output, root / "data"
+
+
+def build_sweep(generated: tuple[Path, Path], run_dir: Path) -> Path:
+    """A sweep of that run: dense, and a pruned point whose answers differ (every answer replaced)."""
+    output, _ = generated
+    write_sweep(run_dir, SWEEP_POINTS, f"{VICUNA},{CHOICE}")
+    for point in SWEEP_POINTS:
+        raw = run_dir / "points" / point.point_id / "lm_eval" / output.name
+        shutil.copytree(output, raw)
+        [results] = raw.glob("results_*.json")
+        shutil.copy(results, raw.parents[1] / "results.json")  # as the sweep keeps it
+    [samples] = (run_dir / "points" / SWEEP_POINTS[1].point_id).rglob(f"samples_{VICUNA}_*.jsonl")
+    rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").split("\n") if line]
+    for row in rows:
+        row["resps"] = [[EDITED]]
+        row["filtered_resps"] = [json.dumps({**json.loads(row["filtered_resps"][0]), "response": EDITED})]
+    samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return run_dir
+
+
+NEW_DENSE_SCORE = sum(4 + n % 6 for n in range(1, SWEEP_QUESTIONS + 1)) / SWEEP_QUESTIONS  # 6.5
+
+
+def new_judge(body: dict) -> str:
+    """The second judge: the reference 8, dense's answers 4..9 by question, the pruned point's 3."""
+    assert body["model"] == "judge-y", body["model"]
+    prompt = body["messages"][-1]["content"]
+    if EDITED in prompt:
+        return "8 3"
+    number = int(re.search(r"Question (\d+):", prompt)[1])
+    return f"8 {4 + number % 6}"
+
+
+def rejudge_sweep(run: Path, cwd: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, cache: Path) -> Path:
+    """`llmkick judge RUN` with the second judge, RUN given relative to ``cwd``; the re-judged copy."""
+    monkeypatch.chdir(cwd)
+    with JudgeServer(new_judge) as server:
+        use_judge(monkeypatch, server, cache, model="judge-y")
+        monkeypatch.setenv("LLMKICK_DATA_DIR", str(data_dir))
+        assert main(["judge", os.path.relpath(run, cwd), "--label", "y"]) == 0
+        assert len(server.received) == len(SWEEP_POINTS) * SWEEP_QUESTIONS  # dense re-judged too
+    return run / "rejudged" / "y"
+
+
+def logged_values(run: Path, point: SweepPoint, metric: str) -> list[float]:
+    """``metric`` of each document, as the re-judged samples file of ``point`` holds it."""
+    [samples] = (run / "points" / point.point_id).rglob(f"rejudged_samples_{VICUNA}_y_*.jsonl")
+    lines = [json.loads(line) for line in samples.read_text(encoding="utf-8").split("\n") if line]
+    return [line[metric] for line in lines if metric in line]
+
+
+def test_a_rejudged_sweep_gets_paired_verdicts_from_the_rejudged_samples(
+    generated: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = build_sweep(generated, tmp_path / "sweep")
+    copy = rejudge_sweep(run, tmp_path, generated[1], monkeypatch, tmp_path / "cache.sqlite")
+    original = json.loads((run / "points" / "dense" / "results.json").read_text())["results"][VICUNA]
+    assert (original["score,judge"], original["win_rate,judge"]) == (5.0, 0.5)  # the original judge's
+    write_report(copy)
+    report = json.loads((copy / "report.json").read_text())
+    assert report["problems"] == []
+    compared = report["points"][1]["comparisons"][VICUNA]
+    dense, pruned = SWEEP_POINTS
+    for metric in ("score", "win_rate"):
+        assert compared[metric]["n"] == SWEEP_QUESTIONS
+        dense_values, pruned_values = logged_values(run, dense, metric), logged_values(run, pruned, metric)
+        assert len(dense_values) == len(pruned_values) == SWEEP_QUESTIONS
+        # Paired with the re-judged dense, from the re-judged samples, which give the reported scores.
+        assert compared[metric]["dense"] == sum(dense_values) / SWEEP_QUESTIONS
+        assert compared[metric]["point"] == sum(pruned_values) / SWEEP_QUESTIONS
+        for point, values in zip(SWEEP_POINTS, (dense_values, pruned_values), strict=True):
+            scores = report["points"][SWEEP_POINTS.index(point)]["scores"][VICUNA]
+            assert scores[metric] == sum(values) / len(values)
+    assert (compared["score"]["dense"], compared["score"]["point"]) == (NEW_DENSE_SCORE, 3.0)
+    assert compared["score"]["verdict"] == "not matching"  # -54%, and a 95% interval to show it
+    assert compared["win_rate"]["verdict"] == "not matching"  # dense: 2 wins, 2 ties; pruned: 12 losses
+    assert report["points"][1]["comparisons"][CHOICE]["acc"]["verdict"] != "no verdict"
+
+
+def test_a_moved_rejudged_sweep_reported_from_another_directory_finds_its_samples(
+    generated: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths are recorded relative to the results file holding them: the cwd of `llmkick judge` and of
+    `llmkick report` do not matter, and the run directory can be moved."""
+    run = build_sweep(generated, tmp_path / "here" / "sweep")
+    rejudge_sweep(run, tmp_path / "here", generated[1], monkeypatch, tmp_path / "cache.sqlite")
+    moved = tmp_path / "there" / "sweep"
+    moved.parent.mkdir()
+    run.rename(moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    copy = moved / "rejudged" / "y"
+    points = load_run(copy)
+    for point in points:
+        home = moved / "points" / point.point["id"]
+        original = point.check.samples.path(CHOICE)  # lm-eval's, found from the re-judged task's source
+        assert original is not None and original.is_file() and home in original.parents
+        rejudged = point.check.samples.path(VICUNA)
+        assert rejudged is not None and rejudged.is_file() and home in rejudged.parents
+        assert rejudged.name.startswith(f"rejudged_samples_{VICUNA}_y_")
+        assert point.findings() == []
+    # A re-judged score is checked like any other: edited, it disagrees with the re-judged samples.
+    edited = edit_score(copy / "points" / "dense", VICUNA, "score,judge", 6.0)
+    [finding] = load_run(copy)[0].findings()
+    assert finding.message == (
+        f"results disagree with samples: {edited} reports {VICUNA} score,judge = 6.0, recomputed from "
+        f"{load_run(copy)[0].check.samples.path(VICUNA)}: {NEW_DENSE_SCORE!r}"
+    )

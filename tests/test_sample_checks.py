@@ -170,3 +170,19 @@ def test_documents_with_unicode_line_separators_are_read_whole(tmp_path: Path) -
         sample["doc"]["question"] = "first\u2028second\x0cthird\u0085"
     path.write_text("\n".join(json.dumps(s, ensure_ascii=False) for s in samples) + "\n")
     assert _check(folder).findings == []
+
+
+def test_a_copy_rejudged_by_an_older_llmkick_judge_is_stated_not_recomputable(tmp_path: Path) -> None:
+    """Before `llmkick judge` logged per-document values its copies named only the samples they came from:
+    such a score cannot be checked (nor paired), and the finding says how to get one that can."""
+    folder = write_point(tmp_path, "p", {"judged": {"score": [3.0, 5.0]}, "t": {"acc": [1, 0]}},
+                         filter_key="judge")  # fmt: skip
+    results = json.loads((folder / "results.json").read_text())
+    results["configs"]["judged"]["metadata"] = {"rejudged_from": str(samples_file(folder, "judged"))}
+    (folder / "results.json").write_text(json.dumps(results))
+    [finding] = _check(folder).findings
+    assert (finding.kind, finding.task, finding.metric) == (NOT_RECOMPUTABLE, "judged", None)
+    assert finding.message == (
+        "cannot be recomputed from samples: re-judged by an older `llmkick judge`, whose samples keep the "
+        "judge's records, not per-document scores; re-judge with --overwrite"
+    )

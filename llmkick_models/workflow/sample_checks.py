@@ -12,9 +12,14 @@ lm-eval writes ``results_<date>.json`` and, with ``--log_samples`` (which the sw
   either of the two lm-eval aggregations is accepted);
 * each task's number of documents against ``n-samples``.
 
+A task re-judged by ``llmkick judge`` (a sweep's ``rejudged/<label>/`` copy) is checked against the samples
+file ``llmkick judge`` wrote, which holds the new judge's per-document values as lm-eval logs them; the
+other tasks of the point against the original run's samples.
+
 A score that disagrees, or whose samples are gone, is a :class:`Finding` that resume and the report refuse
-to use.  A metric whose aggregation cannot be redone (one lm-eval does not expose, a re-judged task whose
-samples keep no per-document scores) is a finding of its own kind: stated, never silently passed.
+to use.  A metric whose aggregation cannot be redone (one lm-eval does not expose, a task re-judged by an
+older ``llmkick judge`` whose samples keep no per-document scores) is a finding of its own kind: stated,
+never silently passed.
 
 Tolerance: relative ``1e-9`` (absolute ``1e-12`` near zero).  The recomputation sums the same values in the
 same order as lm-eval, and JSON keeps every float exactly, so an untouched score comes back to the last
@@ -31,6 +36,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from llmkick_tasks.samples_file import (
+    REJUDGED_FROM,
+    REJUDGED_SAMPLES,
+    SamplesFileError,
+    read_jsonl,
+    recorded_path,
+)
 
 REL_TOL = 1e-9
 ABS_TOL = 1e-12
@@ -160,13 +173,25 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def rejudged_tasks(results: dict[str, Any]) -> dict[str, Path]:
-    """Tasks whose scores ``llmkick judge`` replaced, with the samples file they were re-judged from."""
+@dataclass(frozen=True)
+class Rejudged:
+    """A task whose scores ``llmkick judge`` replaced: the samples it re-judged and the samples it wrote
+    (``None``: written by an older ``llmkick judge``, which kept no per-document values)."""
+
+    source: Path
+    samples: Path | None
+
+
+def rejudged_tasks(results: dict[str, Any], folder: Path) -> dict[str, Rejudged]:
+    """The tasks of ``results`` re-judged by ``llmkick judge``; paths relative to ``folder``, which holds
+    the results file, are resolved against it."""
     out = {}
     for task, config in results.get("configs", {}).items():
-        source = (config.get("metadata") or {}).get("rejudged_from") if isinstance(config, dict) else None
-        if source:
-            out[task] = Path(source)
+        metadata = (config.get("metadata") or {}) if isinstance(config, dict) else {}
+        source, samples = metadata.get(REJUDGED_FROM), metadata.get(REJUDGED_SAMPLES)
+        if isinstance(source, str) and source:
+            written = recorded_path(samples, folder) if isinstance(samples, str) and samples else None
+            out[task] = Rejudged(recorded_path(source, folder), written)
     return out
 
 
@@ -180,7 +205,7 @@ def find_lm_eval_output(point_dir: Path, results: dict[str, Any]) -> tuple[Path,
     date = results.get("date")
     if date is None:
         return None
-    roots = [point_dir, *{source.parent for source in rejudged_tasks(results).values()}]
+    roots = [point_dir, *{rejudged.source.parent for rejudged in rejudged_tasks(results, point_dir).values()}]
     for root in roots:
         for candidate in sorted(root.rglob("results_*.json"), reverse=True):
             raw = _read_json(candidate)
@@ -196,10 +221,12 @@ class LoggedSamples:
     point_dir: Path
     results: dict[str, Any]
     _output: tuple[Path, str] | None = field(default=None, init=False)
+    _rejudged: dict[str, Rejudged] = field(default_factory=dict, init=False)
     _read: dict[str, list[dict[str, Any]] | Finding] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._output = find_lm_eval_output(self.point_dir, self.results)
+        self._rejudged = rejudged_tasks(self.results, self.point_dir)
 
     @property
     def folder(self) -> Path | None:
@@ -207,10 +234,18 @@ class LoggedSamples:
         return self._output[0] if self._output else None
 
     def path(self, task: str) -> Path | None:
-        """Where ``task``'s samples of this run are (None when the run's output folder is not found)."""
+        """Where ``task``'s samples of this run are: the samples ``llmkick judge`` wrote for a re-judged task,
+        else lm-eval's (None when the run's output folder is not found, or a re-judged task has none)."""
+        if task in self._rejudged:
+            return self._rejudged[task].samples
         return self._output[0] / f"samples_{task}_{self._output[1]}.jsonl" if self._output else None
 
     def _missing(self, task: str) -> Finding:
+        if task in self._rejudged and self._rejudged[task].samples is None:
+            return Finding(NOT_RECOMPUTABLE, task, None, (
+                "cannot be recomputed from samples: re-judged by an older `llmkick judge`, whose samples "
+                "keep the judge's records, not per-document scores; re-judge with --overwrite"
+            ))  # fmt: skip
         path = self.path(task)
         if path is not None:
             return Finding(MISSING, task, None, f"samples missing: {path}")
@@ -237,18 +272,11 @@ class LoggedSamples:
 
 def _read_rows(task: str, path: Path) -> list[dict[str, Any]] | Finding:
     try:
-        # "\n" only: lm-eval writes text unescaped, and a document may hold U+2028 or a form feed
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as error:
-        return Finding(UNREADABLE, task, None, f"samples unreadable: {path}: {error}")
+        lines = read_jsonl(path)
+    except SamplesFileError as error:
+        return Finding(UNREADABLE, task, None, f"samples unreadable: {error}")
     rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            sample = json.loads(line)
-        except ValueError as error:
-            return Finding(UNREADABLE, task, None, f"samples unreadable: {path} line {number}: {error}")
+    for number, sample in lines:
         if not isinstance(sample, dict) or "doc_id" not in sample:
             return Finding(UNREADABLE, task, None, f"samples unreadable: {path} line {number}: no doc_id")
         names = sample.get("metrics") or [k for k in sample if k not in _SAMPLE_FIELDS]
@@ -305,17 +333,9 @@ class PointCheck:
         self.samples = LoggedSamples(point_dir, results)
         self.findings: list[Finding] = []
         self._leaves: dict[str, _Leaf] = {}
-        entries = results.get("results", {})
-        rejudged = rejudged_tasks(results)
-        for task, metrics in entries.items():
+        for task, metrics in results.get("results", {}).items():
             scores = numeric_scores(metrics if isinstance(metrics, dict) else {})
             if not scores:
-                continue
-            if any(leaf in rejudged for leaf in leaf_tasks(results, task)):
-                self.findings.append(Finding(NOT_RECOMPUTABLE, task, None, (
-                    "cannot be recomputed from samples: re-judged by `llmkick judge`, whose samples keep the "
-                    "judge's records, not per-document scores"
-                )))  # fmt: skip
                 continue
             if children(results).get(task):
                 self._check_group(task, scores)

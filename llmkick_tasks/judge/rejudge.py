@@ -7,11 +7,13 @@ reference answer the judge compared against, which is reused so that only the ju
 re-judges those answers with any judge settings / protocol and writes lm-eval-shaped results next to them:
 
 * ``PATH`` a samples file, an lm-eval output folder (searched recursively), or a sweep run directory;
-* per samples file, ``rejudged_<task>_<label>_<date>.json`` beside it, ``<date>`` being the samples file's
-  (``results`` / ``configs`` as lm-eval writes them, the original run's ``config`` and ``versions`` kept);
-  a label that exists already is refused unless ``overwrite``;
+* per samples file, ``rejudged_samples_<task>_<label>_<date>.jsonl`` and
+  ``rejudged_<task>_<label>_<date>.json`` beside it, ``<date>`` being the samples file's: the samples and
+  results lm-eval would have written had this judge scored the run (:mod:`.rejudge_output`); a label that
+  exists already is refused unless ``overwrite``;
 * for a sweep run directory, also ``<run>/rejudged/<label>/``: a copy of the run whose points' results hold
-  the re-judged tasks in place of the originals, so ``llmkick report <run>/rejudged/<label>`` tabulates them.
+  the re-judged tasks in place of the originals, so ``llmkick report <run>/rejudged/<label>`` tabulates them
+  and compares every point with the re-judged dense on the same documents.
 
 With the same judge (and its cache) the metrics equal the original run's exactly; with another judge a
 second result is written, nothing is generated.
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -37,13 +38,13 @@ from typing import Any
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocol_choice import make_protocol
-from llmkick_tasks.judge.protocols import JudgeProtocol, describe_judge
+from llmkick_tasks.judge.protocols import JudgeProtocol
+from llmkick_tasks.judge.rejudge_output import SAMPLES_NAME, gather_sweep, outputs, write_results
 from llmkick_tasks.judge.task import FILTER_NAME, JudgeFilter
+from llmkick_tasks.samples_file import SamplesFileError, read_jsonl
 
 log = logging.getLogger(__name__)
 
-DATE_PATTERN = r"\d{4}-\d{2}-\d{2}T[0-9.\-]+"
-SAMPLES_NAME = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{DATE_PATTERN})\.jsonl$")
 # A label is part of file and folder names: nothing that could leave the folder or need quoting.
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 # The judged tasks llmkick ships, by protocol kind (a results file next to the samples says it too).
@@ -129,18 +130,12 @@ def _kind(task: str, samples: Path) -> str | None:
 
 def read_samples(samples: Path) -> list[dict[str, Any]]:
     """The samples of a file, in document order."""
-    rows = []
     try:
-        text = samples.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise RejudgeError(f"{samples} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RejudgeError(f"{samples} line {number} is not JSON ({error.msg})") from None
+        lines = read_jsonl(samples)
+    except SamplesFileError as error:
+        raise RejudgeError(str(error)) from None
+    rows = []
+    for number, row in lines:
         if not isinstance(row, dict) or not isinstance(row.get("doc"), dict) or "resps" not in row:
             raise RejudgeError(
                 f"{samples} line {number} is not an lm-eval sample (needs a doc object and resps)"
@@ -176,33 +171,6 @@ def _answer_and_reference(row: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     resps = row["resps"]
     answer = resps[0][0] if isinstance(resps, list) and resps and isinstance(resps[0], list) else resps
     return _as_record(answer, ("turns",)), doc  # a --predict_only run: the raw answer
-
-
-def aggregate(
-    protocol: JudgeProtocol, docs: Sequence[Mapping[str, Any]], records: Sequence[Any]
-) -> dict[str, Any]:
-    """lm-eval's aggregation of the per-document metrics: means (with their stderr) and counts."""
-    per_metric: dict[str, list[float]] = {}
-    for doc, record in zip(docs, records, strict=True):
-        for name, value in protocol.metrics(doc, record).items():
-            per_metric.setdefault(name, []).append(value)
-    out: dict[str, Any] = {}
-    for spec in protocol.metric_specs():
-        values = per_metric.get(spec.name)
-        if not values:
-            continue
-        key = f"{spec.name},{FILTER_NAME}"
-        if spec.aggregation == "count":
-            out[key], out[f"{spec.name}_stderr,{FILTER_NAME}"] = float(sum(values)), "N/A"
-            continue
-        mean = sum(values) / len(values)  # as lm-eval's `mean`
-        out[key] = mean
-        if len(values) > 1:
-            variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-            out[f"{spec.name}_stderr,{FILTER_NAME}"] = math.sqrt(variance) / math.sqrt(len(values))
-        else:
-            out[f"{spec.name}_stderr,{FILTER_NAME}"] = "N/A"
-    return out
 
 
 def _prompt_for(task: str, metadata: Mapping[str, Any]) -> Any:
@@ -266,39 +234,6 @@ def judge_plan(plan: RejudgePlan) -> list[dict[str, Any]]:
     return judge.apply(plan.answers, plan.docs)
 
 
-def write_results(
-    plan: RejudgePlan, records: Sequence[Any], label: str, date: str
-) -> tuple[Path, dict[str, Any]]:
-    """Write a plan's re-judged results and records beside its samples; returns the results file."""
-    task, samples, rows = plan.task, plan.samples, plan.rows
-    describe = describe_judge(plan.settings, plan.protocol)
-    versions = plan.original.get("versions")
-    results = {
-        "results": {task: {"alias": task, **aggregate(plan.protocol, plan.docs, records)}},
-        "configs": {
-            task: {
-                "task": task,
-                "metadata": {**plan.metadata, "judge": describe, "rejudged_from": str(samples)},
-            }
-        },
-        "versions": {task: versions.get(task) if isinstance(versions, dict) else None},
-        "n-samples": {task: {"original": len(rows), "effective": len(rows)}},
-        "config": plan.original.get("config", {}),
-        "llmkick_rejudge": {"samples": str(samples), "label": label, "date": date},
-    }
-    out, records_file = outputs(plan, label)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    with records_file.open("w", encoding="utf-8") as f:
-        for row, record in zip(rows, records, strict=True):
-            f.write(
-                json.dumps(
-                    {"doc_id": row.get("doc_id"), "doc": row["doc"], "judged": record}, ensure_ascii=False
-                )
-                + "\n"
-            )
-    return out, results
-
-
 def _file_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).lstrip("._+-") or "judge"
 
@@ -318,16 +253,6 @@ def check_label(label: str) -> str:
             f"or digit; got {label!r}"
         )
     return label
-
-
-def outputs(plan: RejudgePlan, label: str) -> tuple[Path, Path]:
-    """The results and records files of a plan under ``label``: named by the samples file's own date."""
-    match = SAMPLES_NAME.match(plan.samples.name)
-    stem = f"{plan.task}_{label}_{match['date'] if match else plan.samples.stem}"
-    return (
-        plan.samples.with_name(f"rejudged_{stem}.json"),
-        plan.samples.with_name(f"rejudged_samples_{stem}.jsonl"),
-    )
 
 
 def rejudge_path(
@@ -375,25 +300,5 @@ def rejudge_path(
     if sweep:
         if overwrite:  # the old folder may hold points of an older run layout: start it afresh
             shutil.rmtree(path / "rejudged" / label, ignore_errors=True)
-        _gather_sweep(path, label, written)
+        gather_sweep(path, label, written)
     return [file for file, _ in written]
-
-
-def _gather_sweep(run_dir: Path, label: str, written: Sequence[tuple[Path, dict[str, Any]]]) -> Path:
-    """``<run>/rejudged/<label>/``: the run's points with the re-judged tasks' results in place."""
-    target = run_dir / "rejudged" / label
-    (target / "points").mkdir(parents=True, exist_ok=True)
-    (target / "sweep.json").write_text((run_dir / "sweep.json").read_text())
-    for point_results in sorted((run_dir / "points").glob("*/results.json")):
-        point = point_results.parent
-        results = json.loads(point_results.read_text())
-        for file, rejudged in written:
-            if point in file.parents:
-                for key in ("results", "configs", "versions", "n-samples"):
-                    results.setdefault(key, {}).update(rejudged.get(key, {}))
-        (target / "points" / point.name).mkdir(exist_ok=True)
-        (target / "points" / point.name / "results.json").write_text(
-            json.dumps(results, indent=1, default=str)
-        )
-    print(f"llmkick judge: re-judged sweep in {target}; tabulate it with `llmkick report {target}`")
-    return target
