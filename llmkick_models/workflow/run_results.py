@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow import paired_stats
+from llmkick_models.workflow.aggregations import AGGREGATIONS, aggregation_of, close, is_number
 from llmkick_models.workflow.paired_stats import Comparison
 from llmkick_models.workflow.sample_checks import (
-    AGGREGATIONS,
     NOT_A_NUMBER,
     UNREADABLE,
     Finding,
     PointCheck,
-    aggregation_of,
     children,
-    close,
-    is_number,
     leaf_tasks,
     numeric_scores,
 )
