@@ -213,26 +213,46 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child process")
-def test_sigterm_stops_the_lm_eval_child(tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli",
-               *_sweep_argv(tiny_llama_dir, local_task_dir, tmp_path / "run")]  # fmt: skip
+@pytest.mark.parametrize(
+    ("signum", "to_session"),
+    # SIGHUP as a closed terminal sends it: to the whole session (lm-eval runs in a session of its own)
+    [(signal.SIGTERM, False), (getattr(signal, "SIGHUP", None), True)],
+    ids=["SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_stops_the_lm_eval_child_and_the_sweep_resumes(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, signum: int | None, to_session: bool
+) -> None:
+    if signum is None:
+        pytest.skip("no SIGHUP on this platform")
+    argv = _sweep_argv(tiny_llama_dir, local_task_dir, tmp_path / "run")
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
     sweep = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ,
+        start_new_session=to_session,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     children: list[int] = []
     while not children and time.monotonic() < deadline and sweep.poll() is None:
         time.sleep(0.2)
         children = _children(sweep.pid)
     assert children, "the sweep never started lm-eval"
-    sweep.send_signal(signal.SIGTERM)
+    if to_session:
+        os.killpg(sweep.pid, signum)
+    else:
+        sweep.send_signal(signum)
     _, err = sweep.communicate(timeout=60)
-    assert sweep.returncode == 128 + signal.SIGTERM
-    assert "stopped by SIGTERM" in err
+    name = signal.Signals(signum).name
+    assert sweep.returncode == 128 + signum, err[-3000:]
+    assert f"stopped by {name}; the running points were stopped, finished points are kept" in err
     for child in children:
         with pytest.raises(ProcessLookupError):
             os.killpg(child, 0)  # nothing of the child's process group is left
     assert not list((tmp_path / "run").glob("points/*/results.json"))
+    # An immediate resume runs alone: every point ends with one lm-eval results file, the resume's.
+    resumed = _cli(argv)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for point in ("dense", "magnitude-2of4"):
+        assert len(list((tmp_path / "run" / "points" / point / "lm_eval").rglob("results_*.json"))) == 1
 
 
 def test_fail_fast_stops_after_the_first_failure(

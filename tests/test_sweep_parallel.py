@@ -275,26 +275,39 @@ def _lm_eval_processes(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child processes")
-def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
-    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "to_session"),
+    # SIGHUP as a closed terminal sends it: to the sweep, submitit's controller and the jobs at once
+    [(signal.SIGTERM, False), (getattr(signal, "SIGHUP", None), True)],
+    ids=["SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_cancels_the_submitit_jobs_and_their_lm_eval(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, signum: int | None, to_session: bool
 ) -> None:
     pytest.importorskip("submitit")
+    if signum is None:
+        pytest.skip("no SIGHUP on this platform")
     argv = _argv(
         tiny_llama_dir, local_task_dir, tmp_path / "run", "--launcher", "submitit-local", "--parallel", "2"
     )
     command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
     swept = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ,
+        start_new_session=to_session,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     workers: list[int] = []
     while len(workers) < 2 and time.monotonic() < deadline and swept.poll() is None:
         time.sleep(0.2)
         workers = _lm_eval_processes(swept.pid)
     assert len(workers) == 2, "the jobs never ran two lm-eval processes at once"
-    swept.send_signal(signal.SIGTERM)
+    if to_session:
+        os.killpg(swept.pid, signum)
+    else:
+        swept.send_signal(signum)
     _, err = swept.communicate(timeout=60)
-    assert swept.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    name = signal.Signals(signum).name
+    assert swept.returncode == 128 + signum and f"stopped by {name}" in err, err[-3000:]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
         time.sleep(0.2)
@@ -307,7 +320,11 @@ def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
     for results in finished:
         json.loads(results.read_text())
         assert (results.parent / "fingerprint.json").is_file()
-    assert len(finished) < 2, "SIGTERM came while two points were running; at most one can have finished"
+    assert len(finished) < 2, f"{name} came while two points were running; at most one can have finished"
+    # Stopped, not left to finish on its own (an orphan would have written its results by now).
+    for raw in (tmp_path / "run").glob("points/*/lm_eval/**/results_*.json"):
+        point = raw.relative_to(tmp_path / "run" / "points").parts[0]
+        assert (tmp_path / "run" / "points" / point / "results.json").is_file(), f"{point}'s lm-eval ran on"
 
 
 class _Refused(Exception):

@@ -3,9 +3,9 @@
 A run directory holds ``sweep.json`` (the command that built it), and per point ``points/<id>/results.json``
 (lm-eval's results JSON, moved into place only after the run succeeded), ``fingerprint.json`` (everything
 that determines the point's numbers; see ``preflight.py``, which also refuses stale points) and
-``lm_eval.log``.  A failing point prints the end of its log and the others go on; SIGINT/SIGTERM stop the
-running lm-eval process groups.  Points run one at a time, several at once (``slots``: one worker per device,
-or CPU workers sharing the cores), or as submitit jobs (``slurm.py``); every launcher runs
+``lm_eval.log``.  A failing point prints the end of its log and the others go on; SIGINT/SIGTERM/SIGHUP stop
+the running lm-eval process groups.  Points run one at a time, several at once (``slots``: one worker per
+device, or CPU workers sharing the cores), or as submitit jobs (``slurm.py``); every launcher runs
 :func:`execute_point`, so each point's folder, log, fingerprint and results are the same.
 """
 
@@ -39,9 +39,14 @@ from llmkick_models.workflow.sweep_plan import (
 
 log = logging.getLogger(__name__)
 
+#: Ctrl-C, kill, and a closed terminal or SSH session: each lm-eval runs in a session of its own, so a
+#: sweep that died of SIGHUP's default action would leave it running beside the next resume.
+HANGUP_SIGNALS = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()  # none on Windows
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *HANGUP_SIGNALS)
+
 
 class SweepInterrupted(Exception):
-    """SIGINT or SIGTERM reached the sweep; the running point's process group was stopped."""
+    """SIGINT, SIGTERM or SIGHUP reached the sweep; the running point's process group was stopped."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name}")
@@ -50,17 +55,35 @@ class SweepInterrupted(Exception):
 
 @contextlib.contextmanager
 def _forward_stop_signals() -> Iterator[None]:
-    """Turn SIGINT/SIGTERM into :class:`SweepInterrupted` in the main thread (restored afterwards)."""
+    """Turn SIGINT/SIGTERM/SIGHUP into :class:`SweepInterrupted` in the main thread (restored afterwards)."""
+    with _raise_on(STOP_SIGNALS):
+        yield
+
+
+@contextlib.contextmanager
+def _raise_on(signals: Sequence[int]) -> Iterator[None]:
+    """Raise :class:`SweepInterrupted` for ``signals`` in the main thread; elsewhere (where Python cannot
+    take signals) nothing changes."""
 
     def handler(signum: int, _frame: Any) -> None:
         raise SweepInterrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def ignore_stop_signals() -> None:
+    """From now on a second stop signal cannot cut the clean-up short (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
@@ -287,8 +310,7 @@ def _run_local(
             else:
                 outcome.failed.append(point.point_id)
     except BaseException:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_stop_signals()  # a second Ctrl-C must not cut the clean-up short
         _PROCESSES.stop_all()
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
@@ -359,11 +381,12 @@ def execute_point(
         if process is None:
             return False, "not started (the sweep is stopping)"
         try:
-            returncode = process.wait()
+            # In a submitit job (the main thread) a hangup would otherwise end the job and orphan lm-eval;
+            # SIGINT (submitit's cancel) raises KeyboardInterrupt and SIGTERM is submitit's own.
+            with _raise_on(HANGUP_SIGNALS):
+                returncode = process.wait()
         except BaseException:  # e.g. a Slurm/submitit job cancelled with SIGINT: take lm-eval down too
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up
-                    signal.signal(sig, signal.SIG_IGN)
+            ignore_stop_signals()  # a second signal must not cut the clean-up
             _stop_group(process)
             raise
         finally:
