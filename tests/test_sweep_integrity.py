@@ -302,3 +302,50 @@ def test_preflight_checks_judge_and_calibration_reachability(
     with pytest.raises(SweepError, match=r"point wanda-s0.5: calibration=c4: could not load"):
         preflight(points, base_model_args=base, tasks="local_fixture_choice", compress_args={},
                   lm_eval_args=["--include_path", str(local_task_dir)])  # fmt: skip
+
+
+def test_a_resume_on_another_stack_is_refused_and_rerun_recomputes(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import version
+
+    from llmkick_models.workflow import sweep
+
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    for package in ("torch", "transformers", "accelerate", "lm_eval"):
+        assert plan.common["versions"][package] == version(package)
+    _mark_finished(plan, tmp_path)
+    dense = tmp_path / "points" / "dense" / "fingerprint.json"
+    stored = json.loads(dense.read_text())
+    # Threads are provenance: recorded, never compared (a --parallel sweep resumes a sequential one).
+    dense.write_text(json.dumps({**stored, "provenance": {"threads": 64}}))
+    assert stale_points(plan, tmp_path) == {}
+
+    stored["versions"]["transformers"] = "5.19.0"
+    dense.write_text(json.dumps(stored))
+    older = tmp_path / "points" / "wanda-2of4" / "fingerprint.json"  # as an older llmkick wrote it
+    written = json.loads(older.read_text())
+    for package in ("torch", "transformers", "accelerate"):
+        del written["versions"][package]
+    older.write_text(json.dumps(written))
+    stale = stale_points(plan, tmp_path)
+    assert stale == {
+        "dense": [f"versions.transformers: '5.19.0' -> '{version('transformers')}'"],
+        "wanda-2of4": [
+            f"versions.{package}: (absent) -> '{version(package)}'"
+            for package in ("accelerate", "torch", "transformers")
+        ],
+    }
+    with pytest.raises(SweepError, match="nothing was run"):
+        sweep.run_sweep(plan, tmp_path)
+
+    recomputed: list[str] = []
+
+    def run(plan, point, point_dir, progress, **_slot) -> bool:
+        recomputed.append(point.point_id)
+        assert not (point_dir / "results.json").exists()  # the stale results went first
+        return True
+
+    monkeypatch.setattr(sweep, "_run_point", run)
+    sweep.run_sweep(plan, tmp_path, rerun=True)
+    assert recomputed == ["dense", "wanda-2of4"]

@@ -2,11 +2,12 @@
 
 A run directory holds ``sweep.json`` (the command that built it), and per point ``points/<id>/results.json``
 (lm-eval's results JSON, moved into place only after the run succeeded), ``fingerprint.json`` (everything
-that determines the point's numbers; see ``preflight.py``, which also refuses stale points) and
-``lm_eval.log``.  A failing point prints the end of its log and the others go on; SIGINT/SIGTERM/SIGHUP stop
-the running lm-eval process groups.  Points run one at a time, several at once (``slots``: one worker per
-device, or CPU workers sharing the cores), or as submitit jobs (``slurm.py``); every launcher runs
-:func:`execute_point`, so each point's folder, log, fingerprint and results are the same.
+that determines the point's numbers; see ``preflight.py``, which also refuses stale points, plus a
+``provenance`` that is recorded but not compared) and ``lm_eval.log``.  A failing point prints the end of
+its log and the others go on; SIGINT/SIGTERM/SIGHUP stop the running lm-eval process groups.  Points run one
+at a time, several at once (``slots``: one worker per device, or CPU workers sharing the cores), or as
+submitit jobs (``slurm.py``); every launcher runs :func:`execute_point`, so each point's folder, log,
+fingerprint and results are the same.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
+from llmkick_models.workflow.point_stack import PROVENANCE_KEY
 from llmkick_models.workflow.preflight import SweepPlan, describe_stale, stale_points
 from llmkick_models.workflow.sweep_plan import (
     KILL_GRACE_S,
@@ -334,6 +336,16 @@ def _point_command(plan: SweepPlan, point: SweepPoint, raw_dir: Path, slot: Slot
     return command
 
 
+def _worker_threads(slot: Slot) -> int:
+    """The CPU threads the point's lm-eval starts with: the slot's OMP/MKL setting, else torch's default
+    in this environment, which the child inherits."""
+    if slot.threads is not None:
+        return slot.threads
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _without_option(args: Sequence[str], option: str) -> list[str]:
     """``args`` without ``option VALUE`` / ``option=VALUE``."""
     kept: list[str] = []
@@ -395,7 +407,9 @@ def execute_point(
     if returncode != 0 or not newest:
         why = f"exit {returncode}" if returncode != 0 else "lm-eval wrote no results file"
         return False, f"FAILED ({why}); last lines of {log_path}:\n{log_tail(log_path)}"
-    _write_atomic(point_dir / "fingerprint.json", json.dumps(plan.fingerprints[point.point_id], indent=1))
+    # The thread count is provenance, not a setting: recorded, never compared (see PROVENANCE_KEY).
+    fingerprint = {**plan.fingerprints[point.point_id], PROVENANCE_KEY: {"threads": _worker_threads(slot)}}
+    _write_atomic(point_dir / "fingerprint.json", json.dumps(fingerprint, indent=1))
     _write_atomic(results_file, newest[-1].read_text())  # the point counts as finished only once this exists
     summary = summarize_point(json.loads(results_file.read_text()))
     where = f", {slot.device}" if slot.device else ""
