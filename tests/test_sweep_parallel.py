@@ -175,8 +175,9 @@ def test_slurm_needs_sbatch_and_known_parameters(monkeypatch: pytest.MonkeyPatch
 
 def test_each_worker_gets_its_own_device() -> None:
     plan = sweep.SweepPlan([SweepPoint()], "pretrained=m", "t", {}, ["--device=cuda:0", "--limit", "4"], {})
-    command = sweep._point_command(plan, SweepPoint(), Path("raw"), Slot(device="cuda:1"))
-    assert "--device=cuda:0" not in command and command[-4:-1] == ["4", "--device", "cuda:1"]
+    command = sweep._point_command(plan, SweepPoint(), Path("raw"), Slot(device="cuda:1"), Path("cache"))
+    assert "--device=cuda:0" not in command and command[-6:-3] == ["4", "--device", "cuda:1"]
+    assert command[-3:] == ["--log_samples", "--use_cache", str(Path("cache") / "lm_eval")]
     assert sweep.option_value(plan.lm_eval_args, "--device") == "cuda:0"
 
 

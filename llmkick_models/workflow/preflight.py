@@ -319,6 +319,13 @@ def fingerprint_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list
     ]
 
 
+def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
+    """A short digest of everything a fingerprint compares: names the point's lm-eval response cache, so
+    a point whose settings changed can never replay answers computed with other ones."""
+    text = json.dumps(_compared(fingerprint), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
