@@ -293,26 +293,46 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child process")
-def test_sigterm_stops_the_lm_eval_child(tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli",
-               *_sweep_argv(tiny_llama_dir, local_task_dir, tmp_path / "run")]  # fmt: skip
+@pytest.mark.parametrize(
+    ("signum", "to_session"),
+    # SIGHUP as a closed terminal sends it: to the whole session (lm-eval runs in a session of its own)
+    [(signal.SIGTERM, False), (getattr(signal, "SIGHUP", None), True)],
+    ids=["SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_stops_the_lm_eval_child_and_the_sweep_resumes(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, signum: int | None, to_session: bool
+) -> None:
+    if signum is None:
+        pytest.skip("no SIGHUP on this platform")
+    argv = _sweep_argv(tiny_llama_dir, local_task_dir, tmp_path / "run")
+    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
     sweep = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ,
+        start_new_session=to_session,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     children: list[int] = []
     while not children and time.monotonic() < deadline and sweep.poll() is None:
         time.sleep(0.2)
         children = _children(sweep.pid)
     assert children, "the sweep never started lm-eval"
-    sweep.send_signal(signal.SIGTERM)
+    if to_session:
+        os.killpg(sweep.pid, signum)
+    else:
+        sweep.send_signal(signum)
     _, err = sweep.communicate(timeout=60)
-    assert sweep.returncode == 128 + signal.SIGTERM
-    assert "stopped by SIGTERM" in err
+    name = signal.Signals(signum).name
+    assert sweep.returncode == 128 + signum, err[-3000:]
+    assert f"stopped by {name}; the running points were stopped, finished points are kept" in err
     for child in children:
         with pytest.raises(ProcessLookupError):
             os.killpg(child, 0)  # nothing of the child's process group is left
     assert not list((tmp_path / "run").glob("points/*/results.json"))
+    # An immediate resume runs alone: every point ends with one lm-eval results file, the resume's.
+    resumed = _cli(argv)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for point in ("dense", "magnitude-2of4"):
+        assert len(list((tmp_path / "run" / "points" / point / "lm_eval").rglob("results_*.json"))) == 1
 
 
 def test_fail_fast_stops_after_the_first_failure(
@@ -362,3 +382,132 @@ def test_preflight_checks_judge_and_calibration_reachability(
     with pytest.raises(SweepError, match=r"point wanda-s0.5: calibration=c4: could not load"):
         preflight(points, base_model_args=base, tasks="local_fixture_choice", compress_args={},
                   lm_eval_args=["--include_path", str(local_task_dir)])  # fmt: skip
+
+
+def test_a_resume_on_another_stack_is_refused_and_rerun_recomputes(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import version
+
+    from llmkick_models.workflow import sweep
+
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    for package in ("torch", "transformers", "accelerate", "lm_eval"):
+        assert plan.common["versions"][package] == version(package)
+    _mark_finished(plan, tmp_path)
+    dense = tmp_path / "points" / "dense" / "fingerprint.json"
+    stored = json.loads(dense.read_text())
+    # Threads are provenance: recorded, never compared (a --parallel sweep resumes a sequential one).
+    dense.write_text(json.dumps({**stored, "provenance": {"threads": 64}}))
+    assert stale_points(plan, tmp_path) == {}
+
+    stored["versions"]["transformers"] = "5.19.0"
+    dense.write_text(json.dumps(stored))
+    older = tmp_path / "points" / "wanda-2of4" / "fingerprint.json"  # as an older llmkick wrote it
+    written = json.loads(older.read_text())
+    for package in ("torch", "transformers", "accelerate"):
+        del written["versions"][package]
+    older.write_text(json.dumps(written))
+    stale = stale_points(plan, tmp_path)
+    assert stale == {
+        "dense": [f"versions.transformers: '5.19.0' -> '{version('transformers')}'"],
+        "wanda-2of4": [
+            f"versions.{package}: (absent) -> '{version(package)}'"
+            for package in ("accelerate", "torch", "transformers")
+        ],
+    }
+    with pytest.raises(SweepError, match="nothing was run"):
+        sweep.run_sweep(plan, tmp_path)
+
+    recomputed: list[str] = []
+
+    def run(plan, point, point_dir, progress, **_slot) -> bool:
+        recomputed.append(point.point_id)
+        assert not (point_dir / "results.json").exists()  # the stale results went first
+        return True
+
+    monkeypatch.setattr(sweep, "_run_point", run)
+    sweep.run_sweep(plan, tmp_path, rerun=True)
+    assert recomputed == ["dense", "wanda-2of4"]
+
+
+class _FakeLmEval:
+    """Stands in for the lm-eval process: exits with ``returncode`` after writing a results file (or not)."""
+
+    pid = -1  # os.killpg refuses it (EINVAL): a stray stop could signal nothing
+
+    def __init__(self, returncode: int, raw_dir: Path | None = None) -> None:
+        self.returncode = returncode
+        if raw_dir is not None:
+            (raw_dir / "model").mkdir(parents=True)
+            results = {"results": {}, "config": {"model_dtype": "torch.float32"}}
+            (raw_dir / "model" / "results_2026.json").write_text(json.dumps(results))
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+
+def test_each_point_gets_the_response_cache_of_its_fingerprint(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkick_models.workflow import sweep
+    from llmkick_models.workflow.preflight import fingerprint_digest
+    from llmkick_tasks.judge.generations import GENERATIONS_ENV
+
+    plan = _plan(tiny_llama_dir, local_task_dir, None, "--limit", "4")
+    point, point_dir = plan.points[1], tmp_path / "points" / plan.points[1].point_id
+    digest = fingerprint_digest(plan.fingerprints[point.point_id])
+    other_limit = _plan(tiny_llama_dir, local_task_dir, None, "--limit", "3").fingerprints[point.point_id]
+    assert fingerprint_digest(other_limit) != digest
+    stale = point_dir / "responses" / fingerprint_digest(other_limit)
+    stale.mkdir(parents=True)
+    (stale / "lm_eval_rank0.db").write_text("answers of --limit 3")
+    generations = point_dir / "generations"
+    generations.mkdir()
+    (generations / "task.jsonl").write_text("answers of --limit 3\n")
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    def start(returncode: int, write_results: bool):
+        def fake(command: list[str], log_file: object, env: dict[str, str]) -> _FakeLmEval:
+            started.append((command, env))
+            raw_dir = Path(command[command.index("--output_path") + 1])
+            return _FakeLmEval(returncode, raw_dir if write_results else None)
+
+        return fake
+
+    monkeypatch.setattr(sweep._PROCESSES, "start", start(1, write_results=False))
+    ok, message = sweep.execute_point(plan, point, point_dir)
+    command, env = started[-1]
+    cache = point_dir / "responses" / digest
+    assert not ok and command[-2:] == ["--use_cache", str(cache / "lm_eval")]
+    assert env[GENERATIONS_ENV] == str(generations)
+    assert not stale.exists()  # another setting's answers are never replayed
+    assert not generations.exists()  # nor shown as this point's
+    assert message.startswith("FAILED (exit 1); last lines of")  # no answers kept: nothing to say
+
+    # lm-eval caches no sampled answers: a failed point then says that a re-run generates them again.
+    sampled = _plan(tiny_llama_dir, local_task_dir, None, "--limit", "4", "--gen_kwargs", "do_sample=True")
+    (point_dir / "responses" / fingerprint_digest(sampled.fingerprints[point.point_id])).mkdir(parents=True)
+    generations.mkdir()
+    (generations / "llmkick_mtbench.jsonl").write_text("{}\n")
+    _ok, message = sweep.execute_point(sampled, point, point_dir)
+    assert message.startswith(
+        f"FAILED (exit 1); the generated answers are kept in {generations} (llmkick_mtbench.jsonl): "
+        f"re-running the sweep generates them again (lm-eval caches no sampled answers, do_sample=true); "
+        f"last lines of"
+    )
+
+    # The user's --use_cache (any spelling) is a folder for per-point caches, and no setting of the point.
+    mine = tmp_path / "mine"
+    theirs = _plan(tiny_llama_dir, local_task_dir, None, "--limit", "4", "--use_c", str(mine))
+    assert theirs.fingerprints == plan.fingerprints
+    sweep.execute_point(theirs, point, point_dir)
+    assert started[-1][0][-2:] == ["--use_cache", str(mine / point.point_id / digest / "lm_eval")]
+
+    cache.mkdir(parents=True)  # what the failed attempt's lm-eval cached
+    monkeypatch.setattr(sweep._PROCESSES, "start", start(0, write_results=True))
+    ok, _message = sweep.execute_point(plan, point, point_dir, sweep.Slot(threads=3))
+    assert ok and not cache.exists()  # a finished point resumes nothing
+    fingerprint = json.loads((point_dir / "fingerprint.json").read_text())
+    assert fingerprint == {**plan.fingerprints[point.point_id], "provenance": {"threads": 3}}
+    assert stale_points(plan, tmp_path) == {}

@@ -68,15 +68,25 @@ def test_parallel_and_submitit_give_the_sequential_results(
     expected = ["dense", "magnitude-s0.5"]
     reference = _scores(tmp_path / "sequential")
     assert sorted(reference) == expected
-    for name in ("parallel", "submitit"):
+    # The threads each point's lm-eval started with: torch's default in this environment, or cores / 2.
+    default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True, env=os.environ, check=True).stdout  # fmt: skip
+    threads = {"sequential": int(default), "parallel": max(1, len(os.sched_getaffinity(0)) // 2)}
+    threads["submitit"] = threads["parallel"]
+    for name in ("sequential", "parallel", "submitit"):
         run_dir = tmp_path / name
         assert _scores(run_dir) == reference, name
-        for point in expected:  # the layout of the sequential path, and the same provenance
+        for point in expected:  # the layout of the sequential path, and the same fingerprint
             folder = run_dir / "points" / point
             assert {p.name for p in folder.iterdir()} == POINT_FILES
-            assert (folder / "fingerprint.json").read_text() == (
-                tmp_path / "sequential" / "points" / point / "fingerprint.json"
-            ).read_text()
+            fingerprint = json.loads((folder / "fingerprint.json").read_text())
+            sequential = json.loads(
+                (tmp_path / "sequential" / "points" / point / "fingerprint.json").read_text()
+            )
+            # Recorded, not compared: the threads differ, and that is why they are provenance.
+            assert fingerprint.pop("provenance") == {"threads": threads[name]}, name
+            del sequential["provenance"]
+            assert fingerprint == sequential
         assert (run_dir / "report.md").is_file()
     assert outputs["submitit"].count("submitted as job") == 2
     # Resume holds for every launcher: the sequential command finds the parallel run's points done.
@@ -165,8 +175,9 @@ def test_slurm_needs_sbatch_and_known_parameters(monkeypatch: pytest.MonkeyPatch
 
 def test_each_worker_gets_its_own_device() -> None:
     plan = sweep.SweepPlan([SweepPoint()], "pretrained=m", "t", {}, ["--device=cuda:0", "--limit", "4"], {})
-    command = sweep._point_command(plan, SweepPoint(), Path("raw"), Slot(device="cuda:1"))
-    assert "--device=cuda:0" not in command and command[-4:-1] == ["4", "--device", "cuda:1"]
+    command = sweep._point_command(plan, SweepPoint(), Path("raw"), Slot(device="cuda:1"), Path("cache"))
+    assert "--device=cuda:0" not in command and command[-6:-3] == ["4", "--device", "cuda:1"]
+    assert command[-3:] == ["--log_samples", "--use_cache", str(Path("cache") / "lm_eval")]
     assert sweep.option_value(plan.lm_eval_args, "--device") == "cuda:0"
 
 
@@ -275,26 +286,39 @@ def _lm_eval_processes(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child processes")
-def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
-    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "to_session"),
+    # SIGHUP as a closed terminal sends it: to the sweep, submitit's controller and the jobs at once
+    [(signal.SIGTERM, False), (getattr(signal, "SIGHUP", None), True)],
+    ids=["SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_cancels_the_submitit_jobs_and_their_lm_eval(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, signum: int | None, to_session: bool
 ) -> None:
     pytest.importorskip("submitit")
+    if signum is None:
+        pytest.skip("no SIGHUP on this platform")
     argv = _argv(
         tiny_llama_dir, local_task_dir, tmp_path / "run", "--launcher", "submitit-local", "--parallel", "2"
     )
     command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
     swept = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ,
+        start_new_session=to_session,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     workers: list[int] = []
     while len(workers) < 2 and time.monotonic() < deadline and swept.poll() is None:
         time.sleep(0.2)
         workers = _lm_eval_processes(swept.pid)
     assert len(workers) == 2, "the jobs never ran two lm-eval processes at once"
-    swept.send_signal(signal.SIGTERM)
+    if to_session:
+        os.killpg(swept.pid, signum)
+    else:
+        swept.send_signal(signum)
     _, err = swept.communicate(timeout=60)
-    assert swept.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    name = signal.Signals(signum).name
+    assert swept.returncode == 128 + signum and f"stopped by {name}" in err, err[-3000:]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
         time.sleep(0.2)
@@ -307,7 +331,11 @@ def test_sigterm_cancels_the_submitit_jobs_and_their_lm_eval(
     for results in finished:
         json.loads(results.read_text())
         assert (results.parent / "fingerprint.json").is_file()
-    assert len(finished) < 2, "SIGTERM came while two points were running; at most one can have finished"
+    assert len(finished) < 2, f"{name} came while two points were running; at most one can have finished"
+    # Stopped, not left to finish on its own (an orphan would have written its results by now).
+    for raw in (tmp_path / "run").glob("points/*/lm_eval/**/results_*.json"):
+        point = raw.relative_to(tmp_path / "run" / "points").parts[0]
+        assert (tmp_path / "run" / "points" / point / "results.json").is_file(), f"{point}'s lm-eval ran on"
 
 
 class _Refused(Exception):

@@ -25,6 +25,7 @@ from typing import Any
 from llmkick_models.arguments import compression_args
 from llmkick_models.engine.methods import methods_taking
 from llmkick_models.preload_checks import check_model_args
+from llmkick_models.workflow.point_stack import PROVENANCE_KEY
 from llmkick_models.workflow.sweep_plan import (
     CACHE_ARGS,
     COSMETIC_LM_EVAL_OPTIONS,
@@ -221,15 +222,27 @@ def _llmkick_source_digest() -> str:
     return digest.hexdigest()
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
+#: The libraries whose versions change a point's numbers besides llmkick's own code: lm-eval (requests,
+#: metrics), torch (kernels), transformers (model code, tokenizers, generation) and accelerate (placement).
+STACK_PACKAGES = ("lm_eval", "torch", "transformers", "accelerate")
 
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _versions() -> dict[str, str]:
     from llmkick_models.storage.cache_key import llmkick_version
 
     return {
         "llmkick": llmkick_version(),
         "llmkick_source_sha256": _llmkick_source_digest(),
-        "lm_eval": version("lm_eval"),
+        **{name: _package_version(name) for name in STACK_PACKAGES},
     }
 
 
@@ -285,16 +298,34 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
+def _compared(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    # The provenance is what may differ between the points of one sweep on purpose (the CPU threads of its
+    # worker: a --parallel N sweep and a sequential one resume each other): recorded, shown, not compared.
+    return {key: value for key, value in fingerprint.items() if key != PROVENANCE_KEY}
+
+
+def _shown(flat: dict[str, Any], key: str) -> str:
+    return repr(flat[key]) if key in flat else "(absent)"
+
+
 def fingerprint_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """Human-readable differences, e.g. ``model_args.pretrained: 'A' -> 'B'``."""
+    """Human-readable differences, e.g. ``model_args.pretrained: 'A' -> 'B'`` or, for a field an older
+    llmkick did not record, ``versions.torch: (absent) -> '2.4.0'``; the provenance is not compared."""
     if old is None:
         return ["no fingerprint (written by an older llmkick, or the point was copied in)"]
-    before, after = _flatten(old), _flatten(new)
+    before, after = _flatten(_compared(old)), _flatten(_compared(new))
     return [
-        f"{key}: {before.get(key, '(absent)')!r} -> {after.get(key, '(absent)')!r}"
+        f"{key}: {_shown(before, key)} -> {_shown(after, key)}"
         for key in sorted(set(before) | set(after))
         if before.get(key) != after.get(key)
     ]
+
+
+def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
+    """A short digest of everything a fingerprint compares: names the point's lm-eval response cache, so
+    a point whose settings changed can never replay answers computed with other ones."""
+    text = json.dumps(_compared(fingerprint), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

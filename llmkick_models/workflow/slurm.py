@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 from llmkick_models.workflow.preflight import SweepPlan
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
-from llmkick_models.workflow.sweep import Slot, SweepOutcome, execute_point, say
+from llmkick_models.workflow.sweep import Slot, SweepOutcome, execute_point, ignore_stop_signals, say
 from llmkick_models.workflow.sweep_plan import KILL_GRACE_S, SweepError, SweepPoint
 
 SLURM_EXTRA = "slurm"
@@ -94,8 +93,7 @@ class SubmititLauncher:
                 if running:
                     time.sleep(self.poll_s)
         except BaseException:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_IGN)
+            ignore_stop_signals()
             for job in running:
                 with contextlib.suppress(Exception):
                     job.cancel(check=False)

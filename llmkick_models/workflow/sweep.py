@@ -2,20 +2,26 @@
 
 A run directory holds ``sweep.json`` (the command that built it), and per point ``points/<id>/results.json``
 (lm-eval's results JSON, moved into place only after the run succeeded), ``fingerprint.json`` (everything
-that determines the point's numbers; see ``preflight.py``, which also refuses stale points) and
-``lm_eval.log``.  A failing point prints the end of its log and the others go on; SIGINT/SIGTERM stop the
-running lm-eval process groups.  Points run one at a time, several at once (``slots``: one worker per device,
-or CPU workers sharing the cores), or as submitit jobs (``slurm.py``); every launcher runs
-:func:`execute_point`, so each point's folder, log, fingerprint and results are the same.
+that determines the point's numbers; see ``preflight.py``, which also refuses stale points, plus a
+``provenance`` that is recorded but not compared) and ``lm_eval.log``.  While a point is unfinished,
+``responses/<digest>/`` holds lm-eval's response cache of its fingerprint, so a point that failed after its
+model generated (e.g. its judge refused the key) resumes without generating again, and ``generations/``
+the judged tasks' answers in readable form.  A failing point prints the end of its log and the others go
+on; SIGINT/SIGTERM/SIGHUP stop the running lm-eval process groups.  Points run one at a time, several at
+once (``slots``: one worker per device, or CPU workers sharing the cores), or as submitit jobs
+(``slurm.py``); every launcher runs :func:`execute_point`, so each point's folder, log, fingerprint and
+results are the same.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -28,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
-from llmkick_models.workflow.preflight import SweepPlan, describe_stale, stale_points
+from llmkick_models.workflow.point_stack import PROVENANCE_KEY
+from llmkick_models.workflow.preflight import (
+    SweepPlan,
+    _lm_eval_parser,
+    describe_stale,
+    fingerprint_digest,
+    stale_points,
+)
 from llmkick_models.workflow.sweep_plan import (
     KILL_GRACE_S,
     LOG_TAIL_LINES,
@@ -36,12 +49,21 @@ from llmkick_models.workflow.sweep_plan import (
     SweepPoint,
     point_args,
 )
+from llmkick_tasks.judge.generations import GENERATIONS_ENV
 
 log = logging.getLogger(__name__)
 
+#: Ctrl-C, kill, and a closed terminal or SSH session: each lm-eval runs in a session of its own, so a
+#: sweep that died of SIGHUP's default action would leave it running beside the next resume.
+HANGUP_SIGNALS = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()  # none on Windows
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *HANGUP_SIGNALS)
+#: Per point: lm-eval's response cache (one folder per fingerprint digest) and the judged answers.
+RESPONSES_DIR = "responses"
+GENERATIONS_DIR = "generations"
+
 
 class SweepInterrupted(Exception):
-    """SIGINT or SIGTERM reached the sweep; the running point's process group was stopped."""
+    """SIGINT, SIGTERM or SIGHUP reached the sweep; the running point's process group was stopped."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name}")
@@ -50,17 +72,35 @@ class SweepInterrupted(Exception):
 
 @contextlib.contextmanager
 def _forward_stop_signals() -> Iterator[None]:
-    """Turn SIGINT/SIGTERM into :class:`SweepInterrupted` in the main thread (restored afterwards)."""
+    """Turn SIGINT/SIGTERM/SIGHUP into :class:`SweepInterrupted` in the main thread (restored afterwards)."""
+    with _raise_on(STOP_SIGNALS):
+        yield
+
+
+@contextlib.contextmanager
+def _raise_on(signals: Sequence[int]) -> Iterator[None]:
+    """Raise :class:`SweepInterrupted` for ``signals`` in the main thread; elsewhere (where Python cannot
+    take signals) nothing changes."""
 
     def handler(signum: int, _frame: Any) -> None:
         raise SweepInterrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def ignore_stop_signals() -> None:
+    """From now on a second stop signal cannot cut the clean-up short (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
@@ -287,8 +327,7 @@ def _run_local(
             else:
                 outcome.failed.append(point.point_id)
     except BaseException:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_stop_signals()  # a second Ctrl-C must not cut the clean-up short
         _PROCESSES.stop_all()
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
@@ -297,7 +336,7 @@ def _run_local(
     bar.close()
 
 
-def _point_command(plan: SweepPlan, point: SweepPoint, raw_dir: Path, slot: Slot) -> list[str]:
+def _point_command(plan: SweepPlan, point: SweepPoint, raw_dir: Path, slot: Slot, cache: Path) -> list[str]:
     lm_eval_args = list(plan.lm_eval_args)
     if slot.device is not None:  # this worker's device replaces the one of the command line
         lm_eval_args = [*_without_option(lm_eval_args, "--device"), "--device", slot.device]
@@ -309,7 +348,67 @@ def _point_command(plan: SweepPlan, point: SweepPoint, raw_dir: Path, slot: Slot
     # Per-document samples are what `llmkick report` pairs with dense for its intervals and verdicts.
     if "--log_samples" not in command and "-s" not in command:
         command.append("--log_samples")
-    return command
+    # Last, so it replaces a --use_cache of the user's (lm-eval's parser keeps the last value); lm-eval adds
+    # "_rank<N>.db" to the name.
+    return [*command, "--use_cache", str(cache / "lm_eval")]
+
+
+def _pass_through(plan: SweepPlan) -> argparse.Namespace:
+    """lm-eval's own reading of the pass-through options (abbreviations and aliases resolved; the
+    pre-flight has already validated them)."""
+    return _lm_eval_parser().parse_args(
+        ["run", "--model", "compressed-hf", "--tasks", plan.tasks, *plan.lm_eval_args]
+    )
+
+
+def response_cache(plan: SweepPlan, point: SweepPoint, point_dir: Path, options: argparse.Namespace) -> Path:
+    """The folder of the point's lm-eval response cache, named by the digest of its fingerprint: in the
+    point folder (``responses/<digest>``), or under the user's ``--use_cache`` folder
+    (``<use_cache>/<point id>/<digest>``: one cache for every point would replay one model's answers as
+    another's)."""
+    root = (
+        Path(options.use_cache).expanduser() / point.point_id
+        if options.use_cache
+        else point_dir / RESPONSES_DIR
+    )
+    return root / fingerprint_digest(plan.fingerprints[point.point_id])
+
+
+def _drop_other_caches(cache: Path) -> None:
+    """Remove the point's response caches of other settings: their answers must never be replayed.  Only
+    folders named like a digest go (a user's --use_cache folder may hold other things)."""
+    if cache.parent.is_dir():
+        for folder in cache.parent.iterdir():
+            if (
+                folder != cache
+                and folder.is_dir()
+                and re.fullmatch(rf"[0-9a-f]{{{len(cache.name)}}}", folder.name)
+            ):
+                shutil.rmtree(folder)
+
+
+def _kept_answers(generations: Path, options: argparse.Namespace) -> str:
+    """For a failed point's line: where the generated answers are, and that a re-run does not redo them."""
+    files = sorted(generations.glob("*.jsonl"))
+    if not files:
+        return ""
+    sampled = str((options.gen_kwargs or {}).get("do_sample", "")).lower() == "true"
+    resume = (
+        "re-running the sweep generates them again (lm-eval caches no sampled answers, do_sample=true)"
+        if sampled
+        else "re-running the sweep resumes from lm-eval's response cache without generating them again"
+    )
+    return f"; the generated answers are kept in {generations} ({', '.join(f.name for f in files)}): {resume}"
+
+
+def _worker_threads(slot: Slot) -> int:
+    """The CPU threads the point's lm-eval starts with: the slot's OMP/MKL setting, else torch's default
+    in this environment, which the child inherits."""
+    if slot.threads is not None:
+        return slot.threads
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _without_option(args: Sequence[str], option: str) -> list[str]:
@@ -343,27 +442,35 @@ def execute_point(
     """Run one point's lm-eval and move its results into place; ``(finished, one-line summary)``.
 
     Prints nothing: the same function runs in a worker thread and inside a Slurm job, and the sweep prints
-    the summary where the user reads it.
+    the summary where the user reads it.  lm-eval answers from the point's response cache what an earlier
+    attempt with the same fingerprint computed; the cache is removed once the point finished.
     """
     start = time.perf_counter()
     results_file = point_dir / "results.json"
     raw_dir = point_dir / "lm_eval"
-    command = _point_command(plan, point, raw_dir, slot)
+    options = _pass_through(plan)
+    cache = response_cache(plan, point, point_dir, options)
+    generations = point_dir / GENERATIONS_DIR
+    command = _point_command(plan, point, raw_dir, slot, cache)
     point_dir.mkdir(parents=True, exist_ok=True)
     (point_dir / "fingerprint.json").unlink(missing_ok=True)
     shutil.rmtree(raw_dir, ignore_errors=True)  # results of an earlier attempt must not be picked up
+    _drop_other_caches(cache)
+    if not cache.exists():  # readable answers of an attempt with other settings (or of a finished one)
+        shutil.rmtree(generations, ignore_errors=True)
     log_path = point_dir / "lm_eval.log"
     with log_path.open("w") as log_file:
         # Its own process group, so that stopping the sweep stops lm-eval and whatever it started.
-        process = _PROCESSES.start(command, log_file, slot.env())
+        process = _PROCESSES.start(command, log_file, {**slot.env(), GENERATIONS_ENV: str(generations)})
         if process is None:
             return False, "not started (the sweep is stopping)"
         try:
-            returncode = process.wait()
+            # In a submitit job (the main thread) a hangup would otherwise end the job and orphan lm-eval;
+            # SIGINT (submitit's cancel) raises KeyboardInterrupt and SIGTERM is submitit's own.
+            with _raise_on(HANGUP_SIGNALS):
+                returncode = process.wait()
         except BaseException:  # e.g. a Slurm/submitit job cancelled with SIGINT: take lm-eval down too
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up
-                    signal.signal(sig, signal.SIG_IGN)
+            ignore_stop_signals()  # a second signal must not cut the clean-up
             _stop_group(process)
             raise
         finally:
@@ -371,9 +478,15 @@ def execute_point(
     newest = sorted(raw_dir.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
     if returncode != 0 or not newest:
         why = f"exit {returncode}" if returncode != 0 else "lm-eval wrote no results file"
-        return False, f"FAILED ({why}); last lines of {log_path}:\n{log_tail(log_path)}"
-    _write_atomic(point_dir / "fingerprint.json", json.dumps(plan.fingerprints[point.point_id], indent=1))
+        kept = _kept_answers(generations, options)
+        return False, f"FAILED ({why}){kept}; last lines of {log_path}:\n{log_tail(log_path)}"
+    # The thread count is provenance, not a setting: recorded, never compared (see PROVENANCE_KEY).
+    fingerprint = {**plan.fingerprints[point.point_id], PROVENANCE_KEY: {"threads": _worker_threads(slot)}}
+    _write_atomic(point_dir / "fingerprint.json", json.dumps(fingerprint, indent=1))
     _write_atomic(results_file, newest[-1].read_text())  # the point counts as finished only once this exists
+    shutil.rmtree(cache, ignore_errors=True)  # nothing resumes a finished point; results are the record
+    with contextlib.suppress(OSError):
+        cache.parent.rmdir()  # only if empty
     summary = summarize_point(json.loads(results_file.read_text()))
     where = f", {slot.device}" if slot.device else ""
     return True, f"{summary} ({time.perf_counter() - start:.0f} s{where})"

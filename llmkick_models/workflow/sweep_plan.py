@@ -16,11 +16,13 @@ SWEEP_AXES = ("method", "sparsity", "pattern", "bits")
 CACHE_ARGS = frozenset({"cache", "llmkick_cache_dir"})
 #: lm-eval options the sweep sets for every point; giving them again would contradict the sweep.
 OWN_LM_EVAL_OPTIONS = ("model", "model_args", "tasks", "output_path")
-#: lm-eval settings that do not change any number (logging, display, trackers): left out of fingerprints.
+#: lm-eval settings that do not change any number (logging, display, trackers; ``use_cache``, because the
+#: sweep keeps each point's response cache under a digest of the point's fingerprint): left out of
+#: fingerprints.
 COSMETIC_LM_EVAL_OPTIONS = frozenset({
     "config", "verbosity", "log_samples", "show_config", "write_out", "wandb_args", "wandb_config_args",
     "trackio_args", "hf_hub_log_args", "check_integrity", "metadata", "model", "model_args", "tasks",
-    "output_path",
+    "output_path", "use_cache",
 })  # fmt: skip
 LOG_TAIL_LINES = 25
 KILL_GRACE_S = 10.0

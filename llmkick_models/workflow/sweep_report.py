@@ -24,6 +24,7 @@ from typing import Any
 
 from llmkick_models.workflow import paired_stats
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
+from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.report_plots import plot_run
 from llmkick_models.workflow.run_results import (
     PointResult,
@@ -190,7 +191,10 @@ def report_json(
         "schema": REPORT_SCHEMA,
         "tolerance": MATCHING_TOLERANCE,
         "confidence": paired_stats.CONFIDENCE,
-        "run": {key: sweep.get(key) for key in ("base_model_args", "tasks", "compress_args", "lm_eval_args")},
+        "run": {
+            **{key: sweep.get(key) for key in ("base_model_args", "tasks", "compress_args", "lm_eval_args")},
+            "stack": run_stack(points),
+        },
         "problems": [_problem_json(pid, finding) for pid, finding in found],
         "headlines": [{"task": task, "metric": metric.split(",")[0]} for task, metric in columns],
         "points": out_points,
@@ -231,11 +235,14 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     found = problems(points)
     plots = plot_run(points, run_dir, compared)
     sweep = json.loads((run_dir / "sweep.json").read_text())
+    stack = run_stack(points)
+    warning = stack_warning(stack)
     body = [
         f"# llmkick sweep: {sweep.get('base_model_args', '')}",
         "",
         f"Tasks: `{sweep.get('tasks', '')}`; extra lm-eval args: `{' '.join(sweep.get('lm_eval_args', []))}`",
         "",
+        *([warning, ""] if warning else []),
         problems_section(found),
         markdown_table(points, compared),
         "## Each point against dense, on the same documents",
@@ -243,6 +250,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
         *[f"![{plot.stem}]({plot.name})" for plot in plots],
         "",
+        stack_section(stack),
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))

@@ -37,6 +37,7 @@ from llmkick_tasks.judge.chat import chat_format_for, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.data import BINS_KEY, summarization_bins
+from llmkick_tasks.judge.generations import write_generations
 from llmkick_tasks.judge.pairwise import InstructionProtocol, SummarizationProtocol
 from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.protocols import JsonRecord, JudgeProtocol, describe_judge
@@ -189,6 +190,7 @@ class JudgedTask(ConfigurableTask):
 
     def apply_filters(self) -> list[Instance] | None:
         """Judge the responses; with ``--predict_only`` only keep them (no judge calls, nothing billed)."""
+        write_generations(self.config.task, self._instances)  # readable even if the judge fails
         if "bypass" in self._metric_fn_list:
             FilterEnsemble(FILTER_NAME, [TakeFirstFilter]).apply(self._instances)
             return None
