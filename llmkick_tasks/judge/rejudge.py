@@ -30,7 +30,6 @@ import logging
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,7 @@ from typing import Any
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocol_choice import make_protocol
-from llmkick_tasks.judge.protocols import JudgeProtocol
-from llmkick_tasks.judge.rejudge_output import SAMPLES_NAME, gather_sweep, outputs, write_results
+from llmkick_tasks.judge.rejudge_output import SAMPLES_NAME, RejudgePlan, gather_sweep, outputs, write_results
 from llmkick_tasks.judge.task import FILTER_NAME, JudgeFilter
 from llmkick_tasks.samples_file import SamplesFileError, read_jsonl
 
@@ -192,21 +190,6 @@ def _prompt_for(task: str, metadata: Mapping[str, Any]) -> Any:
         return built["task"].doc_to_text(doc)
 
     return prompt_for
-
-
-@dataclass
-class RejudgePlan:
-    """One samples file, checked and ready to judge: nothing of it needs the judge any more."""
-
-    task: str
-    samples: Path
-    metadata: dict[str, Any]  # the original run's task metadata under the given one
-    settings: JudgeSettings
-    protocol: JudgeProtocol
-    rows: list[dict[str, Any]]
-    answers: list[Any]
-    docs: list[dict[str, Any]]
-    original: dict[str, Any]  # the original run's results file ({} without one)
 
 
 def plan_file(task: str, samples: Path, metadata: Mapping[str, Any]) -> RejudgePlan:

@@ -20,15 +20,30 @@ import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocols import JudgeProtocol, describe_judge
 from llmkick_tasks.judge.task import FILTER_NAME
 from llmkick_tasks.samples_file import REJUDGED_FROM, REJUDGED_SAMPLES, recorded_path, relative_path
 
-if TYPE_CHECKING:
-    from llmkick_tasks.judge.rejudge import RejudgePlan
+
+@dataclass
+class RejudgePlan:
+    """One samples file, checked and ready to judge: nothing of it needs the judge any more."""
+
+    task: str
+    samples: Path
+    metadata: dict[str, Any]  # the original run's task metadata under the given one
+    settings: JudgeSettings
+    protocol: JudgeProtocol
+    rows: list[dict[str, Any]]
+    answers: list[Any]
+    docs: list[dict[str, Any]]
+    original: dict[str, Any]  # the original run's results file ({} without one)
+
 
 DATE_PATTERN = r"\d{4}-\d{2}-\d{2}T[0-9.\-]+"
 SAMPLES_NAME = re.compile(rf"^samples_(?P<task>.+)_(?P<date>{DATE_PATTERN})\.jsonl$")
