@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.engine.options import SPARSITY, parse_pattern
+from llmkick_models.engine.options import SPARSITY, CompressionArgumentError, parse_pattern
 from llmkick_models.workflow.commands import (
     UsageError,
     cache_command,
@@ -27,6 +27,7 @@ from llmkick_models.workflow.commands import (
     report_command,
     sweep_command,
 )
+from llmkick_tasks.errors import UserError
 
 DESCRIPTION = "LLM-KICK for lm-evaluation-harness: sweep compression points, report them, compress a model."
 
@@ -75,8 +76,18 @@ class UserErrorExit(SystemExit):
         return self.message
 
 
-#: What counts as the user's error: our validation (ValueError, SweepError), paths (OSError), JSON.
-USER_ERRORS = (UsageError, ValueError, OSError)
+def user_error_types() -> tuple[type[Exception], ...]:
+    """What counts as the user's error: our own types only (UsageError, SweepError, JudgeConfigError, ...
+    are UserErrors); anything else is a bug or the system's failure and keeps its traceback.
+
+    The engine's validation errors predate UserError and are named here; the model-layout one only when its
+    module (which imports torch) was loaded, as it must have been to raise it.
+    """
+    types: list[type[Exception]] = [UserError, CompressionArgumentError]
+    layout = sys.modules.get("llmkick_models.engine.model_layout")
+    if layout is not None:
+        types.append(layout.UnsupportedModelError)
+    return tuple(types)
 
 
 def _version() -> str:
@@ -297,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("sweep: --methods is required (e.g. --methods magnitude,wanda)")
     try:
         return _run_command(args, passthrough)
-    except USER_ERRORS as error:
+    except user_error_types() as error:
         if debug:
             raise
         prefix = f"llmkick {args.command}: "

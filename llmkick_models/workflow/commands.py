@@ -9,12 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from llmkick_tasks.errors import UserError
+
 if TYPE_CHECKING:
     from llmkick_models.storage.model_cache import CacheEntry, ModelCache
 
 
-class UsageError(Exception):
-    """A user error: printed as one message, exit status 2 (the traceback only with --debug)."""
+class UsageError(UserError):
+    """A command refuses its arguments: printed as one message, exit status 2 (the traceback with --debug)."""
 
 
 def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
