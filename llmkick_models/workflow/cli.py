@@ -40,6 +40,7 @@ examples:
   llmkick cache ls
   llmkick compress --model X --model_args method=sparsegpt,pattern=2:4 --output X-2of4
   llmkick model-args
+  llmkick task-knobs
 
 'llmkick COMMAND --help' shows a command's options. A user error (bad argument, missing file) prints one
 message and exits 2; add --debug (anywhere on the command line) for the traceback.
@@ -247,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("model-args", help="print the table of compression model_args (markdown)")
+    commands.add_parser("task-knobs", help="print the tables of the tasks' and the judge's --metadata knobs")
     judge = commands.add_parser(
         "judge", help="re-judge answers saved by --log_samples (no model is loaded, nothing is generated)"
     )
@@ -326,6 +328,11 @@ def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
         from llmkick_models.arguments import model_args_table
 
         print(model_args_table())
+        return 0
+    if args.command == "task-knobs":
+        from llmkick_tasks.run_metadata import knob_tables
+
+        print("\n\n".join(f"{readme}:\n\n{table}" for readme, table in knob_tables().items()))
         return 0
     if args.command == "judge":
         from llmkick_tasks.judge.client import JudgeRequestError
