@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# compressed-hf's own argument names: the one place the sweep takes them from.
 from llmkick_models.workflow.preflight import SweepPlan, describe_stale, stale_points
 from llmkick_models.workflow.sweep_plan import (
     KILL_GRACE_S,
