@@ -152,7 +152,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``llmkick`` (subcommands sweep, report, compress)."""
+    """The argument parser of ``llmkick``: one subcommand per command, each added by its own function."""
     parser = argparse.ArgumentParser(
         prog="llmkick",
         description=DESCRIPTION,
@@ -162,7 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmkick {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_sweep(commands)
+    report = commands.add_parser("report", help="markdown table + PNG plots of a sweep's run directory")
+    report.add_argument("run_dir", type=Path)
+    _add_compress(commands)
+    commands.add_parser("model-args", help="print the table of compression model_args (markdown)")
+    commands.add_parser("task-knobs", help="print the tables of the tasks' and the judge's --metadata knobs")
+    _add_judge(commands)
+    _add_cache(commands)
+    convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
+    convert.add_argument("gguf_file", type=Path)
+    convert.add_argument("output", type=Path)
+    return parser
 
+
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns (argparse does not export the name)
+
+
+def _add_sweep(commands: Subcommands) -> None:
     # No abbreviations: lm-eval's --device must pass through, not be taken as a prefix of --devices.
     sweep = commands.add_parser(
         "sweep",
@@ -229,9 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         "cpus_per_task=8,mem_gb=64",
     )
 
-    report = commands.add_parser("report", help="markdown table + PNG plots of a sweep's run directory")
-    report.add_argument("run_dir", type=Path)
 
+def _add_compress(commands: Subcommands) -> None:
     compress = commands.add_parser("compress", help="compress a model and save it (for --model hf or vLLM)")
     compress.add_argument("--model", required=True, help="pretrained model id or local folder")
     compress.add_argument(
@@ -247,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         "packed integer weights + scales that vLLM serves (quantized methods only; needs the [export] extra)",
     )
 
-    commands.add_parser("model-args", help="print the table of compression model_args (markdown)")
-    commands.add_parser("task-knobs", help="print the tables of the tasks' and the judge's --metadata knobs")
+
+def _add_judge(commands: Subcommands) -> None:
     judge = commands.add_parser(
         "judge", help="re-judge answers saved by --log_samples (no model is loaded, nothing is generated)"
     )
@@ -265,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judge.add_argument("--overwrite", action="store_true", help="replace results of an existing --label")
     judge.add_argument("--tasks", type=_csv(str), default=None, help="only these judged tasks")
+
+
+def _add_cache(commands: Subcommands) -> None:
     cache = commands.add_parser("cache", help="list, remove or prune compressed models in the model cache")
     cache.add_argument(
         "--dir",
@@ -289,11 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-gb", "--max_gb", dest="max_bytes", type=_max_gb, default=None, metavar="GB",
         help="size to prune down to, in GB, finite and >= 0 (default: $LLMKICK_CACHE_MAX_GB)",
     )  # fmt: skip
-
-    convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
-    convert.add_argument("gguf_file", type=Path)
-    convert.add_argument("output", type=Path)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
