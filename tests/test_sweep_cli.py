@@ -61,6 +61,11 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path: Path) -> None:
     assert (
         compress.stderr.strip() == f"llmkick compress: error: --output {existing} exists; choose a new folder"
     )
+    missing_model = _cli("compress", "--model", str(missing), "--output", str(tmp_path / "out"))
+    assert missing_model.returncode == 2 and "Traceback" not in missing_model.stderr
+    assert missing_model.stderr.startswith(
+        f"llmkick compress: error: --model {missing} could not be loaded: "
+    )
     # --debug, anywhere on the line, shows where it came from
     debug = _cli("report", str(missing), "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr

@@ -253,7 +253,10 @@ def compress_command(args: argparse.Namespace) -> int:
             raise UsageError("--format compressed-tensors needs a quantized model: add bits= to --model_args")
         # The packed codes come from the grids of this run; a cached model has none.
         model_args["cache"] = False
-    lm = CompressedHFLM(pretrained=args.model, device=args.device, **model_args)
+    try:
+        lm = CompressedHFLM(pretrained=args.model, device=args.device, **model_args)
+    except OSError as error:  # transformers' word for a model id or folder it cannot find or read
+        raise UsageError(f"--model {args.model} could not be loaded: {error}") from error
     model = lm.model
     # Models loaded from GGUF carry a quantization_config that save_pretrained refuses; the weights are
     # already dequantized floats, so the saved folder is a plain HF checkpoint.
