@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from llmkick_tasks.errors import UserError
+
 BUDGET_ENV = "LLMKICK_LOGITS_BUDGET_MB"
 DEFAULT_BUDGET_MB = 2048
 
@@ -31,7 +33,7 @@ def budget_bytes() -> int:
     except ValueError:
         value = -1.0
     if value <= 0:
-        raise ValueError(f"${BUDGET_ENV}={given!r}: allowed a positive number of MiB")
+        raise UserError(f"${BUDGET_ENV}={given!r}: allowed a positive number of MiB")
     return int(value * 2**20)
 
 

@@ -25,10 +25,13 @@ from typing import Any
 
 import datasets
 
+from llmkick_tasks.errors import UserError
+from llmkick_tasks.run_metadata import DATA_DIR
+
 log = logging.getLogger(__name__)
 
-ENV_VAR = "LLMKICK_DATA_DIR"
-METADATA_KEY = "data_dir"
+METADATA_KEY = DATA_DIR.name
+ENV_VAR = DATA_DIR.env[0]
 
 # Folder names accepted for each benchmark inside the data dir, in the order they are tried.  The
 # alternatives are the names the original archives extract to (triviaqa-rc.tar.gz) or that the shared
@@ -71,7 +74,7 @@ def register_benchmark(benchmark: str, layout: str, folder_names: tuple[str, ...
     LAYOUTS[benchmark] = layout
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(UserError):
     """A local data directory, file or record does not match the expected release layout."""
 
 

@@ -61,9 +61,33 @@ def test_user_errors_are_one_message_and_exit_2(tmp_path: Path) -> None:
     assert (
         compress.stderr.strip() == f"llmkick compress: error: --output {existing} exists; choose a new folder"
     )
+    missing_model = _cli("compress", "--model", str(missing), "--output", str(tmp_path / "out"))
+    assert missing_model.returncode == 2 and "Traceback" not in missing_model.stderr
+    assert missing_model.stderr.startswith(
+        f"llmkick compress: error: --model {missing} could not be loaded: "
+    )
     # --debug, anywhere on the line, shows where it came from
     debug = _cli("report", str(missing), "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("bug", "shown"),
+    [
+        ("int('not a number')", "ValueError: invalid literal for int()"),
+        ("open('/no/such/llmkick/file')", "FileNotFoundError: [Errno 2]"),
+    ],
+)
+def test_internal_errors_keep_their_traceback(bug: str, shown: str) -> None:
+    # A ValueError or OSError that no check of ours raised is a bug (or the system's), not a typo.
+    code = (
+        "import sys\nfrom llmkick_models.workflow import cli\n"
+        f"cli.report_command = lambda args: {bug}\nsys.exit(cli.main(['report', 'x']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and shown in result.stderr
+    assert "llmkick report: error:" not in result.stderr
 
 
 def test_sweep_refusal_is_one_message(tiny_llama_dir: Path, tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from llmkick_tasks.errors import UserError
+
 CACHE_DIR_ENV = "LLMKICK_CACHE_DIR"
 MAX_GB_ENV = "LLMKICK_CACHE_MAX_GB"
 LOCK_TIMEOUT_ENV = "LLMKICK_CACHE_LOCK_TIMEOUT"
@@ -27,9 +29,9 @@ def nonnegative_number(text: str, expected: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a number; expected {expected}") from None
+        raise UserError(f"{text!r} is not a number; expected {expected}") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{text!r} is not allowed; expected {expected}")
+        raise UserError(f"{text!r} is not allowed; expected {expected}")
     return value
 
 
@@ -37,7 +39,7 @@ def parse_max_gb(text: str) -> int:
     """A size in GB (10^9 bytes) as text, in bytes: finite and >= 0, else a ValueError."""
     gigabytes = nonnegative_number(text, GB_EXPECTED)
     if not math.isfinite(gigabytes * 1e9):
-        raise ValueError(f"{text!r} is too large; expected {GB_EXPECTED}")
+        raise UserError(f"{text!r} is too large; expected {GB_EXPECTED}")
     return int(gigabytes * 1e9)
 
 
@@ -49,7 +51,7 @@ def max_cache_bytes() -> int | None:
     try:
         return parse_max_gb(text)
     except ValueError as error:
-        raise ValueError(f"${MAX_GB_ENV}={error}") from None
+        raise UserError(f"${MAX_GB_ENV}={error}") from None
 
 
 def lock_timeout() -> float:
@@ -60,4 +62,4 @@ def lock_timeout() -> float:
     try:
         return nonnegative_number(text, "seconds to wait, a finite number >= 0, e.g. 3600")
     except ValueError as error:
-        raise ValueError(f"${LOCK_TIMEOUT_ENV}={error}") from None
+        raise UserError(f"${LOCK_TIMEOUT_ENV}={error}") from None

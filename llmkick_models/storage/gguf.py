@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 import transformers
 
+from llmkick_tasks.errors import UserFileNotFoundError
+
 log = logging.getLogger(__name__)
 
 ADD_BOS_KEY = "tokenizer.ggml.add_bos_token"
@@ -80,7 +82,7 @@ def align_special_tokens(
 def convert_gguf(gguf_path: Path, output: Path, dtype: torch.dtype = torch.float32) -> Path:
     """Load ``gguf_path`` (a ``.gguf`` file) and save model + tokenizer as a HF folder at ``output``."""
     if not gguf_path.is_file() or gguf_path.suffix != ".gguf":
-        raise FileNotFoundError(f"gguf_path={str(gguf_path)!r} is not a .gguf file")
+        raise UserFileNotFoundError(f"gguf_path={str(gguf_path)!r} is not a .gguf file")
     folder, name = gguf_path.parent, gguf_path.name
     loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)

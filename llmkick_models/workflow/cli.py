@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.engine.options import SPARSITY, parse_pattern
+from llmkick_models.engine.options import SPARSITY, CompressionArgumentError, parse_pattern
 from llmkick_models.workflow.commands import (
     UsageError,
     cache_command,
@@ -27,6 +27,7 @@ from llmkick_models.workflow.commands import (
     report_command,
     sweep_command,
 )
+from llmkick_tasks.errors import UserError
 
 DESCRIPTION = "LLM-KICK for lm-evaluation-harness: sweep compression points, report them, compress a model."
 
@@ -39,6 +40,7 @@ examples:
   llmkick cache ls
   llmkick compress --model X --model_args method=sparsegpt,pattern=2:4 --output X-2of4
   llmkick model-args
+  llmkick task-knobs
 
 'llmkick COMMAND --help' shows a command's options. A user error (bad argument, missing file) prints one
 message and exits 2; add --debug (anywhere on the command line) for the traceback.
@@ -75,8 +77,18 @@ class UserErrorExit(SystemExit):
         return self.message
 
 
-#: What counts as the user's error: our validation (ValueError, SweepError), paths (OSError), JSON.
-USER_ERRORS = (UsageError, ValueError, OSError)
+def user_error_types() -> tuple[type[Exception], ...]:
+    """What counts as the user's error: our own types only (UsageError, SweepError, JudgeConfigError, ...
+    are UserErrors); anything else is a bug or the system's failure and keeps its traceback.
+
+    The engine's validation errors predate UserError and are named here; the model-layout one only when its
+    module (which imports torch) was loaded, as it must have been to raise it.
+    """
+    types: list[type[Exception]] = [UserError, CompressionArgumentError]
+    layout = sys.modules.get("llmkick_models.engine.model_layout")
+    if layout is not None:
+        types.append(layout.UnsupportedModelError)
+    return tuple(types)
 
 
 def _version() -> str:
@@ -140,7 +152,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``llmkick`` (subcommands sweep, report, compress)."""
+    """The argument parser of ``llmkick``: one subcommand per command, each added by its own function."""
     parser = argparse.ArgumentParser(
         prog="llmkick",
         description=DESCRIPTION,
@@ -150,7 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmkick {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_sweep(commands)
+    report = commands.add_parser("report", help="markdown table + PNG plots of a sweep's run directory")
+    report.add_argument("run_dir", type=Path)
+    _add_compress(commands)
+    commands.add_parser("model-args", help="print the table of compression model_args (markdown)")
+    commands.add_parser("task-knobs", help="print the tables of the tasks' and the judge's --metadata knobs")
+    _add_judge(commands)
+    _add_cache(commands)
+    convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
+    convert.add_argument("gguf_file", type=Path)
+    convert.add_argument("output", type=Path)
+    return parser
 
+
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns (argparse does not export the name)
+
+
+def _add_sweep(commands: Subcommands) -> None:
     # No abbreviations: lm-eval's --device must pass through, not be taken as a prefix of --devices.
     sweep = commands.add_parser(
         "sweep",
@@ -217,9 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         "cpus_per_task=8,mem_gb=64",
     )
 
-    report = commands.add_parser("report", help="markdown table + PNG plots of a sweep's run directory")
-    report.add_argument("run_dir", type=Path)
 
+def _add_compress(commands: Subcommands) -> None:
     compress = commands.add_parser("compress", help="compress a model and save it (for --model hf or vLLM)")
     compress.add_argument("--model", required=True, help="pretrained model id or local folder")
     compress.add_argument(
@@ -235,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         "packed integer weights + scales that vLLM serves (quantized methods only; needs the [export] extra)",
     )
 
-    commands.add_parser("model-args", help="print the table of compression model_args (markdown)")
+
+def _add_judge(commands: Subcommands) -> None:
     judge = commands.add_parser(
         "judge", help="re-judge answers saved by --log_samples (no model is loaded, nothing is generated)"
     )
@@ -252,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judge.add_argument("--overwrite", action="store_true", help="replace results of an existing --label")
     judge.add_argument("--tasks", type=_csv(str), default=None, help="only these judged tasks")
+
+
+def _add_cache(commands: Subcommands) -> None:
     cache = commands.add_parser("cache", help="list, remove or prune compressed models in the model cache")
     cache.add_argument(
         "--dir",
@@ -277,11 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="size to prune down to, in GB, finite and >= 0 (default: $LLMKICK_CACHE_MAX_GB)",
     )  # fmt: skip
 
-    convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
-    convert.add_argument("gguf_file", type=Path)
-    convert.add_argument("output", type=Path)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmkick`` console script."""
@@ -297,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("sweep: --methods is required (e.g. --methods magnitude,wanda)")
     try:
         return _run_command(args, passthrough)
-    except USER_ERRORS as error:
+    except user_error_types() as error:
         if debug:
             raise
         prefix = f"llmkick {args.command}: "
@@ -315,6 +342,11 @@ def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
         from llmkick_models.arguments import model_args_table
 
         print(model_args_table())
+        return 0
+    if args.command == "task-knobs":
+        from llmkick_tasks.run_metadata import knob_tables
+
+        print("\n\n".join(f"{readme}:\n\n{table}" for readme, table in knob_tables().items()))
         return 0
     if args.command == "judge":
         from llmkick_tasks.judge.client import JudgeRequestError

@@ -9,12 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from llmkick_tasks.errors import UserError
+
 if TYPE_CHECKING:
     from llmkick_models.storage.model_cache import CacheEntry, ModelCache
 
 
-class UsageError(Exception):
-    """A user error: printed as one message, exit status 2 (the traceback only with --debug)."""
+class UsageError(UserError):
+    """A command refuses its arguments: printed as one message, exit status 2 (the traceback with --debug)."""
 
 
 def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
@@ -251,7 +253,10 @@ def compress_command(args: argparse.Namespace) -> int:
             raise UsageError("--format compressed-tensors needs a quantized model: add bits= to --model_args")
         # The packed codes come from the grids of this run; a cached model has none.
         model_args["cache"] = False
-    lm = CompressedHFLM(pretrained=args.model, device=args.device, **model_args)
+    try:
+        lm = CompressedHFLM(pretrained=args.model, device=args.device, **model_args)
+    except OSError as error:  # transformers' word for a model id or folder it cannot find or read
+        raise UsageError(f"--model {args.model} could not be loaded: {error}") from error
     model = lm.model
     # Models loaded from GGUF carry a quantization_config that save_pretrained refuses; the weights are
     # already dequantized floats, so the saved folder is a plain HF checkpoint.

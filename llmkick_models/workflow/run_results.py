@@ -23,6 +23,7 @@ from llmkick_models.workflow.sample_checks import (
     leaf_tasks,
     numeric_scores,
 )
+from llmkick_tasks.errors import UserFileNotFoundError
 
 PREFERRED_METRICS = (
     "contains",
@@ -170,7 +171,7 @@ def load_run(run_dir: Path) -> list[PointResult]:
     """Finished points of a run directory, in the sweep's order."""
     sweep_file = run_dir / "sweep.json"
     if not sweep_file.is_file():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"{run_dir} is not a sweep run directory (no sweep.json); run `llmkick sweep` first"
         )
     planned = json.loads(sweep_file.read_text())["points"]
@@ -180,7 +181,7 @@ def load_run(run_dir: Path) -> list[PointResult]:
         if (point_dir / "results.json").is_file():
             loaded.append(_load_point(point, point_dir))
     if not loaded:
-        raise FileNotFoundError(f"{run_dir} holds no finished point yet")
+        raise UserFileNotFoundError(f"{run_dir} holds no finished point yet")
     return loaded
 
 

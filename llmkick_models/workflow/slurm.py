@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow.preflight import SweepPlan
-
-# compressed-hf's own argument names: the one place the sweep takes them from.
 from llmkick_models.workflow.sweep import Slot, SweepOutcome, execute_point, ignore_stop_signals, say
 from llmkick_models.workflow.sweep_plan import KILL_GRACE_S, SweepError, SweepPoint
 

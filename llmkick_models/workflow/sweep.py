@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# compressed-hf's own argument names: the one place the sweep takes them from.
 from llmkick_models.workflow.point_stack import PROVENANCE_KEY
 from llmkick_models.workflow.preflight import (
     SweepPlan,

@@ -8,6 +8,7 @@ from typing import Any
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
 from llmkick_models.engine.methods import METHODS, build_spec, method_class
+from llmkick_tasks.errors import UserError
 
 QUANTIZATION_ARGS = frozenset({"bits"})
 #: Set by the sweep grid itself (--methods, --sparsities, --patterns, --bits), never by --compress_args.
@@ -28,7 +29,7 @@ LOG_TAIL_LINES = 25
 KILL_GRACE_S = 10.0
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """The sweep cannot start as asked; the message says what to change."""
 
 
@@ -81,7 +82,7 @@ def plan_points(
     for method in methods:
         if method not in METHODS or method == "none":
             allowed = ", ".join(m for m in METHODS if m != "none")
-            raise ValueError(f"--methods: unknown method {method!r}; allowed: {allowed}")
+            raise SweepError(f"--methods: unknown method {method!r}; allowed: {allowed}")
         implementation = method_class(method)
         candidates: list[SweepPoint] = []
         if any(option.name == "sparsity" for option in implementation.options):
@@ -90,7 +91,7 @@ def plan_points(
         if implementation.always_quantizes():
             candidates += [SweepPoint(method, bits=b) for b in bits]
         if not candidates:
-            raise ValueError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
+            raise SweepError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
         for point in candidates:
             # Raises, naming the bad value (bits outside 2..8 included).
             build_spec(point.method, point.sparsity, point.pattern, bits=point.bits)

@@ -45,7 +45,6 @@ SYMBOLS = {
     paired_stats.NO_VERDICT: "",
 }
 PROBLEM_MARK = "⚠"
-# ---- the report ------------------------------------------------------------------------------------------
 
 
 def _fmt(value: float | None) -> str:

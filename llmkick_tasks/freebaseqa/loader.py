@@ -13,26 +13,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from llmkick_tasks.data_dir import download_file, layout_error, local_benchmark_dir, to_dataset
-from llmkick_tasks.knobs import int_at_least, one_of
+from llmkick_tasks.knobs import KnobError
+from llmkick_tasks.run_metadata import FREEBASEQA_HOLDOUT, FREEBASEQA_SPLIT, FREEBASEQA_SPLITS
 
 log = logging.getLogger(__name__)
 
 BENCHMARK = "freebaseqa"
-SPLITS = ("train", "dev", "eval")
+SPLITS = FREEBASEQA_SPLITS
 RELEASE_URL = "https://raw.githubusercontent.com/kelvin-jiang/FreebaseQA/master/FreebaseQA-{split}.json"
 FORMATS = (".json", ".tab", ".txt")  # preference order when a split exists in several formats
-# Metadata key that overrides the split of every FreebaseQA task in a run (e.g. "dev" for the shared data).
-SPLIT_OVERRIDE_KEY = "freebaseqa_split"
-# Metadata key: hold out N evenly spaced questions of the evaluated split as the few-shot pool (they are then
-# not evaluated), for data that has one split only (the shared offline data has dev alone).
-HOLDOUT_KEY = "freebaseqa_fewshot_holdout"
 # A .txt/.tab file where more than this fraction of lines is unusable is not a FreebaseQA file.
 MAX_SKIPPED_FRACTION = 0.5
 # .tab fields: subject, freebase name and id, predicate, secondary predicate, answer mid, answer, question
@@ -247,20 +242,12 @@ def hold_out(docs: list[dict[str, Any]], count: int) -> tuple[list[dict[str, Any
     then covers the whole split.  Deterministic, so every point of a sweep sees the same questions.
     """
     if count >= len(docs):
-        raise ValueError(
-            f"metadata {HOLDOUT_KEY}={count}: allowed fewer than the split's {len(docs)} questions "
-            "(the rest is evaluated)"
-        )
+        allowed = f"fewer than the split's {len(docs)} questions (the rest is evaluated)"
+        raise KnobError(FREEBASEQA_HOLDOUT.name, count, f"< {len(docs)}", allowed)
     picked = {index * len(docs) // count for index in range(count)}  # distinct: the step is >= 1
     evaluated = [doc for index, doc in enumerate(docs) if index not in picked]
     pool = [doc for index, doc in enumerate(docs) if index in picked]
     return evaluated, pool
-
-
-def check_metadata(metadata: Mapping[str, Any]) -> None:
-    """Validate the run-wide FreebaseQA knobs (``freebaseqa_split``, ``freebaseqa_fewshot_holdout``)."""
-    one_of(metadata, SPLIT_OVERRIDE_KEY, SPLITS)
-    int_at_least(metadata, HOLDOUT_KEY)
 
 
 def load_freebaseqa(
@@ -280,11 +267,10 @@ def load_freebaseqa(
     ``freebaseqa_fewshot_holdout: N`` the pool is instead N evenly spaced questions of the evaluated split,
     removed from the evaluated questions before ``first_n`` applies.
     """
-    check_metadata(metadata)
-    split = metadata.get(SPLIT_OVERRIDE_KEY) or release_split
+    split = FREEBASEQA_SPLIT.read(metadata) or release_split
+    holdout = FREEBASEQA_HOLDOUT.read(metadata)
     folder = local_benchmark_dir(metadata, BENCHMARK)
     docs = read_split(split, folder)
-    holdout = int_at_least(metadata, HOLDOUT_KEY)
     if holdout is not None:
         docs, pool = hold_out(docs, holdout)
         log.info(
@@ -301,7 +287,7 @@ def load_freebaseqa(
                 "FreebaseQA few-shot pool (%s split) not available: only zero-shot runs work "
                 "(or hold out questions of the evaluated split with --metadata %s)",
                 pool_split,
-                HOLDOUT_KEY,
+                FREEBASEQA_HOLDOUT.name,
             )
     if first_n is not None:
         docs = docs[: int(first_n)]

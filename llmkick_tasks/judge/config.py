@@ -1,6 +1,7 @@
 """Judge settings: resolved from the environment and the task metadata, validated before any work is done.
 
-Precedence for every setting: ``--metadata`` (task metadata) > environment variable > default.  The API key
+Every setting is a knob declared in :mod:`llmkick_tasks.judge.knobs` (parser, default, environment
+variables); precedence: ``--metadata`` (task metadata) > environment variable > default.  The API key
 is the one exception: it is read ONLY from the environment (``LLMKICK_JUDGE_API_KEY``, else
 ``OPENAI_API_KEY``), at the moment a client is built, and is never stored in these settings, so it cannot
 end up in a log line, a results JSON (lm-eval dumps task metadata there) or the response cache.
@@ -17,32 +18,35 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from llmkick_tasks.errors import UserError
+from llmkick_tasks.judge.knobs import (
+    DEFAULT_OPENAI_JUDGE,
+    DEFAULT_OPENAI_REFERENCE,
+    ENV_BASE_URL,
+    ENV_CACHE,
+    ENV_MODEL,
+    JUDGE_KNOBS,
+    JUDGED_DATA_KNOBS,
+    MAX_TOKENS,
+    TEMPERATURE,
+)
+from llmkick_tasks.knobs import Knob, KnobError
+
 log = logging.getLogger(__name__)
 
-ENV_MODEL = "LLMKICK_JUDGE_MODEL"
-ENV_BASE_URL = "LLMKICK_JUDGE_BASE_URL"
 ENV_API_KEY = "LLMKICK_JUDGE_API_KEY"
 ENV_OPENAI_API_KEY = "OPENAI_API_KEY"
-ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
-ENV_CACHE = "LLMKICK_JUDGE_CACHE"
-ENV_TEMPLATES = "LLMKICK_JUDGE_TEMPLATES"
-ENV_REFERENCE_MODEL = "LLMKICK_REFERENCE_MODEL"
 
-# GPT-4-class judge when talking to OpenAI itself; an OpenAI-compatible server must name its model.
-DEFAULT_OPENAI_JUDGE = "gpt-4o"
-# LLM-KICK's pairwise "Assistant 1" answers came from gpt-3.5-turbo.
-DEFAULT_OPENAI_REFERENCE = "gpt-3.5-turbo"
 # A local server needs no key, but the openai client refuses an empty one; this is what vLLM documents.
 NO_KEY_PLACEHOLDER = "EMPTY"
 
 # Metadata keys that would smuggle a secret into lm-eval's results JSON: refused outright.
 FORBIDDEN_KEYS = ("judge_api_key", "api_key", "openai_api_key")
+# Knobs of earlier versions that no score depends on: accepted, with a warning that they do nothing.
+REMOVED_KEYS = ("judge_backoff", "judge_max_backoff")
 
-TRUE_WORDS = {"1", "true", "yes", "on"}
-FALSE_WORDS = {"0", "false", "no", "off", ""}
 
-
-class JudgeConfigError(ValueError):
+class JudgeConfigError(UserError):
     """The judge is missing or misconfigured; the message says what to set."""
 
 
@@ -85,8 +89,6 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 OPENAI_URL = "https://api.openai.com/v1"
-# Judging protocols: llmkick's own templates, LLM-KICK's release files, FastChat's MT-Bench judge prompts.
-PROTOCOLS = ("llmkick", "paper", "fastchat")
 
 
 def server_identity(url: str | None) -> str:
@@ -119,26 +121,15 @@ def check_cache_file(path: Path, task: str = "this task") -> None:
         )
 
 
-def _as_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in TRUE_WORDS:
-        return True
-    if text in FALSE_WORDS:
-        return False
-    raise JudgeConfigError(f"metadata {name!r} must be true or false, got {value!r}")
-
-
-def _as_number(name: str, value: Any, kind: type, low: float, high: float | None = None) -> Any:
+def read_knob(
+    knob: Knob, metadata: Mapping[str, Any], task: str | None = None, environ: Mapping[str, str] | None = None
+) -> Any:
+    """``knob``'s value (``--metadata``, its environment variables, its default) for the judged ``task``;
+    :class:`JudgeConfigError` naming the task, the key and what is allowed."""
     try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise JudgeConfigError(f"metadata {name!r} must be a {kind.__name__}, got {value!r}") from None
-    if number < low or (high is not None and number > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise JudgeConfigError(f"metadata {name!r} must be {bound}, got {value!r}")
-    return number
+        return knob.read(metadata, environ)
+    except KnobError as error:
+        raise JudgeConfigError(f"{task}: {error.must_be()}" if task else error.must_be()) from None
 
 
 @dataclass(frozen=True)
@@ -211,105 +202,81 @@ class JudgeSettings:
     ) -> JudgeSettings:
         """Resolve and validate the judge for ``task``; raise :class:`JudgeConfigError` with advice.
 
-        Metadata keys: ``judge_model``, ``judge_base_url``, ``judge_temperature``, ``judge_max_tokens``,
-        ``judge_max_concurrency``, ``judge_timeout``, ``judge_retries``, ``judge_protocol``,
-        ``judge_cache``, ``judge_templates``, ``judge_swap``, ``reference_model``,
-        ``reference_temperature``, ``reference_max_tokens``.
+        Every knob of :data:`~llmkick_tasks.judge.knobs.JUDGE_KNOBS` fills the setting it names; the knobs
+        of the judged data (:data:`~llmkick_tasks.judge.knobs.JUDGED_DATA_KNOBS`) are checked too.
         """
         meta = dict(metadata or {})
         env = os.environ if environ is None else environ
-        forbidden = [key for key in FORBIDDEN_KEYS if key in meta]
-        if forbidden:
-            raise JudgeConfigError(
-                f"{task}: {forbidden[0]!r} was given in the metadata. API keys are read only from the "
-                f"environment (${ENV_API_KEY} or ${ENV_OPENAI_API_KEY}) so that they never reach lm-eval's "
-                f"results files or logs; remove it from --metadata / --model_args."
-            )
-
-        def pick(key: str, env_name: str | None = None) -> Any:
-            value = meta.get(key)
-            if value in (None, "") and env_name:
-                value = env.get(env_name) or None
-            return value
-
-        base_url = pick("judge_base_url", ENV_BASE_URL) or env.get(ENV_OPENAI_BASE_URL) or None
+        _refuse_secrets(meta, task)
+        _warn_removed(meta, task)
+        values = {knob.field: read_knob(knob, meta, task, env) for knob in JUDGE_KNOBS}
+        for knob in JUDGED_DATA_KNOBS:
+            read_knob(knob, meta, task)
         key_env = next((name for name in (ENV_API_KEY, ENV_OPENAI_API_KEY) if env.get(name)), None)
-        if base_url is None and key_env is None:
+        base_url = values["base_url"] = _checked_base_url(values["base_url"], key_env, task)
+        model = values["model"] = _judge_model(values["model"], base_url, task)
+        if values["reference_model"] is None:
+            # On OpenAI the paper's reference model exists; on a private server the judge model writes them.
+            values["reference_model"] = DEFAULT_OPENAI_REFERENCE if base_url is None else model
+        if values["templates_dir"] is not None and not values["templates_dir"].is_dir():
             raise JudgeConfigError(
-                f"{task} is scored by an LLM judge, but no judge is configured. Set one of:\n"
-                f"  * ${ENV_API_KEY} (or ${ENV_OPENAI_API_KEY}) to judge with OpenAI "
-                f"(model ${ENV_MODEL}, default {DEFAULT_OPENAI_JUDGE});\n"
-                f"  * ${ENV_BASE_URL} and ${ENV_MODEL} for an OpenAI-compatible server (vLLM, llama.cpp),"
-                f' or --metadata \'{{"judge_base_url": "http://host:8000/v1", "judge_model": "name"}}\'.\n'
-                f"Nothing was loaded or generated."
+                f"{task}: judge templates directory does not exist: {values['templates_dir']}"
             )
-        base_url = str(base_url) if base_url else None
-        if base_url is not None and (
-            urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname
-        ):
-            raise JudgeConfigError(
-                f"{task}: judge base URL must be http(s)://host..., got {redact_url(base_url)!r}"
-            )
-        model = pick("judge_model", ENV_MODEL)
-        if model is None:
-            if base_url is not None:
-                raise JudgeConfigError(
-                    f"{task}: the judge server {redact_url(base_url)} is configured but not the model it "
-                    f'serves: set ${ENV_MODEL} or --metadata \'{{"judge_model": "name"}}\'.'
-                )
-            model = DEFAULT_OPENAI_JUDGE
-        # On OpenAI the paper's reference model exists; on a private server the judge model writes them.
-        reference_model = pick("reference_model", ENV_REFERENCE_MODEL) or (
-            DEFAULT_OPENAI_REFERENCE if base_url is None else model
+        values["cache_path"] = values["cache_path"] or default_cache_path()
+        check_cache_file(values["cache_path"], task)
+        # The paper and fastchat protocols use their own files' sampling unless it was given explicitly.
+        given = frozenset(knob.field for knob in (TEMPERATURE, MAX_TOKENS) if knob.given(meta))
+        return cls(**values, sampling_given=given, api_key_env=key_env, environ=env)
+
+
+def _refuse_secrets(meta: Mapping[str, Any], task: str) -> None:
+    forbidden = [key for key in FORBIDDEN_KEYS if key in meta]
+    if forbidden:
+        raise JudgeConfigError(
+            f"{task}: {forbidden[0]!r} was given in the metadata. API keys are read only from the "
+            f"environment (${ENV_API_KEY} or ${ENV_OPENAI_API_KEY}) so that they never reach lm-eval's "
+            f"results files or logs; remove it from --metadata / --model_args."
         )
 
-        templates = pick("judge_templates", ENV_TEMPLATES)
-        templates_dir = Path(str(templates)).expanduser() if templates else None
-        if templates_dir is not None and not templates_dir.is_dir():
-            raise JudgeConfigError(f"{task}: judge templates directory does not exist: {templates_dir}")
-        protocol = str(meta.get("judge_protocol") or "llmkick").strip().lower()
-        if protocol not in PROTOCOLS:
-            raise JudgeConfigError(
-                f"{task}: metadata 'judge_protocol' must be one of {', '.join(PROTOCOLS)}, got "
-                f"{meta.get('judge_protocol')!r}"
-            )
-        for removed in ("judge_backoff", "judge_max_backoff"):
-            if removed in meta:  # harmless (no score depends on it), but say that it does nothing
-                log.warning(
-                    "%s: metadata %r is ignored: retries use the openai client's backoff (Retry-After "
-                    "honoured); judge_retries sets how many",
-                    task,
-                    removed,
-                )
-        cache = pick("judge_cache", ENV_CACHE)
-        cache_path = Path(str(cache)).expanduser() if cache else default_cache_path()
-        check_cache_file(cache_path, task)
 
-        settings = cls(
-            model=str(model),
-            base_url=base_url,
-            temperature=_as_number("judge_temperature", meta.get("judge_temperature", 0.2), float, 0.0, 2.0),
-            max_tokens=_as_number("judge_max_tokens", meta.get("judge_max_tokens", 1024), int, 1),
-            sampling_given=frozenset(
-                name for name in ("temperature", "max_tokens") if meta.get(f"judge_{name}") not in (None, "")
-            ),
-            max_concurrency=_as_number(
-                "judge_max_concurrency", meta.get("judge_max_concurrency", 16), int, 1
-            ),
-            timeout=_as_number("judge_timeout", meta.get("judge_timeout", 120.0), float, 0.001),
-            retries=_as_number("judge_retries", meta.get("judge_retries", 6), int, 0),
-            cache_path=cache_path,
-            templates_dir=templates_dir,
-            swap=_as_bool("judge_swap", meta.get("judge_swap", False)),
-            protocol=protocol,
-            reference_model=str(reference_model),
-            reference_temperature=_as_number(
-                "reference_temperature", meta.get("reference_temperature", 0.0), float, 0.0, 2.0
-            ),
-            reference_max_tokens=_as_number(
-                "reference_max_tokens", meta.get("reference_max_tokens", 1024), int, 1
-            ),
-            api_key_env=key_env,
-            environ=env,
+def _warn_removed(meta: Mapping[str, Any], task: str) -> None:
+    for removed in REMOVED_KEYS:
+        if removed in meta:  # harmless (no score depends on it), but say that it does nothing
+            log.warning(
+                "%s: metadata %r is ignored: retries use the openai client's backoff (Retry-After "
+                "honoured); judge_retries sets how many",
+                task,
+                removed,
+            )
+
+
+def _checked_base_url(base_url: str | None, key_env: str | None, task: str) -> str | None:
+    """The judge server's URL (``None``: OpenAI); refused when there is neither a server nor a key."""
+    if base_url is None and key_env is None:
+        raise JudgeConfigError(
+            f"{task} is scored by an LLM judge, but no judge is configured. Set one of:\n"
+            f"  * ${ENV_API_KEY} (or ${ENV_OPENAI_API_KEY}) to judge with OpenAI "
+            f"(model ${ENV_MODEL}, default {DEFAULT_OPENAI_JUDGE});\n"
+            f"  * ${ENV_BASE_URL} and ${ENV_MODEL} for an OpenAI-compatible server (vLLM, llama.cpp),"
+            f' or --metadata \'{{"judge_base_url": "http://host:8000/v1", "judge_model": "name"}}\'.\n'
+            f"Nothing was loaded or generated."
         )
-        return settings
+    if base_url is not None and (
+        urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname
+    ):
+        raise JudgeConfigError(
+            f"{task}: judge base URL must be http(s)://host..., got {redact_url(base_url)!r}"
+        )
+    return base_url
+
+
+def _judge_model(model: str | None, base_url: str | None, task: str) -> str:
+    """The judge model: given, else OpenAI's default; a private server must name the model it serves."""
+    if model is not None:
+        return model
+    if base_url is not None:
+        raise JudgeConfigError(
+            f"{task}: the judge server {redact_url(base_url)} is configured but not the model it "
+            f'serves: set ${ENV_MODEL} or --metadata \'{{"judge_model": "name"}}\'.'
+        )
+    return DEFAULT_OPENAI_JUDGE

@@ -25,6 +25,8 @@ from llmkick_tasks.data_dir import (
     local_benchmark_dir,
     register_benchmark,
 )
+from llmkick_tasks.judge.config import read_knob
+from llmkick_tasks.judge.knobs import PROTOCOL, SUMMARIZATION_BINS
 
 __all__ = ["LAYOUTS", "layout_error", "local_dir"]  # the data_dir mechanism, re-exported for the loaders
 
@@ -63,10 +65,10 @@ def local_dir(metadata: Mapping[str, Any] | None, benchmark: str) -> Path | None
     return local_benchmark_dir(metadata, benchmark)
 
 
-# How the summarization stories are binned: the data's own bin folders (duplicates kept, as the paper's
-# means were computed) or by article length (each distinct story once, in the bin its length belongs to).
-SUMMARIZATION_BINS = ("release", "length")
-BINS_KEY = "summarization_bins"
+# How the summarization stories are binned (the knob summarization_bins): the data's own bin folders
+# (duplicates kept, as the paper's means were computed) or by article length (each distinct story once, in
+# the bin its length belongs to).
+BINS_KEY = SUMMARIZATION_BINS.name
 
 # Fields accepted as the id / the text of a reference answer in a user-supplied reference file.
 ID_FIELDS = ("id", "story_id", "question_id")
@@ -82,14 +84,9 @@ def summarization_bins(metadata: Mapping[str, Any] | None) -> str:
     """
     meta = dict(metadata or {})
     folder = local_dir(meta, "cnn_dailymail")
-    given = meta.get(BINS_KEY)
-    if given in (None, ""):
-        protocol = str(meta.get("judge_protocol") or "llmkick").strip().lower()
-        return "release" if protocol == "paper" and folder is not None else "length"
-    value = str(given).strip().lower()
-    if value not in SUMMARIZATION_BINS:
-        allowed = ", ".join(SUMMARIZATION_BINS)
-        raise ValueError(f"metadata {BINS_KEY!r} must be one of {allowed}, got {given!r}")
+    value = read_knob(SUMMARIZATION_BINS, meta)
+    if value is None:
+        return "release" if read_knob(PROTOCOL, meta) == "paper" and folder is not None else "length"
     if value == "release" and folder is None:
         raise DataLayoutError(
             f"{BINS_KEY}=release needs the stories in their release bin folders, "

@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from llmkick_tasks.errors import UserError
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocol_choice import make_protocol
@@ -55,7 +56,7 @@ KNOWN_TASKS = {
 RUN_ONLY_KEYS = ("judge", "prompt_format")
 
 
-class RejudgeError(ValueError):
+class RejudgeError(UserError):
     """Nothing to re-judge at the given path, or a samples file that cannot be re-judged."""
 
 

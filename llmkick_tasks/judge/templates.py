@@ -20,12 +20,14 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from llmkick_tasks.errors import UserError
+
 BUILTIN_DIR = Path(__file__).parent / "templates"
 USER_SUFFIX = ".user.jinja"
 SYSTEM_SUFFIX = ".system.jinja"
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError):
     """A judge template is missing, does not compile, or does not render."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import datasets
 
 from llmkick_tasks.data_dir import load_hub_split
+from llmkick_tasks.judge.config import read_knob
 from llmkick_tasks.judge.data import (
     as_dataset,
     layout_error,
@@ -42,6 +43,7 @@ from llmkick_tasks.judge.data import (
     read_reference_file,
     summarization_bins,
 )
+from llmkick_tasks.judge.knobs import STORIES_PER_BIN
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ BINS = ("small", "mid", "large")
 SMALL_MAX_WORDS = 470
 LARGE_MIN_WORDS = 790
 HUB_DATASET = ("abisee/cnn_dailymail", "3.0.0", "test")
-DEFAULT_STORIES_PER_BIN = 100  # the paper's choice (the released code used 30)
+DEFAULT_STORIES_PER_BIN = STORIES_PER_BIN.default
 HIGHLIGHT = "@highlight"
 
 FEATURES = datasets.Features(
@@ -181,9 +183,7 @@ def load_summarization(
             lacks get a summary from the reference model (generated once, cached).
         **metadata: the task metadata (``data_dir``, ``summarization_bins``, ``judge_protocol`` are read).
     """
-    per_bin = int(stories_per_bin)
-    if per_bin < 1:
-        raise ValueError(f"stories_per_bin must be >= 1, got {stories_per_bin!r}")
+    per_bin = read_knob(STORIES_PER_BIN, {STORIES_PER_BIN.name: stories_per_bin})
     folder = local_dir(metadata, BENCHMARK)
     bins = summarization_bins(metadata)
     if folder is None:

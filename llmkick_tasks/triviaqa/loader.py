@@ -29,15 +29,15 @@ from llmkick_tasks.data_dir import (
     local_benchmark_dir,
     to_dataset,
 )
-from llmkick_tasks.knobs import int_at_least
 from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
+from llmkick_tasks.run_metadata import EVIDENCE_TOKENS
 
 log = logging.getLogger(__name__)
 
 BENCHMARK = "triviaqa"
 HUB_DATASET = "mandarjoshi/trivia_qa"
 DOMAINS = ("web", "wikipedia")  # file order of the rc validation split
-EVIDENCE_KEY = "evidence_tokens"  # metadata knob of llmkick_triviaqa_open (default in its YAML)
+EVIDENCE_KEY = EVIDENCE_TOKENS.name  # metadata knob of llmkick_triviaqa_open (default in its YAML too)
 # Room kept free of evidence besides the question prompt: generation (== max_gen_toks of
 # triviaqa_open.yaml, checked by the tests) and a margin for BOS / chat-template tokens.
 MAX_GEN_TOKS = 32
@@ -235,17 +235,11 @@ class EvidenceBudget:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    @staticmethod
-    def check_metadata(metadata: Mapping[str, Any]) -> None:
-        """Validate ``evidence_tokens`` when the run sets it (the task YAML gives the default)."""
-        int_at_least(metadata, EVIDENCE_KEY, minimum=0)
-
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> EvidenceBudget:
         """The budget for the model named in the task metadata (model args + ``--metadata``)."""
-        if EVIDENCE_KEY not in metadata:
-            raise ValueError(f"missing metadata {EVIDENCE_KEY!r} (its default is in triviaqa_open.yaml)")
-        evidence_tokens = metadata[EVIDENCE_KEY]
+        # Checked by the constructor (Python callers build budgets directly); absent: the knob's default.
+        evidence_tokens = metadata.get(EVIDENCE_KEY, EVIDENCE_TOKENS.default)
         tokenizer, max_length = _load_tokenizer(metadata)
         if tokenizer is not None and metadata.get("max_length"):  # max_length=... wins, as in HFLM
             max_length = int(metadata["max_length"])

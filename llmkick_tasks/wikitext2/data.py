@@ -22,10 +22,10 @@ from llmkick_tasks.data_dir import (
     register_benchmark,
     to_dataset,
 )
+from llmkick_tasks.run_metadata import WIKITEXT2_ARTICLES
 
 BENCHMARK = "wikitext2"
 LOCAL_NAMES = ("test.txt", "wiki.test.tokens", "wiki.test.raw")
-ARTICLES_KEY = "wikitext2_articles"
 HUB_PATH, HUB_NAME = "Salesforce/wikitext", "wikitext-2-raw-v1"
 register_benchmark(
     BENCHMARK,
@@ -92,6 +92,9 @@ def test_rows(metadata: dict[str, Any]) -> tuple[list[str], Path | str]:
 
 def load_articles(metadata: dict[str, Any]) -> datasets.Dataset:
     """The test articles (``wikitext2_articles`` caps their number)."""
+    # lm-eval's --limit caps every task of a run alike; this caps only the perplexity articles, so a sweep
+    # can keep hundreds of questions per task and still spend little time on perplexity.
+    articles = WIKITEXT2_ARTICLES.read(metadata)
     folder = local_benchmark_dir(metadata, BENCHMARK)
     if folder is not None:
         lines = _local_lines(folder)
@@ -100,11 +103,6 @@ def load_articles(metadata: dict[str, Any]) -> datasets.Dataset:
     documents = split_articles(lines)
     if not documents:
         raise layout_error(BENCHMARK, folder or HUB_PATH, "no article headings (' = Title = ') found")
-    # lm-eval's --limit caps every task of a run alike; this caps only the perplexity articles, so a sweep
-    # can keep hundreds of questions per task and still spend little time on perplexity.
-    articles = metadata.get(ARTICLES_KEY)
     if articles is not None:
-        if isinstance(articles, bool) or not isinstance(articles, int) or articles < 1:
-            raise ValueError(f"metadata {ARTICLES_KEY}={articles!r}: allowed a positive integer (articles)")
         documents = documents[:articles]
     return to_dataset(documents, FEATURES)

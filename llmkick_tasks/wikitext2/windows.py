@@ -21,13 +21,11 @@ from typing import Any
 
 import datasets
 
-from llmkick_tasks.knobs import int_at_least
 from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
+from llmkick_tasks.run_metadata import WIKITEXT2_SEQLEN, WIKITEXT2_WINDOWS
 
 log = logging.getLogger(__name__)
 
-SEQLEN_KEY, WINDOWS_KEY = "wikitext2_seqlen", "wikitext2_windows"
-DEFAULT_SEQLEN = 2048
 FEATURES = datasets.Features(
     {
         "window": datasets.Value("int64"),
@@ -48,15 +46,9 @@ def release_rows(lines: Sequence[str]) -> list[str]:
     return [line + "\n" if line.strip() else "" for line in lines]
 
 
-def check_metadata(metadata: Mapping[str, Any]) -> None:
-    """Validate the run-wide WikiText-2 knobs (``wikitext2_seqlen``, ``wikitext2_windows``)."""
-    int_at_least(metadata, SEQLEN_KEY, minimum=2)
-    int_at_least(metadata, WINDOWS_KEY)
-
-
 def resolve_seqlen(metadata: Mapping[str, Any], tokenizer: Any) -> int:
     """``wikitext2_seqlen`` (default 2048), capped at the model's context length (``max_length=`` first)."""
-    asked = int_at_least(metadata, SEQLEN_KEY, minimum=2) or DEFAULT_SEQLEN  # a window scores >= 1 token
+    asked = WIKITEXT2_SEQLEN.read(metadata)  # >= 2: a window scores >= 1 token
     limit = metadata.get("max_length") or context_length(metadata, tokenizer)
     if limit and asked > int(limit):
         log.info("WikiText-2 windows: seqlen %d capped at the model's context %d", asked, int(limit))
@@ -92,7 +84,7 @@ def token_windows(tokenizer: Any, text: str, seqlen: int, windows: int | None = 
 
 def load_windows(rows: Sequence[str], metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The window documents for the model named in ``metadata`` (its tokenizer and context)."""
-    windows = int_at_least(metadata, WINDOWS_KEY)
+    windows = WIKITEXT2_WINDOWS.read(metadata)
     tokenizer = load_tokenizer(metadata, "llmkick_wikitext2_ppl")
     if tokenizer is None:
         raise ValueError(
