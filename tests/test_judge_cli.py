@@ -206,6 +206,7 @@ def _cache_rows(cache: Path) -> int:
         return 0
 
 
+@pytest.mark.e2e
 def test_killed_swap_run_resumes_from_the_cache(chat_model: Path, judged_data: Path, tmp_path: Path) -> None:
     cache = tmp_path / "judge_cache.sqlite"
     task = ["llmkick_instruction_vicuna80"]

@@ -41,6 +41,7 @@ def _pretrained_in(results_file: Path) -> str:
     return json.loads(results_file.read_text())["config"]["model_args"]
 
 
+@pytest.mark.e2e
 def test_resume_with_another_model_refuses_then_reruns(
     tiny_model_dirs: dict[str, Path], local_task_dir: Path, tmp_path: Path
 ) -> None:
@@ -266,6 +267,7 @@ def test_malformed_task_knob_stops_the_sweep_before_point_one(
                                                   "--metadata", '{"wikitext2_windows": "3"}'])  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_failing_point_shows_its_log_and_the_others_run(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
 ) -> None:
@@ -296,7 +298,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize(
     ("signum", "to_session"),
     # SIGHUP as a closed terminal sends it: to the whole session (lm-eval runs in a session of its own)
-    [(signal.SIGTERM, False), (getattr(signal, "SIGHUP", None), True)],
+    [pytest.param(signal.SIGTERM, False, marks=pytest.mark.e2e), (getattr(signal, "SIGHUP", None), True)],
     ids=["SIGTERM", "SIGHUP"],
 )
 def test_a_stop_signal_stops_the_lm_eval_child_and_the_sweep_resumes(

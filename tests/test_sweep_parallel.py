@@ -48,6 +48,7 @@ def _scores(run_dir: Path) -> dict[str, object]:
     return scores
 
 
+@pytest.mark.e2e
 def test_parallel_and_submitit_give_the_sequential_results(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
 ) -> None:
