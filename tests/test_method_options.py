@@ -90,6 +90,14 @@ def test_a_method_returns_one_layer_result_per_layer(
         compress_model(build_model("llama", build_tokenizer()), build_spec(toy_method, 0.5))
 
 
+def test_a_method_that_compresses_nothing_is_named(toy_method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(method_class(toy_method), "compress_layer")
+    with pytest.raises(
+        NotImplementedError, match=r"ShrinkPrune implements neither compress_layer nor compress_group"
+    ):
+        compress_model(build_model("llama", build_tokenizer()), build_spec(toy_method, 0.5))
+
+
 def test_readme_model_args_table_is_the_generated_one() -> None:
     readme = (PROJECT / "README.md").read_text()
     assert model_args_table() in readme, "regenerate it with: llmkick model-args"
