@@ -17,7 +17,8 @@ from calibration_fixtures import calibration_set, compress_tiny, write_corpus
 from llmkick_models.arguments import build_spec
 from llmkick_models.engine.calibration import CalibrationSet
 from llmkick_models.engine.compress import compress_model
-from llmkick_models.engine.hessian import HessianDampingWarning, relative_reconstruction_error
+from llmkick_models.engine.hessian import HessianDampingWarning
+from llmkick_models.engine.input_statistics import relative_reconstruction_error
 from llmkick_models.engine.methods.gptq import gptq_quantize
 from llmkick_models.engine.model_layout import decoder_linears
 from llmkick_models.engine.quantizer import QuantizerConfig, fake_quantize, find_params, rtn_quantize
@@ -248,14 +249,14 @@ def test_two_level_lazy_update_equals_updating_every_column_at_once(
 ) -> None:
     """Inner windows of 5, 16 or a whole block give the result of a one-column window (every later column
     of the block updated at each column) up to round-off, with a mask kept at zero."""
-    from llmkick_models.engine import hessian
+    from llmkick_models.engine import column_loop
 
     W, H = _layer_problem(seed=6, rows=40, cols=200, tokens=512)
     mask = torch.rand(W.shape, generator=torch.Generator().manual_seed(1)) < 0.3
     config = QuantizerConfig(4, False, group_size)
     results = {}
     for inner in (1, 5, 16, 1000):
-        monkeypatch.setattr(hessian, "INNER_BLOCK", inner)
+        monkeypatch.setattr(column_loop, "INNER_BLOCK", inner)
         results[inner] = gptq_quantize(
             W, H, config, blocksize=64, act_order=act_order, mask=mask, splits=[16, 24]
         )

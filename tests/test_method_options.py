@@ -4,11 +4,10 @@ adapter, the sweep, the spec's JSON form and the README table all follow from th
 from __future__ import annotations
 
 import ast
-import sys
-import types
+import inspect
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -19,45 +18,25 @@ from llmkick_models.arguments import (
     model_args_table,
 )
 from llmkick_models.compressed_hf import CompressedHFLM
-from llmkick_models.engine.methods import METHODS, build_spec, option_names, register_method
-from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.compress import compress_model
+from llmkick_models.engine.methods import METHODS, build_spec, method_class, option_names
+from llmkick_models.engine.methods.base import CompressionMethod
 from llmkick_models.engine.model_layout import decoder_linears
-from llmkick_models.engine.options import PRUNING, Option, fraction
 from llmkick_models.workflow.sweep_plan import plan_points, point_args
+from tiny_models import build_model, build_tokenizer
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-SHRINK = Option(
-    "shrink",
-    fraction("shrink", "a number in [0, 1]", include_one=True),
-    0.5,
-    "a number in [0, 1]",
-    "factor applied to the weights that survive (toy)",
-)
 
-
-class ShrinkPrune(CompressionMethod):
-    """Toy method: magnitude pruning, then the kept weights scaled by ``shrink``."""
-
-    name: ClassVar[str] = "shrinkprune"
-    options = (*PRUNING, SHRINK)
-
-    def compress_layer(self, job: LayerJob) -> dict[str, float]:
-        weight, spec = job.target.weight, job.spec
-        k = int(spec.sparsity * weight.numel())
-        if k:
-            threshold = weight.abs().flatten().kthvalue(k).values
-            weight.masked_fill_(weight.abs() <= threshold, 0)
-        weight.mul_(spec.option("shrink"))
-        return {}
+def _example_method() -> str:
+    """The complete example method that ends ``CompressionMethod``'s docstring."""
+    return textwrap.dedent(inspect.getdoc(CompressionMethod).rsplit("::\n", 1)[1]).strip() + "\n"
 
 
 @pytest.fixture
-def toy_method(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    module = types.ModuleType("toy_llmkick_method")
-    module.ShrinkPrune = ShrinkPrune  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "toy_llmkick_method", module)
-    register_method("shrinkprune", "toy_llmkick_method:ShrinkPrune")
+def toy_method() -> Iterator[str]:
+    """The docstring's example method (``shrinkprune``: pruning, kept weights scaled), registered."""
+    exec(compile(_example_method(), "CompressionMethod example", "exec"), {"__name__": "toy_llmkick_method"})
     yield "shrinkprune"
     del METHODS["shrinkprune"]
 
@@ -92,6 +71,31 @@ def test_a_registered_method_is_routed_by_the_sweep(toy_method: str) -> None:
     assert [p.point_id for p in points] == ["dense", f"{toy_method}-s0.3"]
     args = point_args(points[1], "pretrained=x", {"shrink": "0.9", "nsamples": "4"})
     assert "shrink=0.9" in args and "nsamples" not in args
+
+
+def test_readme_shows_the_example_method_of_the_base_class() -> None:
+    readme = (PROJECT / "llmkick_models" / "README.md").read_text()
+    assert f"```python\n{_example_method()}```" in readme, "copy CompressionMethod's example into the README"
+
+
+def test_a_method_returns_one_layer_result_per_layer(
+    toy_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(method_class(toy_method), "compress_layer", lambda self, job: {})
+    with pytest.raises(
+        TypeError,
+        match=r"method=shrinkprune: compress_group must return a list of one LayerResult per layer "
+        r"\(model\.layers\.0\.self_attn\.q_proj\), got \['dict'\]",
+    ):
+        compress_model(build_model("llama", build_tokenizer()), build_spec(toy_method, 0.5))
+
+
+def test_a_method_that_compresses_nothing_is_named(toy_method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(method_class(toy_method), "compress_layer")
+    with pytest.raises(
+        NotImplementedError, match=r"ShrinkPrune implements neither compress_layer nor compress_group"
+    ):
+        compress_model(build_model("llama", build_tokenizer()), build_spec(toy_method, 0.5))
 
 
 def test_readme_model_args_table_is_the_generated_one() -> None:

@@ -98,7 +98,7 @@ def test_feature_norms_are_accumulated_only_for_methods_that_read_them(
     """SparseGPT and GPTQ never read the per-feature norms: the statistics pass skips them (one reduction
     over every token and column per input group); Wanda, also before GPTQ, still gets them."""
     import llmkick_models.engine.sequential as sequential
-    from llmkick_models.engine.hessian import InputStatistics
+    from llmkick_models.engine.input_statistics import InputStatistics
 
     made: list[InputStatistics] = []
 
@@ -261,17 +261,23 @@ def test_shared_input_layers_compressed_together_equal_the_per_layer_path(
         assert torch.equal(grid.zero, alone.quantized[name].zero), name
 
 
-def test_a_method_that_promises_its_own_errors_must_report_them(calibration, monkeypatch) -> None:
-    """SparseGPT/GPTQ report recon_error from their loop, so the driver keeps no copy of the original
-    weights; one that forgot would otherwise leave the error unmeasured, silently."""
+def test_an_error_a_method_leaves_to_the_driver_is_measured_against_the_weights_it_received(
+    calibration, monkeypatch
+) -> None:
+    """A result without an error (Wanda's, magnitude's, RTN's; here SparseGPT's, withheld) is measured by
+    the driver on the statistics, against a copy of each weight taken before the method ran: the number
+    SparseGPT computes itself from its column loop."""
+    from dataclasses import replace
+
     from llmkick_models.engine.methods.sparsegpt import SparseGPT
 
-    assert SparseGPT.reports_errors
+    _, own = compress_tiny("llama", calibration, "sparsegpt", sparsity=0.5)
     original = SparseGPT.compress_group
 
-    def forgetful(self, jobs):
-        return [{k: v for k, v in extra.items() if k != "recon_error"} for extra in original(self, jobs)]
+    def withholding(self, jobs):
+        return [replace(result, error=None) for result in original(self, jobs)]
 
-    monkeypatch.setattr(SparseGPT, "compress_group", forgetful)
-    with pytest.raises(RuntimeError, match="did not report recon_error"):
-        compress_tiny("llama", calibration, "sparsegpt", sparsity=0.5)
+    monkeypatch.setattr(SparseGPT, "compress_group", withholding)
+    _, measured = compress_tiny("llama", calibration, "sparsegpt", sparsity=0.5)
+    for a, b in zip(own.layers, measured.layers, strict=True):
+        assert 0 < b.extra["recon_error"] == pytest.approx(a.extra["recon_error"], rel=1e-4), a.name

@@ -13,11 +13,10 @@ from llmkick_models.engine.calibration import CalibrationSet
 from llmkick_models.engine.hessian import (
     HessianDampingWarning,
     HessianError,
-    InputStatistics,
     damped_inverse_cholesky,
     lower_triangular_inverse,
-    relative_reconstruction_error,
 )
+from llmkick_models.engine.input_statistics import InputStatistics, relative_reconstruction_error
 from llmkick_models.engine.masks import count_nm_violations
 from llmkick_models.engine.methods.sparsegpt import sparsegpt_prune
 from llmkick_models.engine.model_layout import decoder_linears
@@ -66,7 +65,7 @@ def test_subsampled_statistics_keep_few_tokens_and_measure_the_error_directly() 
 def test_wide_hessian_is_accumulated_on_three_blocks_and_read_symmetric() -> None:
     """From GRAM_SPLIT_MIN_COLUMNS on, updates skip the lower-left block; every read sees the full running
     Hessian (that block the mirror of the upper-right one), also when tokens keep coming after a read."""
-    from llmkick_models.engine.hessian import GRAM_SPLIT_MIN_COLUMNS
+    from llmkick_models.engine.input_statistics import GRAM_SPLIT_MIN_COLUMNS
 
     columns = GRAM_SPLIT_MIN_COLUMNS + 45
     generator = torch.Generator().manual_seed(2)
@@ -86,7 +85,7 @@ def test_split_gram_update_equals_the_full_product(columns: int) -> None:
     """The Gram update on row slabs (blocks below the diagonal mirrored on read) gives the running Hessian
     of every token, for column counts below, at and past the split and with uneven slabs; the lower-left
     quarter is exactly the mirror (columns // 2 is a slab boundary)."""
-    from llmkick_models.engine.hessian import _gram_edges
+    from llmkick_models.engine.input_statistics import _gram_edges
 
     edges = _gram_edges(columns)
     assert edges[0] == 0 and edges[-1] == columns and (len(edges) == 2 or columns // 2 in edges)
@@ -106,7 +105,7 @@ def test_split_gram_update_equals_the_full_product(columns: int) -> None:
 @pytest.mark.parametrize("columns", [40, 256, 301, 576])
 def test_quadratic_form_on_the_upper_triangle_equals_the_direct_one(columns: int) -> None:
     """The errors' denominators w H wᵀ per row, computed from H's diagonal blocks and upper blocks only."""
-    from llmkick_models.engine.hessian import quadratic_form_rows
+    from llmkick_models.engine.input_statistics import quadratic_form_rows
 
     generator = torch.Generator().manual_seed(columns)
     X = torch.randn(512, columns, generator=generator) * torch.linspace(0.1, 2, columns)
@@ -331,7 +330,7 @@ def test_two_level_lazy_update_equals_updating_every_column_at_once(
     """The inner windows only reorder the sums: the same masks and (up to round-off) the same weights and
     grids as an inner window of one column (every later column of the block updated at each column) or
     of a whole block.  Group grids that straddle windows (24, 20) must see current columns."""
-    from llmkick_models.engine import hessian
+    from llmkick_models.engine import column_loop
     from llmkick_models.engine.methods.sparsegpt import sparsegpt_rows
     from llmkick_models.engine.quantizer import QuantizerConfig
 
@@ -341,7 +340,7 @@ def test_two_level_lazy_update_equals_updating_every_column_at_once(
     quantizer = QuantizerConfig(bits, False, group_size) if bits is not None else None
     results = {}
     for inner in (1, 5, 16, 1000):
-        monkeypatch.setattr(hessian, "INNER_BLOCK", inner)
+        monkeypatch.setattr(column_loop, "INNER_BLOCK", inner)
         results[inner] = sparsegpt_rows(W, H, 0.5, pattern, 64, 0.01, "layer", quantizer, [16, 24])
     for inner in (5, 16, 1000):
         assert torch.equal(results[inner].W_hat == 0, results[1].W_hat == 0), inner

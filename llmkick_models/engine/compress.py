@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from llmkick_models.engine.calibration import CalibrationSet
 from llmkick_models.engine.methods import load_method
-from llmkick_models.engine.methods.base import LayerJob
+from llmkick_models.engine.methods.base import LayerJob, compress_jobs
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears
 from llmkick_models.engine.report import CompressionReport, measure_layer, measure_model
 from llmkick_models.engine.sequential import compress_sequential
@@ -58,22 +58,23 @@ def compress_model(
         return measure_model(targets, spec)
     check_shapes(targets, spec)
     method = load_method(spec.method)
-    if method.requires_calibration(spec) and calibration is None:
+    if method.needs(spec).calibration and calibration is None:
         raise ValueError(
             f"method={spec.method} needs calibration tokens (see llmkick_models.engine.calibration)"
         )
     start = time.perf_counter()
     if calibration is not None:
-        layers = compress_sequential(model, method, spec, calibration.input_ids, device)
-        report = CompressionReport(spec, layers, time.perf_counter() - start, calibration.describe())
-        report.quantized = method.quantized
-        return report
-    layers = []
+        layers, grids = compress_sequential(model, method, spec, calibration.input_ids, device)
+        seconds = time.perf_counter() - start
+        return CompressionReport(spec, layers, seconds, calibration.describe(), quantized=grids)
+    layers, grids = [], {}
     with torch.no_grad():
         for target in tqdm(targets, desc=f"llmkick {spec.method}", unit="linear", leave=False):
             compute_device = torch.device(device) if device is not None else target.weight.device
-            extra = method.compress_layer(LayerJob(target, spec, compute_device))
-            layers.append(measure_layer(target, spec, extra))
-    report = CompressionReport(spec, layers, time.perf_counter() - start)
-    report.quantized = method.quantized
-    return report
+            [result] = compress_jobs(method, [LayerJob(target, spec, compute_device)])
+            # No calibration tokens: nothing to measure an error on, unless the method did so itself.
+            error = {} if result.error is None else {"recon_error": result.error}
+            layers.append(measure_layer(target, spec, {**result.facts, **error}))
+            if result.grid is not None:
+                grids[target.name] = result.grid
+    return CompressionReport(spec, layers, time.perf_counter() - start, quantized=grids)

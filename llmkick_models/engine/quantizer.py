@@ -45,6 +45,10 @@ class QuantizerConfig:
         """The largest integer level, 2^bits − 1."""
         return (1 << self.bits) - 1
 
+    def facts(self) -> dict[str, float]:
+        """The quantizer's entries in a layer's report (``group_size`` −1: per channel)."""
+        return {"bits": self.bits, "group_size": self.group_size or -1}
+
 
 def find_params(W: torch.Tensor, config: QuantizerConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max scale and integer zero point of each row of ``W`` (rows, columns); both (rows, 1) fp32.
@@ -111,6 +115,10 @@ class QuantizedWeight:
     scale: torch.Tensor
     zero: torch.Tensor
     g_idx: torch.Tensor | None = None
+
+    def rows(self, rows: slice) -> QuantizedWeight:
+        """The grid of a range of rows: one matrix of several stacked by rows that shared a column loop."""
+        return QuantizedWeight(self.config, self.scale[rows].clone(), self.zero[rows].clone(), self.g_idx)
 
     def group_of_columns(self, columns: int) -> torch.Tensor:
         """Group index of every input column."""

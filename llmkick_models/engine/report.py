@@ -15,6 +15,7 @@ import torch
 
 from llmkick_models.engine.masks import count_nm_violations
 from llmkick_models.engine.model_layout import TargetLinear
+from llmkick_models.engine.quantizer import QuantizedWeight
 from llmkick_models.engine.spec import CompressionSpec
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class CompressionReport:
     calibration: dict[str, Any] | None = None  # how the calibration tokens were drawn (CalibrationSet)
     #: Per-layer quantization grids (``quantizer.QuantizedWeight``) for packed export; kept
     #: in memory only (not in ``to_dict``), so a report loaded from the cache has none.
-    quantized: dict[str, Any] = field(default_factory=dict, repr=False)
+    quantized: dict[str, QuantizedWeight] = field(default_factory=dict, repr=False)
 
     @property
     def total_weights(self) -> int:

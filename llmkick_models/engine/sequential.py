@@ -29,11 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmkick_models.engine.block_inputs import BlockInputs, StopForward, capture_first_block_inputs
-from llmkick_models.engine.hessian import InputStatistics
 from llmkick_models.engine.host_memory import release_free_memory, retain_freed_memory
-from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.input_statistics import InputStatistics
+from llmkick_models.engine.methods.base import CompressionMethod, LayerJob, compress_jobs
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
 from llmkick_models.engine.placement import block_on_device, execution_device, weights_materialized
+from llmkick_models.engine.quantizer import QuantizedWeight
 from llmkick_models.engine.report import LayerReport, measure_layer
 from llmkick_models.engine.spec import CompressionSpec
 
@@ -175,7 +176,7 @@ def accumulate_statistics(
 
 def hessian_stride(method: CompressionMethod, spec: CompressionSpec, total_tokens: int) -> int:
     """Every token for Hessian methods; otherwise enough of a stride to keep ``error_tokens`` tokens."""
-    if method.uses_full_hessian(spec) or spec.error_tokens is None:
+    if method.needs(spec).full_hessian or spec.error_tokens is None:
         return 1
     return max(1, math.ceil(total_tokens / spec.error_tokens))
 
@@ -187,12 +188,13 @@ def compress_sequential(
     input_ids: torch.Tensor,
     device: torch.device | str | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
-) -> list[LayerReport]:
+) -> tuple[list[LayerReport], dict[str, QuantizedWeight]]:
     """Compress every decoder linear of ``model`` in place, block by block, on calibration ``input_ids``.
 
     ``input_ids``: (nsamples, seqlen) token ids.  ``device``: where the work runs (None: where each block
     executes).  Returns one measured ``LayerReport`` per linear, each with ``recon_error`` (‖WX − ŴX‖² /
-    ‖WX‖² on the layer's calibration inputs) and ``error_tokens`` (how many tokens that was measured on).
+    ‖WX‖² on the layer's calibration inputs) and ``error_tokens`` (how many tokens that was measured on),
+    and the quantization grids of the linears that were quantized, by name.
     """
     _, blocks = find_decoder_blocks(model)
     targets = decoder_linears(model)
@@ -204,6 +206,7 @@ def compress_sequential(
     batch_size = max(1, batch_tokens // seqlen)
     stride = hessian_stride(method, spec, nsamples * seqlen)
     layers: list[LayerReport] = []
+    grids: dict[str, QuantizedWeight] = {}
 
     was_training = model.training
     model.eval()
@@ -218,7 +221,7 @@ def compress_sequential(
                 start = time.perf_counter()
                 block = blocks[index]
                 block_targets = by_block.get(index, [])
-                block_layers: list[LayerReport] = []
+                block_layers: list[tuple[LayerReport, QuantizedWeight | None]] = []
                 with block_on_device(block, compute_device) as block_device:
                     inputs.to(block_device)
                     if block_targets:
@@ -227,8 +230,9 @@ def compress_sequential(
                         )
                     if index + 1 < len(blocks):  # the last block's outputs feed nothing
                         inputs.advance(block)
-                layers.extend(block_layers)
-                errors = [layer.extra["recon_error"] for layer in block_layers]
+                layers.extend(layer for layer, _ in block_layers)
+                grids.update((layer.name, grid) for layer, grid in block_layers if grid is not None)
+                errors = [layer.extra["recon_error"] for layer, _ in block_layers]
                 log.info(
                     "block %d/%d: %s on %d linears in %.2fs (mean recon error %.4g)",
                     index + 1,
@@ -242,7 +246,7 @@ def compress_sequential(
         model.train(was_training)
         if retained:
             release_free_memory()
-    return layers
+    return layers, grids
 
 
 def _compress_block(
@@ -254,16 +258,17 @@ def _compress_block(
     device: torch.device,
     stride: int,
     layout: _GroupLayout | None = None,
-) -> tuple[list[LayerReport], _GroupLayout | None]:
-    """Statistics pass(es) and compression of one block's linears (the block is already on ``device``);
-    also returns the group layout for the next block."""
+) -> tuple[list[tuple[LayerReport, QuantizedWeight | None]], _GroupLayout | None]:
+    """Statistics pass(es) and compression of one block's linears (the block is already on ``device``):
+    each linear's report and grid; also returns the group layout for the next block."""
     groups, single_calls, layout = block_input_groups(block, targets, inputs, layout)
     # true_sequential: one statistics pass per input group, after the groups before it are compressed.
     passes = [[group] for group in groups] if spec.true_sequential else [groups]
-    reports: list[LayerReport] = []
+    reports: list[tuple[LayerReport, QuantizedWeight | None]] = []
+    feature_norms = method.needs(spec).feature_norms
     for pass_groups in passes:
         statistics = accumulate_statistics(
-            block, inputs, pass_groups, device, stride, single_calls, method.uses_feature_norms
+            block, inputs, pass_groups, device, stride, single_calls, feature_norms
         )
         with weights_materialized(block):
             reports.extend(_compress_groups(pass_groups, statistics, method, spec, device))
@@ -276,15 +281,17 @@ def _compress_groups(
     method: CompressionMethod,
     spec: CompressionSpec,
     device: torch.device,
-) -> list[LayerReport]:
-    """Compress each group's members together with the group's statistics; measure sparsity and error.
+) -> list[tuple[LayerReport, QuantizedWeight | None]]:
+    """Compress each group's members together with the group's statistics; each one's measured report
+    and grid.
 
     The method gets the whole group at once (``compress_group``), so work on the shared statistics is
-    done once.  A method that measured ``recon_error`` in its own loop (SparseGPT, GPTQ: from the
-    accumulated Hessian, see ``hessian.errors_from_column_loop``) keeps it; otherwise it is computed here
-    from the statistics (exact Hessian, or the token subsample for methods without one).
+    done once.  An error the method measured itself (SparseGPT, GPTQ: from their column loop, see
+    ``column_loop.errors_from_column_loop``) is kept; otherwise it is measured here from the statistics
+    (exact Hessian, or the token subsample for methods without one), against a copy of each weight taken
+    before the call.
     """
-    reports: list[LayerReport] = []
+    compressed: list[tuple[LayerReport, QuantizedWeight | None]] = []
     for group in groups:
         stats = statistics[group.owner.name]
         if stats.tokens == 0:
@@ -292,17 +299,13 @@ def _compress_groups(
                 f"{group.owner.name} received no calibration tokens; a layer that calibration never "
                 f"reaches cannot be compressed by method={spec.method}"
             )
-        originals: list[torch.Tensor | None] = [None] * len(group.members)
-        if not method.reports_errors:
-            originals = [
-                t.weight.detach().to(device=device, dtype=torch.float32, copy=True) for t in group.members
-            ]
-        extras = method.compress_group([LayerJob(t, spec, device, stats) for t in group.members])
-        for target, W, extra in zip(group.members, originals, extras, strict=True):
-            if "recon_error" not in extra:
-                if W is None:
-                    raise RuntimeError(f"method={spec.method} did not report recon_error for {target.name}")
-                extra["recon_error"] = stats.relative_error(W, target.weight.to(device))
-            extra["error_tokens"] = stats.hessian_tokens
-            reports.append(measure_layer(target, spec, extra))
-    return reports
+        originals = [t.weight.detach().clone() for t in group.members]  # in their own dtype: exact
+        jobs = [LayerJob(t, spec, device, stats) for t in group.members]
+        for job, original, result in zip(jobs, originals, compress_jobs(method, jobs), strict=True):
+            error = result.error
+            if error is None:
+                W = original.to(device=device, dtype=torch.float32)
+                error = stats.relative_error(W, job.target.weight.to(device))
+            extra = {**result.facts, "recon_error": error, "error_tokens": stats.hessian_tokens}
+            compressed.append((measure_layer(job.target, spec, extra), result.grid))
+    return compressed

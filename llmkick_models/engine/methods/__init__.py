@@ -1,7 +1,8 @@
 """The compression methods by name, and ``build_spec``: model_args -> a validated ``CompressionSpec``.
 
-A new method is one module in this package (a ``CompressionMethod`` subclass declaring its options) plus
-one line in ``METHODS`` (or a call to ``register_method`` from outside the package).
+A new method is one module in this package (a ``CompressionMethod`` subclass declaring its options: see
+its docstring for the whole contract and an example) plus one line in ``METHODS`` (or a call to
+``register_method`` from outside the package).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from llmkick_models.engine.options import (
 )
 from llmkick_models.engine.spec import CalibrationSpec, CompressionSpec
 
-#: name -> "module:Class"; imported on first use.
-METHODS: dict[str, str] = {
+#: name -> "module:Class" (imported on first use) or the class itself.
+METHODS: dict[str, str | type[CompressionMethod]] = {
     "none": "llmkick_models.engine.methods.base:Dense",
     "magnitude": "llmkick_models.engine.methods.magnitude:Magnitude",
     "wanda": "llmkick_models.engine.methods.wanda:Wanda",
@@ -32,19 +33,23 @@ METHODS: dict[str, str] = {
 }
 
 
-def register_method(name: str, implementation: str) -> None:
-    """Make ``method=name`` available: ``implementation`` is ``"module:Class"`` of a ``CompressionMethod``."""
+def register_method(name: str, implementation: str | type[CompressionMethod]) -> None:
+    """Make ``method=name`` available: ``implementation`` is a ``CompressionMethod`` subclass or its
+    ``"module:Class"`` (imported when first used)."""
     METHODS[name] = implementation
 
 
 def method_class(name: str) -> type[CompressionMethod]:
     """The implementation of a registered method."""
-    module_name, _, class_name = METHODS[name].partition(":")
+    implementation = METHODS[name]
+    if not isinstance(implementation, str):
+        return implementation
+    module_name, _, class_name = implementation.partition(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
 def load_method(name: str) -> CompressionMethod:
-    """A fresh instance of a registered method (it collects per-layer grids for export)."""
+    """A fresh instance of a registered method (one per compressed model)."""
     return method_class(name)()
 
 
@@ -127,7 +132,7 @@ def build_spec(
     cls.check(values, given)
     spec = _spec(name, offered, values, calibration=None)
     if any(option.name in values for option in CALIBRATION_OPTIONS):
-        if "calibration" in given or cls.requires_calibration(spec):
+        if "calibration" in given or cls.needs(spec).calibration:
             calibration = CalibrationSpec(
                 values["calibration"], values["nsamples"], values["seqlen"], values["calibration_seed"]
             )

@@ -1,21 +1,43 @@
-"""The interface every compression method implements, and the options it declares."""
+"""The contract every compression method fulfils: what it declares, what it needs, what it returns."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
-from llmkick_models.engine.hessian import InputStatistics
+from llmkick_models.engine.input_statistics import InputStatistics
 from llmkick_models.engine.model_layout import TargetLinear
 from llmkick_models.engine.options import Option
+from llmkick_models.engine.quantizer import QuantizedWeight
 from llmkick_models.engine.spec import CompressionSpec
 
-if TYPE_CHECKING:
-    from llmkick_models.engine.quantizer import QuantizedWeight
+
+@dataclass(frozen=True)
+class Needs:
+    """What the driver must provide to a method for one spec."""
+
+    #: It cannot run without calibration tokens (without this, tokens given only measure its errors).
+    calibration: bool = False
+    #: It reads the Hessian over every calibration token (``LayerJob.statistics_for(exact_hessian=True)``);
+    #: otherwise the Hessian is accumulated on a token subsample, only to measure reconstruction errors.
+    full_hessian: bool = False
+    #: It reads ``InputStatistics.feature_sq_mean`` (not accumulated otherwise).
+    feature_norms: bool = False
+
+    def __or__(self, other: Needs) -> Needs:
+        """Everything either needs."""
+        return Needs(
+            self.calibration or other.calibration,
+            self.full_hessian or other.full_hessian,
+            self.feature_norms or other.feature_norms,
+        )
+
+
+#: What SparseGPT and GPTQ need: the Hessian over every calibration token.
+FULL_HESSIAN = Needs(calibration=True, full_hessian=True)
 
 
 @dataclass
@@ -41,40 +63,80 @@ class LayerJob:
         return stats
 
 
-class CompressionMethod(ABC):
-    """Compresses one decoder linear at a time, in place.
+@dataclass
+class LayerResult:
+    """What a method returns for one linear it compressed (in place)."""
 
-    A method declares the model_args it takes: ``options`` always, ``quantizer_options`` only when it
-    is also asked to quantize (``bits=``); ``check`` adds the rules between options that belong to the
-    method alone.  ``methods.build_spec`` turns model_args into a ``CompressionSpec`` from these.
+    #: Facts for the layer's report entry (e.g. ``percdamp`` when the dampening had to be raised).
+    facts: dict[str, float] = field(default_factory=dict)
+    #: ‖WX − ŴX‖² / ‖WX‖² against the weight as the method received it, when the method measured it
+    #: anyway (SparseGPT, GPTQ: from their column loop); None: the driver measures it.
+    error: float | None = None
+    #: The grid the weight was quantized on (scales, zero points), for packed export; None if not quantized.
+    grid: QuantizedWeight | None = None
 
-    ``compress_layer`` returns extra per-layer facts for the report (e.g. the dampening used); the measured
-    sparsity is added by the report itself, from the weights, and the reconstruction error by the
-    sequential driver, from the layer's input statistics.
 
-    Class flags tell the driver what to collect: ``needs_calibration`` methods only run through
-    ``llmkick_models.engine.sequential`` and receive the ``InputStatistics`` of the layer's input;
-    ``needs_hessian`` methods need its Hessian over every calibration token (otherwise the Hessian is
-    accumulated on a subsample, only to measure the reconstruction error).  A method whose needs depend on
-    the spec (Wanda/magnitude followed by GPTQ) overrides ``requires_calibration``/``uses_full_hessian``.
+class CompressionMethod:
+    """Compresses the decoder linears of a model, one linear (or one group of linears) at a time, in place.
 
-    Quantizing methods record each layer's grid (scales, zero points) in ``quantized``, keyed by layer
-    name, for packed export; it is not part of the saved fake-quantized weights.
+    Lifecycle of a method (``methods.build_spec``, ``compress.compress_model``, ``sequential``):
+
+    1. **Declared** before any model loads: ``name``; ``options``, the model_args it takes (reuse the
+       groups in ``engine/options.py``, or declare an ``Option``, read back with ``spec.option(name)``);
+       ``quantizer_options``, those it takes only with ``bits=``; ``check``, rules between its options.
+       ``build_spec`` turns model_args into a validated ``CompressionSpec`` from these: a bad value fails
+       before the model loads.  ``register_method`` (or a line in ``METHODS``) makes ``method=name`` known
+       to compressed-hf, the sweep and ``llmkick model-args``.
+    2. **Asked what it needs** for that spec (``needs``): calibration tokens, the full Hessian, the input
+       feature norms.  Without calibration tokens a method that needs them is refused before any weight
+       changes; the driver accumulates only what is needed.
+    3. **Instantiated** once per compressed model.
+    4. **Called** with ``compress_group(jobs)``: without calibration for each linear alone; with it, by
+       the block-by-block driver, for the linears of a block that read the same input tensor (q/k/v,
+       gate/up), sharing one ``InputStatistics`` (``job.statistics_for(name)``).  The default calls
+       ``compress_layer(job)`` for each job; override ``compress_group`` when the group can share work.
+       It changes each ``job.target.weight`` in place and returns one ``LayerResult`` per job, in order.
+    5. **Measured** by the driver: sparsity and N:M violations from the weights, the reconstruction error
+       when calibrated (the method's own, or measured against a copy of the weight taken before the call),
+       and the grids collected into ``CompressionReport.quantized``.
+
+    A complete method (``method=shrinkprune,sparsity=0.5,shrink=0.9``)::
+
+        from typing import ClassVar
+
+        from llmkick_models.engine.masks import pruning_mask
+        from llmkick_models.engine.methods import register_method
+        from llmkick_models.engine.methods.base import CompressionMethod, LayerJob, LayerResult
+        from llmkick_models.engine.options import PRUNING, Option, fraction
+
+        SHRINK = Option(
+            "shrink",
+            fraction("shrink", "a number in [0, 1]", include_one=True),
+            0.5,
+            "a number in [0, 1]",
+            "factor applied to the weights that survive",
+        )
+
+
+        class ShrinkPrune(CompressionMethod):
+            \"\"\"Magnitude pruning, then the surviving weights scaled by ``shrink`` (a toy).\"\"\"
+
+            name: ClassVar[str] = "shrinkprune"
+            options = (*PRUNING, SHRINK)
+
+            def compress_layer(self, job: LayerJob) -> LayerResult:
+                weight, spec = job.target.weight, job.spec
+                mask = pruning_mask(weight.abs(), spec.sparsity, spec.pattern, per_row=False)
+                weight.masked_fill_(mask, 0).mul_(spec.option("shrink"))
+                return LayerResult(facts={"shrink": spec.option("shrink")})
+
+
+        register_method("shrinkprune", ShrinkPrune)
     """
 
     name: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     quantizer_options: ClassVar[tuple[Option, ...]] = ()
-    needs_calibration: ClassVar[bool] = False
-    needs_hessian: ClassVar[bool] = False
-    #: False for methods that never read ``InputStatistics.feature_sq_mean`` (it is then not accumulated).
-    uses_feature_norms: ClassVar[bool] = True
-    #: True for methods whose ``compress_group`` always reports ``recon_error`` itself (from its own
-    #: loop): the driver then keeps no copy of the original weights to measure it.
-    reports_errors: ClassVar[bool] = False
-
-    def __init__(self) -> None:
-        self.quantized: dict[str, QuantizedWeight] = {}
 
     @classmethod
     def accepted_options(cls) -> tuple[Option, ...]:
@@ -98,26 +160,38 @@ class CompressionMethod(ABC):
         return None  # most methods have no rules of their own
 
     @classmethod
-    def requires_calibration(cls, spec: CompressionSpec) -> bool:
-        """True when this method cannot run on ``spec`` without calibration tokens."""
-        return cls.needs_calibration
+    def needs(cls, spec: CompressionSpec) -> Needs:
+        """What this method needs from the driver to run ``spec``; by default nothing."""
+        return Needs()
 
-    @classmethod
-    def uses_full_hessian(cls, spec: CompressionSpec) -> bool:
-        """True when this method needs the Hessian over every calibration token for ``spec``."""
-        return cls.needs_hessian
-
-    @abstractmethod
-    def compress_layer(self, job: LayerJob) -> dict[str, float]:
+    def compress_layer(self, job: LayerJob) -> LayerResult:
         """Compress ``job.target``'s weight in place, computing on ``job.device``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither compress_layer nor compress_group"
+        )
 
-    def compress_group(self, jobs: list[LayerJob]) -> list[dict[str, float]]:
-        """Compress linears that read the same input tensor (their jobs share one ``InputStatistics``);
-        one report dict per job.  By default one at a time; a method whose work on the statistics can be
+    def compress_group(self, jobs: list[LayerJob]) -> list[LayerResult]:
+        """Compress linears that read the same input tensor (their jobs share one ``InputStatistics``); one
+        result per job, in order.  By default one at a time; a method whose work on the statistics can be
         shared (SparseGPT's and GPTQ's damped inverse Hessian and column loop) does it once for the group,
-        with each layer's result identical to ``compress_layer``'s.  A dict may carry ``recon_error``
-        already (from the method's own loop); the driver measures it otherwise."""
+        with each layer's result identical to compressing it alone."""
         return [self.compress_layer(job) for job in jobs]
+
+
+def compress_jobs(method: CompressionMethod, jobs: list[LayerJob]) -> list[LayerResult]:
+    """``method.compress_group(jobs)``, refused unless it returned one ``LayerResult`` per job."""
+    results = method.compress_group(jobs)
+    if not (
+        isinstance(results, list)
+        and len(results) == len(jobs)
+        and all(isinstance(result, LayerResult) for result in results)
+    ):
+        got = [type(r).__name__ for r in results] if isinstance(results, list) else type(results).__name__
+        raise TypeError(
+            f"method={method.name}: compress_group must return a list of one LayerResult per layer "
+            f"({', '.join(job.target.name for job in jobs)}), got {got}"
+        )
+    return results
 
 
 class Dense(CompressionMethod):
@@ -125,6 +199,6 @@ class Dense(CompressionMethod):
 
     name: ClassVar[str] = "none"
 
-    def compress_layer(self, job: LayerJob) -> dict[str, float]:
+    def compress_layer(self, job: LayerJob) -> LayerResult:
         """Never called: a dense spec leaves every weight as it is."""
         raise RuntimeError("method=none compresses nothing")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
 from llmkick_models.engine.masks import pruning_mask
-from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
-from llmkick_models.engine.methods.prune_then_quantize import QuantizeAfterPruning
+from llmkick_models.engine.methods.base import LayerJob
+from llmkick_models.engine.methods.prune_then_quantize import PruningMethod
 from llmkick_models.engine.options import CALIBRATION_OPTIONS, ERROR_TOKENS, PRUNING
 
-if TYPE_CHECKING:
-    pass
 
-
-class Magnitude(QuantizeAfterPruning, CompressionMethod):
+class Magnitude(PruningMethod):
     """Unstructured: the ``sparsity`` fraction of smallest |W| in the whole matrix (LLM-KICK's baseline)."""
 
     name: ClassVar[str] = "magnitude"

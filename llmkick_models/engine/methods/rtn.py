@@ -6,18 +6,15 @@ The baseline GPTQ is measured against (same quantizer, ``llmkick_models.engine.q
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.methods.base import CompressionMethod, LayerJob, LayerResult
 from llmkick_models.engine.options import CALIBRATION_OPTIONS, ERROR_TOKENS, QUANTIZER, REQUIRED_BITS
-from llmkick_models.engine.quantizer import QuantizedWeight, quantizer_config, rtn_quantize
-
-if TYPE_CHECKING:
-    pass
+from llmkick_models.engine.quantizer import quantizer_config, rtn_quantize
 
 
-def rtn_layer(job: LayerJob) -> tuple[dict[str, float], QuantizedWeight]:
-    """Quantize ``target``'s weight in place to its nearest grid points; its report facts and grid.
+def rtn_layer(job: LayerJob) -> LayerResult:
+    """Quantize ``job.target``'s weight in place to its nearest grid points; its facts and grid.
 
     RTN maps 0 to exactly 0, so a pruned weight stays pruned without any mask bookkeeping.
     """
@@ -25,7 +22,7 @@ def rtn_layer(job: LayerJob) -> tuple[dict[str, float], QuantizedWeight]:
     weight = job.target.weight
     Q, grid = rtn_quantize(weight.to(job.device), config)
     weight.copy_(Q.to(device=weight.device, dtype=weight.dtype))
-    return {"bits": config.bits, "group_size": config.group_size or -1}, grid
+    return LayerResult(facts=config.facts(), grid=grid)
 
 
 class RTN(CompressionMethod):
@@ -34,8 +31,6 @@ class RTN(CompressionMethod):
     name: ClassVar[str] = "rtn"
     options = (REQUIRED_BITS, *QUANTIZER[1:], *CALIBRATION_OPTIONS, ERROR_TOKENS)
 
-    def compress_layer(self, job: LayerJob) -> dict[str, float]:
-        """Quantize the layer in place (statistics are not used); keep its grid for packed export."""
-        extra, grid = rtn_layer(job)
-        self.quantized[job.target.name] = grid
-        return extra
+    def compress_layer(self, job: LayerJob) -> LayerResult:
+        """Quantize the layer in place (statistics are not used)."""
+        return rtn_layer(job)

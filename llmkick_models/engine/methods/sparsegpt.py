@@ -5,12 +5,12 @@ For each linear, with H = (2/n) Σ x xᵀ over the calibration inputs:
 1. dead inputs (H_jj = 0) get weight 0; H is dampened by λ = percdamp · mean(diag H);
 2. Hinv = upper Cholesky factor of H⁻¹ (``llmkick_models.engine.hessian``), so row j of Hinv holds the OBS
    update direction of column j given that columns < j are already fixed;
-3. columns are visited left to right in blocks of ``blocksize``.  The mask is chosen on the weights as
-   updated so far, by the OBS saliency w² / Hinv_jj²: per block over rows × block columns (unstructured),
-   or, at every column j with j % M == 0, the N lowest of the next M columns of each row (N:M);
-4. at column j: pruned weights become 0, the error e = (w − ŵ) / Hinv_jj is spread over the remaining
-   columns of the block, W[:, j+1:] −= e · Hinv[j, j+1:], and the block's errors are applied to all later
-   columns at once when the block is done (lazy batch update).
+3. the OBS column loop shared with GPTQ (``column_loop.obs_column_loop``) visits the columns left to right
+   in blocks of ``blocksize``.  SparseGPT's step chooses the mask on the weights as updated so far, by the
+   OBS saliency w² / Hinv_jj²: per block over rows × block columns (unstructured), or, at every column j
+   with j % M == 0, the N lowest of the next M columns of each row (N:M);
+4. at column j: pruned weights become 0, and the loop spreads the error e = (w − ŵ) / Hinv_jj over the
+   remaining columns, W[:, j+1:] −= e · Hinv[j, j+1:] (lazily, a block at a time).
 
 The unstructured per-block counts use cumulative rounding so that each matrix ends up with exactly
 floor(sparsity · rows · cols) zeros, the same count as magnitude pruning.
@@ -24,7 +24,7 @@ loop reaches the group's first column, on a copy of the updated weights with the
 Linears that read the same input (q/k/v, gate/up) are pruned together (``SparseGPT.compress_group`` ->
 ``sparsegpt_rows``): one damped inverse Hessian and one column loop over their stacked rows, with each
 matrix's mask quota and lazy update kept per matrix, so every matrix comes out bit for bit as alone.  The
-reconstruction error of each comes from the loop (``hessian.errors_from_column_loop``).
+reconstruction error of each comes from the loop (``column_loop.errors_from_column_loop``).
 """
 
 from __future__ import annotations
@@ -36,17 +36,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from llmkick_models.engine.hessian import (
+from llmkick_models.engine.column_grids import ColumnGrid, GridLog, row_grid
+from llmkick_models.engine.column_loop import (
     LazyColumnBlock,
-    damped_inverse_cholesky,
     errors_from_column_loop,
     inner_block,
+    obs_column_loop,
     row_blocks,
-    updated_columns,
-    zero_dead_inputs,
 )
+from llmkick_models.engine.hessian import damped_inverse_cholesky, zero_dead_inputs
 from llmkick_models.engine.masks import lowest_mask
-from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
+from llmkick_models.engine.methods.base import FULL_HESSIAN, CompressionMethod, LayerJob, LayerResult, Needs
+from llmkick_models.engine.methods.stacked_rows import loop_facts, stack_weights, unstack_results
 from llmkick_models.engine.options import (
     CALIBRATION_OPTIONS,
     HESSIAN,
@@ -60,10 +61,9 @@ from llmkick_models.engine.quantizer import (
     QuantizerConfig,
     fake_quantize_into,
     find_params,
-    level_bounds,
     quantizer_config,
 )
-from llmkick_models.engine.spec import NMPattern
+from llmkick_models.engine.spec import CompressionSpec, NMPattern
 
 
 @dataclass
@@ -75,6 +75,86 @@ class SparseGPTResult:
     dead: int  # inputs with H_jj = 0
     grid: QuantizedWeight | None  # joint quantization grid (all rows), or None
     errors: list[float]  # relative reconstruction error per stacked matrix
+
+
+class PruneStep:
+    """SparseGPT's column step: the mask by OBS saliency, chosen on the weights as updated so far (a block,
+    or an N:M group, at a time); with a quantizer, the masked column then quantized."""
+
+    def __init__(
+        self,
+        W: torch.Tensor,
+        sparsity: float,
+        pattern: NMPattern | None,
+        blocks: list[slice],
+        quantizer: QuantizerConfig | None,
+    ) -> None:
+        self.sparsity, self.pattern, self.blocks, self.quantizer = sparsity, pattern, blocks, quantizer
+        self.grids = GridLog(quantizer) if quantizer is not None else None
+        self.grid: ColumnGrid | None = None  # the quantization grid in force
+        self.group_size = quantizer.group_size if quantizer is not None else None
+        if quantizer is not None and self.group_size is None:
+            self._use_grid(*find_params(W, quantizer))  # per channel: found on W before the loop
+        self.maskT = torch.empty(0, dtype=torch.bool)  # row i = block column i's mask
+        self.pruned: tuple[torch.Tensor, ...] = ()
+        self.zero = torch.zeros((), dtype=W.dtype, device=W.device)
+
+    def begin_block(self, block: LazyColumnBlock) -> None:
+        """A fresh mask for the block; unstructured: chosen now, per matrix."""
+        self.maskT = torch.zeros_like(block.WT, dtype=torch.bool)
+        self.pruned = self.maskT.unbind(0)
+        if self.pattern is None:
+            self._choose_block_mask(block)
+
+    def column(self, block: LazyColumnBlock, i: int) -> None:
+        """ŵ = quant(mask(w)): 0 maps to exactly 0 on the grid, so the pattern survives quantization."""
+        if self.pattern is not None and i % self.pattern.group == 0:
+            self._choose_group_mask(block, i)
+        if self.group_size is not None and (block.i1 + i) % self.group_size == 0:
+            self._find_group_grid(block, i)
+        q = block.q[i]
+        torch.where(self.pruned[i], self.zero, block.w[i], out=q)  # one op where copy + fill took two
+        if self.grid is not None:
+            fake_quantize_into(q, q, *self.grid)
+
+    def _choose_block_mask(self, block: LazyColumnBlock) -> None:
+        """The block's lowest saliencies of each matrix.  Cumulative rounding: the blocks together prune
+        exactly floor(sparsity · rows · columns) of each matrix."""
+        saliency = block.WT.t().square() / block.Hinv1.diagonal().square().unsqueeze(0)
+        mask1 = self.maskT.t()
+        for rows in self.blocks:
+            n = rows.stop - rows.start
+            count = math.floor(self.sparsity * n * block.i2) - math.floor(self.sparsity * n * block.i1)
+            mask1[rows] = lowest_mask(saliency[rows].reshape(1, -1), count).reshape(n, block.count)
+
+    def _choose_group_mask(self, block: LazyColumnBlock, i: int) -> None:
+        """N:M: the N lowest saliencies of each row in columns [i, i + M), on the weights as updated by the
+        columns to their left."""
+        assert self.pattern is not None
+        group = slice(i, i + self.pattern.group)
+        block.need(i, group.stop)
+        saliency = block.WT.t()[:, group].square() / block.Hinv1.diagonal()[group].square().unsqueeze(0)
+        self.maskT.t()[:, group] = lowest_mask(saliency, self.pattern.pruned)
+
+    def _find_group_grid(self, block: LazyColumnBlock, i: int) -> None:
+        """The grid of the group that begins at block column ``i``: found on a copy of its columns as
+        updated so far, with the block's mask known so far applied (N:M: chosen up to this group)."""
+        assert self.quantizer is not None and self.group_size is not None
+        stop = min(block.i1 + i + self.group_size, block.W.shape[1])
+        block.need(i, stop - block.i1)
+        segment = block.columns_now(block.i1 + i, stop)
+        known = self.maskT.t()[:, i : stop - block.i1]
+        segment[:, : known.shape[1]] = segment[:, : known.shape[1]].masked_fill(known, 0.0)
+        self._use_grid(*find_params(segment, self.quantizer))
+
+    def _use_grid(self, scale: torch.Tensor, zero: torch.Tensor) -> None:
+        assert self.grids is not None and self.quantizer is not None
+        self.grids.add(scale, zero)
+        self.grid = row_grid(scale.squeeze(1), zero.squeeze(1), self.quantizer.maxq)
+
+    def quantized_weight(self) -> QuantizedWeight | None:
+        """The joint quantization grid of all rows, or None without a quantizer."""
+        return self.grids.quantized_weight() if self.grids is not None else None
 
 
 def sparsegpt_prune(
@@ -91,26 +171,8 @@ def sparsegpt_prune(
     Neither argument is modified.  With ``pattern`` set, ``sparsity`` is ignored and ``blocksize`` must be
     a multiple of M.
     """
-    W_hat, damp, dead, _ = sparsegpt_prune_quantize(
-        W, H, sparsity, pattern, blocksize, percdamp, layer_name, None
-    )
-    return W_hat, damp, dead
-
-
-def sparsegpt_prune_quantize(
-    W: torch.Tensor,
-    H: torch.Tensor,
-    sparsity: float,
-    pattern: NMPattern | None,
-    blocksize: int,
-    percdamp: float,
-    layer_name: str,
-    quantizer: QuantizerConfig | None,
-) -> tuple[torch.Tensor, float, int, QuantizedWeight | None]:
-    """``sparsegpt_prune`` that also quantizes each column after masking it when ``quantizer`` is given;
-    returns (Ŵ, dampening used, dead inputs, the quantization grid or None)."""
-    result = sparsegpt_rows(W, H, sparsity, pattern, blocksize, percdamp, layer_name, quantizer)
-    return result.W_hat, result.damp, result.dead, result.grid
+    result = sparsegpt_rows(W, H, sparsity, pattern, blocksize, percdamp, layer_name)
+    return result.W_hat, result.damp, result.dead
 
 
 def sparsegpt_rows(
@@ -125,7 +187,8 @@ def sparsegpt_rows(
     splits: Sequence[int] | None = None,
 ) -> SparseGPTResult:
     """SparseGPT on one or several matrices that read the same input, stacked by rows (``splits``: their
-    row counts; None = one matrix), with one damped inverse Hessian and one column loop.
+    row counts; None = one matrix), with one damped inverse Hessian and one column loop; with
+    ``quantizer``, each column is quantized after masking it (joint sparse + quant).
 
     Rows are independent in the OBS update, and every per-matrix choice stays per matrix: the unstructured
     mask of each column block is chosen over that matrix's rows only (its quota is per matrix), and the
@@ -133,83 +196,16 @@ def sparsegpt_rows(
     """
     W = W.detach().float().clone()
     H = H.detach().float()  # read only: copied where changed
-    rows, columns = W.shape
-    blocks = row_blocks(splits if splits is not None else [rows])
+    blocks = row_blocks(splits if splits is not None else [W.shape[0]])
     if pattern is not None and blocksize % pattern.group:
         raise ValueError(f"blocksize={blocksize} is not a multiple of the N:M group size {pattern.group}")
     H, dead = zero_dead_inputs(H, W)
     Hinv, damp = damped_inverse_cholesky(H, percdamp, layer_name)
     W_start = W.clone()
-    err_sq = torch.zeros(rows, dtype=torch.float32, device=W.device)
-    group_size = quantizer.group_size if quantizer is not None else None
-    scales: list[torch.Tensor] = []
-    zeros: list[torch.Tensor] = []
-    if quantizer is not None and group_size is None:
-        scale, zero = find_params(W, quantizer)
-        scales, zeros = [scale], [zero]
-        scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), quantizer.maxq)
-
-    for i1 in range(0, columns, blocksize):
-        i2 = min(i1 + blocksize, columns)
-        lazy = LazyColumnBlock(W, Hinv, i1, i2, blocks, inner_block(pattern, blocksize))
-        W1 = lazy.WT.t()  # (rows, block columns) view of the transposed block
-        d = lazy.Hinv1.diagonal()
-
-        maskT = torch.zeros_like(lazy.WT, dtype=torch.bool)  # row i = column i's mask, contiguous
-        mask1 = maskT.t()
-        if pattern is None:
-            saliency = W1.square() / d.square().unsqueeze(0)
-            for block in blocks:
-                # Cumulative rounding: the blocks together prune exactly floor(sparsity · rows · columns)
-                # of each matrix.
-                n = block.stop - block.start
-                count = math.floor(sparsity * n * i2) - math.floor(sparsity * n * i1)
-                mask1[block] = lowest_mask(saliency[block].reshape(1, -1), count).reshape(n, i2 - i1)
-
-        w_rows, err_rows = lazy.WT.unbind(0), lazy.ErrT.unbind(0)
-        for i in range(i2 - i1):
-            if pattern is not None and i % pattern.group == 0:
-                # N:M groups are chosen on the weights as updated by the columns to their left.
-                lazy.need(i, i + pattern.group)
-                group = slice(i, i + pattern.group)
-                saliency = W1[:, group].square() / d[group].square().unsqueeze(0)
-                mask1[:, group] = lowest_mask(saliency, pattern.pruned)
-            if quantizer is not None and group_size is not None and (i1 + i) % group_size == 0:
-                stop = min(i1 + i + group_size, columns)
-                lazy.need(i, stop - i1)
-                segment = updated_columns(W, W1, lazy.ErrT.t(), Hinv, i1, i1 + i, stop)
-                known = mask1[:, i : stop - i1]  # the mask of this block (N:M: chosen up to this group)
-                segment[:, : known.shape[1]] = segment[:, : known.shape[1]].masked_fill(known, 0.0)
-                scale, zero = find_params(segment, quantizer)
-                scales.append(scale)
-                zeros.append(zero)
-                scale_row, (low, high) = scale.squeeze(1), level_bounds(zero.squeeze(1), quantizer.maxq)
-            if i == lazy.end:
-                lazy.flush(i)
-            w, err, pruned = w_rows[i], err_rows[i], maskT[i]
-            # err = (w − ŵ) / Hinv_ii, computed in place; column i itself becomes exactly ŵ.
-            err.copy_(w)
-            w.masked_fill_(pruned, 0.0)
-            if quantizer is not None:
-                # Mask, then quantize: 0 maps to exactly 0 on the grid, so the pattern survives.
-                fake_quantize_into(w, w, scale_row, low, high)
-            err.sub_(w).div_(lazy.d[i])
-            lazy.spread(i)  # OBS update of the not-yet-visited columns of this window
-
-        W[:, i1:i2] = W1
-        Err1 = lazy.errors()
-        err_sq += Err1.square().sum(dim=1)
-        # Lazy batch update: the whole block's errors reach every later column in one matmul per matrix
-        # (the same product, bit for bit, as for the matrix alone).
-        for block in blocks:
-            W[block, i2:].addmm_(Err1[block], Hinv[i1:i2, i2:], alpha=-1.0)
-
-    grid = None
-    if quantizer is not None:
-        grid = QuantizedWeight(quantizer, torch.cat(scales, dim=1).cpu(), torch.cat(zeros, dim=1).cpu())
-    damping = damp * float(H.diagonal().mean())
-    errors = errors_from_column_loop(W_start, W, H, err_sq, damping, [b.stop - b.start for b in blocks])
-    return SparseGPTResult(W, damp, int(dead.sum()), grid, errors)
+    step = PruneStep(W, sparsity, pattern, blocks, quantizer)
+    W_hat, err_sq = obs_column_loop(W, Hinv, step, blocksize, blocks, inner_block(pattern, blocksize))
+    errors = errors_from_column_loop(W_start, W_hat, H, err_sq, damp * float(H.diagonal().mean()), blocks)
+    return SparseGPTResult(W_hat, damp, int(dead.sum()), step.quantized_weight(), errors)
 
 
 class SparseGPT(CompressionMethod):
@@ -219,10 +215,6 @@ class SparseGPT(CompressionMethod):
     options = (*PRUNING, *CALIBRATION_OPTIONS, TRUE_SEQUENTIAL, *HESSIAN)
     #: with bits=: joint sparse + quant in the same column loop (no act_order: the mask order is fixed)
     quantizer_options = QUANTIZER
-    needs_calibration: ClassVar[bool] = True
-    needs_hessian: ClassVar[bool] = True
-    uses_feature_norms: ClassVar[bool] = False
-    reports_errors: ClassVar[bool] = True
 
     @classmethod
     def check(cls, values: dict[str, Any], given: Mapping[str, Any]) -> None:
@@ -234,44 +226,31 @@ class SparseGPT(CompressionMethod):
                 f"so that no N:M group straddles two column blocks; e.g. blocksize=128"
             )
 
-    def compress_layer(self, job: LayerJob) -> dict[str, float]:
-        """Prune the layer in place with SparseGPT; report the dampening and dead inputs when notable."""
-        return self.compress_group([job])[0]
+    @classmethod
+    def needs(cls, spec: CompressionSpec) -> Needs:
+        """The Hessian over every calibration token."""
+        return FULL_HESSIAN
 
-    def compress_group(self, jobs: list[LayerJob]) -> list[dict[str, float]]:
+    def compress_group(self, jobs: list[LayerJob]) -> list[LayerResult]:
         """Prune linears that read the same input together: one damped inverse Hessian and one column
-        loop over their stacked rows (each matrix's mask quota and result as alone); each entry carries
-        its ``recon_error`` from the loop."""
+        loop over their stacked rows (each matrix's mask quota and result as alone); each result carries
+        its error from the loop (and, with ``bits=``, its grid)."""
         statistics = jobs[0].statistics_for("sparsegpt", exact_hessian=True)
-        spec, device = jobs[0].spec, jobs[0].device
+        spec = jobs[0].spec
         quantizer = quantizer_config(spec) if spec.bits is not None else None
-        weights = [job.target.weight for job in jobs]
+        W, splits = stack_weights(jobs)
         result = sparsegpt_rows(
-            torch.cat([w.to(device=device, dtype=torch.float32) for w in weights]),
-            statistics.hessian.to(device),
+            W,
+            statistics.hessian.to(jobs[0].device),
             spec.sparsity,
             spec.pattern,
             spec.blocksize,
             spec.percdamp,
             "+".join(job.target.name for job in jobs),
             quantizer,
-            [w.shape[0] for w in weights],
+            splits,
         )
-        extras = []
-        for job, weight, rows, error in zip(
-            jobs, weights, row_blocks([w.shape[0] for w in weights]), result.errors, strict=True
-        ):
-            weight.copy_(result.W_hat[rows].to(device=weight.device, dtype=weight.dtype))
-            extra: dict[str, float] = {"recon_error": error}
-            if quantizer is not None and result.grid is not None:
-                grid = result.grid
-                self.quantized[job.target.name] = QuantizedWeight(
-                    grid.config, grid.scale[rows].clone(), grid.zero[rows].clone(), grid.g_idx
-                )
-                extra.update(bits=quantizer.bits, group_size=quantizer.group_size or -1)
-            if result.damp != spec.percdamp:
-                extra["percdamp"] = result.damp
-            if result.dead:
-                extra["dead_inputs"] = result.dead
-            extras.append(extra)
-        return extras
+        facts = (quantizer.facts() if quantizer is not None else {}) | loop_facts(
+            result.damp, spec.percdamp, result.dead
+        )
+        return unstack_results(jobs, result.W_hat, splits, result.errors, facts, result.grid)

@@ -13,8 +13,8 @@ from typing import ClassVar
 import torch
 
 from llmkick_models.engine.masks import pruning_mask
-from llmkick_models.engine.methods.base import CompressionMethod, LayerJob
-from llmkick_models.engine.methods.prune_then_quantize import QuantizeAfterPruning
+from llmkick_models.engine.methods.base import LayerJob, Needs
+from llmkick_models.engine.methods.prune_then_quantize import PruningMethod
 from llmkick_models.engine.options import CALIBRATION_OPTIONS, ERROR_TOKENS, PRUNING, TRUE_SEQUENTIAL
 
 
@@ -23,12 +23,12 @@ def wanda_scores(W: torch.Tensor, feature_sq_mean: torch.Tensor) -> torch.Tensor
     return W.float().abs() * feature_sq_mean.float().sqrt().unsqueeze(0)
 
 
-class Wanda(QuantizeAfterPruning, CompressionMethod):
+class Wanda(PruningMethod):
     """Per-output-row (or N:M) pruning by |W| · ‖X‖; needs only the input feature norms."""
 
     name: ClassVar[str] = "wanda"
     options = (*PRUNING, *CALIBRATION_OPTIONS, TRUE_SEQUENTIAL, ERROR_TOKENS)
-    needs_calibration: ClassVar[bool] = True
+    pruning_needs: ClassVar[Needs] = Needs(calibration=True, feature_norms=True)
 
     def prune(self, job: LayerJob) -> torch.Tensor:
         """Zero the lowest-scoring weights of each row (or N:M group) in place; return the mask."""
