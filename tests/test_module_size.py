@@ -16,7 +16,7 @@ MAX_FUNCTION_LINES = 80
 #: the strict xfail then reports it as passing unexpectedly, as a reminder.
 BEING_SPLIT = {
     "llmkick_models/storage/model_cache.py": "447 lines: eviction and deletion still to move out (issue 24)",
-    "llmkick_models/workflow/preflight.py": "415 lines: fingerprints and stale points still together (issue 24)",
+    "llmkick_models/workflow/preflight.py": "415 lines: fingerprints, stale points together",
     "llmkick_models/workflow/sweep.py": "507 lines: the response cache and the local runner still together",
 }
 
