@@ -217,7 +217,8 @@ def test_empty_replies_cached_by_older_versions_are_asked_again(server: JudgeSer
         client = JudgeClient(settings, cache)
         results = client.complete_all([stale, fresh])
         assert [r.text for r in results] == ["reply to question 0", "reply to question 1"]
-        assert [r.prompt for r in server.received] == ["question 0", "question 1"]
+        # both asked (concurrently: in either order), the stale one again instead of replayed
+        assert sorted(r.prompt for r in server.received) == ["question 0", "question 1"]
         assert client.stats.stale == 1 and client.stats.cached == 0
         assert sorted(cached_texts(settings.cache_path)) == ["reply to question 0", "reply to question 1"]
         server.reset()
