@@ -74,6 +74,8 @@ def test_the_whole_model_counts_the_rest_at_16_bits() -> None:
     # (540672 linear bits + 16 x 868928 other parameters) / (16 x 1e6)
     assert size.relative == (540672 + 16 * 868928) / 16e6 == pytest.approx(0.90272)
     assert size.linears_relative == 540672 / DENSE and size.reason is None
+    assert size.linear_share == N / 1_000_000
+    assert size.relative == pytest.approx(1 - size.linear_share * (1 - size.linears_relative))
     missing = stored_size(report, None)
     assert missing.relative is None and missing.linears_relative == size.linears_relative
     assert missing.reason == "model_num_parameters None does not cover the 131072 compressed weights"

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmkick_models.workflow.run_results import PointResult
 
 DENSE_BITS = 16
 SCALE_BITS = 16
@@ -39,7 +42,8 @@ STORAGE_MODEL = (
     "+ (R + 1) 32-bit row offsets); quantized: a 16-bit scale per group of group_size columns of a row "
     "(per row without group_size or with -1), and a bits-bit zero point per group when sym=false. "
     "Embeddings, norms, biases and the LM head stay 16 bits (model_num_parameters, tied weights once); "
-    "linears_relative counts the decoder linears only. Dense is 1."
+    "linears_relative counts the decoder linears only, linear_share is their share of the parameters. "
+    "Dense is 1."
 )
 
 
@@ -62,6 +66,8 @@ class StoredSize:
     linears_relative: float | None
     index: list[str] = field(default_factory=list)  # the sparse formats counted (bitmask, csr, N:M)
     reason: str | None = None  # why a ratio is missing
+    #: The compressed linears' share of the model's parameters: whole = 1 - share x (1 - linears_relative).
+    linear_share: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (no ``reason`` when both ratios are there)."""
@@ -142,4 +148,12 @@ def stored_size(compression: dict[str, Any] | None, total_parameters: Any) -> St
         reason = f"model_num_parameters {total_parameters!r} does not cover the {weights} compressed weights"
         return StoredSize(None, linears, index, reason)
     whole = (bits + DENSE_BITS * (total_parameters - weights)) / (DENSE_BITS * total_parameters)
-    return StoredSize(whole, linears, index)
+    return StoredSize(whole, linears, index, linear_share=weights / total_parameters)
+
+
+def point_size(point: PointResult) -> StoredSize:
+    """The stored size of a finished sweep point (dense: 1)."""
+    if point.point["method"] == "none":
+        return StoredSize(1.0, 1.0)
+    config = point.results.get("config", {})
+    return stored_size(config.get("llmkick_compression"), config.get("model_num_parameters"))
