@@ -366,7 +366,9 @@ def test_report_has_the_quantization_table_with_stored_sizes(tmp_path: Path) -> 
 
 
 def test_a_run_without_quantization_points_has_no_quantization_table(tmp_path: Path) -> None:
-    _fake_run(tmp_path)  # old-style compression reports: no layers, so no stored size
+    _fake_run(tmp_path)  # old-style compression reports: no layers, so no stored size and no size figure
+    _, plots = write_report(tmp_path)
+    assert "plot_stored_size.png" not in {p.name for p in plots}
     text, data = _report(tmp_path)
     assert "## Quantization" not in text and data["quantization"] == []
     assert data["points"][1]["stored_size"] == {
@@ -413,9 +415,3 @@ def test_the_size_figure_puts_pruning_and_quantization_on_one_size_axis(
     [(label, (low, high))] = tops["task_a — acc"]
     main_low, main_high = 2 * size["gptq-4bit"] - 1, 1.1  # x -> 1 - (1 - x) / 0.5 at the main axis' ends
     assert label == "decoder linears only" and high == pytest.approx(main_high) and low < main_low
-
-
-def test_no_size_figure_without_stored_sizes(tmp_path: Path) -> None:
-    _fake_run(tmp_path)  # compression reports without per-layer shapes
-    _, plots = write_report(tmp_path)
-    assert "plot_stored_size.png" not in {p.name for p in plots}
