@@ -66,12 +66,16 @@ def point_results(
     recorded: dict[str, str] | None = None,
     sparsity: float = 0.0,
     date: float = 1764500000.25,
+    compression: dict[str, Any] | None = None,
+    parameters: int | None = None,
 ) -> dict[str, Any]:
     """lm-eval's results of per-document values ``{task: {metric: [value or None (no such value)]}}``.
 
     ``groups``: ``{group: members}`` (members may be groups), aggregated over their leaf tasks weighted by
     size unless named in ``unweighted``; ``recorded``: the aggregation a metric's config records, when it
-    is not the one above (``None`` records none, as a YAML without ``aggregation:`` does).
+    is not the one above (``None`` records none, as a YAML without ``aggregation:`` does);
+    ``compression``: the compression report (default: the overall sparsity only); ``parameters``: lm-eval's
+    ``model_num_parameters``.
     """
     groups = groups or {}
     recorded = recorded or {}
@@ -116,7 +120,10 @@ def point_results(
         "configs": configs,
         "higher_is_better": higher,
         "n-samples": {task: {"original": sizes[task], "effective": sizes[task]} for task in tasks},
-        "config": {"llmkick_compression": {"overall_sparsity": sparsity}},
+        "config": {
+            "llmkick_compression": compression or {"overall_sparsity": sparsity},
+            **({"model_num_parameters": parameters} if parameters is not None else {}),
+        },
         "date": date,
         "model_name_sanitized": MODEL,
     }
@@ -161,3 +168,10 @@ def edit_score(folder: Path, task: str, metric_key: str, value: Any) -> Path:
     results["results"][task][metric_key] = value
     results_file.write_text(json.dumps(results))
     return results_file
+
+
+def compression_report(spec: dict[str, Any], shape: tuple[int, int], zeros: int = 0) -> dict[str, Any]:
+    """A compression report of one decoder linear of ``shape`` holding ``zeros`` zeros, under ``spec``."""
+    rows, cols = shape
+    layer = {"shape": [rows, cols], "zeros": zeros, "sparsity": zeros / (rows * cols)}
+    return {"spec": spec, "overall_sparsity": zeros / (rows * cols), "layers": {"model.layers.0.mlp": layer}}

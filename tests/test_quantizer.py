@@ -15,7 +15,7 @@ from llmkick_models.engine.quantizer import (
     level_bounds,
     rtn_quantize,
 )
-from llmkick_models.workflow.sweep_plan import plan_points
+from llmkick_models.workflow.sweep_plan import SweepError, plan_points
 
 
 def _weights(rows: int = 16, cols: int = 64, seed: int = 0) -> torch.Tensor:
@@ -112,7 +112,7 @@ def test_quantization_spec_defaults_and_recorded_options() -> None:
 def test_sweep_quantization_points_are_validated() -> None:
     points = plan_points(["gptq", "rtn"], bits=[8, 4])
     assert [p.point_id for p in points] == ["dense", "gptq-8bit", "gptq-4bit", "rtn-8bit", "rtn-4bit"]
-    with pytest.raises(CompressionArgumentError, match="bits=9 is out of range"):
+    with pytest.raises(SweepError, match=r"--bits 9: no method of --methods takes it \(gptq allows 2-8\)"):
         plan_points(["gptq"], bits=[9])
 
 

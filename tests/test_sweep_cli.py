@@ -1,18 +1,24 @@
-"""The ``llmkick`` command line itself: version, plain-text help, one-line user errors, console lines."""
+"""The ``llmkick`` command line itself: version, plain-text help, one-line user errors, console lines; the
+sweep's plan (which bits each quantization method is paired with, said before anything runs)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from llmkick_models.engine.methods import METHODS, register_method
+from llmkick_models.engine.methods.base import CompressionMethod
+from llmkick_models.engine.options import REQUIRED, Option, integer
 from llmkick_models.workflow import sweep
 from llmkick_models.workflow.cli import main
 from llmkick_models.workflow.sweep import Slot
-from llmkick_models.workflow.sweep_plan import SweepPoint
+from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint, plan_grid
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -107,3 +113,68 @@ def test_point_lines_go_through_tqdm_write(tmp_path: Path, monkeypatch: pytest.M
     plan = sweep.SweepPlan(points, "pretrained=m", "t", {}, [], {}, {p.point_id: {} for p in points})
     sweep.run_sweep(plan, tmp_path, slots=[Slot()])
     assert sorted(written) == ["[1/2] dense: FAILED (x)", "[2/2] magnitude-s0.5: FAILED (x)"]
+
+
+# ---- the plan: each quantization method at the bits it allows (LLM-KICK's Table 2 layout) -------------
+
+
+@pytest.fixture
+def int8_only() -> Iterator[str]:
+    """A toy quantization method whose ``bits`` option takes 8 only (as LLM.int8()'s does)."""
+    eight = Option("bits", integer("bits", "8", 8, 8), REQUIRED, "bits per weight", "8", field="bits")
+
+    class EightBit(CompressionMethod):
+        name: ClassVar[str] = "eightbit"
+        options = (eight,)
+
+    register_method("eightbit", EightBit)
+    yield "eightbit"
+    del METHODS["eightbit"]
+
+
+def test_each_quantizer_gets_the_bits_it_allows_and_the_plan_says_so(int8_only: str) -> None:
+    grid = plan_grid(["gptq", int8_only, "rtn"], bits=[8, 4])
+    assert [p.point_id for p in grid.points] == [
+        "dense", "gptq-8bit", "gptq-4bit", "eightbit-8bit", "rtn-8bit", "rtn-4bit"
+    ]  # fmt: skip
+    assert grid.notes == ["eightbit: bits 8 only (4 skipped: the method allows 8)"]
+    assert plan_grid(["gptq", "rtn"], bits=[8, 4]).notes == []
+
+
+def test_a_quantizer_that_allows_none_of_the_bits_is_refused_naming_bits(int8_only: str) -> None:
+    with pytest.raises(
+        SweepError,
+        match=r"^--bits 4,3: method eightbit allows 8 only; add such a value to --bits or drop eightbit "
+        r"from --methods$",
+    ):
+        plan_grid(["gptq", int8_only], bits=[4, 3])
+    with pytest.raises(SweepError, match=r"^--bits 9: no method of --methods takes it \(gptq allows 2-8; "):
+        plan_grid(["gptq", int8_only], bits=[8, 9])
+
+
+def test_pruning_methods_keep_their_points_and_say_bits_do_not_reach_them() -> None:
+    grid = plan_grid(["wanda", "gptq"], sparsities=[0.5], bits=[4])
+    assert [p.point_id for p in grid.points] == ["dense", "wanda-s0.5", "gptq-4bit"]
+    assert grid.notes == [
+        "wanda: --bits not applied (a pruning method is swept over --sparsities/--patterns only; joint sparse"
+        " + quantized points are not part of the grid)"
+    ]
+
+
+def test_the_plan_notes_are_printed_before_any_check_or_point(
+    int8_only: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmkick_models.workflow import preflight
+
+    seen: list[str] = []
+
+    def stop(*args: object, **kwargs: object) -> None:
+        seen.append(capsys.readouterr().out)
+        raise SweepError("stopped before pre-flight")
+
+    monkeypatch.setattr(preflight, "preflight", stop)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--model", "m", "--methods", f"gptq,{int8_only}", "--bits", "8,4", "--tasks", "t",
+              "--output", str(tmp_path / "run")])  # fmt: skip
+    assert seen == ["llmkick sweep: eightbit: bits 8 only (4 skipped: the method allows 8)\n"]
+    assert not (tmp_path / "run").exists()

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import edit_score, samples_file, write_point, write_sweep
+from report_fixtures import compression_report, edit_score, samples_file, write_point, write_sweep
 
+from llmkick_models.engine.methods import build_spec
 from llmkick_models.workflow.run_results import headline_metrics, load_run
 from llmkick_models.workflow.sweep_plan import SweepPoint
 from llmkick_models.workflow.sweep_report import markdown_table, write_report
@@ -196,7 +197,7 @@ def test_a_hand_edited_score_gets_no_verdict_and_is_listed_first(tmp_path: Path)
     assert text.index("## Problems (1)") < text.index("| point | method")
     assert f"- **magnitude-s0.5** · task_a acc: {problem['message']}" in text
     row = _rows(text)["magnitude-s0.5"]
-    assert "0.59 ⚠" in row and "✓" not in row.split(" | ")[6]
+    assert "0.59 ⚠" in row and "✓" not in row.split(" | ")[7]
     assert f"no verdict: {problem['message']}" in text
 
 
@@ -250,7 +251,7 @@ def test_a_nan_score_gets_no_verdict_and_report_json_stays_json(tmp_path: Path) 
         "verdict": "no verdict", "reason": "score is not a number (nan)"
     }  # fmt: skip
     assert [(p["point"], p["kind"]) for p in data["problems"]] == [("magnitude-s0.5", "not a number")]
-    cell = _rows(text)["magnitude-s0.5"].split(" | ")[6]
+    cell = _rows(text)["magnitude-s0.5"].split(" | ")[7]
     assert cell == "nan ⚠"
     assert "no verdict: score is not a number (nan)" in text
 
@@ -299,3 +300,118 @@ def test_an_unreadable_results_file_is_a_problem_not_a_crash(tmp_path: Path) -> 
     assert problem["point"] == "magnitude-s0.5" and problem["kind"] == "unreadable"
     assert problem["message"].startswith(f"results unreadable: {broken}: ")
     assert "## Problems (1)" in text and "0.6 ✓" in _rows(text)["magnitude-s0.2"]
+
+
+# ---- LLM-KICK's Table 2: quantization method x bits, stored size ------------------------------------------
+
+SHAPE = (256, 512)  # one decoder linear per point; n = 131072 weights, the model twice that
+N = SHAPE[0] * SHAPE[1]
+TABLE2 = [  # point, its spec, zeros in its linear, FreebaseQA-like answers right of 1000
+    (SweepPoint(), build_spec("none").to_dict(), 0, 600),
+    (SweepPoint("wanda", 0.5), build_spec("wanda", 0.5).to_dict(), N // 2, 400),
+    (SweepPoint("magnitude", pattern="2:4"), build_spec("magnitude", pattern="2:4").to_dict(), N // 2, 350),
+    (SweepPoint("gptq", bits=8), build_spec("gptq", bits=8).to_dict(), 0, 598),
+    (SweepPoint("gptq", bits=4), build_spec("gptq", bits=4).to_dict(), 0, 450),
+    (SweepPoint("rtn", bits=4), build_spec("rtn", bits=4, sym=False).to_dict(), 0, 300),
+    # LLM.int8()'s spec has no group_size/sym: one absmax scale per row
+    (SweepPoint("llm_int8", bits=8), {"method": "llm_int8", "sparsity": 0.0, "bits": 8}, 0, 600),
+]
+
+
+def _table2_run(run_dir: Path) -> None:
+    write_sweep(run_dir, [point for point, *_ in TABLE2], "task_a,ppl")
+    for point, spec, zeros, correct in TABLE2:
+        ppl = 20.0 * (1 + (600 - correct) / 1000)
+        windows = [[-10 * math.log(ppl), 10]] * 20
+        tasks = {
+            "task_a": {"acc": [1] * correct + [0] * (1000 - correct)},
+            "ppl": {"word_perplexity": windows},
+        }
+        write_point(run_dir, point.point_id, tasks, compression=compression_report(spec, SHAPE, zeros),
+                    parameters=2 * N)  # fmt: skip
+
+
+def test_report_has_the_quantization_table_with_stored_sizes(tmp_path: Path) -> None:
+    _table2_run(tmp_path)
+    text, data = _report(tmp_path)
+    section = text[text.index("## Quantization: method × bits against dense") :].split("\n\n")[1]
+    rows = [line.split(" | ") for line in section.splitlines()[2:]]
+    assert [(row[0].strip("| "), row[1]) for row in rows] == [
+        ("dense", "16"), ("gptq", "8"), ("gptq", "4"), ("rtn", "4"), ("llm_int8", "8")
+    ]  # fmt: skip
+    # gptq 4-bit g128 symmetric: (4 n + 1024 scales x 16) bits for the linear, the other n parameters at 16
+    assert rows[2][2:4] == ["0.6289", "0.2578"]
+    by_id = {p["id"]: p for p in data["points"]}
+    low, high = by_id["gptq-4bit"]["comparisons"]["task_a"]["acc"]["relative_ci"]  # the main report's
+    assert rows[2][4] == f"0.45 · -25.0% [{100 * low:+.1f}%, {100 * high:+.1f}%] ✗"
+    assert rows[1][4].startswith("0.598 · -0.3% [") and rows[1][4].endswith("✓")
+    [gptq4] = [entry for entry in data["quantization"] if entry["point"] == "gptq-4bit"]
+    assert gptq4["stored_size"] == (4 * N + 1024 * 16 + 16 * N) / (32 * N)
+    assert gptq4["linears_stored_size"] == (4 * N + 1024 * 16) / (16 * N)
+    assert gptq4["tasks"]["task_a"]["acc"]["verdict"] == "not matching"
+    assert gptq4["tasks"]["ppl"]["word_perplexity"]["verdict"] == "not matching"
+    # LLM.int8(): 8 bits a weight and one 16-bit row scale; asymmetric RTN: + a 4-bit zero point per group
+    assert by_id["llm_int8-8bit"]["stored_size"]["linears_relative"] == (8 * N + 256 * 16) / (16 * N)
+    assert by_id["rtn-4bit"]["stored_size"]["linears_relative"] == (4 * N + 1024 * 20) / (16 * N)
+    assert by_id["wanda-s0.5"]["stored_size"] == {
+        "relative": (N // 2 * 16 + N + 16 * N) / (32 * N),
+        "linears_relative": 0.5625,
+        "index": ["bitmask"],
+        "linear_share": 0.5,
+    }
+    assert by_id["dense"]["stored_size"]["relative"] == 1.0
+    assert data["storage_model"].startswith("stored bits relative to every parameter in 16 bits")
+    assert f"Stored size: {data['storage_model']}" in text
+    assert _rows(text)["magnitude-2of4"].split(" | ")[6] == "0.7812"  # (18/32 + 1) / 2
+
+
+def test_a_run_without_quantization_points_has_no_quantization_table(tmp_path: Path) -> None:
+    _fake_run(tmp_path)  # old-style compression reports: no layers, so no stored size and no size figure
+    _, plots = write_report(tmp_path)
+    assert "plot_stored_size.png" not in {p.name for p in plots}
+    text, data = _report(tmp_path)
+    assert "## Quantization" not in text and data["quantization"] == []
+    assert data["points"][1]["stored_size"] == {
+        "relative": None, "linears_relative": None, "index": [],
+        "reason": "no compression report with per-layer shapes in the results", "linear_share": None,
+    }  # fmt: skip
+    assert _rows(text)["magnitude-s0.2"].split(" | ")[6] == "–"
+
+
+def test_the_size_figure_puts_pruning_and_quantization_on_one_size_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    drawn: dict[str, list[tuple[str, str, list[float], list[float]]]] = {}  # per panel: its lines
+    tops: dict[str, list[tuple[str, tuple[float, float]]]] = {}  # per panel: its second x axis
+
+    def capture(figure: Figure, path: object, *args: object, **kwargs: object) -> None:
+        if Path(str(path)).name == "plot_stored_size.png":
+            for axis in figure.axes:  # each series is an errorbar container; its first line holds the points
+                series = [(c.get_label(), c.lines[0]) for c in axis.containers]
+                series += [("dense", line) for line in axis.get_lines() if line.get_marker() == "*"]
+                tops[axis.get_title()] = [(child.get_xlabel(), child.get_xlim()) for child in axis.child_axes]
+                drawn[axis.get_title()] = [
+                    (label, line.get_marker(), list(line.get_xdata()), list(line.get_ydata()))
+                    for label, line in series
+                ]
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    _table2_run(tmp_path)
+    _, plots = write_report(tmp_path)
+    assert plots[-1].name == "plot_stored_size.png"
+    data = json.loads((tmp_path / "report.json").read_text())
+    size = {p["id"]: p["stored_size"]["relative"] for p in data["points"]}
+    lines = {label: (marker, xs, ys) for label, marker, xs, ys in drawn["task_a — acc"]}
+    assert lines["dense"] == ("*", [1.0], [0.6])
+    assert lines["gptq (quantization)"] == ("s", [size["gptq-4bit"], size["gptq-8bit"]], [0.45, 0.598])
+    assert lines["llm_int8 (quantization)"] == ("s", [size["llm_int8-8bit"]], [0.6])
+    assert lines["wanda (pruning)"] == ("o", [size["wanda-s0.5"]], [0.4])
+    assert lines["magnitude (pruning)"] == ("o", [size["magnitude-2of4"]], [0.35])
+    assert len(lines) == 6  # dense, and one series per method (rtn's 4 bit)
+    assert set(drawn) == {"task_a — acc", "ppl — word_perplexity"}
+    # on top, the linears-only ratio: half of this model's parameters are in its linears
+    [(label, (low, high))] = tops["task_a — acc"]
+    main_low, main_high = 2 * size["gptq-4bit"] - 1, 1.1  # x -> 1 - (1 - x) / 0.5 at the main axis' ends
+    assert label == "decoder linears only" and high == pytest.approx(main_high) and low < main_low

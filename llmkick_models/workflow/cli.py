@@ -199,7 +199,12 @@ def _add_sweep(commands: Subcommands) -> None:
     sweep.add_argument(
         "--patterns", type=_csv(lambda p: str(parse_pattern(p))), default=[], help="e.g. 2:4,4:8"
     )
-    sweep.add_argument("--bits", type=_csv(int), default=[], help="quantization bits for gptq/rtn, e.g. 8,4")
+    sweep.add_argument(
+        "--bits",
+        type=_csv(int),
+        default=[],
+        help="bits for the quantization methods, e.g. 8,4 (each method at those its bits= allows)",
+    )
     sweep.add_argument(
         "--compress_args",
         type=_parse_kv,

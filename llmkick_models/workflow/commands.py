@@ -23,10 +23,13 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     """Plan, pre-flight and run a sweep; unknown options go to every lm_eval run; the report at the end."""
     from llmkick_models.workflow.preflight import preflight
     from llmkick_models.workflow.sweep import SweepInterrupted, run_sweep
-    from llmkick_models.workflow.sweep_plan import plan_points
+    from llmkick_models.workflow.sweep_plan import plan_grid
     from llmkick_models.workflow.sweep_report import write_report
 
-    points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
+    grid = plan_grid(args.methods, args.sparsities, args.patterns, args.bits)
+    for note in grid.notes:  # before any check or point runs: what the grid left out and why
+        print(f"llmkick sweep: {note}")
+    points = grid.points
     base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
     passthrough, slots, launcher = plan_workers(args, passthrough)
     plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,

@@ -4,7 +4,7 @@ x axis the relative change from dense (perplexity beside the task score); N:M an
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,175 +20,256 @@ from llmkick_models.workflow.run_results import (
 
 # Ticks of the change-from-dense axis once it turns logarithmic beyond +-100% (perplexity can grow 1000x).
 SYMLOG_TICKS = (-100, -50, -25, 0, 25, 50, 100, 1_000, 10_000, 100_000, 1_000_000)
+MARKERS = "osD^vP*X"
 
 
 def _percent(value: float, _position: Any) -> str:
     return f"{value:+.0f}%" if value else "0"
 
 
-def _is_perplexity(metric: str) -> bool:
+def is_perplexity(metric: str) -> bool:
+    """True for corpus-level metrics drawn on a log axis (perplexity, bits per byte)."""
     return metric.split(",")[0] in RATIO_METRICS
 
 
-def _series(points: list[PointResult]) -> Iterator[tuple[str, list[PointResult]]]:
-    for method in sorted({p.point["method"] for p in points}):
-        yield method, [p for p in points if p.point["method"] == method]
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass
+class MetricView:
+    """One headline metric of a run, as the figures read it."""
+
+    points: list[PointResult]
+    compared: dict
+    task: str
+    metric: str
+
+    @property
+    def dense(self) -> PointResult | None:
+        """The run's dense point."""
+        return dense_point(self.points)
+
+    def value(self, point: PointResult | None) -> float | None:
+        """The point's score, None when listed under Problems (not drawn)."""
+        return None if point is None else point.trusted_score(self.task, self.metric)
+
+    def comparison(self, point: PointResult, key: tuple[str, str] | None = None) -> Comparison | None:
+        """The point's paired comparison with dense on this metric (or on ``key``), if there is one."""
+        found = self.compared.get((point.point["id"], *(key or (self.task, self.metric))))
+        return found if isinstance(found, Comparison) else None
+
+    def bar(self, point: PointResult) -> tuple[float, float]:
+        """The (below, above) lengths of the point's paired 95% interval bar around its score; (0, 0)
+        without an interval.  A score's bar stops at 0: the conservative interval may reach below a score
+        that cannot be negative (report.json keeps the interval as computed)."""
+        c, v = self.comparison(point), self.value(point)
+        if c is None or v is None or c.difference_ci is None:
+            return 0.0, 0.0
+        floor = -math.inf if is_perplexity(self.metric) else 0.0
+        return v - max(floor, v + c.difference_ci[0] - c.difference), c.difference_ci[1] - c.difference
+
+
+def dense_lines(axis: Any, view: MetricView) -> None:
+    """Dense's score (dashed) and LLM-KICK's matching limit, 5% on the worse side (dotted)."""
+    dense_value = view.value(view.dense)
+    if dense_value is None:
+        return
+    axis.axhline(dense_value, color="black", linestyle="--", linewidth=1, label="dense")
+    higher = higher_is_better(view.dense.results, view.task, view.metric)  # type: ignore[union-attr]
+    limit = dense_value * (1 - MATCHING_TOLERANCE if higher else 1 + MATCHING_TOLERANCE)
+    axis.axhline(limit, color="grey", linestyle=":", linewidth=1, label="matching limit (5%)")
+
+
+def score_axis(axis: Any, metric: str) -> None:
+    """Label the score axis; perplexity on a log axis in plain numbers (40, 60, 100), not 4x10^1."""
+    from matplotlib.ticker import LogFormatter
+
+    if is_perplexity(metric):
+        axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(LogFormatter())
+        axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    axis.set_ylabel(metric.split(",")[0])
+    axis.grid(alpha=0.3)
+
+
+@dataclass
+class _Panels:
+    """The run's panels (sparsity, N:M, bits: those with points), their x labels and each method's style."""
+
+    members: dict[str, list[PointResult]]
+    labels: dict[str, list[Any]]
+    methods: list[str]
+    colors: dict[str, Any]
+
+    @classmethod
+    def of(cls, points: list[PointResult], plt: Any) -> _Panels:
+        groups = {
+            "sparsity": [p for p in points if p.point["sparsity"] is not None and not p.point["pattern"]],
+            "N:M": [p for p in points if p.point["pattern"]],
+            "bits": [p for p in points if p.point["bits"] is not None and p.point["sparsity"] is None],
+        }
+        members = {name: group for name, group in groups.items() if group} or {"sparsity": []}
+        patterns = {p.point["pattern"] for p in groups["N:M"]}
+        labels = {
+            "sparsity": [],
+            "N:M": sorted(patterns, key=lambda s: [int(x) for x in s.split(":")]),
+            "bits": sorted({p.point["bits"] for p in groups["bits"]}, reverse=True),
+        }
+        methods = sorted({p.point["method"] for p in points if p.point["method"] != "none"})
+        return cls(members, labels, methods, {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)})
+
+    def x(self, panel: str, point: PointResult) -> float:
+        """Sparsity, or the index of the point's pattern / bits among the panel's labels."""
+        if panel == "sparsity":
+            return point.point["sparsity"]
+        return self.labels[panel].index(point.point["pattern" if panel == "N:M" else "bits"])
+
+    def style(self, method: str, k: int) -> dict[str, Any]:
+        """Each method its color and marker; every second one hollow, so that none hides another."""
+        color = self.colors[method]
+        return {"color": color, "marker": MARKERS[self.methods.index(method) % len(MARKERS)], "label": method,
+                "capsize": 3, "markersize": 6, "markerfacecolor": "white" if k % 2 else color}  # fmt: skip
 
 
 def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = None) -> list[Path]:
     """One PNG per headline metric: score vs sparsity per method with paired 95% interval bars, and below
     it (same x axis) the relative change from dense of that score and of perplexity; N:M and bits panels
     only when the run has such points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogFormatter
-
+    plt = pyplot()
     compared = comparisons(points) if compared is None else compared
-    dense = dense_point(points)
+    panels = _Panels.of(points, plt)
     columns = list(report_columns(points))
-    perplexity = next(((t, m) for t, m in columns if _is_perplexity(m)), None)
-    unstructured = [p for p in points if p.point["sparsity"] is not None and not p.point["pattern"]]
-    nm = [p for p in points if p.point["pattern"]]
-    quantized = [p for p in points if p.point["bits"] is not None and p.point["sparsity"] is None]
-    panels = [
-        name for name, members in (("sparsity", unstructured), ("N:M", nm), ("bits", quantized)) if members
-    ]
-    panels = panels or ["sparsity"]
-    methods = sorted({p.point["method"] for p in points if p.point["method"] != "none"})
-    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
-    markers = dict(zip(methods, "osD^vP*X", strict=False))
     written = []
     for task, metric in columns:
+        view = MetricView(points, compared, task, metric)
         name = metric.split(",")[0]
-
-        def value(point: PointResult, task: str = task, metric: str = metric) -> float | None:
-            return point.trusted_score(task, metric)  # a score listed under Problems is not drawn
-
-        def comparison(point: PointResult, task: str = task, metric: str = metric) -> Comparison | None:
-            found = compared.get((point.point["id"], task, metric))
-            return found if isinstance(found, Comparison) else None
-
-        dense_value = value(dense) if dense else None
-        show_relative = dense is not None
-        figure, axes = plt.subplots(
-            2 if show_relative else 1, len(panels), figsize=(5.2 * len(panels), 7 if show_relative else 4),
-            squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 2]} if show_relative else None,
-        )  # fmt: skip
-        for column, panel in enumerate(panels):
-            top, bottom = axes[0][column], axes[1][column] if show_relative else None
-            members = {"sparsity": unstructured, "N:M": nm, "bits": quantized}[panel]
-            labels: list[Any] = []
-            if panel == "N:M":
-                labels = sorted(
-                    {p.point["pattern"] for p in nm}, key=lambda s: [int(x) for x in s.split(":")]
-                )
-            elif panel == "bits":
-                labels = sorted({p.point["bits"] for p in quantized}, reverse=True)
-            group = [m for m in methods if any(p.point["method"] == m for p in members)]
-            for k, method in enumerate(group):
-                offset = (k - (len(group) - 1) / 2) * (0.006 if panel == "sparsity" else 0.12)
-                chosen = [p for p in members if p.point["method"] == method]
-                if panel == "sparsity":
-                    chosen.sort(key=lambda p: p.point["sparsity"])
-                    xs = [p.point["sparsity"] for p in chosen]
-                else:
-                    key = "pattern" if panel == "N:M" else "bits"
-                    chosen.sort(key=lambda p, key=key: labels.index(p.point[key]))
-                    xs = [labels.index(p.point[key]) for p in chosen]
-                ys = [math.nan if (v := value(p)) is None else v for p in chosen]  # a gap, not a crash
-                if panel == "sparsity" and dense_value is not None:
-                    xs, ys = [0.0, *xs], [dense_value, *ys]
-                lows, highs = [], []
-                for p in ([dense] if panel == "sparsity" and dense_value is not None else []) + chosen:
-                    c = comparison(p) if p is not dense else None
-                    v = value(p)
-                    # Drawn only down to 0 for scores: the conservative interval may reach below a
-                    # score that cannot be negative (report.json keeps the interval as computed).
-                    floor = -math.inf if _is_perplexity(metric) else 0.0
-                    no_bar = c is None or v is None or c.difference_ci is None  # no interval: the point alone
-                    lows.append(0.0 if no_bar else v - max(floor, v + c.difference_ci[0] - c.difference))
-                    highs.append(0.0 if no_bar else (v + c.difference_ci[1] - c.difference) - v)
-                xs_plot = [x + offset for x in xs]
-                face = "white" if k % 2 else colors[method]
-                style = {"color": colors[method], "marker": markers[method], "label": method, "capsize": 3,
-                         "markersize": 6, "markerfacecolor": face}  # fmt: skip
-                line = "-" if panel == "sparsity" else "none"
-                top.errorbar(xs_plot, ys, yerr=[lows, highs], linestyle=line, **style)
-                if bottom is not None and dense is not None:
-                    rel_x, rel_y, rel_lo, rel_hi = [], [], [], []
-                    for x, p in zip(xs_plot[-len(chosen) :], chosen, strict=True):
-                        c = comparison(p)
-                        if c is not None and c.relative is not None:
-                            ci = c.relative_ci or (c.relative, c.relative)  # no interval: no bar
-                            rel_x.append(x)
-                            rel_y.append(100 * c.relative)
-                            rel_lo.append(100 * (c.relative - max(-1.0, ci[0])))  # >= -100%
-                            rel_hi.append(100 * (ci[1] - c.relative))
-                    if panel == "sparsity" and rel_x:
-                        rel_x, rel_y = [0.0 + offset, *rel_x], [0.0, *rel_y]
-                        rel_lo, rel_hi = [0.0, *rel_lo], [0.0, *rel_hi]
-                    if rel_x:
-                        bottom.errorbar(rel_x, rel_y, yerr=[rel_lo, rel_hi], linestyle=line,
-                                        **{**style, "label": f"{name} ({method})"})  # fmt: skip
-                    if perplexity is not None and perplexity != (task, metric):
-                        ppl_x, ppl_y = [], []
-                        for x, p in zip(xs_plot[-len(chosen) :], chosen, strict=True):
-                            found = compared.get((p.point["id"], *perplexity))
-                            if isinstance(found, Comparison) and found.relative is not None:
-                                ppl_x.append(x)
-                                ppl_y.append(100 * found.relative)
-                        if panel == "sparsity" and ppl_x:
-                            ppl_x, ppl_y = [0.0 + offset, *ppl_x], [0.0, *ppl_y]
-                        if ppl_x:
-                            dashed = "--" if panel == "sparsity" else "none"
-                            label = f"perplexity ({method})"
-                            bottom.plot(
-                                ppl_x, ppl_y, color=colors[method], linestyle=dashed, marker="x", label=label
-                            )
-            if dense_value is not None:
-                top.axhline(dense_value, color="black", linestyle="--", linewidth=1, label="dense")
-                higher = higher_is_better(dense.results, task, metric)
-                limit = dense_value * (1 - MATCHING_TOLERANCE if higher else 1 + MATCHING_TOLERANCE)
-                top.axhline(limit, color="grey", linestyle=":", linewidth=1, label="matching limit (5%)")
-            if bottom is not None:
-                bottom.axhspan(-100 * MATCHING_TOLERANCE, 100 * MATCHING_TOLERANCE, color="grey", alpha=0.2,
-                               label="±5% of dense")  # fmt: skip
-                bottom.axhline(0, color="black", linewidth=0.8)
-                bottom.set_ylabel("change from dense (%)")
-                # Perplexity can grow by thousands of percent while a score cannot fall below -100%:
-                # linear within +-100%, logarithmic beyond, so both stay readable on one axis.
-                if max((abs(v) for line in bottom.get_lines() for v in line.get_ydata()), default=0) > 200:
-                    bottom.set_yscale("symlog", linthresh=100)
-                    low, high = bottom.get_ylim()  # symlog's own ticks skip the linear part: name it
-                    bottom.set_yticks([t for t in SYMLOG_TICKS if low <= t <= high])
-                bottom.yaxis.set_major_formatter(FuncFormatter(_percent))
-                bottom.grid(alpha=0.3)
-                if column == 0:
-                    bottom.legend(fontsize=7, ncol=2)
-            axis = bottom if bottom is not None else top
-            if panel == "sparsity":
-                axis.set_xlabel("sparsity")
-            else:
-                axis.set_xticks(range(len(labels)), [str(label) for label in labels])
-                axis.set_xlim(-0.6, len(labels) - 0.4)
-                axis.set_xlabel("N:M pattern (N zeros per M)" if panel == "N:M" else "bits per weight")
-            if _is_perplexity(metric):
-                top.set_yscale("log")
-                # plain numbers (40, 60, 100), not 4x10^1: perplexities are read and compared as numbers
-                top.yaxis.set_major_formatter(LogFormatter())
-                top.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
-            top.set_ylabel(name)
-            top.set_title(panel if len(panels) > 1 else "")
-            top.grid(alpha=0.3)
-            if column == 0:
-                top.legend(fontsize=7)
+        figure = _draw_metric(plt, view, panels, next((c for c in columns if is_perplexity(c[1])), None))
         figure.suptitle(f"{task} — {name}\n(bars: paired 95% interval vs dense)", fontsize=10)
         figure.tight_layout()
         stem = task if len([c for c in columns if c[0] == task]) == 1 else f"{task}_{name}"
-        path = out_dir / f"plot_{stem}.png"
-        figure.savefig(path, dpi=110)
+        written.append(out_dir / f"plot_{stem}.png")
+        figure.savefig(written[-1], dpi=110)
         plt.close(figure)
-        written.append(path)
     return written
+
+
+def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[str, str] | None) -> Any:
+    """The figure of one metric: per panel the scores on top and, with a dense point, the changes below."""
+    relative = view.dense is not None
+    figure, axes = plt.subplots(
+        2 if relative else 1, len(panels.members), figsize=(5.2 * len(panels.members), 7 if relative else 4),
+        squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 2]} if relative else None,
+    )  # fmt: skip
+    for column, (panel, members) in enumerate(panels.members.items()):
+        top, bottom = axes[0][column], axes[1][column] if relative else None
+        group = [m for m in panels.methods if any(p.point["method"] == m for p in members)]
+        for k, method in enumerate(group):
+            chosen = sorted(
+                (p for p in members if p.point["method"] == method), key=lambda p: panels.x(panel, p)
+            )
+            offset = (k - (len(group) - 1) / 2) * (0.006 if panel == "sparsity" else 0.12)
+            xs = [panels.x(panel, p) + offset for p in chosen]
+            dense_x = 0.0 + offset if panel == "sparsity" else None  # lines start at dense: sparsity 0
+            _draw_series(view, (xs, dense_x), chosen, (top, bottom), panels.style(method, k), perplexity)
+        dense_lines(top, view)
+        if bottom is not None:
+            _style_changes(bottom, column)
+        _style_x(bottom if bottom is not None else top, panel, panels.labels[panel])
+        score_axis(top, view.metric)
+        top.set_title(panel if len(panels.members) > 1 else "")
+        if column == 0:
+            top.legend(fontsize=7)
+    return figure
+
+
+def _draw_series(
+    view: MetricView,
+    where: tuple[list[float], float | None],
+    chosen: list[PointResult],
+    axes: tuple[Any, Any],
+    style: dict[str, Any],
+    perplexity: tuple[str, str] | None,
+) -> None:
+    """One method's points at ``where`` (their xs, and dense's x when the line starts at dense): scores
+    with interval bars on top; below, the change from dense in this metric and (dashed) in perplexity."""
+    (xs, dense_x), (top, bottom) = where, axes
+    line = "-" if dense_x is not None else "none"
+    ys = [math.nan if (v := view.value(p)) is None else v for p in chosen]  # a gap, not a crash
+    bars = [view.bar(p) for p in chosen]
+    if dense_x is not None and (dense_value := view.value(view.dense)) is not None:
+        top_xs, ys, bars = [dense_x, *xs], [dense_value, *ys], [(0.0, 0.0), *bars]
+    else:
+        top_xs = xs
+    top.errorbar(top_xs, ys, yerr=[[b[0] for b in bars], [b[1] for b in bars]], linestyle=line, **style)
+    if bottom is None:
+        return
+    changes = [(x, c) for x, p in zip(xs, chosen, strict=True) if (c := view.comparison(p)) is not None]
+    _draw_changes(bottom, changes, dense_x, line,
+                  {**style, "label": f"{view.metric.split(',')[0]} ({style['label']})"})  # fmt: skip
+    if perplexity is not None and perplexity != (view.task, view.metric):
+        found = [(x, 100 * c.relative) for x, p in zip(xs, chosen, strict=True)
+                 if (c := view.comparison(p, perplexity)) is not None and c.relative is not None]  # fmt: skip
+        if dense_x is not None and found:
+            found = [(dense_x, 0.0), *found]
+        if found:
+            bottom.plot([x for x, _ in found], [r for _, r in found], color=style["color"], marker="x",
+                        linestyle="--" if dense_x is not None else "none",
+                        label=f"perplexity ({style['label']})")  # fmt: skip
+
+
+def _draw_changes(
+    bottom: Any,
+    changes: list[tuple[float, Comparison]],
+    dense_x: float | None,
+    line: str,
+    style: dict[str, Any],
+) -> None:
+    """The relative change from dense with its interval (bars stop at -100%); from (dense_x, 0) if given."""
+    rows = []
+    for x, c in changes:
+        if c.relative is not None:
+            ci = c.relative_ci or (c.relative, c.relative)  # no interval: no bar
+            rows.append(
+                (x, 100 * c.relative, 100 * (c.relative - max(-1.0, ci[0])), 100 * (ci[1] - c.relative))
+            )
+    if dense_x is not None and rows:
+        rows = [(dense_x, 0.0, 0.0, 0.0), *rows]
+    if rows:
+        bottom.errorbar([r[0] for r in rows], [r[1] for r in rows], yerr=[[r[2] for r in rows],
+                        [r[3] for r in rows]], linestyle=line, **style)  # fmt: skip
+
+
+def _style_changes(bottom: Any, column: int) -> None:
+    """The change-from-dense axis: the ±5% band, signed percents, symlog beyond ±100% when needed."""
+    from matplotlib.ticker import FuncFormatter
+
+    bottom.axhspan(-100 * MATCHING_TOLERANCE, 100 * MATCHING_TOLERANCE, color="grey", alpha=0.2,
+                   label="±5% of dense")  # fmt: skip
+    bottom.axhline(0, color="black", linewidth=0.8)
+    bottom.set_ylabel("change from dense (%)")
+    # Perplexity can grow by thousands of percent while a score cannot fall below -100%: linear within
+    # +-100%, logarithmic beyond, so both stay readable on one axis.
+    if max((abs(v) for line in bottom.get_lines() for v in line.get_ydata()), default=0) > 200:
+        bottom.set_yscale("symlog", linthresh=100)
+        low, high = bottom.get_ylim()  # symlog's own ticks skip the linear part: name it
+        bottom.set_yticks([t for t in SYMLOG_TICKS if low <= t <= high])
+    bottom.yaxis.set_major_formatter(FuncFormatter(_percent))
+    bottom.grid(alpha=0.3)
+    if column == 0:
+        bottom.legend(fontsize=7, ncol=2)
+
+
+def _style_x(axis: Any, panel: str, labels: list[Any]) -> None:
+    if panel == "sparsity":
+        axis.set_xlabel("sparsity")
+        return
+    axis.set_xticks(range(len(labels)), [str(label) for label in labels])
+    axis.set_xlim(-0.6, len(labels) - 0.4)
+    axis.set_xlabel("N:M pattern (N zeros per M)" if panel == "N:M" else "bits per weight")

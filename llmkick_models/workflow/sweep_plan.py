@@ -8,6 +8,7 @@ from typing import Any
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
 from llmkick_models.engine.methods import METHODS, build_spec, method_class
+from llmkick_models.engine.options import CompressionArgumentError, Option
 from llmkick_tasks.errors import UserError
 
 QUANTIZATION_ARGS = frozenset({"bits"})
@@ -68,36 +69,123 @@ class SweepPoint:
                 "pattern": self.pattern, "bits": self.bits}  # fmt: skip
 
 
+@dataclass(frozen=True)
+class SweepGrid:
+    """The planned points and the lines to print before any of them runs (what the grid left out, why)."""
+
+    points: list[SweepPoint]
+    notes: list[str]
+
+
+#: The bit widths a method's ``bits`` option is probed with to describe what it allows ("2-8", "8").
+BITS_PROBE = range(1, 33)
+
+
+def _bits_option(method: str) -> Option | None:
+    return next((option for option in method_class(method).options if option.name == "bits"), None)
+
+
+def _takes(option: Option, bits: int) -> bool:
+    try:
+        option.parse(bits)
+    except CompressionArgumentError:
+        return False
+    return True
+
+
+def allowed_bits(option: Option) -> str:
+    """What a ``bits`` option allows, from its own parser: runs of values ("2-8", "8", "4, 8")."""
+    values = [b for b in BITS_PROBE if _takes(option, b)]
+    if not values or len(values) == len(BITS_PROBE):
+        return option.allowed  # nothing in the probe range, or no upper bound: the declared text
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
+def _csv(values: Iterable[Any]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+def _bits_per_method(methods: list[str], bits: list[int]) -> tuple[dict[str, list[int]], list[str]]:
+    """Each quantization method's share of ``bits`` (the values its ``bits`` option takes), and a note for
+    each method that leaves some out.  A value no method takes, or a method that takes none, is refused."""
+    options = {m: option for m in methods if (option := _bits_option(m)) is not None}
+    if not bits or not options:
+        return {m: list(bits) for m in options}, []
+    allows = "; ".join(f"{m} allows {allowed_bits(o)}" for m, o in options.items())
+    for value in bits:
+        if not any(_takes(option, value) for option in options.values()):
+            raise SweepError(f"--bits {value}: no method of --methods takes it ({allows})")
+    taken, notes = {}, []
+    for method, option in options.items():
+        taken[method] = [b for b in bits if _takes(option, b)]
+        skipped = [b for b in bits if b not in taken[method]]
+        if not taken[method]:
+            raise SweepError(
+                f"--bits {_csv(bits)}: method {method} allows {allowed_bits(option)} only; add such a value "
+                f"to --bits or drop {method} from --methods"
+            )
+        if skipped:
+            notes.append(
+                f"{method}: bits {_csv(taken[method])} only ({_csv(skipped)} skipped: the method allows "
+                f"{allowed_bits(option)})"
+            )
+    return taken, notes
+
+
+def plan_grid(
+    methods: Iterable[str],
+    sparsities: Iterable[float] = (),
+    patterns: Iterable[str] = (),
+    bits: Iterable[int] = (),
+) -> SweepGrid:
+    """The grid: dense first; every pruning method at every sparsity and pattern; every quantization method
+    at each of the ``bits`` its ``bits`` option takes (LLM-KICK's Table 2: method x bits).
+
+    Sparsity 0 is the dense point (listed once).  Every point is validated here, before any run starts;
+    ``notes`` say which ``bits`` a method was not paired with (to be printed before any point runs).
+    """
+    methods, bits = list(methods), list(dict.fromkeys(bits))
+    for method in methods:
+        if method not in METHODS or method == "none":
+            allowed = ", ".join(m for m in METHODS if m != "none")
+            raise SweepError(f"--methods: unknown method {method!r}; allowed: {allowed}")
+    bits_of, notes = _bits_per_method(methods, bits)
+    points = [SweepPoint()]
+    for method in methods:
+        candidates: list[SweepPoint] = []
+        if any(option.name == "sparsity" for option in method_class(method).options):
+            candidates += [SweepPoint(method, sparsity=s) for s in sparsities if s > 0]
+            candidates += [SweepPoint(method, pattern=p) for p in patterns]
+            if bits and method not in bits_of:  # not crossed with --bits: joint points are not in the grid
+                notes.append(
+                    f"{method}: --bits not applied (a pruning method is swept over --sparsities/--patterns "
+                    f"only; joint sparse + quantized points are not part of the grid)"
+                )
+        candidates += [SweepPoint(method, bits=b) for b in bits_of.get(method, [])]
+        if not candidates:
+            raise SweepError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
+        for point in candidates:
+            # Raises, naming the bad value.
+            build_spec(point.method, point.sparsity, point.pattern, bits=point.bits)
+        points += candidates
+    seen: set[str] = set()
+    return SweepGrid([p for p in points if not (p.point_id in seen or seen.add(p.point_id))], notes)
+
+
 def plan_points(
     methods: Iterable[str],
     sparsities: Iterable[float] = (),
     patterns: Iterable[str] = (),
     bits: Iterable[int] = (),
 ) -> list[SweepPoint]:
-    """The grid: dense first; every pruning method at every sparsity and pattern; quantizers at every bits.
-
-    Sparsity 0 is the dense point (listed once).  Every point is validated here, before any run starts.
-    """
-    points = [SweepPoint()]
-    for method in methods:
-        if method not in METHODS or method == "none":
-            allowed = ", ".join(m for m in METHODS if m != "none")
-            raise SweepError(f"--methods: unknown method {method!r}; allowed: {allowed}")
-        implementation = method_class(method)
-        candidates: list[SweepPoint] = []
-        if any(option.name == "sparsity" for option in implementation.options):
-            candidates += [SweepPoint(method, sparsity=s) for s in sparsities if s > 0]
-            candidates += [SweepPoint(method, pattern=p) for p in patterns]
-        if implementation.always_quantizes():
-            candidates += [SweepPoint(method, bits=b) for b in bits]
-        if not candidates:
-            raise SweepError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
-        for point in candidates:
-            # Raises, naming the bad value (bits outside 2..8 included).
-            build_spec(point.method, point.sparsity, point.pattern, bits=point.bits)
-        points += candidates
-    seen: set[str] = set()
-    return [p for p in points if not (p.point_id in seen or seen.add(p.point_id))]
+    """The points of :func:`plan_grid` (without its notes)."""
+    return plan_grid(methods, sparsities, patterns, bits).points
 
 
 def accepted_extra_args(point: SweepPoint) -> frozenset[str]:

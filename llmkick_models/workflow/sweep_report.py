@@ -25,6 +25,8 @@ from typing import Any
 from llmkick_models.workflow import paired_stats
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
+from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
+from llmkick_models.workflow.report_format import PROBLEM_MARK, SYMBOLS, fmt, relative_cell
 from llmkick_models.workflow.report_plots import plot_run
 from llmkick_models.workflow.run_results import (
     PointResult,
@@ -36,25 +38,10 @@ from llmkick_models.workflow.run_results import (
     reported_tasks,
 )
 from llmkick_models.workflow.sample_checks import Finding, numeric_scores
+from llmkick_models.workflow.size_plot import plot_stored_size
+from llmkick_models.workflow.stored_size import STORAGE_MODEL, point_size
 
 REPORT_SCHEMA = "llmkick-report/1"
-SYMBOLS = {
-    paired_stats.MATCHING: "✓",
-    paired_stats.NOT_MATCHING: "✗",
-    paired_stats.INCONCLUSIVE: "~",
-    paired_stats.NO_VERDICT: "",
-}
-PROBLEM_MARK = "⚠"
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.4g}"  # nan and inf are shown as such: never mistaken for a missing score
-
-
-def _pct(value: float) -> str:
-    return f"{value * 100:+.1f}%"
 
 
 def markdown_table(points: list[PointResult], compared: dict | None = None) -> str:
@@ -65,16 +52,17 @@ def markdown_table(points: list[PointResult], compared: dict | None = None) -> s
     compared = comparisons(points) if compared is None else compared
     dense = dense_point(points)
     columns = report_columns(points)
-    header = ["point", "method", "sparsity", "pattern", "bits", "measured sparsity"]
+    header = ["point", "method", "sparsity", "pattern", "bits", "measured sparsity", "stored size"]
     header += [f"{task} ({metric.split(',')[0]})" for task, metric in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for point in points:
         coords = point.point
-        row = [coords["id"], coords["method"], _fmt(coords["sparsity"]), coords["pattern"] or "–",
-               _fmt(coords["bits"]), _fmt(point.measured_sparsity)]  # fmt: skip
+        row = [coords["id"], coords["method"], fmt(coords["sparsity"]), coords["pattern"] or "–",
+               fmt(coords["bits"]), fmt(point.measured_sparsity),
+               fmt(point_size(point).relative)]  # fmt: skip
         for task, metric in columns:
             value = point.score(task, metric)
-            cell = _fmt(value)
+            cell = fmt(value)
             result = compared.get((coords["id"], task, metric))
             if value is not None and point.issue(task, metric) is not None:
                 cell += f" {PROBLEM_MARK}"
@@ -131,14 +119,7 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
             if not isinstance(result, Comparison):
                 lines.append(f"| {pid} | – | – | – | – | – | – | no verdict: {result} |")
                 continue
-            if result.relative is None:
-                relative = "– (dense is 0)"
-            elif result.relative_ci is None:
-                relative = f"{_pct(result.relative)} [no interval]"
-            else:
-                relative = (
-                    f"{_pct(result.relative)} [{_pct(result.relative_ci[0])}, {_pct(result.relative_ci[1])}]"
-                )
+            relative = relative_cell(result)
             interval = (
                 f"[{result.difference_ci[0]:+.4g}, {result.difference_ci[1]:+.4g}]"
                 if result.difference_ci is not None
@@ -146,7 +127,7 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
             )
             p_value = "–" if result.mcnemar_p is None else f"{result.mcnemar_p:.3g}"
             lines.append(
-                f"| {pid} | {result.n} | {_fmt(result.dense)} | {_fmt(result.point)} | "
+                f"| {pid} | {result.n} | {fmt(result.dense)} | {fmt(result.point)} | "
                 f"{result.difference:+.4g} {interval} | {relative} | {p_value} | {result.verdict} |"
             )
         methods = sorted({r.method for _, r in rows if isinstance(r, Comparison)})
@@ -183,8 +164,9 @@ def report_json(
             if name not in top and numeric_scores(metrics)
         }
         out_points.append({
-            **point.point, "measured_sparsity": point.measured_sparsity, "scores": scores,
-            "comparisons": compared_here, "subtasks": subtasks,
+            **point.point, "measured_sparsity": point.measured_sparsity,
+            "stored_size": point_size(point).as_dict(), "scores": scores, "comparisons": compared_here,
+            "subtasks": subtasks,
         })  # fmt: skip
     return strict_json({
         "schema": REPORT_SCHEMA,
@@ -196,7 +178,9 @@ def report_json(
         },
         "problems": [_problem_json(pid, finding) for pid, finding in found],
         "headlines": [{"task": task, "metric": metric.split(",")[0]} for task, metric in columns],
+        "storage_model": STORAGE_MODEL,
         "points": out_points,
+        "quantization": quantization_json(points, compared),
     })  # fmt: skip
 
 
@@ -233,6 +217,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     compared = comparisons(points)
     found = problems(points)
     plots = plot_run(points, run_dir, compared)
+    plots += plot_stored_size(points, run_dir, compared)
     sweep = json.loads((run_dir / "sweep.json").read_text())
     stack = run_stack(points)
     warning = stack_warning(stack)
@@ -244,6 +229,8 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         *([warning, ""] if warning else []),
         problems_section(found),
         markdown_table(points, compared),
+        *filter(None, [quantization_section(points, compared)]),
+        f"Stored size: {STORAGE_MODEL}\n",
         "## Each point against dense, on the same documents",
         "",
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
