@@ -93,6 +93,23 @@ def integer(arg: str, allowed: str, minimum: int, maximum: int | None = None) ->
     return parse
 
 
+def positive_number(arg: str, allowed: str) -> Callable[[Any], float]:
+    """A parser of a finite number > 0."""
+
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise _bad(arg, value, "is not a number", allowed)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _bad(arg, value, "is not a number", allowed) from None
+        if not 0.0 < number < float("inf"):
+            raise _bad(arg, value, "is out of range", allowed)
+        return number
+
+    return parse
+
+
 def boolean(arg: str) -> Callable[[Any], bool]:
     """A parser of ``true``/``false`` (lm-eval converts them to bools), also 1/0, yes/no, on/off."""
 
