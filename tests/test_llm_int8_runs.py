@@ -3,17 +3,14 @@ int8 modules), ``lm_eval --model compressed-hf`` and ``llmkick compress --format
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
 from lm_eval.api.instance import Instance
+from task_fixtures import lm_eval_cli
 
 from llmkick_models.compressed_hf import CompressedHFLM
 from llmkick_models.engine.model_layout import decoder_linears
@@ -97,18 +94,11 @@ def test_lm_eval_runs_compressed_hf_with_llm_int8(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
 ) -> None:
     model_args = ",".join(f"{k}={v}" for k, v in {"pretrained": tiny_llama_dir, **INT8_ARGS}.items())
-    command = [
-        sys.executable, "-m", "lm_eval", "--model", "compressed-hf", "--model_args", model_args,
-        "--tasks", "local_fixture_choice", "--include_path", str(local_task_dir),
-        "--device", "cpu", "--limit", "2", "--output_path", str(tmp_path / "out"),
-    ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, env=os.environ)
-    assert run.returncode == 0, run.stderr[-2000:]
-    [results] = (tmp_path / "out").rglob("results_*.json")
-    report = json.loads(results.read_text())["config"]["llmkick_compression"]
+    results, stderr = lm_eval_cli(model_args, local_task_dir, tmp_path / "out")
+    report = results["config"]["llmkick_compression"]
     assert report["spec"]["method"] == "llm_int8" and report["spec"]["int8_threshold"] == 2.0
     assert 0 < report["outlier_share"] <= 1 and report["compressed_linears"] == 14
-    assert "MatMul8bitLt: inputs will be cast" not in run.stderr  # once per linear per batch otherwise
+    assert "MatMul8bitLt: inputs will be cast" not in stderr  # once per linear per batch otherwise
 
 
 def test_compress_saves_a_bitsandbytes_checkpoint_that_loads_back(
