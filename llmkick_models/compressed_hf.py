@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,9 @@ class CompressedHFLM(HFLM):
         try:
             if is_int8_spec(self.compression_spec):  # its int8 modules are rebuilt from the stored codes
                 local["quantization_config"] = stored_int8_config(entry)
-            super()._create_model(str(entry), **local)
+            with warnings.catch_warnings():  # transformers: the entry's own config wins (the one passed)
+                warnings.filterwarnings("ignore", "You passed `quantization_config`", UserWarning)
+                super()._create_model(str(entry), **local)
         except Exception as error:  # e.g. a damaged header: rebuild rather than fail every later run
             cache.discard(key, f"it does not load: {error!r}")
             self._model = None

@@ -17,7 +17,12 @@ from llmkick_models.preload_checks import check_model_args
 
 bnb = pytest.importorskip("bitsandbytes", reason="the [int8] extra (bitsandbytes) is not installed")
 
-from llmkick_models.engine.int8_modules import int8_linear, int8_problems, int8_state  # noqa: E402
+from llmkick_models.engine.int8_modules import (  # noqa: E402
+    int8_linear,
+    int8_problems,
+    int8_state,
+    replace_with_int8,
+)
 
 CPU = torch.device("cpu")
 #: Unit roundoff of what bitsandbytes computes the output in: float32 dequantization for float32/float64
@@ -231,3 +236,12 @@ def test_int8_problems_names_what_is_wrong() -> None:
     assert int8_problems(targets[1:2], 6.0) == [f"{targets[1].name}: 1 rows are not on an absmax int8 grid"]
     dense, _ = compress_tiny("llama", None, "none")
     assert "not a bitsandbytes Linear8bitLt" in int8_problems(decoder_linears(dense)[:1], 6.0)[0]
+
+
+def test_offloaded_weights_are_refused_before_any_module_changes() -> None:
+    model, _ = compress_tiny("llama", None, "none")
+    targets = decoder_linears(model)
+    targets[3].module.to("meta")  # what accelerate's CPU/disk offload leaves in the module
+    with pytest.raises(ValueError, match=rf"method=llm_int8: {targets[3].name} is offloaded"):
+        replace_with_int8(model, targets, 6.0, None)
+    assert not any(isinstance(t.module, bnb.nn.Linear8bitLt) for t in decoder_linears(model))

@@ -54,7 +54,9 @@ def test_every_supported_dtype_runs_int8_modules(tiny_llama_dir: Path, dtype: st
     assert all(math.isfinite(value) for value in int8) and int8 != dense
 
 
-def test_cache_hit_rebuilds_the_same_int8_modules(tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_cache_hit_rebuilds_the_same_int8_modules(
+    tiny_llama_dir: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
     args = {
         "pretrained": str(tiny_llama_dir),
         "device": "cpu",
@@ -71,6 +73,7 @@ def test_cache_hit_rebuilds_the_same_int8_modules(tiny_llama_dir: Path, tmp_path
     assert all(isinstance(t.module, bnb.nn.Linear8bitLt) for t in decoder_linears(hit.model))
     assert torch.equal(_logits(miss.model), _logits(hit.model))
     assert _loglikelihoods(miss) == _loglikelihoods(hit)
+    assert not [w for w in recwarn if "quantization_config" in str(w.message)]  # passing the stored one
 
 
 def test_cache_entry_that_loads_without_int8_modules_is_rebuilt(

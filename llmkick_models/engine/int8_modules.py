@@ -94,6 +94,12 @@ def replace_with_int8(
     model: nn.Module, targets: list[TargetLinear], threshold: float, device: torch.device | None
 ) -> list[TargetLinear]:
     """Replace each target linear of ``model`` by its ``int8_linear``; the targets, now the new modules."""
+    offloaded = next((t.name for t in targets if t.module.weight.device.type == "meta"), None)
+    if offloaded is not None:  # accelerate's CPU/disk offload keeps no weight in the module to quantize
+        raise ValueError(
+            f"method=llm_int8: {offloaded} is offloaded (device_map with CPU/disk offload); bitsandbytes "
+            f"needs every decoder weight in memory: load the model without offloading"
+        )
     replaced: list[TargetLinear] = []
     for target in targets:
         where = device if device is not None else target.module.weight.device
