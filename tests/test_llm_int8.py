@@ -92,7 +92,7 @@ def test_the_sweep_plan_takes_llm_int8_at_8_bits_only() -> None:
 
     points = plan_points(["gptq", "llm_int8"], bits=[8])
     assert [(p.method, p.bits) for p in points] == [("none", None), ("gptq", 8), ("llm_int8", 8)]
-    with pytest.raises(CompressionArgumentError, match=r"bits=4 is out of range; allowed: bits=8"):
+    with pytest.raises(ValueError, match="bits"):  # never a 4-bit llm_int8 point (how it is said may change)
         plan_points(["llm_int8"], bits=[4])
 
 
