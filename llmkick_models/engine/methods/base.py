@@ -105,6 +105,9 @@ class CompressionMethod:
        when calibrated (the method's own, or measured against a copy of the weight taken before the call),
        and the grids collected into ``CompressionReport.quantized``.
 
+    A method that does not edit weights linear by linear (LLM.int8(): run-time modules) overrides
+    ``compress_whole_model`` instead of steps 4-5, and ``loaded_problems`` to check a cache hit.
+
     A complete method (``method=shrinkprune,sparsity=0.5,shrink=0.9``)::
 
         from typing import ClassVar
