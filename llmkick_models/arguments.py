@@ -64,7 +64,11 @@ INCOMPATIBLE_LOAD_ARGS: dict[str, str] = {
     "autogptq": "the checkpoint is already quantized",
     "gptqmodel": "the checkpoint is already quantized",
     "load_in_4bit": "bitsandbytes layers hold packed weights that cannot be pruned",
-    "load_in_8bit": "bitsandbytes layers hold packed weights that cannot be pruned",
+}
+#: Load options refused whatever the method, with what to use instead.
+REPLACED_LOAD_ARGS: dict[str, str] = {
+    "load_in_8bit": "LLM.int8() is method=llm_int8 (outlier threshold: int8_threshold=, default 6.0), which "
+    "compressed-hf builds, measures and caches itself; for transformers' own 8-bit loading use --model hf",
 }
 
 
@@ -115,6 +119,12 @@ def reject_misspelled_args(extra_args: Iterable[str], known_elsewhere: Iterable[
 
 def reject_incompatible_load_args(spec: CompressionSpec, load_args: Mapping[str, Any]) -> None:
     """Refuse HFLM options whose loaded model cannot be compressed by us."""
+    for arg, instead in REPLACED_LOAD_ARGS.items():
+        if load_args.get(arg):
+            raise CompressionArgumentError(
+                f"{arg}={load_args[arg]!r} cannot be used with compressed-hf (method={spec.method}): "
+                f"{instead}"
+            )
     if spec.is_dense:
         return
     for arg, why in INCOMPATIBLE_LOAD_ARGS.items():
@@ -163,7 +173,8 @@ def _available_memory() -> int | None:
 def model_args_table() -> str:
     """The README's table of compression model_args, generated from the methods' declarations.
 
-    A method marked "(with bits=)" takes the option only when it also quantizes.
+    A method marked "(with bits=)" takes the option only when it also quantizes; one whose option of that
+    name allows other values than the row's says which.
     """
     rows: dict[str, tuple[Option, list[str], list[str]]] = {}
     for name in METHODS:
@@ -171,7 +182,10 @@ def model_args_table() -> str:
         for option in implementation.accepted_options():
             _, takers, requiring = rows.setdefault(option.name, (option, [], []))
             quantizing_only = option in implementation.quantizer_options and option.name != "bits"
-            takers.append(f"{name} (with bits=)" if quantizing_only else name)
+            taker = f"{name} (with bits=)" if quantizing_only else name
+            if option.allowed != rows[option.name][0].allowed:  # e.g. llm_int8's bits: 8 only
+                taker += f" ({option.allowed}, default {_spelled(option.default)})"
+            takers.append(taker)
             if option.default is REQUIRED:
                 requiring.append(name)
     lines = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes
 from llmkick_models.preload_checks import check_model_args, hidden_size
 from llmkick_models.storage.cache_key import cache_key, describe_source
 from llmkick_models.storage.cache_verify import verify_loaded
+from llmkick_models.storage.int8_checkpoint import is_int8_spec, save_int8_checkpoint, stored_int8_config
 from llmkick_models.storage.model_cache import CacheLockError, CacheWriteError, ModelCache
 from llmkick_tasks.logs import route_logs_through_lm_eval
 
@@ -143,7 +145,11 @@ class CompressedHFLM(HFLM):
         log.info("llmkick: loading the compressed model from the cache: %s", entry)
         local = {**kwargs, "gguf_file": None, "subfolder": "", "quantization_config": None}
         try:
-            super()._create_model(str(entry), **local)
+            if is_int8_spec(self.compression_spec):  # its int8 modules are rebuilt from the stored codes
+                local["quantization_config"] = stored_int8_config(entry)
+            with warnings.catch_warnings():  # transformers: the entry's own config wins (the one passed)
+                warnings.filterwarnings("ignore", "You passed `quantization_config`", UserWarning)
+                super()._create_model(str(entry), **local)
         except Exception as error:  # e.g. a damaged header: rebuild rather than fail every later run
             cache.discard(key, f"it does not load: {error!r}")
             self._model = None
@@ -181,6 +187,9 @@ class CompressedHFLM(HFLM):
 
     def _save_for_cache(self, folder: Path) -> None:
         model = self._model
+        if is_int8_spec(self.compression_spec):  # run-time modules: their int8 codes and scales
+            save_int8_checkpoint(model, folder, self.compression_spec)
+            return
         if getattr(model.config, "quantization_config", None) is not None and not getattr(
             model, "is_quantized", False
         ):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -281,3 +284,16 @@ def evaluate(lm: LM, tasks: list[str], metadata: dict[str, Any], **kwargs: Any) 
     return simple_evaluate(
         model=lm, tasks=tasks, task_manager=task_manager(metadata), bootstrap_iters=0, **kwargs
     )
+
+
+def lm_eval_cli(model_args: str, task_dir: Path, output: Path) -> tuple[dict[str, Any], str]:
+    """Run ``lm_eval --model compressed-hf`` on the local fixture task (2 documents) in a new process; its
+    results JSON and its stderr."""
+    command = [
+        sys.executable, "-m", "lm_eval", "--model", "compressed-hf", "--model_args", model_args,
+        "--tasks", "local_fixture_choice", "--include_path", str(task_dir),
+        "--device", "cpu", "--limit", "2", "--output_path", str(output),
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(next(output.rglob("results_*.json")).read_text()), run.stderr

@@ -3,16 +3,13 @@ its inverse permutation, dampening retry, determinism, group-size checks, and th
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from calibration_fixtures import calibration_set, compress_tiny, write_corpus
+from task_fixtures import lm_eval_cli
 
 from llmkick_models.arguments import build_spec
 from llmkick_models.engine.calibration import CalibrationSet
@@ -201,14 +198,7 @@ def test_lm_eval_cli_results_carry_the_per_layer_quantization_report(
         f"pretrained={tiny_llama_dir},method=gptq,bits=4,group_size=32,calibration={corpus},"
         "nsamples=8,seqlen=32"
     )
-    command = [
-        sys.executable, "-m", "lm_eval", "--model", "compressed-hf", "--model_args", args,
-        "--tasks", "local_fixture_choice", "--include_path", str(local_task_dir),
-        "--device", "cpu", "--limit", "2", "--output_path", str(tmp_path / "out"),
-    ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, env=os.environ)
-    assert run.returncode == 0, run.stderr[-2000:]
-    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    results, _ = lm_eval_cli(args, local_task_dir, tmp_path / "out")
     report = results["config"]["llmkick_compression"]
     assert report["spec"]["bits"] == 4 and report["spec"]["group_size"] == 32
     assert report["calibration"]["nsamples"] == 8

@@ -62,6 +62,11 @@ def compress_model(
         raise ValueError(
             f"method={spec.method} needs calibration tokens (see llmkick_models.engine.calibration)"
         )
+    whole = method.compress_whole_model(
+        model, spec, None if device is None else torch.device(device), calibration
+    )
+    if whole is not None:
+        return whole
     start = time.perf_counter()
     if calibration is not None:
         layers, grids = compress_sequential(model, method, spec, calibration.input_ids, device)

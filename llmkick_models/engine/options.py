@@ -55,16 +55,21 @@ def _bad(arg: str, value: Any, problem: str, allowed: str) -> CompressionArgumen
     return CompressionArgumentError(f"{arg}={value!r} {problem}; allowed: {allowed}")
 
 
+def _number(arg: str, value: Any, allowed: str) -> float:
+    """``value`` as a float (lm-eval passes numbers converted; strings work too), booleans refused."""
+    if isinstance(value, bool):
+        raise _bad(arg, value, "is not a number", allowed)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise _bad(arg, value, "is not a number", allowed) from None
+
+
 def fraction(arg: str, allowed: str, *, include_one: bool) -> Callable[[Any], float]:
     """A parser of a number in [0, 1) (or [0, 1] with ``include_one``)."""
 
     def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise _bad(arg, value, "is not a number", allowed)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise _bad(arg, value, "is not a number", allowed) from None
+        number = _number(arg, value, allowed)
         if not (0.0 <= number <= 1.0 if include_one else 0.0 <= number < 1.0):
             raise _bad(arg, value, "is out of range", allowed)
         return number
@@ -87,6 +92,18 @@ def integer(arg: str, allowed: str, minimum: int, maximum: int | None = None) ->
         if number is None:
             raise _bad(arg, value, "is not an integer", allowed)
         if number < minimum or (maximum is not None and number > maximum):
+            raise _bad(arg, value, "is out of range", allowed)
+        return number
+
+    return parse
+
+
+def positive_number(arg: str, allowed: str) -> Callable[[Any], float]:
+    """A parser of a finite number > 0."""
+
+    def parse(value: Any) -> float:
+        number = _number(arg, value, allowed)
+        if not 0.0 < number < float("inf"):
             raise _bad(arg, value, "is out of range", allowed)
         return number
 

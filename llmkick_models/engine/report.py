@@ -62,6 +62,16 @@ class CompressionReport:
         errors = [layer.extra["recon_error"] for layer in self.layers if "recon_error" in layer.extra]
         return sum(errors) / len(errors) if errors else None
 
+    @property
+    def outlier_share(self) -> float | None:
+        """LLM.int8(): input dimensions computed in 16 bit over all input dimensions, summed over layers
+        and forwards (each layer's ``outlier_share`` weighted by its input width); None for other methods."""
+        shares = [
+            (lr.extra["outlier_share"], lr.shape[1]) for lr in self.layers if "outlier_share" in lr.extra
+        ]
+        width = sum(w for _, w in shares)
+        return sum(s * w for s, w in shares) / width if shares else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for lm-eval's results ``config``."""
         data: dict[str, Any] = {
@@ -75,6 +85,8 @@ class CompressionReport:
             data["calibration"] = self.calibration
         if self.mean_recon_error is not None:
             data["mean_recon_error"] = self.mean_recon_error
+        if self.outlier_share is not None:
+            data["outlier_share"] = self.outlier_share
         data["layers"] = {
             layer.name: {k: v for k, v in asdict(layer).items() if k != "name" and v not in (None, {})}
             for layer in self.layers

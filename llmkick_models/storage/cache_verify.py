@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from llmkick_models.engine.methods import method_class
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears
 from llmkick_models.engine.report import CompressionReport, LayerReport, measure_model
 from llmkick_models.engine.spec import CompressionSpec
@@ -86,6 +87,7 @@ def verify_loaded(
                     )
             layer.extra = dict(saved.get("extra", {}))
             layers.append(layer)
+        problems.extend(method_class(spec.method).loaded_problems(targets, spec))
     report = CompressionReport(spec, layers, float(stored.get("seconds", 0.0)), stored.get("calibration"))
     stored_sparsity = stored.get("overall_sparsity")
     if not problems and stored_sparsity is not None and abs(report.overall_sparsity - stored_sparsity) > 1e-9:

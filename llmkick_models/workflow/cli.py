@@ -263,9 +263,10 @@ def _add_compress(commands: Subcommands) -> None:
     compress.add_argument(
         "--format",
         default="fake",
-        choices=("fake", "compressed-tensors"),
+        choices=("fake", "compressed-tensors", "bitsandbytes"),
         help="fake: plain HF checkpoint with dequantized (fake-quantized) weights; compressed-tensors: "
-        "packed integer weights + scales that vLLM serves (quantized methods only; needs the [export] extra)",
+        "packed integer weights + scales that vLLM serves (quantized methods only; needs the [export] "
+        "extra); bitsandbytes: transformers' 8-bit bitsandbytes checkpoint (method=llm_int8 only)",
     )
 
 

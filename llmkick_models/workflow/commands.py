@@ -232,6 +232,25 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_int8_format(output_format: str, model_args: dict[str, Any]) -> None:
+    """LLM.int8() models are saved in the bitsandbytes format, and only they: refused before loading."""
+    from llmkick_models.engine.methods import parse_method
+    from llmkick_models.storage.int8_checkpoint import INT8_FORMAT
+
+    method = parse_method(model_args.get("method"))
+    if method == "llm_int8" and output_format != INT8_FORMAT:
+        raise UsageError(
+            f"--format {output_format} cannot hold method=llm_int8, whose activations are quantized at run "
+            f"time (fake stores dequantized weights, compressed-tensors weight-only grids); use --format "
+            f"{INT8_FORMAT} (transformers' 8-bit bitsandbytes checkpoint)"
+        )
+    if output_format == INT8_FORMAT and method != "llm_int8":
+        raise UsageError(
+            f"--format {INT8_FORMAT} saves LLM.int8() models (method=llm_int8); for method={method} use "
+            f"--format fake or compressed-tensors"
+        )
+
+
 def compress_command(args: argparse.Namespace) -> int:
     """Compress a model once and save it (fake-quantized floats, or packed compressed-tensors)."""
     from lm_eval.utils import simple_parse_args_string
@@ -241,6 +260,7 @@ def compress_command(args: argparse.Namespace) -> int:
     if args.output.exists():
         raise UsageError(f"--output {args.output} exists; choose a new folder")
     model_args = simple_parse_args_string(args.model_args)
+    check_int8_format(args.format, model_args)
     packed = args.format == "compressed-tensors"
     if packed:
         from llmkick_models.engine.methods import build_spec, option_names
@@ -277,6 +297,10 @@ def compress_command(args: argparse.Namespace) -> int:
             export_compressed_tensors(model, lm.compression_report, args.output)
         except ExportError as error:
             raise UsageError(str(error)) from None
+    elif args.format == "bitsandbytes":
+        from llmkick_models.storage.int8_checkpoint import save_int8_checkpoint
+
+        save_int8_checkpoint(model, args.output, lm.compression_spec)
     else:
         model.save_pretrained(args.output)
     lm.tokenizer.save_pretrained(args.output)

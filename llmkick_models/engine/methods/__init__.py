@@ -30,6 +30,7 @@ METHODS: dict[str, str | type[CompressionMethod]] = {
     "sparsegpt": "llmkick_models.engine.methods.sparsegpt:SparseGPT",
     "gptq": "llmkick_models.engine.methods.gptq:GPTQ",
     "rtn": "llmkick_models.engine.methods.rtn:RTN",
+    "llm_int8": "llmkick_models.engine.methods.llm_int8:LLMInt8",
 }
 
 
@@ -165,8 +166,14 @@ def _spec(
     name: str, offered: tuple[Option, ...], values: dict[str, Any], calibration: CalibrationSpec | None
 ) -> CompressionSpec:
     fields = {o.field: values[o.name] for o in offered if o.field is not None and o.name in values}
+    fixed = method_class(name).fixed_fields
+    fields.update(fixed)
     own = tuple((o.name, values[o.name]) for o in offered if o.field is None and o.name in values)
     own = tuple(item for item in own if item[0] not in calibration_option_names())
     return CompressionSpec(
-        method=name, calibration=calibration, method_options=own, applied=frozenset(values), **fields
+        method=name,
+        calibration=calibration,
+        method_options=own,
+        applied=frozenset(values) | frozenset(fixed),
+        **fields,
     )

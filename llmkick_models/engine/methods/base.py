@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from torch import nn
 
 from llmkick_models.engine.input_statistics import InputStatistics
 from llmkick_models.engine.model_layout import TargetLinear
 from llmkick_models.engine.options import Option
 from llmkick_models.engine.quantizer import QuantizedWeight
 from llmkick_models.engine.spec import CompressionSpec
+
+if TYPE_CHECKING:
+    from llmkick_models.engine.calibration import CalibrationSet
+    from llmkick_models.engine.report import CompressionReport
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ class CompressionMethod:
        when calibrated (the method's own, or measured against a copy of the weight taken before the call),
        and the grids collected into ``CompressionReport.quantized``.
 
+    A method that does not edit weights linear by linear (LLM.int8(): run-time modules) overrides
+    ``compress_whole_model`` instead of steps 4-5, and ``loaded_problems`` to check a cache hit.
+
     A complete method (``method=shrinkprune,sparsity=0.5,shrink=0.9``)::
 
         from typing import ClassVar
@@ -137,6 +145,9 @@ class CompressionMethod:
     name: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     quantizer_options: ClassVar[tuple[Option, ...]] = ()
+    #: ``CompressionSpec`` fields the method fixes whatever the model_args (not options of its own), e.g.
+    #: LLM.int8()'s one scale per row: ``{"group_size": None}``; they are recorded in the spec.
+    fixed_fields: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def accepted_options(cls) -> tuple[Option, ...]:
@@ -163,6 +174,24 @@ class CompressionMethod:
     def needs(cls, spec: CompressionSpec) -> Needs:
         """What this method needs from the driver to run ``spec``; by default nothing."""
         return Needs()
+
+    def compress_whole_model(
+        self,
+        model: nn.Module,
+        spec: CompressionSpec,
+        device: torch.device | None,
+        calibration: CalibrationSet | None,
+    ) -> CompressionReport | None:
+        """For a method that does not edit weights linear by linear (LLM.int8() replaces the linears by
+        run-time modules): do all of it here and return the measured report.  None (the default): the
+        per-linear steps above run instead."""
+        return None
+
+    @classmethod
+    def loaded_problems(cls, targets: list[TargetLinear], spec: CompressionSpec) -> list[str]:
+        """What is wrong with a model loaded from the cache beyond what the generic checks measure (zeros,
+        N:M, quantization levels); empty when nothing.  A method with run-time modules checks them here."""
+        return []
 
     def compress_layer(self, job: LayerJob) -> LayerResult:
         """Compress ``job.target``'s weight in place, computing on ``job.device``."""
