@@ -15,7 +15,6 @@ MAX_FUNCTION_LINES = 80
 #: Modules over the limit whose split is under way (issue 24).  Remove an entry once its module is split:
 #: the strict xfail then reports it as passing unexpectedly, as a reminder.
 BEING_SPLIT = {
-    "llmkick_models/storage/model_cache.py": "447 lines: eviction and deletion still to move out (issue 24)",
     "llmkick_models/workflow/preflight.py": "415 lines: fingerprints, stale points together",
     "llmkick_models/workflow/sweep.py": "507 lines: the response cache and the local runner still together",
 }
