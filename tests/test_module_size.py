@@ -12,27 +12,13 @@ PROJECT = Path(__file__).resolve().parents[1]
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
-#: Modules over the limit whose split is under way (issue 24).  Remove an entry once its module is split:
-#: the strict xfail then reports it as passing unexpectedly, as a reminder.
-BEING_SPLIT = {
-    "llmkick_models/workflow/preflight.py": "415 lines: fingerprints, stale points together",
-    "llmkick_models/workflow/sweep.py": "507 lines: the response cache and the local runner still together",
-}
-
-
 def _modules(*packages: str) -> list[str]:
     return sorted(
         path.relative_to(PROJECT).as_posix() for p in packages for path in (PROJECT / p).rglob("*.py")
     )
 
 
-def _module_param(module: str) -> object:
-    if module in BEING_SPLIT:
-        return pytest.param(module, marks=pytest.mark.xfail(strict=True, reason=BEING_SPLIT[module]))
-    return module
-
-
-@pytest.mark.parametrize("module", [_module_param(m) for m in _modules("llmkick_models", "llmkick_tasks")])
+@pytest.mark.parametrize("module", _modules("llmkick_models", "llmkick_tasks"))
 def test_module_has_at_most_400_lines(module: str) -> None:
     lines = len((PROJECT / module).read_text().splitlines())
     assert lines <= MAX_MODULE_LINES, f"{module}: {lines} lines; split it by concern"

@@ -14,13 +14,9 @@ import pytest
 from report_fixtures import edit_score, samples_file, write_point
 
 from llmkick_models.workflow.cli import main
-from llmkick_models.workflow.preflight import (
-    check_compress_args,
-    fingerprint_changes,
-    preflight,
-    stale_points,
-    untrusted_results,
-)
+from llmkick_models.workflow.fingerprints import fingerprint_changes
+from llmkick_models.workflow.preflight import check_compress_args, preflight
+from llmkick_models.workflow.stale_points import stale_points, untrusted_results
 from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint, plan_points
 
 
@@ -357,15 +353,15 @@ def test_fail_fast_stops_after_the_first_failure(
 
 
 def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmkick_models.workflow import preflight
+    from llmkick_models.workflow import fingerprints
 
     commits = iter(["a" * 40, "b" * 40])
     monkeypatch.setattr(
         "llmkick_models.storage.cache_key._hub_commit",
         lambda model_id, revision, cache_dir=None: next(commits),
     )
-    first = preflight._model_identity({"pretrained": "org/model"})
-    second = preflight._model_identity({"pretrained": "org/model"})
+    first = fingerprints._model_identity({"pretrained": "org/model"})
+    second = fingerprints._model_identity({"pretrained": "org/model"})
     assert first["model_id"] == "org/model" and first["commit"] == "a" * 40
     assert fingerprint_changes({"model": first}, {"model": second}) == [
         f"model.commit: '{'a' * 40}' -> '{'b' * 40}'"
@@ -453,7 +449,7 @@ def test_each_point_gets_the_response_cache_of_its_fingerprint(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmkick_models.workflow import sweep
-    from llmkick_models.workflow.preflight import fingerprint_digest
+    from llmkick_models.workflow.fingerprints import fingerprint_digest
     from llmkick_tasks.judge.generations import GENERATIONS_ENV
 
     plan = _plan(tiny_llama_dir, local_task_dir, None, "--limit", "4")
