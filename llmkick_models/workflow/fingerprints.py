@@ -11,8 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.workflow.point_stack import PROVENANCE_KEY
 from llmkick_models.workflow.sweep_plan import CACHE_ARGS, COSMETIC_LM_EVAL_OPTIONS, SweepPoint, point_args
+
+#: The part of a point's fingerprint.json that is recorded but never compared.
+PROVENANCE_KEY = "provenance"
 
 
 def _listing_digest(folder: Path) -> dict[str, Any]:
@@ -83,6 +85,8 @@ def _llmkick_source_digest() -> str:
 #: The libraries whose versions change a point's numbers besides llmkick's own code: lm-eval (requests,
 #: metrics), torch (kernels), transformers (model code, tokenizers, generation) and accelerate (placement).
 STACK_PACKAGES = ("lm_eval", "torch", "transformers", "accelerate")
+#: Every field of a fingerprint's ``versions``, in the order the report shows them.
+VERSION_FIELDS = ("llmkick", "llmkick_source_sha256", *STACK_PACKAGES)
 
 
 def _package_version(name: str) -> str:

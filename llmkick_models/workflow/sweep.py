@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmkick_models.workflow.fingerprints import PROVENANCE_KEY
 from llmkick_models.workflow.point_processes import (
     DEFAULT_SLOT,
     HANGUP_SIGNALS,
@@ -41,7 +42,6 @@ from llmkick_models.workflow.point_processes import (
     stop_group,
     worker_threads,
 )
-from llmkick_models.workflow.point_stack import PROVENANCE_KEY
 from llmkick_models.workflow.preflight import SweepPlan, lm_eval_parser
 from llmkick_models.workflow.response_cache import drop_other_caches, kept_answers, response_cache
 from llmkick_models.workflow.stale_points import describe_stale, stale_points
