@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sweep_processes import run_cli
 
 from llmkick_models.workflow import sweep
 from llmkick_models.workflow.cli import main
@@ -16,8 +17,7 @@ from llmkick_models.workflow.sweep_plan import SweepPoint
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
-    return subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    return run_cli(argv)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
