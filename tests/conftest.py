@@ -1,4 +1,5 @@
-"""Shared fixtures: offline settings, tiny models of several architectures, a local task, real data."""
+"""Shared fixtures: offline settings, tiny models of several architectures, a local task, the benchmarks'
+fixture data, real data."""
 
 from __future__ import annotations
 
@@ -40,6 +41,30 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tiny_model_dirs: dict[str, Path]) -> Path:
     return tiny_model_dirs["llama"]
+
+
+@pytest.fixture(scope="module")
+def task_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exact-match benchmarks' fixture data (``task_fixtures``), written once per test module."""
+    from task_fixtures import write_data_dir
+
+    return write_data_dir(tmp_path_factory.mktemp("llmkick_data"))
+
+
+@pytest.fixture(scope="module")
+def judged_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The judged benchmarks' fixture data (``judge_fixtures``), written once per test module."""
+    from judge_fixtures import write_judged_data
+
+    return write_judged_data(tmp_path_factory.mktemp("judged_data"))
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with a chat template (``judge_fixtures``), copied once per test module."""
+    from judge_fixtures import chat_model_dir
+
+    return chat_model_dir(tiny_llama_dir, tmp_path_factory.mktemp("chat_model") / "tiny")
 
 
 @pytest.fixture(scope="session")

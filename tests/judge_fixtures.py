@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from judge_server import last_user_message
+from judge_server import JudgeServer, last_user_message
 
 JUDGE_MODEL = "judge-x"
 REFERENCE_MODEL = "ref-x"
@@ -156,6 +156,18 @@ def chat_model_dir(tiny_model_dir: Path, destination: Path) -> Path:
     config["chat_template"] = CHAT_TEMPLATE
     config_path.write_text(json.dumps(config))
     return destination
+
+
+def judge_metadata(server: JudgeServer, data_dir: Path, tmp_path: Path, **extra: object) -> dict:
+    """The --metadata of a judged run against ``server`` on the fixture data (``extra`` added)."""
+    return {
+        "data_dir": str(data_dir),
+        "judge_base_url": server.url,
+        "judge_model": JUDGE_MODEL,
+        "reference_model": REFERENCE_MODEL,
+        "judge_cache": str(tmp_path / "judge_cache.sqlite"),
+        **extra,
+    }
 
 
 def _marker(prompt: str, markers: list[str]) -> str:

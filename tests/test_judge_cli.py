@@ -28,9 +28,7 @@ from judge_fixtures import (
     QUESTIONS,
     REFERENCE_MODEL,
     STORIES,
-    chat_model_dir,
     scripted_reply,
-    write_judged_data,
 )
 from judge_server import JudgeServer, Received
 
@@ -97,16 +95,6 @@ def run_cli(command: list[str], env: dict[str, str], server: JudgeServer, cwd: P
         for task in TASKS
     }
     return Run(json.loads(results_file.read_text()), samples, output, out_dir, server.received[before:])
-
-
-@pytest.fixture(scope="module")
-def judged_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_judged_data(tmp_path_factory.mktemp("judged_data"))
-
-
-@pytest.fixture(scope="module")
-def chat_model(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return chat_model_dir(tiny_llama_dir, tmp_path_factory.mktemp("chat_model") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,9 @@ from judge_fixtures import (
     QUESTIONS,
     REFERENCE_MODEL,
     STORIES,
-    chat_model_dir,
+    judge_metadata,
     no_ambient_judge,  # noqa: F401 - autouse fixture, shared
     scripted_reply,
-    write_judged_data,
 )
 from judge_server import JudgeServer
 from lm_eval import simple_evaluate
@@ -45,30 +44,13 @@ MTBENCH = "llmkick_mtbench"
 
 
 @pytest.fixture(scope="module")
-def judged_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_judged_data(tmp_path_factory.mktemp("judged_data"))
-
-
-@pytest.fixture(scope="module")
-def chat_lm(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> HFLM:
-    model_dir = chat_model_dir(tiny_llama_dir, tmp_path_factory.mktemp("chat_model") / "tiny")
-    return HFLM(pretrained=str(model_dir), device="cpu", batch_size=4)
+def chat_lm(chat_model: Path) -> HFLM:
+    return HFLM(pretrained=str(chat_model), device="cpu", batch_size=4)
 
 
 def task_manager(**metadata: object) -> TaskManager:
     """Only llmkick's tasks indexed (fast); metadata as --metadata would give it."""
     return TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)
-
-
-def judge_metadata(server: JudgeServer, data_dir: Path, tmp_path: Path, **extra: object) -> dict:
-    return {
-        "data_dir": str(data_dir),
-        "judge_base_url": server.url,
-        "judge_model": JUDGE_MODEL,
-        "reference_model": REFERENCE_MODEL,
-        "judge_cache": str(tmp_path / "judge_cache.sqlite"),
-        **extra,
-    }
 
 
 def run(lm: HFLM, task: str, metadata: dict, **kwargs: object) -> dict:

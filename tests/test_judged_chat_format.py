@@ -15,9 +15,8 @@ import pytest
 from judge_fixtures import (
     CONVERSATIONS,
     EXPECTED_MTBENCH,
-    JUDGE_MODEL,
-    REFERENCE_MODEL,
     STORIES,
+    judge_metadata,
     no_ambient_judge,  # noqa: F401 - autouse fixture, shared
     write_judged_data,
 )
@@ -138,17 +137,6 @@ def scripted_answer(request: Instance) -> str:
         return " Paris"
     turn = 2 if "ANSWER[" in context else 1  # the second turn's context holds the first answer
     return f"ANSWER[{markers[0]}|turn{turn}]"
-
-
-def judge_metadata(server: JudgeServer, data_dir: Path, tmp_path: Path, **extra: object) -> dict:
-    return {
-        "data_dir": str(data_dir),
-        "judge_base_url": server.url,
-        "judge_model": JUDGE_MODEL,
-        "reference_model": REFERENCE_MODEL,
-        "judge_cache": str(tmp_path / "judge_cache.sqlite"),
-        **extra,
-    }
 
 
 def run(tasks: list[str], metadata: dict) -> tuple[ScriptedLM, dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from sweep_processes import run_cli
 
 from llmkick_models.engine.methods import METHODS, register_method
 from llmkick_models.engine.methods.base import CompressionMethod
@@ -22,8 +23,7 @@ from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint, plan_grid
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
-    return subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    return run_cli(argv)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

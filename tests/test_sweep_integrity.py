@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from report_fixtures import edit_score, samples_file, write_point
+from sweep_processes import children as child_processes
+from sweep_processes import run_cli, start_cli, stop_cli, wait_for_processes
 
 from llmkick_models.workflow.cli import main
-from llmkick_models.workflow.preflight import (
-    check_compress_args,
-    fingerprint_changes,
-    preflight,
-    stale_points,
-    untrusted_results,
-)
+from llmkick_models.workflow.fingerprints import fingerprint_changes
+from llmkick_models.workflow.preflight import check_compress_args, preflight
+from llmkick_models.workflow.stale_points import stale_points, untrusted_results
 from llmkick_models.workflow.sweep_plan import SweepError, SweepPoint, plan_points
 
 
@@ -30,11 +25,6 @@ def _sweep_argv(model: Path, tasks_dir: Path, run_dir: Path, *extra: str) -> lis
         "--tasks", "local_fixture_choice", "--output", str(run_dir),
         "--include_path", str(tasks_dir), "--device", "cpu", "--limit", "2", *extra,
     ]  # fmt: skip
-
-
-def _cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
-    return subprocess.run(command, capture_output=True, text=True, env=os.environ)
 
 
 def _pretrained_in(results_file: Path) -> str:
@@ -47,13 +37,13 @@ def test_resume_with_another_model_refuses_then_reruns(
 ) -> None:
     run_dir = tmp_path / "run"
     model_a, model_b = tiny_model_dirs["llama"], tiny_model_dirs["qwen2"]
-    first = _cli(_sweep_argv(model_a, local_task_dir, run_dir, "--parallel", "2"))  # two at once: faster
+    first = run_cli(_sweep_argv(model_a, local_task_dir, run_dir, "--parallel", "2"))  # two at once: faster
     assert first.returncode == 0, first.stderr[-3000:]
     sweep_before = (run_dir / "sweep.json").read_text()
     results = run_dir / "points" / "magnitude-2of4" / "results.json"
     results_before = results.read_text()
 
-    refused = _cli(_sweep_argv(model_b, local_task_dir, run_dir))
+    refused = run_cli(_sweep_argv(model_b, local_task_dir, run_dir))
     assert refused.returncode == 2
     assert "nothing was run" in refused.stderr and "--rerun" in refused.stderr
     assert f"model_args.pretrained: '{model_a}' -> '{model_b}'" in refused.stderr
@@ -61,7 +51,7 @@ def test_resume_with_another_model_refuses_then_reruns(
     assert (run_dir / "sweep.json").read_text() == sweep_before  # the header still names what is held
     assert results.read_text() == results_before
 
-    rerun = _cli(_sweep_argv(model_b, local_task_dir, run_dir, "--rerun", "--parallel", "2"))
+    rerun = run_cli(_sweep_argv(model_b, local_task_dir, run_dir, "--rerun", "--parallel", "2"))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stdout.count("computed with other settings, recomputing") == 2
     assert str(model_b) in json.loads((run_dir / "sweep.json").read_text())["base_model_args"]
@@ -71,11 +61,11 @@ def test_resume_with_another_model_refuses_then_reruns(
     report = (run_dir / "report.md").read_text()
     assert str(model_b) in report.splitlines()[0]
 
-    again = _cli(_sweep_argv(model_b, local_task_dir, run_dir))  # lm-eval's real files pass the check
+    again = run_cli(_sweep_argv(model_b, local_task_dir, run_dir))  # lm-eval's real files pass the check
     assert again.returncode == 0 and again.stdout.count("done earlier, skipped") == 2
 
     edited = edit_score(run_dir / "points" / "dense", "local_fixture_choice", "acc,none", 0.123)
-    refused = _cli(_sweep_argv(model_b, local_task_dir, run_dir))
+    refused = run_cli(_sweep_argv(model_b, local_task_dir, run_dir))
     assert refused.returncode == 2 and "nothing was run" in refused.stderr
     assert (
         f"dense: results disagree with samples: {edited} reports local_fixture_choice acc,none = 0.123, "
@@ -276,7 +266,7 @@ def test_failing_point_shows_its_log_and_the_others_run(
     # compressed point fails at compression and the dense one (no calibration) runs.
     short = tmp_path / "short.txt"
     short.write_text("Too short to calibrate on.\n")
-    result = _cli(
+    result = run_cli(
         _sweep_argv(tiny_llama_dir, local_task_dir, run_dir, "--compress_args", f"calibration={short}")
     )
     assert result.returncode == 1
@@ -285,13 +275,6 @@ def test_failing_point_shows_its_log_and_the_others_run(
     assert "1 of 2 points failed: magnitude-2of4" in result.stderr
     assert (run_dir / "points" / "dense" / "results.json").is_file()
     assert not (run_dir / "points" / "magnitude-2of4" / "results.json").exists()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child process")
@@ -307,22 +290,10 @@ def test_a_stop_signal_stops_the_lm_eval_child_and_the_sweep_resumes(
     if signum is None:
         pytest.skip("no SIGHUP on this platform")
     argv = _sweep_argv(tiny_llama_dir, local_task_dir, tmp_path / "run")
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
-    sweep = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ,
-        start_new_session=to_session,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    children: list[int] = []
-    while not children and time.monotonic() < deadline and sweep.poll() is None:
-        time.sleep(0.2)
-        children = _children(sweep.pid)
+    sweep = start_cli(argv, new_session=to_session)
+    children = wait_for_processes(child_processes, sweep, 1, poll_s=0.2)
     assert children, "the sweep never started lm-eval"
-    if to_session:
-        os.killpg(sweep.pid, signum)
-    else:
-        sweep.send_signal(signum)
-    _, err = sweep.communicate(timeout=60)
+    err = stop_cli(sweep, signum, whole_session=to_session)
     name = signal.Signals(signum).name
     assert sweep.returncode == 128 + signum, err[-3000:]
     assert f"stopped by {name}; the running points were stopped, finished points are kept" in err
@@ -331,7 +302,7 @@ def test_a_stop_signal_stops_the_lm_eval_child_and_the_sweep_resumes(
             os.killpg(child, 0)  # nothing of the child's process group is left
     assert not list((tmp_path / "run").glob("points/*/results.json"))
     # An immediate resume runs alone: every point ends with one lm-eval results file, the resume's.
-    resumed = _cli(argv)
+    resumed = run_cli(argv)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for point in ("dense", "magnitude-2of4"):
         assert len(list((tmp_path / "run" / "points" / point / "lm_eval").rglob("results_*.json"))) == 1
@@ -357,15 +328,15 @@ def test_fail_fast_stops_after_the_first_failure(
 
 
 def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmkick_models.workflow import preflight
+    from llmkick_models.workflow import fingerprints
 
     commits = iter(["a" * 40, "b" * 40])
     monkeypatch.setattr(
         "llmkick_models.storage.cache_key._hub_commit",
         lambda model_id, revision, cache_dir=None: next(commits),
     )
-    first = preflight._model_identity({"pretrained": "org/model"})
-    second = preflight._model_identity({"pretrained": "org/model"})
+    first = fingerprints._model_identity({"pretrained": "org/model"})
+    second = fingerprints._model_identity({"pretrained": "org/model"})
     assert first["model_id"] == "org/model" and first["commit"] == "a" * 40
     assert fingerprint_changes({"model": first}, {"model": second}) == [
         f"model.commit: '{'a' * 40}' -> '{'b' * 40}'"
@@ -453,7 +424,7 @@ def test_each_point_gets_the_response_cache_of_its_fingerprint(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmkick_models.workflow import sweep
-    from llmkick_models.workflow.preflight import fingerprint_digest
+    from llmkick_models.workflow.fingerprints import fingerprint_digest
     from llmkick_tasks.judge.generations import GENERATIONS_ENV
 
     plan = _plan(tiny_llama_dir, local_task_dir, None, "--limit", "4")

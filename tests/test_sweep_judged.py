@@ -14,9 +14,7 @@ from judge_fixtures import (
     EXPECTED_MTBENCH,
     JUDGE_MODEL,
     REFERENCE_MODEL,
-    chat_model_dir,
     scripted_reply,
-    write_judged_data,
 )
 from judge_server import JudgeServer
 
@@ -24,16 +22,6 @@ MTBENCH = "llmkick_mtbench"
 CONVERSATIONS = 3  # in the fixture data
 # Every MT-Bench verdict request carries this; a key check of the judge alone would not.
 VERDICT_MARK = "Rating: [["
-
-
-@pytest.fixture(scope="module")
-def judged_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_judged_data(tmp_path_factory.mktemp("judged_data"))
-
-
-@pytest.fixture(scope="module")
-def chat_model(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return chat_model_dir(tiny_llama_dir, tmp_path_factory.mktemp("chat_model") / "tiny")
 
 
 def _sweep(model: Path, run_dir: Path, server: JudgeServer, judge_cache: Path, data: Path):

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from sweep_processes import children as child_processes
+from sweep_processes import lm_eval_processes, run_cli, start_cli, stop_cli, wait_for_processes
 
 from llmkick_models.workflow import slurm, sweep
 from llmkick_models.workflow.cli import build_parser, main
@@ -27,11 +29,6 @@ def _argv(model: Path, tasks_dir: Path, run_dir: Path, *extra: str) -> list[str]
         "--patterns", "2:4", "--tasks", "local_fixture_choice", "--output", str(run_dir),
         "--include_path", str(tasks_dir), "--device", "cpu", "--limit", "4", *extra,
     ]  # fmt: skip
-
-
-def _cli(argv: list[str], **popen: object) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
-    return subprocess.run(command, capture_output=True, text=True, env=os.environ, **popen)
 
 
 def _scores(run_dir: Path) -> dict[str, object]:
@@ -63,7 +60,7 @@ def test_parallel_and_submitit_give_the_sequential_results(
         argv = _argv(tiny_llama_dir, local_task_dir, tmp_path / name, *extra)
         argv[argv.index("0.3,0.5")] = "0.5"  # dense and one compressed point: one lm-eval process each
         del argv[argv.index("--patterns") : argv.index("--patterns") + 2]
-        result = _cli(argv)
+        result = run_cli(argv)
         assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
         outputs[name] = result.stdout
     expected = ["dense", "magnitude-s0.5"]
@@ -94,7 +91,7 @@ def test_parallel_and_submitit_give_the_sequential_results(
     again = _argv(tiny_llama_dir, local_task_dir, tmp_path / "parallel")
     again[again.index("0.3,0.5")] = "0.5"
     del again[again.index("--patterns") : again.index("--patterns") + 2]
-    result = _cli(again)
+    result = run_cli(again)
     assert result.returncode == 0 and result.stdout.count("done earlier, skipped") == 2
 
 
@@ -213,27 +210,12 @@ def test_fail_fast_with_parallel_workers_starts_nothing_after_a_failure(
     assert len(attempted) == 2 and sorted(outcome.failed) == sorted(attempted)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child processes")
 def test_sigterm_stops_every_parallel_worker(
     tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli",
-               *_argv(tiny_llama_dir, local_task_dir, tmp_path / "run", "--parallel", "2")]  # fmt: skip
-    swept = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
-    deadline = time.monotonic() + 120
-    children: list[int] = []
-    while len(children) < 2 and time.monotonic() < deadline and swept.poll() is None:
-        time.sleep(0.1)
-        children = _children(swept.pid)
+    swept = start_cli(_argv(tiny_llama_dir, local_task_dir, tmp_path / "run", "--parallel", "2"))
+    children = wait_for_processes(child_processes, swept, 2, poll_s=0.1)
     assert len(children) == 2, "the sweep never ran two lm-eval processes at once"
     swept.send_signal(signal.SIGTERM)
     _, err = swept.communicate(timeout=60)
@@ -257,35 +239,6 @@ def test_lm_evals_device_is_not_taken_for_devices() -> None:
     assert args.devices is None and passthrough == ["--device", "cpu"]
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for child in _children(todo.pop()):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its parent's wait() is gone already)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _lm_eval_processes(pid: int) -> list[int]:
-    pids = []
-    for child in _descendants(pid):
-        try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"lm_eval" in command:
-            pids.append(child)
-    return pids
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the child processes")
 @pytest.mark.parametrize(
     ("signum", "to_session"),
@@ -302,22 +255,10 @@ def test_a_stop_signal_cancels_the_submitit_jobs_and_their_lm_eval(
     argv = _argv(
         tiny_llama_dir, local_task_dir, tmp_path / "run", "--launcher", "submitit-local", "--parallel", "2"
     )
-    command = [sys.executable, "-m", "llmkick_models.workflow.cli", *argv]
-    swept = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ,
-        start_new_session=to_session,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    workers: list[int] = []
-    while len(workers) < 2 and time.monotonic() < deadline and swept.poll() is None:
-        time.sleep(0.2)
-        workers = _lm_eval_processes(swept.pid)
+    swept = start_cli(argv, new_session=to_session)
+    workers = wait_for_processes(lm_eval_processes, swept, 2, poll_s=0.2)
     assert len(workers) == 2, "the jobs never ran two lm-eval processes at once"
-    if to_session:
-        os.killpg(swept.pid, signum)
-    else:
-        swept.send_signal(signum)
-    _, err = swept.communicate(timeout=60)
+    err = stop_cli(swept, signum, whole_session=to_session)
     name = signal.Signals(signum).name
     assert swept.returncode == 128 + signum and f"stopped by {name}" in err, err[-3000:]
     deadline = time.monotonic() + 30

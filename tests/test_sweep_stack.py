@@ -76,3 +76,28 @@ def test_the_report_warns_when_points_differ_in_their_stack(tmp_path: Path) -> N
     assert stack["differs"] == [*VERSIONS, "dtype", "threads"]
     assert stack["points"]["wanda-s0.6"]["torch"] is None
     assert [stack["points"][p]["threads"] for p in ("dense", "wanda-s0.5", "magnitude-s0.5")] == [1, 2, 1]
+
+
+def test_versions_an_older_llmkick_did_not_record_are_shown_and_never_called_the_same(tmp_path: Path) -> None:
+    # Folders written before torch, transformers and accelerate entered the fingerprint.
+    older = {name: VERSIONS[name] for name in ("llmkick", "llmkick_source_sha256", "lm_eval")}
+    _run(
+        tmp_path,
+        {SweepPoint(): (older, "torch.float32", 1), SweepPoint("wanda", 0.5): (older, "torch.float32", 1)},
+    )
+    report, _plots = write_report(tmp_path)
+    section = report.read_text()[report.read_text().index("## Stack") :]
+    assert "Every point has the same stack" not in section
+    assert (
+        "Not recorded for some points (written by an older llmkick): torch, transformers, accelerate; "
+        "whether they were the same is unknown." in section
+    )
+    assert (
+        "| point | llmkick | llmkick_source_sha256 | lm_eval | torch | transformers | accelerate |" in section
+    )
+    assert (
+        "| wanda-s0.5 | 0.1.0 | abababababab | 0.4.13 | not recorded | not recorded | not recorded |"
+        in section
+    )
+    stack = json.loads((tmp_path / "report.json").read_text())["run"]["stack"]
+    assert stack["not_recorded"] == ["torch", "transformers", "accelerate"] and stack["differs"] == []

@@ -45,11 +45,6 @@ METRICS = {
 }
 
 
-@pytest.fixture(scope="module")
-def task_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_data_dir(tmp_path_factory.mktemp("llmkick_data"))
-
-
 def _run_lm_eval(
     args: list[str], tmp_path: Path, timeout: int = 300, **extra_env: str
 ) -> subprocess.CompletedProcess:

@@ -13,17 +13,11 @@ from task_fixtures import (
     FREEBASEQA_TRAIN,
     ScriptedLM,
     evaluate,
-    write_data_dir,
     write_freebaseqa,
 )
 
 from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.freebaseqa import loader, utils
-
-
-@pytest.fixture(scope="module")
-def task_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_data_dir(tmp_path_factory.mktemp("llmkick_data"))
 
 
 def _questions_and_aliases(docs: list[dict]) -> list[tuple[str, list[str]]]:

@@ -5,17 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from task_fixtures import MMLU_LETTERS, MMLU_TEST_ROWS, ScriptedLM, evaluate, mmlu_gold, write_data_dir
+from task_fixtures import MMLU_LETTERS, MMLU_TEST_ROWS, ScriptedLM, evaluate, mmlu_gold
 
 from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.mmlu import _generate_configs, utils
 
 SUBJECT_INDEX = {subject: index for index, subject in enumerate(utils.SUBJECTS)}
-
-
-@pytest.fixture(scope="module")
-def task_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_data_dir(tmp_path_factory.mktemp("llmkick_data"))
 
 
 def test_subjects_and_categories() -> None:

@@ -18,17 +18,11 @@ from task_fixtures import (
     ScriptedLM,
     evaluate,
     triviaqa_validation_order,
-    write_data_dir,
     write_triviaqa,
 )
 
 from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.triviaqa import loader, utils
-
-
-@pytest.fixture(scope="module")
-def task_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_data_dir(tmp_path_factory.mktemp("llmkick_data"))
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ class UsageError(UserError):
 
 def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     """Plan, pre-flight and run a sweep; unknown options go to every lm_eval run; the report at the end."""
+    from llmkick_models.workflow.point_processes import SweepInterrupted
     from llmkick_models.workflow.preflight import preflight
-    from llmkick_models.workflow.sweep import SweepInterrupted, run_sweep
+    from llmkick_models.workflow.sweep import run_sweep
     from llmkick_models.workflow.sweep_plan import plan_grid
     from llmkick_models.workflow.sweep_report import write_report
 
@@ -58,8 +59,9 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
 def plan_workers(args: argparse.Namespace, passthrough: list[str]) -> tuple[list[str], list[Any], Any]:
     """Check --parallel/--devices/--launcher before anything runs; the pass-through options (a --device
     added when --devices names them), the local worker slots and the submitit launcher (or None)."""
+    from llmkick_models.workflow.point_processes import Slot
     from llmkick_models.workflow.slurm import SubmititLauncher, import_submitit
-    from llmkick_models.workflow.sweep import Slot, option_value
+    from llmkick_models.workflow.sweep import option_value
     from llmkick_models.workflow.sweep_plan import SweepError
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -13,10 +13,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from llmkick_models.workflow.fingerprints import PROVENANCE_KEY, VERSION_FIELDS
 from llmkick_models.workflow.run_results import PointResult
 
-#: The part of a point's fingerprint.json that is recorded but never compared.
-PROVENANCE_KEY = "provenance"
 NOT_RECORDED = "not recorded"
 #: Shown after the versions: the dtype lm-eval loaded the model in, the CPU threads of the point's worker.
 RECORDED = ("dtype", "threads")
@@ -43,14 +42,20 @@ def _point_stack(point: PointResult) -> dict[str, Any]:
 
 
 def run_stack(points: Sequence[PointResult]) -> dict[str, Any]:
-    """``{"fields": [...], "points": {id: {field: value}}, "differs": [fields]}``; a value is ``None`` where
-    the point's folder does not record it (written by an older llmkick)."""
+    """``{"fields": [...], "points": {id: {field: value}}, "differs": [fields], "not_recorded": [fields]}``;
+    a value is ``None`` where the point's folder does not record it (written by an older llmkick).
+
+    Every version this llmkick records is a field, recorded or not, so that a run whose points all predate
+    one never looks as if they agreed on it; ``not_recorded`` lists the fields some point lacks."""
     found = {point.point["id"]: _point_stack(point) for point in points}
-    versions = dict.fromkeys(name for stack in found.values() for name in stack if name not in RECORDED)
+    versions = dict.fromkeys(
+        [*VERSION_FIELDS, *(name for stack in found.values() for name in stack if name not in RECORDED)]
+    )
     fields = [*versions, *RECORDED]
     stacks = {point_id: {name: stack.get(name) for name in fields} for point_id, stack in found.items()}
     differs = [name for name in fields if len({json.dumps(s[name]) for s in stacks.values()}) > 1]
-    return {"fields": fields, "points": stacks, "differs": differs}
+    not_recorded = [name for name in fields if any(s[name] is None for s in stacks.values())]
+    return {"fields": fields, "points": stacks, "differs": differs, "not_recorded": not_recorded}
 
 
 def _cell(name: str, value: Any) -> str:
@@ -75,8 +80,14 @@ def stack_section(stack: dict[str, Any]) -> str:
     """report.md's "Stack" section: one row per point (the warning, if any, goes at the top of the report)."""
     fields = stack["fields"]
     differs = stack["differs"]
-    summary = f"The points differ in: {', '.join(differs)}." if differs else "Every point has the same stack."
-    lines = ["## Stack", "", summary, ""]
+    unknown = stack["not_recorded"]
+    summary = [f"The points differ in: {', '.join(differs)}."] if differs else []
+    if unknown:
+        summary.append(
+            f"Not recorded for some points (written by an older llmkick): {', '.join(unknown)}; whether they "
+            "were the same is unknown."
+        )
+    lines = ["## Stack", "", " ".join(summary) or "Every point has the same stack.", ""]
     lines += ["| point | " + " | ".join(fields) + " |", "|" + "---|" * (len(fields) + 1)]
     for point_id, values in stack["points"].items():
         lines.append(f"| {point_id} | " + " | ".join(_cell(name, values[name]) for name in fields) + " |")

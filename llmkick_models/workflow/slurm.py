@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llmkick_models.workflow.point_processes import Slot, ignore_stop_signals
 from llmkick_models.workflow.preflight import SweepPlan
-from llmkick_models.workflow.sweep import Slot, SweepOutcome, execute_point, ignore_stop_signals, say
+from llmkick_models.workflow.sweep import SweepOutcome, execute_point, say
 from llmkick_models.workflow.sweep_plan import KILL_GRACE_S, SweepError, SweepPoint
 
 SLURM_EXTRA = "slurm"

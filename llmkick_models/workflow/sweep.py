@@ -2,15 +2,15 @@
 
 A run directory holds ``sweep.json`` (the command that built it), and per point ``points/<id>/results.json``
 (lm-eval's results JSON, moved into place only after the run succeeded), ``fingerprint.json`` (everything
-that determines the point's numbers; see ``preflight.py``, which also refuses stale points, plus a
-``provenance`` that is recorded but not compared) and ``lm_eval.log``.  While a point is unfinished,
-``responses/<digest>/`` holds lm-eval's response cache of its fingerprint, so a point that failed after its
-model generated (e.g. its judge refused the key) resumes without generating again, and ``generations/``
-the judged tasks' answers in readable form.  A failing point prints the end of its log and the others go
-on; SIGINT/SIGTERM/SIGHUP stop the running lm-eval process groups.  Points run one at a time, several at
-once (``slots``: one worker per device, or CPU workers sharing the cores), or as submitit jobs
-(``slurm.py``); every launcher runs :func:`execute_point`, so each point's folder, log, fingerprint and
-results are the same.
+that determines the point's numbers, see ``fingerprints.py``; ``stale_points.py`` refuses the points whose
+fingerprint differs; plus a ``provenance`` that is recorded but not compared) and ``lm_eval.log``.  While a
+point is unfinished, ``responses/<digest>/`` holds lm-eval's response cache of its fingerprint
+(``response_cache.py``), so a point that failed after its model generated (e.g. its judge refused the key)
+resumes without generating again, and ``generations/`` the judged tasks' answers in readable form.  A
+failing point prints the end of its log and the others go on; SIGINT/SIGTERM/SIGHUP stop the running
+lm-eval process groups (``point_processes.py``).  Points run one at a time, several at once (``slots``: one
+worker per device, or CPU workers sharing the cores), or as submitit jobs (``slurm.py``); every launcher
+runs :func:`execute_point`, so each point's folder, log, fingerprint and results are the same.
 """
 
 from __future__ import annotations
@@ -21,10 +21,7 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -33,16 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.workflow.point_stack import PROVENANCE_KEY
-from llmkick_models.workflow.preflight import (
-    SweepPlan,
-    _lm_eval_parser,
-    describe_stale,
-    fingerprint_digest,
-    stale_points,
+from llmkick_models.workflow.fingerprints import PROVENANCE_KEY
+from llmkick_models.workflow.point_processes import (
+    DEFAULT_SLOT,
+    HANGUP_SIGNALS,
+    ProcessGroups,
+    Slot,
+    forward_stop_signals,
+    ignore_stop_signals,
+    raise_on,
+    stop_group,
+    worker_threads,
 )
+from llmkick_models.workflow.preflight import SweepPlan, lm_eval_parser
+from llmkick_models.workflow.response_cache import drop_other_caches, kept_answers, response_cache
+from llmkick_models.workflow.stale_points import describe_stale, stale_points
 from llmkick_models.workflow.sweep_plan import (
-    KILL_GRACE_S,
     LOG_TAIL_LINES,
     SweepError,
     SweepPoint,
@@ -52,68 +55,8 @@ from llmkick_tasks.judge.generations import GENERATIONS_ENV
 
 log = logging.getLogger(__name__)
 
-#: Ctrl-C, kill, and a closed terminal or SSH session: each lm-eval runs in a session of its own, so a
-#: sweep that died of SIGHUP's default action would leave it running beside the next resume.
-HANGUP_SIGNALS = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()  # none on Windows
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *HANGUP_SIGNALS)
-#: Per point: lm-eval's response cache (one folder per fingerprint digest) and the judged answers.
-RESPONSES_DIR = "responses"
+#: Per point: the judged tasks' answers in readable form.
 GENERATIONS_DIR = "generations"
-
-
-class SweepInterrupted(Exception):
-    """SIGINT, SIGTERM or SIGHUP reached the sweep; the running point's process group was stopped."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _forward_stop_signals() -> Iterator[None]:
-    """Turn SIGINT/SIGTERM/SIGHUP into :class:`SweepInterrupted` in the main thread (restored afterwards)."""
-    with _raise_on(STOP_SIGNALS):
-        yield
-
-
-@contextlib.contextmanager
-def _raise_on(signals: Sequence[int]) -> Iterator[None]:
-    """Raise :class:`SweepInterrupted` for ``signals`` in the main thread; elsewhere (where Python cannot
-    take signals) nothing changes."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        raise SweepInterrupted(signum)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def ignore_stop_signals() -> None:
-    """From now on a second stop signal cannot cut the clean-up short (main thread only)."""
-    if threading.current_thread() is threading.main_thread():
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the child's process group, SIGKILL it after a grace period, and reap the child."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):  # grandchildren that outlived the child
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -139,62 +82,8 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-@dataclass(frozen=True)
-class Slot:
-    """Where one point runs: the device it gets (replacing ``--device``) and its CPU thread count."""
-
-    device: str | None = None
-    threads: int | None = None
-
-    def env(self) -> dict[str, str]:
-        """Environment of the lm-eval process: thread counts, so that parallel workers share the cores."""
-        if self.threads is None:
-            return {}
-        return {name: str(self.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
-class _ProcessGroups:
-    """The lm-eval processes this sweep started, so that a stop reaches every running worker."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: set[subprocess.Popen[bytes]] = set()
-        self.stopping = False
-
-    def reset(self) -> None:
-        with self._lock:
-            self._running.clear()
-            self.stopping = False
-
-    def start(self, command: list[str], log_file: Any, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
-        """Start ``command`` in its own process group, unless the sweep is being stopped."""
-        with self._lock:  # a worker cannot start a point between the stop and the kill of the others
-            if self.stopping:
-                return None
-            process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **env},
-            )  # fmt: skip
-            self._running.add(process)
-            return process
-
-    def finished(self, process: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            self._running.discard(process)
-
-    def stop_all(self) -> None:
-        """No new point starts; every running lm-eval process group is stopped (in parallel)."""
-        with self._lock:
-            self.stopping = True
-            running = list(self._running)
-        stoppers = [threading.Thread(target=_stop_group, args=(p,)) for p in running]
-        for thread in stoppers:
-            thread.start()
-        for thread in stoppers:
-            thread.join()
-
-
-_PROCESSES = _ProcessGroups()
+#: The lm-eval processes this sweep runs, so that a stop reaches every worker.
+_PROCESSES = ProcessGroups()
 
 
 @contextlib.contextmanager
@@ -230,7 +119,7 @@ def run_sweep(
     *,
     rerun: bool = False,
     fail_fast: bool = False,
-    slots: Sequence[Slot] = (Slot(),),
+    slots: Sequence[Slot] = (DEFAULT_SLOT,),
     launcher: Any = None,
 ) -> SweepOutcome:
     """Run lm-eval for every point not finished with the same fingerprint (one process each, so memory is
@@ -263,7 +152,7 @@ def run_sweep(
                 outcome.finished.append(results_file)
             else:
                 todo.append((f"[{index}/{total}]", point))
-        with _forward_stop_signals():
+        with forward_stop_signals():
             if launcher is not None:
                 launcher.run(plan, run_dir, todo, outcome, fail_fast=fail_fast)
             else:
@@ -355,59 +244,9 @@ def _point_command(plan: SweepPlan, point: SweepPoint, raw_dir: Path, slot: Slot
 def _pass_through(plan: SweepPlan) -> argparse.Namespace:
     """lm-eval's own reading of the pass-through options (abbreviations and aliases resolved; the
     pre-flight has already validated them)."""
-    return _lm_eval_parser().parse_args(
+    return lm_eval_parser().parse_args(
         ["run", "--model", "compressed-hf", "--tasks", plan.tasks, *plan.lm_eval_args]
     )
-
-
-def response_cache(plan: SweepPlan, point: SweepPoint, point_dir: Path, options: argparse.Namespace) -> Path:
-    """The folder of the point's lm-eval response cache, named by the digest of its fingerprint: in the
-    point folder (``responses/<digest>``), or under the user's ``--use_cache`` folder
-    (``<use_cache>/<point id>/<digest>``: one cache for every point would replay one model's answers as
-    another's)."""
-    root = (
-        Path(options.use_cache).expanduser() / point.point_id
-        if options.use_cache
-        else point_dir / RESPONSES_DIR
-    )
-    return root / fingerprint_digest(plan.fingerprints[point.point_id])
-
-
-def _drop_other_caches(cache: Path) -> None:
-    """Remove the point's response caches of other settings: their answers must never be replayed.  Only
-    folders named like a digest go (a user's --use_cache folder may hold other things)."""
-    if cache.parent.is_dir():
-        for folder in cache.parent.iterdir():
-            if (
-                folder != cache
-                and folder.is_dir()
-                and re.fullmatch(rf"[0-9a-f]{{{len(cache.name)}}}", folder.name)
-            ):
-                shutil.rmtree(folder)
-
-
-def _kept_answers(generations: Path, options: argparse.Namespace) -> str:
-    """For a failed point's line: where the generated answers are, and that a re-run does not redo them."""
-    files = sorted(generations.glob("*.jsonl"))
-    if not files:
-        return ""
-    sampled = str((options.gen_kwargs or {}).get("do_sample", "")).lower() == "true"
-    resume = (
-        "re-running the sweep generates them again (lm-eval caches no sampled answers, do_sample=true)"
-        if sampled
-        else "re-running the sweep resumes from lm-eval's response cache without generating them again"
-    )
-    return f"; the generated answers are kept in {generations} ({', '.join(f.name for f in files)}): {resume}"
-
-
-def _worker_threads(slot: Slot) -> int:
-    """The CPU threads the point's lm-eval starts with: the slot's OMP/MKL setting, else torch's default
-    in this environment, which the child inherits."""
-    if slot.threads is not None:
-        return slot.threads
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _without_option(args: Sequence[str], option: str) -> list[str]:
@@ -436,7 +275,7 @@ def option_value(args: Sequence[str], option: str) -> str | None:
 
 
 def execute_point(
-    plan: SweepPlan, point: SweepPoint, point_dir: Path, slot: Slot = Slot()
+    plan: SweepPlan, point: SweepPoint, point_dir: Path, slot: Slot = DEFAULT_SLOT
 ) -> tuple[bool, str]:
     """Run one point's lm-eval and move its results into place; ``(finished, one-line summary)``.
 
@@ -454,7 +293,7 @@ def execute_point(
     point_dir.mkdir(parents=True, exist_ok=True)
     (point_dir / "fingerprint.json").unlink(missing_ok=True)
     shutil.rmtree(raw_dir, ignore_errors=True)  # results of an earlier attempt must not be picked up
-    _drop_other_caches(cache)
+    drop_other_caches(cache)
     if not cache.exists():  # readable answers of an attempt with other settings (or of a finished one)
         shutil.rmtree(generations, ignore_errors=True)
     log_path = point_dir / "lm_eval.log"
@@ -466,21 +305,21 @@ def execute_point(
         try:
             # In a submitit job (the main thread) a hangup would otherwise end the job and orphan lm-eval;
             # SIGINT (submitit's cancel) raises KeyboardInterrupt and SIGTERM is submitit's own.
-            with _raise_on(HANGUP_SIGNALS):
+            with raise_on(HANGUP_SIGNALS):
                 returncode = process.wait()
         except BaseException:  # e.g. a Slurm/submitit job cancelled with SIGINT: take lm-eval down too
             ignore_stop_signals()  # a second signal must not cut the clean-up
-            _stop_group(process)
+            stop_group(process)
             raise
         finally:
             _PROCESSES.finished(process)
     newest = sorted(raw_dir.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
     if returncode != 0 or not newest:
         why = f"exit {returncode}" if returncode != 0 else "lm-eval wrote no results file"
-        kept = _kept_answers(generations, options)
+        kept = kept_answers(generations, options)
         return False, f"FAILED ({why}){kept}; last lines of {log_path}:\n{log_tail(log_path)}"
     # The thread count is provenance, not a setting: recorded, never compared (see PROVENANCE_KEY).
-    fingerprint = {**plan.fingerprints[point.point_id], PROVENANCE_KEY: {"threads": _worker_threads(slot)}}
+    fingerprint = {**plan.fingerprints[point.point_id], PROVENANCE_KEY: {"threads": worker_threads(slot)}}
     _write_atomic(point_dir / "fingerprint.json", json.dumps(fingerprint, indent=1))
     _write_atomic(results_file, newest[-1].read_text())  # the point counts as finished only once this exists
     shutil.rmtree(cache, ignore_errors=True)  # nothing resumes a finished point; results are the record
@@ -492,7 +331,7 @@ def execute_point(
 
 
 def _run_point(
-    plan: SweepPlan, point: SweepPoint, point_dir: Path, progress: str, slot: Slot = Slot()
+    plan: SweepPlan, point: SweepPoint, point_dir: Path, progress: str, slot: Slot = DEFAULT_SLOT
 ) -> bool:
     ok, message = execute_point(plan, point, point_dir, slot)
     if not _PROCESSES.stopping:  # a point cut short by a stop is not a failure worth a log tail
