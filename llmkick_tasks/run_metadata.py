@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmkick_tasks.judge.knobs import JUDGE_KNOBS, JUDGED_DATA_KNOBS
+from llmkick_tasks.judge.knobs import JUDGE_KNOBS, JUDGED_DATA_KNOBS, JUDGED_PROMPT_KNOBS
 from llmkick_tasks.knobs import PATH, Knob, check, choice, integer, knob_table
 
 FREEBASEQA_SPLITS = ("train", "dev", "eval")
@@ -80,13 +80,15 @@ TASK_KNOBS = (
 
 def check_run_metadata(metadata: Mapping[str, Any] | None) -> None:
     """Raise :class:`~llmkick_tasks.knobs.KnobError` naming the key and what is allowed if a run-wide
-    llmkick knob is malformed."""
-    check(TASK_KNOBS, metadata)
+    llmkick knob is malformed (the judged tasks' prompt format included: it needs no judge to check)."""
+    check((*TASK_KNOBS, *JUDGED_PROMPT_KNOBS), metadata)
 
 
 def knob_tables() -> dict[str, str]:
     """The README tables of the knobs (markdown), by the README that holds each (relative to the project)."""
     return {
         "llmkick_tasks/README.md": knob_table(TASK_KNOBS),
-        "llmkick_tasks/judge/README.md": knob_table((*JUDGE_KNOBS, *JUDGED_DATA_KNOBS, DATA_DIR)),
+        "llmkick_tasks/judge/README.md": knob_table(
+            (*JUDGE_KNOBS, *JUDGED_DATA_KNOBS, *JUDGED_PROMPT_KNOBS, DATA_DIR)
+        ),
     }

@@ -1,20 +1,24 @@
 """The judged tasks' own chat formatting (``llmkick_tasks.judge.chat``), without ``--apply_chat_template``.
 
-Unit tests of the two formats and of how the format is chosen, then in-process runs with a scripted LM:
-exact-match prompts stay raw in a run mixed with judged tasks, judged prompts use the tokenizer's chat
-template when it has one and the transcript otherwise, and MT-Bench's second turn carries the model's own
-first answer.
+Unit tests of the formats (tokenizer template, transcript, FastChat's vicuna_v1.1 conversation) and of how
+the format is chosen, then in-process runs with a scripted LM: exact-match prompts stay raw in a run mixed
+with judged tasks, judged prompts use the tokenizer's chat template when it has one and the transcript
+otherwise (with one warning per run), ``chat_template=vicuna_v1.1`` gives LLM-KICK's prompts, and MT-Bench's
+second turn carries the model's own first answer.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from judge_fixtures import (
     CONVERSATIONS,
     EXPECTED_MTBENCH,
+    QUESTIONS,
     STORIES,
     judge_metadata,
     no_ambient_judge,  # noqa: F401 - autouse fixture, shared
@@ -23,14 +27,33 @@ from judge_fixtures import (
 from judge_fixtures import scripted_reply as scripted_judge
 from judge_server import JudgeServer
 from lm_eval.api.instance import Instance
-from task_fixtures import FREEBASEQA_EVAL, TRIVIAQA_DEV, ScriptedLM, evaluate, write_data_dir
+from task_fixtures import (
+    FREEBASEQA_EVAL,
+    TRIVIAQA_DEV,
+    ScriptedLM,
+    evaluate,
+    task_manager,
+    write_data_dir,
+)
 
 from llmkick_tasks.judge import chat
 from llmkick_tasks.judge.chat import ChatFormat, chat_format_for, render_transcript
+from llmkick_tasks.judge.conversation import VICUNA_V1_1
+from llmkick_tasks.knobs import KnobError
 from tiny_models import build_tokenizer
 
 SUMMARIZATION = "llmkick_summarization"
 MTBENCH = "llmkick_mtbench"
+VICUNA80 = "llmkick_instruction_vicuna80"
+# FastChat's vicuna_v1.1 system message, as its conversation template defines it.
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions."
+)
+SUMMARIZE = (
+    "Summarize the given story in less than 150 words while preserving high coherence, consistency, "
+    "fluency, and relevance.\n\n"
+)
 EXACT_MATCH = ["llmkick_freebaseqa", "llmkick_triviaqa_closed"]
 # A template unlike judge_fixtures.CHAT_TEMPLATE, so a test can tell which tokenizer rendered a prompt.
 CHAT_TEMPLATE = (
@@ -128,6 +151,70 @@ def test_format_choice(template_tokenizer: Path, plain_tokenizer: Path) -> None:
     assert not chat_format_for({"model": str(plain_tokenizer.parent / "missing")}).uses_template
 
 
+def test_vicuna_conversation_one_and_two_turns() -> None:
+    question = [{"role": "user", "content": "Hi?"}]
+    assert VICUNA_V1_1(question) == f"{VICUNA_SYSTEM} USER: Hi? ASSISTANT:"
+    history = [
+        *question,
+        {"role": "assistant", "content": " Hello.\n"},  # as generated; FastChat kept answers stripped
+        {"role": "user", "content": "And?"},
+    ]
+    assert VICUNA_V1_1(history) == f"{VICUNA_SYSTEM} USER: Hi? ASSISTANT: Hello.</s>USER: And? ASSISTANT:"
+    # A system message (--system_instruction) replaces the default one, as FastChat's set_system_message.
+    assert VICUNA_V1_1([{"role": "system", "content": "Be brief."}, *question]) == (
+        "Be brief. USER: Hi? ASSISTANT:"
+    )
+    # FastChat renders an empty message as the bare role, without a separator.
+    empty_answer = [*question, {"role": "assistant", "content": " "}, {"role": "user", "content": "And?"}]
+    assert VICUNA_V1_1(empty_answer) == f"{VICUNA_SYSTEM} USER: Hi? ASSISTANT:USER: And? ASSISTANT:"
+    assert (
+        VICUNA_V1_1(history[:2], add_generation_prompt=False)
+        == f"{VICUNA_SYSTEM} USER: Hi? ASSISTANT: Hello."
+    )
+    assert VICUNA_V1_1.stop_sequences == ("</s>",) and not VICUNA_V1_1.uses_template
+
+
+@pytest.fixture
+def chat_warnings() -> Iterator[list[str]]:
+    """The warnings the chat module logs (on its own logger: lm-eval's routing may stop propagation)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                messages.append(record.getMessage())
+
+    handler, logger = Collect(), logging.getLogger(chat.__name__)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_chat_template_knob_chooses_the_format(
+    template_tokenizer: Path, plain_tokenizer: Path, chat_warnings: list[str]
+) -> None:
+    # The knob wins over the tokenizer's own template.
+    assert (
+        chat_format_for({"tokenizer": str(template_tokenizer), "chat_template": "vicuna_v1.1"}) is VICUNA_V1_1
+    )
+    plain = chat_format_for({"tokenizer": str(template_tokenizer), "chat_template": "plain"})
+    assert not plain.uses_template and "chat_template=plain" in plain.describe()
+    assert chat_format_for({"tokenizer": str(template_tokenizer), "chat_template": "auto"}).uses_template
+    assert chat_warnings == []
+    # auto without a chat template: the transcript, with a warning naming the knob (outside a run: each time).
+    for _ in range(2):
+        assert not chat_format_for({"pretrained": str(plain_tokenizer)}).uses_template
+    assert len(chat_warnings) == 2
+    assert "has no chat template" in chat_warnings[0]
+    assert """--metadata '{"chat_template": "vicuna_v1.1"}'""" in chat_warnings[0]
+    with pytest.raises(
+        KnobError, match=r"^metadata chat_template='vicuna': allowed auto, vicuna_v1\.1, plain$"
+    ):
+        chat_format_for({"chat_template": "vicuna"})
+
+
 # ------------------------------------------------------------------------------------------------ runs
 def scripted_answer(request: Instance) -> str:
     """Judged tasks: an answer naming the fixture marker and the turn; exact-match tasks: a fixed word."""
@@ -184,11 +271,14 @@ def test_mixed_run_keeps_exact_match_prompts_raw_and_templates_judged_ones(
 
 
 def test_transcript_without_a_chat_template_and_mtbench_second_turn(
-    data_dir: Path, plain_tokenizer: Path, tmp_path: Path
+    data_dir: Path, plain_tokenizer: Path, tmp_path: Path, chat_warnings: list[str]
 ) -> None:
     with JudgeServer(scripted_judge) as server:
         metadata = judge_metadata(server, data_dir, tmp_path, pretrained=str(plain_tokenizer))
         lm, results = run([SUMMARIZATION, MTBENCH], metadata)
+    # Two judged tasks, one warning for the run, naming the knob that gives LLM-KICK's format.
+    assert [w for w in chat_warnings if "chat_template" in w] == chat_warnings and len(chat_warnings) == 1
+    assert f"the tokenizer {str(plain_tokenizer)!r} has no chat template" in chat_warnings[0]
     metrics = results["results"][MTBENCH]
     for name, value in EXPECTED_MTBENCH.items():  # the judge saw both turns of every conversation
         assert metrics[f"{name},judge"] == pytest.approx(value), name
@@ -216,6 +306,71 @@ def test_transcript_without_a_chat_template_and_mtbench_second_turn(
         assert own_answer in turn2_judged and f"ANSWER[{marker}|turn2]" in turn2_judged
     # The model saw both turns: the first prompts, then the second ones built from its own answers.
     assert lm.prompts[MTBENCH] == first_turns + second_turns
+
+
+class ChatScriptedLM(ScriptedLM):
+    """A scripted LM that lm-eval accepts with ``--apply_chat_template`` (it asks for a tokenizer name)."""
+
+    tokenizer_name = "scripted"
+
+
+def test_vicuna_conversation_in_a_run(
+    data_dir: Path, template_tokenizer: Path, tmp_path: Path, chat_warnings: list[str]
+) -> None:
+    # The knob wins over the tokenizer's template and over lm-eval's run-wide --apply_chat_template.
+    with JudgeServer(scripted_judge) as server:
+        metadata = judge_metadata(
+            server, data_dir, tmp_path, tokenizer=str(template_tokenizer), chat_template="vicuna_v1.1"
+        )
+        lm = ChatScriptedLM(generate=scripted_answer)
+        results = evaluate(
+            lm,
+            [SUMMARIZATION, VICUNA80, MTBENCH],
+            metadata,
+            log_samples=True,
+            limit=3,
+            apply_chat_template=True,
+        )
+    assert chat_warnings == []
+    for task in (SUMMARIZATION, VICUNA80, MTBENCH):
+        assert "vicuna_v1.1 conversation" in results["configs"][task]["metadata"]["prompt_format"], task
+        # The end of an assistant turn: EOS for Vicuna, the template's text for any other model.
+        assert all("</s>" in s["arguments"][0][1]["until"] for s in results["samples"][task]), task
+    for sample in results["samples"][SUMMARIZATION]:
+        prompt = f"{VICUNA_SYSTEM} USER: {SUMMARIZE}{sample['doc']['article']} ASSISTANT:"
+        assert sample["arguments"][0][0] == prompt
+    vicuna_questions = {question for _, _, question, *_ in QUESTIONS.values()}
+    for sample in results["samples"][VICUNA80]:
+        assert sample["doc"]["question"] in vicuna_questions
+        assert sample["arguments"][0][0] == f"{VICUNA_SYSTEM} USER: {sample['doc']['question']} ASSISTANT:"
+    for sample in results["samples"][MTBENCH]:
+        doc, conversation = sample["doc"], sample["resps"][0][0]
+        marker = next(m for m in CONVERSATIONS if m in doc["turn_1"])
+        assert sample["arguments"][0][0] == f"{VICUNA_SYSTEM} USER: {doc['turn_1']} ASSISTANT:"
+        assert conversation["turn_2_context"] == (
+            f"{VICUNA_SYSTEM} USER: {doc['turn_1']} ASSISTANT: ANSWER[{marker}|turn1]</s>"
+            f"USER: {doc['turn_2']} ASSISTANT:"
+        )
+    # The model saw these very prompts: the first turns, then the second ones after its own answers.
+    samples = results["samples"][MTBENCH]
+    assert sorted(lm.prompts[MTBENCH]) == sorted(
+        [s["arguments"][0][0] for s in samples] + [s["resps"][0][0]["turn_2_context"] for s in samples]
+    )
+
+
+def test_bad_chat_template_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    import lm_eval.evaluator
+
+    # Were the (missing) model loaded first, this would fail with its loading error instead.
+    with pytest.raises(
+        KnobError, match=r"^metadata chat_template='vicuna': allowed auto, vicuna_v1\.1, plain$"
+    ):
+        lm_eval.evaluator.simple_evaluate(
+            model="hf",
+            model_args=f"pretrained={tmp_path / 'no_such_model'}",
+            tasks=[SUMMARIZATION],
+            task_manager=task_manager({"chat_template": "vicuna"}),
+        )
 
 
 def test_running_model_is_known_only_inside_evaluate(data_dir: Path) -> None:

@@ -15,6 +15,7 @@ from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
 from llmkick_tasks.judge.knobs import (
     JUDGE_KNOBS,
     JUDGED_DATA_KNOBS,
+    JUDGED_PROMPT_KNOBS,
     MAX_TOKENS,
     MODEL,
     PROTOCOL,
@@ -50,7 +51,7 @@ def test_task_knobs_command_prints_every_table(capsys: pytest.CaptureFixture[str
         assert f"{readme}:\n\n{table}" in printed
 
 
-@pytest.mark.parametrize("knob", TASK_KNOBS, ids=lambda knob: knob.name)
+@pytest.mark.parametrize("knob", (*TASK_KNOBS, *JUDGED_PROMPT_KNOBS), ids=lambda knob: knob.name)
 def test_every_task_knob_is_checked_before_load(knob: Knob) -> None:
     bad = _refused_value(knob)
     with pytest.raises(

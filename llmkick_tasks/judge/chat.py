@@ -6,7 +6,8 @@ template, including the exact-match tasks, which must keep the paper's raw promp
 
 * with the model's tokenizer, when it has a chat template: ``tokenizer.apply_chat_template``, exactly as
   lm-eval's ``HFLM.apply_chat_template`` renders it (text, generation prompt appended);
-* otherwise a plain transcript (:func:`render_transcript`)::
+* otherwise a plain transcript (:func:`render_transcript`), with a warning once per run that names the
+  ``chat_template`` knob::
 
       User: {question}
 
@@ -18,7 +19,12 @@ template, including the exact-match tasks, which must keep the paper's raw promp
 
   and generation also stops at ``"\\nUser:"``, where a base model would start inventing the next turn.
 
-When ``--apply_chat_template`` IS given, lm-eval's own path is used unchanged.
+``--metadata '{"chat_template": ...}'`` chooses instead: ``auto`` (the default) is the choice above,
+``vicuna_v1.1`` FastChat's Vicuna conversation (:mod:`.conversation`, what LLM-KICK generated with, for
+Vicuna checkpoints that ship no chat template), ``plain`` the transcript without the warning.
+
+When ``--apply_chat_template`` IS given, lm-eval's own path is used unchanged, unless ``chat_template``
+names a format other than ``auto``: the knob is specific to the judged tasks, the flag is run-wide.
 
 The tokenizer comes from the model args (``tokenizer=`` / ``pretrained=`` / ``model=``, as the TriviaQA
 evidence budget finds it), else from the running model object.  The running model is known through
@@ -36,6 +42,8 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
+from llmkick_tasks.judge.conversation import CONVERSATIONS, Conversation
+from llmkick_tasks.judge.knobs import CHAT_PLAIN, CHAT_TEMPLATE, CHAT_VICUNA
 from llmkick_tasks.model_tokenizer import load_tokenizer, name_of
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,10 @@ TEMPLATE_ARGS = ("enable_thinking",)
 Message = Mapping[str, str]
 
 _running_model: contextvars.ContextVar[Any] = contextvars.ContextVar("llmkick_running_model", default=None)
+# Warnings already shown in the current `evaluate` call (None outside one: then every warning is shown).
+_run_warnings: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "llmkick_run_warnings", default=None
+)
 
 
 def running_model() -> Any:
@@ -74,14 +86,25 @@ def install(evaluator: ModuleType) -> None:
             lm = signature.bind(*args, **kwargs).arguments.get("lm")
         except TypeError:  # let lm-eval report its own argument errors
             lm = None
-        token = _running_model.set(lm)
+        token, warnings_token = _running_model.set(lm), _run_warnings.set(set())
         try:
             return original(*args, **kwargs)
         finally:
+            _run_warnings.reset(warnings_token)
             _running_model.reset(token)
 
     setattr(evaluate, INSTALLED_FLAG, True)
     evaluator.evaluate = evaluate
+
+
+def warn_once_per_run(key: str, message: str) -> None:
+    """Log ``message`` as a warning, once per ``evaluate`` call for ``key`` (every time outside one)."""
+    shown = _run_warnings.get()
+    if shown is not None:
+        if key in shown:
+            return
+        shown.add(key)
+    log.warning(message)
 
 
 def render_transcript(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
@@ -118,12 +141,19 @@ class ChatFormat:
     prompt building (system instruction, description) and MT-Bench's second turn use it unchanged.
     """
 
-    def __init__(self, tokenizer: Any = None, template_args: Mapping[str, Any] | None = None) -> None:
-        """``tokenizer``: one with a chat template, or ``None`` for the transcript format."""
+    def __init__(
+        self,
+        tokenizer: Any = None,
+        template_args: Mapping[str, Any] | None = None,
+        why_transcript: str = "no chat template known",
+    ) -> None:
+        """``tokenizer``: one with a chat template, or ``None`` for the transcript format (chosen because
+        of ``why_transcript``, which :meth:`describe` says)."""
         if tokenizer is not None and not has_chat_template(tokenizer):
             raise ValueError("the tokenizer has no chat template; pass None for the transcript format")
         self.tokenizer = tokenizer
         self.template_args = dict(template_args or {})
+        self.why_transcript = why_transcript
 
     @property
     def uses_template(self) -> bool:
@@ -145,7 +175,7 @@ class ChatFormat:
     def describe(self) -> str:
         """One line for the log and the results' task metadata."""
         if not self.uses_template:
-            return f"transcript (User:/Assistant: turns, stop at {TRANSCRIPT_STOP!r}), no chat template known"
+            return f"transcript (User:/Assistant: turns, stop at {TRANSCRIPT_STOP!r}), {self.why_transcript}"
         return f"chat template of the tokenizer {name_of(self.tokenizer) or type(self.tokenizer).__name__}"
 
     def __call__(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
@@ -178,14 +208,46 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def chat_format_for(metadata: Mapping[str, Any], lm: Any = None) -> ChatFormat:
-    """The format for the model of a run: its tokenizer's chat template if it has one, else the transcript.
+#: A judged prompt format: a tokenizer's template or the transcript, or a named conversation.
+PromptFormat = ChatFormat | Conversation
 
-    The tokenizer is the one the model args name (``tokenizer`` / ``pretrained`` / ``model``); without
-    one (a model object passed from Python) the running model's own ``tokenizer`` attribute.
+NO_TEMPLATE_WARNING = (
+    "llmkick judged tasks: {model} has no chat template, so the judged prompts are a plain "
+    "User:/Assistant: transcript. For Vicuna checkpoints (LLM-KICK's models ship none) use the conversation "
+    'LLM-KICK generated with: --metadata \'{{"{knob}": "{vicuna}"}}\'; "{knob}": "{plain}" keeps the '
+    "transcript without this warning."
+)
+
+
+def chosen_format(metadata: Mapping[str, Any]) -> str:
+    """The ``chat_template`` knob's value (``auto`` unless given); :class:`~llmkick_tasks.knobs.KnobError`
+    if it is not allowed (checked before the model loads, see :mod:`llmkick_tasks.run_metadata`)."""
+    return CHAT_TEMPLATE.read(metadata)
+
+
+def chat_format_for(metadata: Mapping[str, Any], lm: Any = None) -> PromptFormat:
+    """The format for the model of a run, as the ``chat_template`` knob chooses.
+
+    ``auto``: the tokenizer's chat template if it has one, else the transcript (and a warning once per
+    run).  The tokenizer is the one the model args name (``tokenizer`` / ``pretrained`` / ``model``);
+    without one (a model object passed from Python) the running model's own ``tokenizer`` attribute.
     """
+    chosen = chosen_format(metadata)
+    if chosen in CONVERSATIONS:
+        return CONVERSATIONS[chosen]
+    if chosen == CHAT_PLAIN:
+        return ChatFormat(None, why_transcript=f"{CHAT_TEMPLATE.name}={CHAT_PLAIN}")
     tokenizer = load_tokenizer(metadata, "llmkick judged tasks (chat format)")
     if tokenizer is None and lm is not None:
         tokenizer = getattr(lm, "tokenizer", None)
     template_args = {key: metadata[key] for key in TEMPLATE_ARGS if metadata.get(key) is not None}
-    return ChatFormat(tokenizer if has_chat_template(tokenizer) else None, template_args)
+    if has_chat_template(tokenizer):
+        return ChatFormat(tokenizer, template_args)
+    model = f"the tokenizer {name_of(tokenizer)!r}" if name_of(tokenizer) else "the model"
+    warn_once_per_run(
+        "no-chat-template",
+        NO_TEMPLATE_WARNING.format(
+            model=model, knob=CHAT_TEMPLATE.name, vicuna=CHAT_VICUNA, plain=CHAT_PLAIN
+        ),
+    )
+    return ChatFormat(None, template_args)

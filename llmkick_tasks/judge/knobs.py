@@ -1,10 +1,11 @@
-"""The judged tasks' ``--metadata`` knobs, declared once: the judge's settings and the judged data.
+"""The judged tasks' ``--metadata`` knobs, declared once: the judge's settings, the judged data, the prompts.
 
 :meth:`llmkick_tasks.judge.config.JudgeSettings.from_metadata` reads every knob of :data:`JUDGE_KNOBS`
 (``field`` names the setting each one fills) and checks those of :data:`JUDGED_DATA_KNOBS`, which the
-loaders read; the README's judge table is generated from both (``llmkick task-knobs``).  Precedence:
-``--metadata`` > the environment variables of ``env`` > the default.  The API key is not a knob: it is read
-only from the environment, when a client is built (see :mod:`llmkick_tasks.judge.config`).
+loaders read; :data:`JUDGED_PROMPT_KNOBS` (how the judged prompts are formatted, :mod:`.chat`) are checked
+with the run-wide task knobs.  The README's judge table is generated from all three (``llmkick task-knobs``).
+Precedence: ``--metadata`` > the environment variables of ``env`` > the default.  The API key is not a knob:
+it is read only from the environment, when a client is built (see :mod:`llmkick_tasks.judge.config`).
 """
 
 from __future__ import annotations
@@ -163,3 +164,17 @@ REFERENCE_FILE = Knob(
 )
 #: Knobs of the judged tasks' data, read by their loaders and checked with the judge before any load.
 JUDGED_DATA_KNOBS = (SUMMARIZATION_BINS, STORIES_PER_BIN, REFERENCE_FILE)
+
+#: Values of ``chat_template``: the knob value that names a conversation format is its ``key``
+#: (:mod:`llmkick_tasks.judge.conversation`).
+CHAT_AUTO, CHAT_VICUNA, CHAT_PLAIN = "auto", "vicuna_v1.1", "plain"
+CHAT_TEMPLATE = Knob(
+    "chat_template",
+    choice((CHAT_AUTO, CHAT_VICUNA, CHAT_PLAIN)),
+    CHAT_AUTO,
+    "judged prompts: `auto` the tokenizer's chat template, else the plain transcript (warned); "
+    "`vicuna_v1.1` FastChat's Vicuna conversation, as LLM-KICK generated; `plain` the transcript "
+    "(see [Chat prompts](#chat-prompts))",
+)
+#: Knobs of the judged tasks' prompts, checked with the run-wide knobs before the model loads.
+JUDGED_PROMPT_KNOBS = (CHAT_TEMPLATE,)

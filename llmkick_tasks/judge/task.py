@@ -8,8 +8,9 @@ A judged task is an ordinary YAML task whose ``class:`` is one of the classes be
 2. derives ``metric_list`` and ``process_results`` from its protocol, so metric names live in one place;
 3. judges in a filter (:class:`JudgeFilter`): lm-eval hands a filter every response of the task at once,
    so all judge requests run concurrently, after generation, in one bounded asyncio pool;
-4. formats its own chat prompts when lm-eval's global ``--apply_chat_template`` is off (:mod:`.chat`): the
-   exact-match tasks of the same run keep their raw prompts, the judged ones are still chat-formatted.
+4. formats its own chat prompts when lm-eval's global ``--apply_chat_template`` is off, or when the
+   ``chat_template`` knob names a format (:mod:`.chat`): the exact-match tasks of the same run keep their
+   raw prompts, the judged ones are still chat-formatted.
 
 :class:`MTBenchTask` adds the second MT-Bench turn: lm-eval runs each request type once for all tasks, so
 the second question (which must follow the model's own first answer) is generated when the task
@@ -33,11 +34,12 @@ from lm_eval.filters.selection import TakeFirstFilter
 from tqdm import tqdm
 
 from llmkick_tasks.judge.cache import ResponseCache
-from llmkick_tasks.judge.chat import chat_format_for, running_model
+from llmkick_tasks.judge.chat import chat_format_for, chosen_format, running_model
 from llmkick_tasks.judge.client import JudgeClient, gather_or_raise
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.data import BINS_KEY, summarization_bins
 from llmkick_tasks.judge.generations import write_generations
+from llmkick_tasks.judge.knobs import CHAT_AUTO
 from llmkick_tasks.judge.pairwise import InstructionProtocol, SummarizationProtocol
 from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.protocols import JsonRecord, JudgeProtocol, describe_judge
@@ -158,7 +160,9 @@ class JudgedTask(ConfigurableTask):
     def build_all_requests(self, **kwargs: Any) -> None:
         """Build the requests, chat-formatted by lm-eval's template if given, else by our own format."""
         chat_template = kwargs.get("chat_template")
-        if chat_template is not None:  # --apply_chat_template: lm-eval's path, unchanged
+        chosen = chosen_format(self.config.metadata or {})
+        # --apply_chat_template: lm-eval's path, unchanged, unless the chat_template knob names a format.
+        if chat_template is not None and chosen == CHAT_AUTO:
             self._chat, self._stop_sequences = chat_template, ()
             prompt_format = "lm-eval --apply_chat_template (the model's chat template)"
         else:
