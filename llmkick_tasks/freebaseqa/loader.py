@@ -226,10 +226,13 @@ def read_split(split: str, folder: Path | None, required: bool = True) -> list[d
     path = split_file(folder, split)
     if path is None:
         if required:
+            present = [other for other in SPLITS if split_file(folder, other) is not None]
             raise layout_error(
                 BENCHMARK,
                 folder / f"FreebaseQA-{split}.json",
-                f"no file for the {split} split (.json/.tab/.txt)",
+                f"no file for the {split} split (.json/.tab/.txt; the folder has "
+                f"{', '.join(present) or 'no split'}; evaluate another with --metadata "
+                f"'{{\"{FREEBASEQA_SPLIT.name}\": ...}}')",
             )
         return None
     return PARSERS[path.suffix](path)

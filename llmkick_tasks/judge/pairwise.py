@@ -86,14 +86,15 @@ class PairwiseProtocol(JudgeProtocol):
             "reference": {d: _mean(v) for d, v in reference.items()},
         }
 
-    def metric_specs(self) -> list[MetricSpec]:
+    @classmethod
+    def metric_specs(cls) -> list[MetricSpec]:
         """Per dimension: overall, per group and the difference to the reference; then counters."""
         specs = []
-        for dim in self.DIMENSIONS:
+        for dim in cls.DIMENSIONS:
             specs.append(MetricSpec(dim))
-            specs.extend(MetricSpec(f"{dim}_{metric_suffix(group)}") for group in self.GROUPS)
+            specs.extend(MetricSpec(f"{dim}_{metric_suffix(group)}") for group in cls.GROUPS)
             specs.append(MetricSpec(f"{dim}_delta"))
-        if self.WIN_RATE:
+        if cls.WIN_RATE:
             specs.append(MetricSpec("win_rate"))
         specs.extend(COUNTERS)
         return specs

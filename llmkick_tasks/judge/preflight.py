@@ -10,8 +10,9 @@ chat template is required: the judged tasks format their own chat prompts withou
 
 The plugin boot hook (``llmkick_models._boot``) calls :func:`install` right after ``lm_eval.evaluator`` is
 imported; it also wraps ``evaluate`` so the judged tasks can reach the running model (:func:`.chat.install`).
-Task construction repeats the judge check (:class:`~.task.JudgedTask`), which covers callers that bypass
-``simple_evaluate``.
+Task construction needs no judge (lm-eval's own task tests build every task with a bare ``TaskManager``);
+building the requests repeats the judge check (:meth:`~.task.JudgedTask.resolve_judge`), which covers
+callers that bypass ``simple_evaluate``.
 """
 
 from __future__ import annotations

@@ -170,9 +170,10 @@ class JudgeProtocol(ABC):
         """True when the judge prompt of ``doc`` needs a reference answer (generated if ``doc`` lacks one)."""
         return False
 
+    @classmethod
     @abstractmethod
-    def metric_specs(self) -> list[MetricSpec]:
-        """Every metric :meth:`metrics` may return."""
+    def metric_specs(cls) -> list[MetricSpec]:
+        """Every metric :meth:`metrics` may return (class-level: a task declares them before any judge)."""
 
     @abstractmethod
     def calls(self, doc: Mapping[str, Any], response: Any, reference: str | None) -> list[JudgeCall]:

@@ -100,7 +100,8 @@ class MTBenchProtocol(JudgeProtocol):
         }
         return record
 
-    def metric_specs(self) -> list[MetricSpec]:
+    @classmethod
+    def metric_specs(cls) -> list[MetricSpec]:
         """Overall, per turn, per category; then counters."""
         return [
             MetricSpec("score"),

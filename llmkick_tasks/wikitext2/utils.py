@@ -6,12 +6,18 @@ from typing import Any
 
 import datasets
 
-from llmkick_tasks.data_dir import to_dataset
 from llmkick_tasks.wikitext2.data import detokenize, load_articles, split_articles, test_rows
-from llmkick_tasks.wikitext2.windows import FEATURES as WINDOW_FEATURES
-from llmkick_tasks.wikitext2.windows import load_windows, window_metrics
+from llmkick_tasks.wikitext2.task import WindowedPerplexityTask
+from llmkick_tasks.wikitext2.windows import window_metrics
 
-__all__ = ["detokenize", "load_wikitext2", "load_wikitext2_windows", "process_window", "split_articles"]
+__all__ = [
+    "WindowedPerplexityTask",
+    "detokenize",
+    "load_wikitext2",
+    "load_wikitext2_rows",
+    "process_window",
+    "split_articles",
+]
 
 
 def load_wikitext2(**metadata: Any) -> dict[str, datasets.Dataset]:
@@ -19,10 +25,11 @@ def load_wikitext2(**metadata: Any) -> dict[str, datasets.Dataset]:
     return {"test": load_articles(metadata)}
 
 
-def load_wikitext2_windows(**metadata: Any) -> dict[str, datasets.Dataset]:
-    """``custom_dataset`` of ``llmkick_wikitext2_ppl``: the joined test split in seqlen-token windows."""
+def load_wikitext2_rows(**metadata: Any) -> dict[str, datasets.Dataset]:
+    """``custom_dataset`` of ``llmkick_wikitext2_ppl``: the test split's rows (``text``), as on the Hub;
+    :class:`WindowedPerplexityTask` cuts them into token windows."""
     rows, _source = test_rows(metadata)
-    return {"test": to_dataset(load_windows(rows, metadata), WINDOW_FEATURES)}
+    return {"test": datasets.Dataset.from_dict({"text": rows})}
 
 
 def process_window(doc: dict[str, Any], results: list[tuple[float, bool]]) -> dict[str, Any]:

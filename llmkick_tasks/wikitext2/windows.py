@@ -82,15 +82,22 @@ def token_windows(tokenizer: Any, text: str, seqlen: int, windows: int | None = 
     return documents
 
 
+class NoTokenizerError(ValueError):
+    """The windows cannot be cut: the model args name no tokenizer that loads."""
+
+
 def load_windows(rows: Sequence[str], metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The window documents for the model named in ``metadata`` (its tokenizer and context)."""
+    """The window documents for the model named in ``metadata`` (its tokenizer and context).
+
+    Raises :class:`NoTokenizerError` when the model args name no tokenizer that loads.
+    """
     windows = WIKITEXT2_WINDOWS.read(metadata)
     tokenizer = load_tokenizer(metadata, "llmkick_wikitext2_ppl")
     if tokenizer is None:
-        raise ValueError(
+        raise NoTokenizerError(
             "llmkick_wikitext2_ppl cuts token windows with the evaluated model's tokenizer, but the model "
-            "args name none that loads (pretrained= or tokenizer=); use llmkick_wikitext2_ppl_articles, "
-            "which needs no tokenizer"
+            "args name none that loads (pretrained= or tokenizer=; or --metadata '{\"tokenizer\": ...}'); "
+            "use llmkick_wikitext2_ppl_articles, which needs no tokenizer"
         )
     return token_windows(tokenizer, joined_text(rows), resolve_seqlen(metadata, tokenizer), windows)
 
