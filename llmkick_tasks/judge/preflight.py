@@ -8,8 +8,9 @@ metadata carries ``llmkick_judged: <protocol>`` has its judge settings validated
 every judge prompt it may send rendered once with placeholder values (a broken template fails here).  No
 chat template is required: the judged tasks format their own chat prompts without one (:mod:`.chat`).
 
-The plugin boot hook (``llmkick_models._boot``) calls :func:`install` right after ``lm_eval.evaluator`` is
-imported; it also wraps ``evaluate`` so the judged tasks can reach the running model (:func:`.chat.install`).
+The plugin boot hook (``llmkick_models._boot``, the list of every lm-eval patch) calls :func:`install`
+right after ``lm_eval.evaluator`` is imported; it also wraps ``evaluate`` so the judged tasks can reach the
+running model (:func:`.chat.install`).
 Task construction needs no judge (lm-eval's own task tests build every task with a bare ``TaskManager``);
 building the requests repeats the judge check (:meth:`~.task.JudgedTask.resolve_judge`), which covers
 callers that bypass ``simple_evaluate``.
@@ -25,7 +26,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from llmkick_tasks.judge import chat
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,7 @@ def check_requested_tasks(tasks: Any, task_manager: Any) -> None:
 
 
 def install(evaluator: ModuleType) -> None:
-    """Wrap ``evaluator.simple_evaluate`` so that judged tasks are checked before the model is loaded.
-
-    Also wraps ``evaluator.evaluate`` (when the module has it) to record the running model for the judged
-    tasks' chat formatting and MT-Bench's second turn.
-    """
-    chat.install(evaluator)
+    """Wrap ``evaluator.simple_evaluate`` so that judged tasks are checked before the model is loaded."""
     original = evaluator.simple_evaluate
     if getattr(original, INSTALLED_FLAG, False):
         return
