@@ -42,8 +42,8 @@ class TaskNotTested(UserWarning):
     """A task that lm-eval's tests could not run on: its data is not in the data dir."""
 
 
-def lm_eval_test_tasks_source() -> str:
-    """``tests/test_tasks.py`` of the installed lm-eval's sdist, downloaded once into ``CACHE``."""
+def lm_eval_sdist_file(member: str) -> str:
+    """``member`` (e.g. ``tests/test_tasks.py``) of the installed lm-eval's sdist, downloaded once."""
     folder = CACHE / f"lm_eval-{LM_EVAL_VERSION}"
     sdists = sorted(folder.glob("lm_eval-*.tar.gz"))
     if not sdists:
@@ -57,31 +57,34 @@ def lm_eval_test_tasks_source() -> str:
         sdists = sorted(folder.glob("lm_eval-*.tar.gz"))
         if not sdists:
             pytest.skip(
-                f"lm-eval's own task tests did not run: lm_eval {LM_EVAL_VERSION}'s source distribution "
+                f"lm-eval's own checks did not run: lm_eval {LM_EVAL_VERSION}'s source distribution "
                 f"could not be downloaded into {folder} ({problem})"
             )
     with tarfile.open(sdists[0]) as archive:
-        member = archive.extractfile(f"lm_eval-{LM_EVAL_VERSION}/tests/test_tasks.py")
-        assert member is not None, f"{sdists[0]} has no tests/test_tasks.py"
-        return member.read().decode("utf-8")
+        extracted = archive.extractfile(f"lm_eval-{LM_EVAL_VERSION}/{member}")
+        assert extracted is not None, f"{sdists[0]} has no {member}"
+        return extracted.read().decode("utf-8")
+
+
+# Tasks lm-eval's tests cannot check without a model, and why.
+NEEDS_THE_MODEL = {"llmkick_wikitext2_ppl": "its documents are token windows of the model's tokenizer"}
 
 
 def exact_match_tasks() -> list[str]:
     """Every llmkick task YAML that needs neither a judge nor the model: the exact-match tasks and the
-    article perplexity.  ``llmkick_wikitext2_ppl`` is left out: its documents are token windows of the
-    evaluated model's tokenizer, so without a model it builds but has no documents to test."""
-    index = task_manager({}).task_index
+    article perplexity (not :data:`NEEDS_THE_MODEL`)."""
     names = []
-    for name, entry in index.items():
+    for name, entry in task_manager({}).task_index.items():
         cfg = entry.cfg or {}
         in_tree = entry.yaml_path is not None and TASKS_DIR in Path(entry.yaml_path).resolve().parents
-        if in_tree and "task" in cfg and "group" not in cfg and "class" not in cfg:
+        judged = (cfg.get("metadata") or {}).get("llmkick_judged")
+        if in_tree and "task" in cfg and "group" not in cfg and not judged and name not in NEEDS_THE_MODEL:
             names.append(name)
     return sorted(names)
 
 
 def test_lm_eval_task_tests_pass_on_the_exact_match_tasks(shared_data: Path, tmp_path: Path) -> None:
-    source = lm_eval_test_tasks_source()
+    source = lm_eval_sdist_file("tests/test_tasks.py")
     manager = task_manager({"data_dir": str(shared_data)})
     tested, small, missing = [], [], {}
     for name in exact_match_tasks():
@@ -137,3 +140,23 @@ def test_lm_eval_task_tests_pass_on_the_exact_match_tasks(shared_data: Path, tmp
     # fail the request-count check, and nothing else.
     expected = {f"{SIZE_CHECK}[{name}]" for name in small}
     assert failed == expected, f"unexpected outcomes {sorted(failed ^ expected)}:\n{output}"
+
+
+def test_lm_eval_lint_rules_pass_on_llmkick_tasks(tmp_path: Path) -> None:
+    """lm-eval's pre-commit lint: ruff with lm-eval's rules (its pyproject.toml) and codespell.
+
+    Two of lm-eval's isort settings are replaced by this repository's, as they depend on where the code
+    lives: ``lm_eval`` is third-party here (first-party inside lm-eval), and blank lines after imports
+    follow this repository's ruff format (lm-eval asks for two).  lm-eval's ``ruff format`` (line length
+    88) is not applied: this repository formats with 110.
+    """
+    config = tmp_path / "pyproject.toml"  # ruff reads any other name as a ruff.toml
+    config.write_text(lm_eval_sdist_file("pyproject.toml"))
+    ruff = [sys.executable, "-m", "ruff", "check", "--no-cache", "--config", str(config)]
+    ruff += ["--config", "lint.isort.known-first-party=['llmkick_models', 'llmkick_tasks']"]
+    ruff += ["--config", "lint.isort.lines-after-imports=-1", "--output-format", "concise", str(TASKS_DIR)]
+    result = subprocess.run(ruff, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    codespell = [sys.executable, "-m", "codespell_lib", "--check-filenames", "--check-hidden", str(TASKS_DIR)]
+    result = subprocess.run(codespell, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

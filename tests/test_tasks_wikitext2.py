@@ -14,7 +14,7 @@ from lm_eval.tasks import TaskManager
 from task_fixtures import TASKS_DIR as TASKS
 
 from llmkick_tasks.data_dir import DataLayoutError
-from llmkick_tasks.wikitext2.utils import detokenize, load_wikitext2, split_articles
+from llmkick_tasks.wikitext2.utils import detokenize, split_articles
 from llmkick_tasks.wikitext2.windows import (
     NoTokenizerError,
     joined_text,
@@ -60,23 +60,31 @@ def wikitext_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def articles(**metadata: object) -> list[dict]:
+    name = "llmkick_wikitext2_ppl_articles"
+    return list(
+        TaskManager(include_path=str(TASKS), include_defaults=False, metadata=metadata)
+        .load([name])["tasks"][name]
+        .test_docs()
+    )
+
+
 def test_loads_from_the_data_dir(wikitext_dir: Path) -> None:
-    test = load_wikitext2(data_dir=str(wikitext_dir))["test"]
-    assert test["title"] == ["Robert Boulter", "Second Article"]
+    assert [a["title"] for a in articles(data_dir=str(wikitext_dir))] == ["Robert Boulter", "Second Article"]
 
 
 def test_article_cap_knob(wikitext_dir: Path) -> None:
-    assert load_wikitext2(data_dir=str(wikitext_dir), wikitext2_articles=1)["test"]["title"] == [
+    assert [a["title"] for a in articles(data_dir=str(wikitext_dir), wikitext2_articles=1)] == [
         "Robert Boulter"
     ]
     with pytest.raises(ValueError, match="wikitext2_articles=0"):
-        load_wikitext2(data_dir=str(wikitext_dir), wikitext2_articles=0)
+        articles(data_dir=str(wikitext_dir), wikitext2_articles=0)
 
 
 def test_missing_file_names_the_path_and_layout(tmp_path: Path) -> None:
     (tmp_path / "wikitext2").mkdir()
     with pytest.raises(DataLayoutError, match=r"(?s)no WikiText-2 test file.*wikitext2/test.txt"):
-        load_wikitext2(data_dir=str(tmp_path))
+        articles(data_dir=str(tmp_path))
 
 
 def test_perplexity_through_lm_eval(tiny_llama_dir: Path, wikitext_dir: Path) -> None:
@@ -93,7 +101,7 @@ def test_perplexity_through_lm_eval(tiny_llama_dir: Path, wikitext_dir: Path) ->
 
 
 def test_real_wikitext2_loads(shared_data: Path) -> None:
-    test = load_wikitext2(data_dir=str(shared_data))["test"]
+    test = articles(data_dir=str(shared_data))
     assert len(test) > 50  # WikiText-2 test has ~60 articles
     assert "@-@" not in test[0]["page"]
 

@@ -1,4 +1,4 @@
-"""Chat prompts for the judged tasks when lm-eval's global ``--apply_chat_template`` is not given.
+r"""Chat prompts for the judged tasks when lm-eval's global ``--apply_chat_template`` is not given.
 
 lm-eval has one switch for the whole run: ``--apply_chat_template`` wraps EVERY task's prompt in the chat
 template, including the exact-match tasks, which must keep the paper's raw prompts.  So the judged tasks
@@ -16,7 +16,7 @@ template, including the exact-match tasks, which must keep the paper's raw promp
 
       Assistant:
 
-  and generation also stops at ``"\\nUser:"``, where a base model would start inventing the next turn.
+  and generation also stops at ``"\nUser:"``, where a base model would start inventing the next turn.
 
 When ``--apply_chat_template`` IS given, lm-eval's own path is used unchanged.
 
@@ -33,10 +33,13 @@ import functools
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.model_tokenizer import load_tokenizer, name_of
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkick_tasks.judge.parsing import Parsed, parse_dimensions, parse_pair
 from llmkick_tasks.judge.protocols import (
@@ -23,6 +22,9 @@ from llmkick_tasks.judge.protocols import (
     counters,
     metric_suffix,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 class PairwiseProtocol(JudgeProtocol):

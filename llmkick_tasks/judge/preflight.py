@@ -23,10 +23,13 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,9 @@ def install(evaluator: ModuleType) -> None:
                     else {}
                 ) | (arguments.get("metadata") or {})
                 arguments["task_manager"] = TaskManager(metadata=metadata)
-            from llmkick_tasks.run_metadata import check_run_metadata  # the task loaders: only when run
+            from llmkick_tasks.run_metadata import (
+                check_run_metadata,  # the task loaders: only when run
+            )
 
             check_run_metadata(arguments["task_manager"].metadata)
             check_requested_tasks(arguments["tasks"], arguments["task_manager"])

@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lm_eval.api.filter import Filter, FilterEnsemble
 from lm_eval.api.instance import Instance
@@ -45,6 +44,10 @@ from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.protocols import JsonRecord, JudgeProtocol, describe_judge
 from llmkick_tasks.judge.single_answer import MTBenchProtocol
 from llmkick_tasks.logs import route_logs_through_lm_eval
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,8 @@ class JudgedTask(ConfigurableTask):
 
     def resolve_judge(self) -> JudgeProtocol:
         """Resolve the judge and compile its templates (once); raise :class:`~.config.JudgeConfigError`
-        naming the task when none is configured.  Called before any request is built."""
+        naming the task when none is configured.  Called before any request is built.
+        """
         if self.protocol is not None:
             return self.protocol
         name = str(self.config.task or type(self).__name__)

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
 from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
 from llmkick_tasks.run_metadata import WIKITEXT2_SEQLEN, WIKITEXT2_WINDOWS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ FEATURES = datasets.Features(
 
 
 def joined_text(rows: Sequence[str]) -> str:
-    """The test split as one text, the way the reference scripts join the Hub's rows (``"\\n\\n".join``)."""
+    r"""The test split as one text, the way the reference scripts join the Hub's rows (``"\n\n".join``)."""
     return "\n\n".join(rows)
 
 
