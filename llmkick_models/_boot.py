@@ -1,20 +1,20 @@
-"""Plugin boot: make lm-eval see llmkick without any command-line flag.
+"""Plugin boot: the one list of every place where llmkick registers itself in, wraps or patches lm-eval.
 
 ``llmkick.pth`` (installed into site-packages) imports this module at interpreter start.  lm-eval 0.4.13
-has no entry-point discovery, so this module installs a ``sys.meta_path`` finder that waits for a few lm-eval
-modules to be imported and then:
+has no entry-point discovery, so this module installs a ``sys.meta_path`` finder that waits for the lm-eval
+modules named in :data:`PATCHES` to be imported and then applies each patch.  :data:`PATCHES` says, per
+patch, which lm-eval function it touches (``tests/test_boot.py`` fails when the installed lm-eval no longer
+has it, or its signature lacks a parameter the patch relies on), why it exists and what replaces it:
 
-* after ``lm_eval.models`` ran, registers ``compressed-hf`` as a lazy placeholder (registering earlier would
-  make ``get_model`` believe the registry is already populated and skip lm-eval's own models);
-* after ``lm_eval.tasks.manager`` ran, wraps ``TaskManager.__init__`` so that the ``llmkick_tasks`` directory
-  is indexed next to lm-eval's built-in tasks, unless lm-eval already discovers plugin task directories;
-* after ``lm_eval.api.task`` ran, shows lm-eval's per-task "custom kwargs" warning once per run, not once
-  for each of the 117 llmkick subtasks;
-* after ``lm_eval.evaluator`` ran, installs the judged tasks' pre-flight check.
+* model registration (:data:`MODELS`): replaced by the ``lm_eval.models`` entry points that
+  ``pyproject.toml`` already declares (EleutherAI/lm-evaluation-harness#4013, merged, not yet released);
+* task path (``TaskManager.__init__``): replaced by the ``lm_eval.tasks`` entry point (#4015, proposed);
+  it steps aside by itself once lm-eval discovers plugin task directories;
+* judged pre-flight (``simple_evaluate``), model hand-off (``evaluate``) and the warning filter: entry points
+  do not replace them; they stay until lm-eval offers what each docstring below names.
 
 Rules: standard library only, no work at start-up beyond appending one finder, and never raise: a broken
-hook must not break Python.  Delete this file and ``llmkick.pth`` once lm-eval reads the entry points that
-``pyproject.toml`` already declares.
+hook must not break Python.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-MODEL_NAME = "compressed-hf"
-MODEL_TARGET = "llmkick_models.compressed_hf:CompressedHFLM"
+#: Every lm-eval model of the plugin: name -> lazy ``module:Class`` (imported only when the model is used).
+#: Keep equal to ``[project.entry-points."lm_eval.models"]`` in pyproject.toml.
+MODELS: dict[str, str] = {
+    "compressed-hf": "llmkick_models.compressed_hf:CompressedHFLM",
+}
 _PATCHED_FLAG = "_llmkick_include_path_patch"
 
 
@@ -40,12 +43,17 @@ def _debug(message: str) -> None:
         print(f"[llmkick boot] {message}", file=sys.stderr)
 
 
-def register_model(_module: ModuleType | None = None) -> None:
-    """Register ``compressed-hf`` in lm-eval's model registry as a lazy ``module:Class`` placeholder."""
+def register_models(_module: ModuleType | None = None) -> None:
+    """Register every model of :data:`MODELS` in lm-eval's model registry as a lazy placeholder.
+
+    Runs after ``lm_eval.models``: registering earlier would make ``get_model`` believe the registry is
+    already populated and skip lm-eval's own models.
+    """
     from lm_eval.api.registry import model_registry
 
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    for name, target in MODELS.items():
+        if name not in model_registry:
+            model_registry.register(name, target=target)
 
 
 def llmkick_tasks_dir() -> str | None:
@@ -110,32 +118,108 @@ def patch_task_manager(manager_module: ModuleType) -> None:
 
 
 def install_preflight(module: ModuleType) -> None:
-    """Let judged llmkick tasks refuse a run (e.g. no judge) before ``simple_evaluate`` loads the model."""
+    """Wrap ``simple_evaluate``: judged llmkick tasks refuse a run (no judge, a broken judge template, a bad
+    knob) before the model is loaded — lm-eval loads the model first and builds the tasks afterwards."""
     from llmkick_tasks.judge.preflight import install
 
     install(module)
 
 
+def install_model_hand_off(module: ModuleType) -> None:
+    """Wrap ``evaluate``: record the model it runs, for the judged tasks' chat format and MT-Bench's second
+    turn (generated after the model's own first answer) — lm-eval never hands a task its model."""
+    from llmkick_tasks.judge.chat import install
+
+    install(module)
+
+
 def quiet_task_warnings(_module: ModuleType) -> None:
-    """One "custom kwargs go through --metadata" warning per run, not one per llmkick subtask."""
+    """One "custom kwargs go through --metadata" warning per run, not one per llmkick subtask (a logging
+    filter on ``lm_eval.api.task``; the warning is logged by ``ConfigurableTask.download``)."""
     from llmkick_tasks.logs import quiet_repeated_task_warnings
 
     quiet_repeated_task_warnings()
 
 
-AFTER_IMPORT: dict[str, Callable[[ModuleType], None]] = {
-    "lm_eval.api.task": quiet_task_warnings,
-    "lm_eval.models": register_model,
-    "lm_eval.tasks.manager": patch_task_manager,
-    "lm_eval.evaluator": install_preflight,
-}
+class Patch:
+    """One place where the plugin changes lm-eval: applied by ``install`` once ``after_import`` has run.
+
+    ``target`` (``module:attribute.path``) is the lm-eval function the patch wraps or relies on and
+    ``parameters`` the parameters of it that the patch uses; ``tests/test_boot.py`` checks both against the
+    installed lm-eval.  ``why`` and ``replaced_by`` are the documentation.
+    """
+
+    def __init__(
+        self,
+        after_import: str,
+        target: str,
+        parameters: tuple[str, ...],
+        install: Callable[[ModuleType], None],
+        why: str,
+        replaced_by: str,
+    ) -> None:
+        self.after_import, self.target, self.parameters = after_import, target, parameters
+        self.install, self.why, self.replaced_by = install, why, replaced_by
+
+    def __repr__(self) -> str:
+        return f"Patch({self.target})"
+
+
+PATCHES: tuple[Patch, ...] = (
+    Patch(
+        "lm_eval.models",
+        "lm_eval.api.registry:model_registry.register",
+        ("target",),
+        register_models,
+        "lm-eval 0.4.13 reads no entry points: `--model compressed-hf` must be in the registry",
+        "the `lm_eval.models` entry points (lm-evaluation-harness#4013), already declared in pyproject.toml",
+    ),
+    Patch(
+        "lm_eval.tasks.manager",
+        "lm_eval.tasks.manager:TaskManager.__init__",
+        ("include_path", "include_defaults"),
+        patch_task_manager,
+        "`--tasks llmkick...` without `--include_path`: every TaskManager also indexes llmkick_tasks/",
+        "the `lm_eval.tasks` entry point (lm-evaluation-harness#4015); steps aside once lm-eval has it",
+    ),
+    Patch(
+        "lm_eval.evaluator",
+        "lm_eval.evaluator:simple_evaluate",
+        ("model_args", "tasks", "task_manager", "metadata"),
+        install_preflight,
+        "refuse a judged run without a judge (and bad knobs) before the model loads, not after",
+        "a pre-run validation hook for tasks in lm-eval, or tasks built before the model is loaded",
+    ),
+    Patch(
+        "lm_eval.evaluator",
+        "lm_eval.evaluator:evaluate",
+        ("lm",),
+        install_model_hand_off,
+        "the judged tasks' own chat format and MT-Bench's second turn need the running model",
+        "lm-eval handing tasks the model (e.g. to build_all_requests); entry points do not",
+    ),
+    Patch(
+        "lm_eval.api.task",
+        "lm_eval.api.task:ConfigurableTask.download",
+        (),
+        quiet_task_warnings,
+        "the custom-kwargs warning once per run, not once for each of the 117 llmkick subtasks",
+        "lm-eval logging that warning once per run; cosmetic, entry points do not change it",
+    ),
+)
+
+#: The patches by the lm-eval module whose import triggers them.
+AFTER_IMPORT: dict[str, list[Callable[[ModuleType], None]]] = {}
+for _patch in PATCHES:
+    AFTER_IMPORT.setdefault(_patch.after_import, []).append(_patch.install)
 
 
 def _run_after_import(name: str, module: ModuleType) -> None:
-    try:
-        AFTER_IMPORT[name](module)
-    except Exception as error:
-        _debug(f"hook for {name} failed: {error!r}")
+    for install_patch in AFTER_IMPORT[name]:
+        try:
+            install_patch(module)
+        except Exception as error:
+            _debug(f"hook {install_patch.__name__} for {name} failed: {error!r}")
 
 
 class _LoaderWithCallback:

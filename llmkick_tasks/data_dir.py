@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
 from llmkick_tasks.errors import UserError
 from llmkick_tasks.run_metadata import DATA_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +135,8 @@ def to_dataset(docs: list[dict[str, Any]], features: datasets.Features) -> datas
     )
 
 
-def _offline_hint(what: str, error: Exception) -> RuntimeError:
+def offline_error(what: str, error: Exception) -> RuntimeError:
+    """The error for public data that cannot be fetched: names ``what`` and the data-dir override."""
     return RuntimeError(
         f"could not fetch {what} ({type(error).__name__}: {error}).\n"
         f"Without network access (or with HF_DATASETS_OFFLINE=1 and nothing cached), give the tasks a local "
@@ -147,7 +151,7 @@ def download_file(url: str) -> Path:
     try:
         return Path(cached_path(url))
     except Exception as error:  # network, offline mode, HTTP errors: all need the same advice
-        raise _offline_hint(url, error) from error
+        raise offline_error(url, error) from error
 
 
 def load_hub_split(path: str, name: str | None, split: str) -> datasets.Dataset:
@@ -166,7 +170,7 @@ def load_hub_split(path: str, name: str | None, split: str) -> datasets.Dataset:
             )
         return datasets.load_dataset(path, name, split=split)
     except Exception as error:
-        raise _offline_hint(f"{path} ({name}, {split} split)", error) from error
+        raise offline_error(f"{path} ({name}, {split} split)", error) from error
 
 
 __all__ = [
@@ -179,6 +183,7 @@ __all__ = [
     "layout_error",
     "load_hub_split",
     "local_benchmark_dir",
+    "offline_error",
     "register_benchmark",
     "resolve_data_dir",
     "to_dataset",

@@ -13,12 +13,15 @@ not given, so an empty environment variable or metadata value falls back like an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.errors import UserError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -47,7 +50,8 @@ class Refused(Exception):
 @dataclass(frozen=True)
 class Parser:
     """How a knob's value is read: ``read`` returns it parsed or raises :class:`Refused`; ``allowed`` says
-    what is accepted (shown in errors and in the README tables)."""
+    what is accepted (shown in errors and in the README tables).
+    """
 
     read: Callable[[Any], Any]
     allowed: str

@@ -10,8 +10,11 @@ Used by the TriviaQA open-book evidence budget and by the judged tasks' own chat
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def load_tokenizer(metadata: Mapping[str, Any], purpose: str) -> Any:
         return None
     try:
         return transformers.AutoTokenizer.from_pretrained(source, **load_options(metadata))
-    except Exception as error:  # any loading failure means: no tokenizer, the caller falls back
+    except Exception as error:  # noqa: BLE001  any loading failure means: no tokenizer, the caller falls back
         log.warning("%s: cannot load a tokenizer from %r (%s)", purpose, source, error)
         return None
 
@@ -68,6 +71,6 @@ def context_length(metadata: Mapping[str, Any], tokenizer: Any) -> int | None:
     if config is None and model is not None:
         try:
             config = transformers.AutoConfig.from_pretrained(model, **load_options(metadata))
-        except Exception:  # an API model name, a tokenizer-only repository: the tokenizer decides
+        except Exception:  # noqa: BLE001  an API model name, a tokenizer-only repository: the tokenizer decides
             config = None
     return resolve_max_length(config, tokenizer)

@@ -9,11 +9,18 @@ judge's knobs are declared in :mod:`llmkick_tasks.judge.knobs` and checked with 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmkick_tasks.judge.knobs import JUDGE_KNOBS, JUDGED_DATA_KNOBS, JUDGED_PROMPT_KNOBS
+from llmkick_tasks.judge.knobs import (
+    JUDGE_KNOBS,
+    JUDGED_DATA_KNOBS,
+    JUDGED_PROMPT_KNOBS,
+)
 from llmkick_tasks.knobs import PATH, Knob, check, choice, integer, knob_table
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 FREEBASEQA_SPLITS = ("train", "dev", "eval")
 
@@ -80,7 +87,8 @@ TASK_KNOBS = (
 
 def check_run_metadata(metadata: Mapping[str, Any] | None) -> None:
     """Raise :class:`~llmkick_tasks.knobs.KnobError` naming the key and what is allowed if a run-wide
-    llmkick knob is malformed (the judged tasks' prompt format included: it needs no judge to check)."""
+    llmkick knob is malformed (the judged tasks' prompt format included: it needs no judge to check).
+    """
     check((*TASK_KNOBS, *JUDGED_PROMPT_KNOBS), metadata)
 
 

@@ -1,7 +1,7 @@
-"""lm-eval's samples files (``samples_<task>_<date>.jsonl``): reading them, and where a re-judged task's are.
+r"""lm-eval's samples files (``samples_<task>_<date>.jsonl``): reading them, and where a re-judged task's are.
 
 lm-eval writes them with ``ensure_ascii=False``, so a document or an answer may hold U+2028, U+2029, U+0085
-or a form feed unescaped; :meth:`str.splitlines` would break a line there.  Only ``"\\n"`` ends a line.
+or a form feed unescaped; :meth:`str.splitlines` would break a line there.  Only ``"\n"`` ends a line.
 
 ``llmkick judge`` records in a re-judged task's metadata the samples file it re-judged and the one it wrote,
 relative to the folder of the results file that records them: a run directory can be moved, and a report

@@ -18,7 +18,11 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 # Typographic quotes and accents that TriviaQA's official evaluation treats as punctuation, plus the
 # double quotes it forgot; all become spaces, like ASCII punctuation.
@@ -117,9 +121,9 @@ def freebaseqa_exact_match(continuation: str, aliases: Iterable[str]) -> float:
 
 
 def mmlu_predicted_letter(continuation: str) -> str | None:
-    """The option letter a generative MMLU continuation names, or ``None`` when it is not one letter.
+    r"""The option letter a generative MMLU continuation names, or ``None`` when it is not one letter.
 
-    Accepts ``"B"``, ``" B"``, ``"B."``, ``"B)"``, ``"B:"``; anything else (``"Bob"``, ``"\\n"``, ``""``,
+    Accepts ``"B"``, ``" B"``, ``"B."``, ``"B)"``, ``"B:"``; anything else (``"Bob"``, ``"\n"``, ``""``,
     ``"B. Paris"``) is not an answer, as in LLM-KICK's one-token protocol.
     """
     match = _MMLU_LETTER.fullmatch(continuation)

@@ -79,7 +79,7 @@ def test_failing_callback_never_breaks_the_import(tmp_path: Path, monkeypatch: p
         calls.append(module.__name__)
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(_boot.AFTER_IMPORT, "watched_module", explode)
+    monkeypatch.setitem(_boot.AFTER_IMPORT, "watched_module", [explode])
     import watched_module
 
     assert watched_module.VALUE == 42
@@ -125,3 +125,61 @@ def test_per_task_custom_kwargs_warning_shows_once(caplog: pytest.LogCaptureFixt
     messages = [r.getMessage() for r in caplog.records]
     assert sum("Custom kwargs" in m for m in messages) == 1
     assert "llmkick_mmlu_anatomy: some other warning" in messages
+
+
+def _resolve(target: str) -> object:
+    """The object ``module:attribute.path`` names, with every wrapper of ours unwrapped."""
+    import importlib
+    import inspect
+
+    module_name, _, path = target.partition(":")
+    value: object = importlib.import_module(module_name)
+    for attribute in path.split("."):
+        assert hasattr(value, attribute), f"lm-eval no longer has {target} ({attribute!r} missing)"
+        value = getattr(value, attribute)
+    return inspect.unwrap(value) if callable(value) else value
+
+
+@pytest.mark.parametrize("patch", _boot.PATCHES, ids=lambda patch: patch.target)
+def test_each_patched_lm_eval_function_still_exists_with_the_parameters_the_patch_uses(
+    patch: _boot.Patch,
+) -> None:
+    import importlib
+    import inspect
+
+    importlib.import_module(patch.after_import)  # the module whose import triggers the patch
+    function = _resolve(patch.target)
+    parameters = inspect.signature(function).parameters
+    missing = [name for name in patch.parameters if name not in parameters]
+    assert not missing, f"lm-eval's {patch.target} lost the parameters {missing} that {patch} relies on"
+    assert patch.why and patch.replaced_by
+
+
+def test_the_filtered_warning_is_still_logged_by_lm_eval() -> None:
+    import inspect
+
+    from llmkick_tasks.logs import REPEATED_TASK_WARNINGS
+
+    (patch,) = [p for p in _boot.PATCHES if p.install is _boot.quiet_task_warnings]
+    source = inspect.getsource(_resolve(patch.target))
+    for fragment in REPEATED_TASK_WARNINGS:
+        assert fragment in source, f"lm-eval's {patch.target} no longer logs {fragment!r}: drop the filter"
+
+
+def test_every_patch_is_installed_in_lm_eval(tasks_dir: str) -> None:
+    import lm_eval.evaluator
+    import lm_eval.tasks.manager
+
+    from llmkick_tasks.judge import chat, preflight
+
+    assert getattr(lm_eval.evaluator.simple_evaluate, preflight.INSTALLED_FLAG, False)
+    assert getattr(lm_eval.evaluator.evaluate, chat.INSTALLED_FLAG, False)
+    assert getattr(lm_eval.tasks.manager.TaskManager.__init__, _boot._PATCHED_FLAG, False)
+    assert set(_boot.AFTER_IMPORT) == {p.after_import for p in _boot.PATCHES}
+
+
+def test_models_match_the_declared_entry_points() -> None:
+    import tomllib
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert declared["project"]["entry-points"]["lm_eval.models"] == _boot.MODELS

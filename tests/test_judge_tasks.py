@@ -406,6 +406,28 @@ def wrapped_evaluator() -> types.ModuleType:
     return module
 
 
+@pytest.mark.parametrize("task", [SUMMARIZATION, VICUNA, MTBENCH])
+def test_judged_tasks_build_without_a_judge_and_refuse_to_build_requests(
+    task: str, judged_data: Path, wrapped_evaluator: types.ModuleType, tmp_path: Path
+) -> None:
+    # As lm-eval's own task tests build every task: no judge, no model, no llmkick metadata but the data.
+    built = task_manager(data_dir=str(judged_data)).load([task])["tasks"][task]
+    assert built.test_docs() and "judge" not in built.config.metadata  # nothing was resolved
+    assert {m["metric"] for m in built.config.metric_list} >= {"judge_unparsed"}
+    with pytest.raises(
+        JudgeConfigError, match=f"{task} is scored by an LLM judge, but no judge is configured"
+    ):
+        built.build_all_requests(limit=1, rank=0, world_size=1)
+    # A run is still refused before its model loads (the model does not exist: loading it would fail).
+    with pytest.raises(JudgeConfigError, match="no judge is configured"):
+        wrapped_evaluator.simple_evaluate(
+            model="hf",
+            model_args=f"pretrained={tmp_path / 'no_such_model'}",
+            tasks=[task],
+            task_manager=task_manager(data_dir=str(judged_data)),
+        )
+
+
 def test_preflight_refuses_before_the_model_is_loaded(
     wrapped_evaluator: types.ModuleType, tmp_path: Path
 ) -> None:

@@ -138,38 +138,6 @@ def test_freebaseqa_from_the_official_release(tmp_path: Path, monkeypatch: pytes
     assert data["fewshot"].num_rows == 0  # dev.json not fetchable here: empty pool, no error
 
 
-def test_mmlu_from_the_hub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    import datasets
-
-    from llmkick_tasks.mmlu import utils as mmlu
-
-    hub_features = datasets.Features(
-        {
-            "question": datasets.Value("string"),
-            "subject": datasets.Value("string"),
-            "choices": datasets.Sequence(datasets.Value("string")),
-            "answer": datasets.ClassLabel(names=["A", "B", "C", "D"]),
-        }
-    )
-    calls = []
-
-    def fake_split(path: str, name: str, split: str) -> datasets.Dataset:
-        calls.append((path, name, split))
-        row = {"question": f"{split}?", "subject": name, "choices": ["w", "x", "y", "z"], "answer": 2}
-        return datasets.Dataset.from_list([row], features=hub_features)
-
-    monkeypatch.setattr(mmlu, "load_hub_split", fake_split)
-    data = mmlu.load_mmlu("virology")
-    assert calls == [("cais/mmlu", "virology", "test"), ("cais/mmlu", "virology", "dev")]
-    assert data["test"][0] == {
-        "question": "test?",
-        "choices": ["w", "x", "y", "z"],
-        "answer": 2,
-        "subject": "virology",
-    }
-    assert data["test"].features == mmlu.FEATURES
-
-
 def test_triviaqa_from_the_hub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 

@@ -13,6 +13,7 @@ from task_fixtures import (
     FREEBASEQA_TRAIN,
     ScriptedLM,
     evaluate,
+    task_manager,
     write_freebaseqa,
 )
 
@@ -88,6 +89,19 @@ def test_missing_split_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "freebaseqa").mkdir()
     with pytest.raises(DataLayoutError, match=r"no file for the eval split.*FreebaseQA-eval\.json"):
         utils.load_freebaseqa(release_split="eval", data_dir=str(tmp_path))
+
+
+def test_a_missing_split_fails_only_the_task_that_evaluates_it(tmp_path: Path) -> None:
+    folder = write_freebaseqa(tmp_path)
+    (folder / "FreebaseQA-train.json").unlink()  # the paper variant's split; the pool of dev runs
+    manager = task_manager({"data_dir": str(tmp_path)})
+    assert len(manager.load(["llmkick_freebaseqa"])["tasks"]["llmkick_freebaseqa"].test_docs()) == 8
+    with pytest.raises(DataLayoutError) as error:
+        manager.load(["llmkick_freebaseqa_paper"])
+    assert str(error.value).startswith(
+        "no file for the train split (.json/.tab/.txt; the folder has dev, eval; evaluate another with "
+        f"--metadata '{{\"freebaseqa_split\": ...}}'): {folder / 'FreebaseQA-train.json'}"
+    )
 
 
 def test_loader_splits_first_n_and_override(task_data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:

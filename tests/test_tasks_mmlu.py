@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from task_fixtures import MMLU_LETTERS, MMLU_TEST_ROWS, ScriptedLM, evaluate, mmlu_gold
+from task_fixtures import MMLU_LETTERS, MMLU_TEST_ROWS, ScriptedLM, evaluate, mmlu_gold, task_manager
 
 from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.mmlu import _generate_configs, utils
@@ -65,7 +65,7 @@ def test_missing_subject_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(
         DataLayoutError, match=r"missing MMLU file for subject 'virology'.*virology_test\.csv"
     ):
-        utils.load_mmlu("virology", data_dir=str(tmp_path))
+        task_manager({"data_dir": str(tmp_path)}).load(["llmkick_mmlu_virology"])
 
 
 def test_paper_prompt_is_five_shot_from_dev(task_data_dir: Path) -> None:
@@ -139,8 +139,9 @@ def test_scripted_lm_gives_exact_group_scores(task_data_dir: Path) -> None:
 
 def test_real_data_every_subject_loads(shared_data: Path) -> None:
     sizes = {"test": 0, "dev": 0}
+    manager = task_manager({"data_dir": str(shared_data)})
     for subject in utils.SUBJECTS:
-        data = utils.load_mmlu(subject, data_dir=str(shared_data))
+        data = manager.load([f"llmkick_mmlu_{subject}"])["tasks"][f"llmkick_mmlu_{subject}"].dataset
         assert data["dev"].num_rows == 5
         for split in sizes:
             sizes[split] += data[split].num_rows

@@ -11,10 +11,17 @@ import torch
 import transformers
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
+from task_fixtures import TASKS_DIR as TASKS
 
 from llmkick_tasks.data_dir import DataLayoutError
-from llmkick_tasks.wikitext2.utils import detokenize, load_wikitext2, load_wikitext2_windows, split_articles
-from llmkick_tasks.wikitext2.windows import joined_text, release_rows, resolve_seqlen, token_windows
+from llmkick_tasks.wikitext2.utils import detokenize, split_articles
+from llmkick_tasks.wikitext2.windows import (
+    NoTokenizerError,
+    joined_text,
+    release_rows,
+    resolve_seqlen,
+    token_windows,
+)
 
 RELEASE_LINES = [
     " ",
@@ -53,23 +60,31 @@ def wikitext_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def articles(**metadata: object) -> list[dict]:
+    name = "llmkick_wikitext2_ppl_articles"
+    return list(
+        TaskManager(include_path=str(TASKS), include_defaults=False, metadata=metadata)
+        .load([name])["tasks"][name]
+        .test_docs()
+    )
+
+
 def test_loads_from_the_data_dir(wikitext_dir: Path) -> None:
-    test = load_wikitext2(data_dir=str(wikitext_dir))["test"]
-    assert test["title"] == ["Robert Boulter", "Second Article"]
+    assert [a["title"] for a in articles(data_dir=str(wikitext_dir))] == ["Robert Boulter", "Second Article"]
 
 
 def test_article_cap_knob(wikitext_dir: Path) -> None:
-    assert load_wikitext2(data_dir=str(wikitext_dir), wikitext2_articles=1)["test"]["title"] == [
+    assert [a["title"] for a in articles(data_dir=str(wikitext_dir), wikitext2_articles=1)] == [
         "Robert Boulter"
     ]
     with pytest.raises(ValueError, match="wikitext2_articles=0"):
-        load_wikitext2(data_dir=str(wikitext_dir), wikitext2_articles=0)
+        articles(data_dir=str(wikitext_dir), wikitext2_articles=0)
 
 
 def test_missing_file_names_the_path_and_layout(tmp_path: Path) -> None:
     (tmp_path / "wikitext2").mkdir()
     with pytest.raises(DataLayoutError, match=r"(?s)no WikiText-2 test file.*wikitext2/test.txt"):
-        load_wikitext2(data_dir=str(tmp_path))
+        articles(data_dir=str(tmp_path))
 
 
 def test_perplexity_through_lm_eval(tiny_llama_dir: Path, wikitext_dir: Path) -> None:
@@ -86,7 +101,7 @@ def test_perplexity_through_lm_eval(tiny_llama_dir: Path, wikitext_dir: Path) ->
 
 
 def test_real_wikitext2_loads(shared_data: Path) -> None:
-    test = load_wikitext2(data_dir=str(shared_data))["test"]
+    test = articles(data_dir=str(shared_data))
     assert len(test) > 50  # WikiText-2 test has ~60 articles
     assert "@-@" not in test[0]["page"]
 
@@ -128,11 +143,33 @@ def test_seqlen_defaults_to_2048_capped_at_the_context(tiny_llama_dir: Path) -> 
         resolve_seqlen({"wikitext2_seqlen": 0}, tokenizer)
 
 
-def test_windows_need_the_models_tokenizer(long_wikitext_dir: Path) -> None:
-    with pytest.raises(ValueError, match="llmkick_wikitext2_ppl_articles"):
-        load_wikitext2_windows(data_dir=str(long_wikitext_dir))
-    with pytest.raises(ValueError, match="wikitext2_windows='2'"):
-        load_wikitext2_windows(data_dir=str(long_wikitext_dir), wikitext2_windows="2")
+def test_windowed_task_builds_without_a_model_and_needs_its_tokenizer_for_documents(
+    long_wikitext_dir: Path,
+) -> None:
+    # As lm-eval's own task tests build it: no model args, so no tokenizer.
+    bare = TaskManager(
+        include_path=str(TASKS), include_defaults=False, metadata={"data_dir": str(long_wikitext_dir)}
+    )
+    task = bare.load(["llmkick_wikitext2_ppl"])["tasks"]["llmkick_wikitext2_ppl"]
+    with pytest.raises(NoTokenizerError, match="llmkick_wikitext2_ppl_articles, which needs no tokenizer"):
+        task.test_docs()
+    with pytest.raises(NoTokenizerError):
+        task.build_all_requests(limit=2, rank=0, world_size=1)
+    with pytest.raises(ValueError, match="wikitext2_windows='2'"):  # a bad knob still fails at once
+        TaskManager(metadata={"data_dir": str(long_wikitext_dir), "wikitext2_windows": "2"}).load(
+            ["llmkick_wikitext2_ppl"]
+        )
+
+
+def test_windowed_task_cuts_windows_with_the_named_tokenizer(
+    tiny_llama_dir: Path, long_wikitext_dir: Path
+) -> None:
+    metadata = {"data_dir": str(long_wikitext_dir), "pretrained": str(tiny_llama_dir), "wikitext2_seqlen": 16}
+    task = TaskManager(metadata=metadata).load(["llmkick_wikitext2_ppl"])["tasks"]["llmkick_wikitext2_ppl"]
+    docs = task.test_docs()
+    assert docs[0]["window"] == 0 and docs[0]["tokens"] == 16 and len(docs) >= 4
+    task.build_all_requests(limit=2, rank=0, world_size=1)
+    assert [i.arguments for i in task.instances] == [("", docs[0]["text"]), ("", docs[1]["text"])]
 
 
 def _direct_windowed_perplexity(model_dir: Path, text: str, seqlen: int) -> tuple[float, int]:

@@ -13,14 +13,26 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
-from llmkick_tasks.data_dir import download_file, layout_error, local_benchmark_dir, to_dataset
+from llmkick_tasks.data_dir import (
+    download_file,
+    layout_error,
+    local_benchmark_dir,
+    to_dataset,
+)
 from llmkick_tasks.knobs import KnobError
-from llmkick_tasks.run_metadata import FREEBASEQA_HOLDOUT, FREEBASEQA_SPLIT, FREEBASEQA_SPLITS
+from llmkick_tasks.run_metadata import (
+    FREEBASEQA_HOLDOUT,
+    FREEBASEQA_SPLIT,
+    FREEBASEQA_SPLITS,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +94,8 @@ def _check_skipped(path: Path, skipped: list[int], total: int, layout: str) -> N
 
 def check_columns(path: Path, docs: list[dict[str, Any]], layout: str) -> list[dict[str, Any]]:
     """Refuse a file whose questions do not read as questions or whose answers do not read as short
-    names (columns swapped or shifted), naming the evidence; return ``docs`` unchanged otherwise."""
+    names (columns swapped or shifted), naming the evidence; return ``docs`` unchanged otherwise.
+    """
     pairs = [(doc["question"], answer) for doc in docs for answer in doc["answers"]]
     if not pairs:
         return docs
@@ -226,10 +239,13 @@ def read_split(split: str, folder: Path | None, required: bool = True) -> list[d
     path = split_file(folder, split)
     if path is None:
         if required:
+            present = [other for other in SPLITS if split_file(folder, other) is not None]
             raise layout_error(
                 BENCHMARK,
                 folder / f"FreebaseQA-{split}.json",
-                f"no file for the {split} split (.json/.tab/.txt)",
+                f"no file for the {split} split (.json/.tab/.txt; the folder has "
+                f"{', '.join(present) or 'no split'}; evaluate another with --metadata "
+                f"'{{\"{FREEBASEQA_SPLIT.name}\": ...}}')",
             )
         return None
     return PARSERS[path.suffix](path)

@@ -7,11 +7,14 @@ Document schema (every format, every source)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks import scoring
 from llmkick_tasks.freebaseqa.loader import load_freebaseqa
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
 
 __all__ = ["load_freebaseqa", "process_results", "score"]
 

@@ -1,4 +1,4 @@
-"""Chat prompts for the judged tasks when lm-eval's global ``--apply_chat_template`` is not given.
+r"""Chat prompts for the judged tasks when lm-eval's global ``--apply_chat_template`` is not given.
 
 lm-eval has one switch for the whole run: ``--apply_chat_template`` wraps EVERY task's prompt in the chat
 template, including the exact-match tasks, which must keep the paper's raw prompts.  So the judged tasks
@@ -17,7 +17,7 @@ template, including the exact-match tasks, which must keep the paper's raw promp
 
       Assistant:
 
-  and generation also stops at ``"\\nUser:"``, where a base model would start inventing the next turn.
+  and generation also stops at ``"\nUser:"``, where a base model would start inventing the next turn.
 
 ``--metadata '{"chat_template": ...}'`` chooses instead: ``auto`` (the default) is the choice above,
 ``vicuna_v1.1`` FastChat's Vicuna conversation (:mod:`.conversation`, what LLM-KICK generated with, for
@@ -39,12 +39,15 @@ import functools
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.judge.conversation import CONVERSATIONS, Conversation
 from llmkick_tasks.judge.knobs import CHAT_PLAIN, CHAT_TEMPLATE, CHAT_VICUNA
 from llmkick_tasks.model_tokenizer import load_tokenizer, name_of
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +151,8 @@ class ChatFormat:
         why_transcript: str = "no chat template known",
     ) -> None:
         """``tokenizer``: one with a chat template, or ``None`` for the transcript format (chosen because
-        of ``why_transcript``, which :meth:`describe` says)."""
+        of ``why_transcript``, which :meth:`describe` says).
+        """
         if tokenizer is not None and not has_chat_template(tokenizer):
             raise ValueError("the tokenizer has no chat template; pass None for the transcript format")
         self.tokenizer = tokenizer
@@ -221,7 +225,8 @@ NO_TEMPLATE_WARNING = (
 
 def chosen_format(metadata: Mapping[str, Any]) -> str:
     """The ``chat_template`` knob's value (``auto`` unless given); :class:`~llmkick_tasks.knobs.KnobError`
-    if it is not allowed (checked before the model loads, see :mod:`llmkick_tasks.run_metadata`)."""
+    if it is not allowed (checked before the model loads, see :mod:`llmkick_tasks.run_metadata`).
+    """
     return CHAT_TEMPLATE.read(metadata)
 
 

@@ -25,15 +25,30 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
-from llmkick_tasks.judge.cache import ResponseCache
-from llmkick_tasks.judge.config import OPENAI_URL, JudgeSettings, redact_url, server_identity
-from llmkick_tasks.judge.replies import EXCERPT_CHARS, InvalidReply, excerpt, read_completion, usable_text
+from llmkick_tasks.judge.config import (
+    OPENAI_URL,
+    JudgeSettings,
+    redact_url,
+    server_identity,
+)
+from llmkick_tasks.judge.replies import (
+    EXCERPT_CHARS,
+    InvalidReply,
+    excerpt,
+    read_completion,
+    usable_text,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+
+    from llmkick_tasks.judge.cache import ResponseCache
+
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from llmkick_tasks.errors import UserError
@@ -31,6 +30,10 @@ from llmkick_tasks.judge.knobs import (
     TEMPERATURE,
 )
 from llmkick_tasks.knobs import Knob, KnobError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,8 @@ def read_knob(
     knob: Knob, metadata: Mapping[str, Any], task: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Any:
     """``knob``'s value (``--metadata``, its environment variables, its default) for the judged ``task``;
-    :class:`JudgeConfigError` naming the task, the key and what is allowed."""
+    :class:`JudgeConfigError` naming the task, the key and what is allowed.
+    """
     try:
         return knob.read(metadata, environ)
     except KnobError as error:

@@ -8,8 +8,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkick_tasks.judge.parsing import Parsed, parse_dimensions, parse_pair
 from llmkick_tasks.judge.protocols import (
@@ -23,6 +22,9 @@ from llmkick_tasks.judge.protocols import (
     counters,
     metric_suffix,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 class PairwiseProtocol(JudgeProtocol):
@@ -86,14 +88,15 @@ class PairwiseProtocol(JudgeProtocol):
             "reference": {d: _mean(v) for d, v in reference.items()},
         }
 
-    def metric_specs(self) -> list[MetricSpec]:
+    @classmethod
+    def metric_specs(cls) -> list[MetricSpec]:
         """Per dimension: overall, per group and the difference to the reference; then counters."""
         specs = []
-        for dim in self.DIMENSIONS:
+        for dim in cls.DIMENSIONS:
             specs.append(MetricSpec(dim))
-            specs.extend(MetricSpec(f"{dim}_{metric_suffix(group)}") for group in self.GROUPS)
+            specs.extend(MetricSpec(f"{dim}_{metric_suffix(group)}") for group in cls.GROUPS)
             specs.append(MetricSpec(f"{dim}_delta"))
-        if self.WIN_RATE:
+        if cls.WIN_RATE:
             specs.append(MetricSpec("win_rate"))
         specs.extend(COUNTERS)
         return specs

@@ -6,7 +6,7 @@ substitutes a default.  Callers count failures as ``judge_unparsed`` and leave t
 Scores are read as the judge gives them, on [0, 10]: the prompts ask for 1-10, but a judge facing an
 assistant that wrote nothing answers 0 (GPT-4 did so throughout LLM-KICK's released judgments, and the
 paper's means include those zeros), so a 0 is a score, not a failure.  A number outside [0, 10] makes the
-whole reply unparseable (it is not clipped).  Accepted layouts:
+whole reply unparsable (it is not clipped).  Accepted layouts:
 
 * pair of scores (Assistant 1 first): a line holding only the two numbers, ``8 7``, ``8, 7``, ``(8, 7)``,
   ``8/10 7/10``, optionally after a label (``Scores: 8 7``) and markdown emphasis; or labelled lines
@@ -21,8 +21,12 @@ whole reply unparseable (it is not clipped).  Accepted layouts:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 SCORE_MIN = 0.0
 SCORE_MAX = 10.0

@@ -8,10 +8,12 @@ metadata carries ``llmkick_judged: <protocol>`` has its judge settings validated
 every judge prompt it may send rendered once with placeholder values (a broken template fails here).  No
 chat template is required: the judged tasks format their own chat prompts without one (:mod:`.chat`).
 
-The plugin boot hook (``llmkick_models._boot``) calls :func:`install` right after ``lm_eval.evaluator`` is
-imported; it also wraps ``evaluate`` so the judged tasks can reach the running model (:func:`.chat.install`).
-Task construction repeats the judge check (:class:`~.task.JudgedTask`), which covers callers that bypass
-``simple_evaluate``.
+The plugin boot hook (``llmkick_models._boot``, the list of every lm-eval patch) calls :func:`install`
+right after ``lm_eval.evaluator`` is imported; it also wraps ``evaluate`` so the judged tasks can reach the
+running model (:func:`.chat.install`).
+Task construction needs no judge (lm-eval's own task tests build every task with a bare ``TaskManager``);
+building the requests repeats the judge check (:meth:`~.task.JudgedTask.resolve_judge`), which covers
+callers that bypass ``simple_evaluate``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmkick_tasks.judge import chat
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +121,7 @@ def check_requested_tasks(tasks: Any, task_manager: Any) -> None:
 
 
 def install(evaluator: ModuleType) -> None:
-    """Wrap ``evaluator.simple_evaluate`` so that judged tasks are checked before the model is loaded.
-
-    Also wraps ``evaluator.evaluate`` (when the module has it) to record the running model for the judged
-    tasks' chat formatting and MT-Bench's second turn.
-    """
-    chat.install(evaluator)
+    """Wrap ``evaluator.simple_evaluate`` so that judged tasks are checked before the model is loaded."""
     original = evaluator.simple_evaluate
     if getattr(original, INSTALLED_FLAG, False):
         return
@@ -146,7 +145,9 @@ def install(evaluator: ModuleType) -> None:
                     else {}
                 ) | (arguments.get("metadata") or {})
                 arguments["task_manager"] = TaskManager(metadata=metadata)
-            from llmkick_tasks.run_metadata import check_run_metadata  # the task loaders: only when run
+            from llmkick_tasks.run_metadata import (
+                check_run_metadata,  # the task loaders: only when run
+            )
 
             check_run_metadata(arguments["task_manager"].metadata)
             check_requested_tasks(arguments["tasks"], arguments["task_manager"])

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.judge import release_protocols as release
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
 from llmkick_tasks.judge.pairwise import InstructionProtocol, SummarizationProtocol
-from llmkick_tasks.judge.protocols import JudgeProtocol
 from llmkick_tasks.judge.single_answer import MTBenchProtocol
 from llmkick_tasks.judge.templates import TemplateSet
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from llmkick_tasks.judge.protocols import JudgeProtocol
+
 
 # The value of ``llmkick_judged`` in a judged task's YAML metadata: which protocol judges it.
 PROTOCOL_CLASSES: dict[str, type[JudgeProtocol]] = {

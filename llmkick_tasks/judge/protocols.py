@@ -24,12 +24,15 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkick_tasks.judge.client import ChatRequest
-from llmkick_tasks.judge.config import JudgeSettings
-from llmkick_tasks.judge.parsing import Parsed
-from llmkick_tasks.judge.templates import TemplateSet
+
+if TYPE_CHECKING:
+    from llmkick_tasks.judge.config import JudgeSettings
+    from llmkick_tasks.judge.parsing import Parsed
+    from llmkick_tasks.judge.templates import TemplateSet
+
 
 UNPARSED = "judge_unparsed"
 # Model answers that are empty or whitespace: judged like any other (as in the paper), and counted.
@@ -170,9 +173,10 @@ class JudgeProtocol(ABC):
         """True when the judge prompt of ``doc`` needs a reference answer (generated if ``doc`` lacks one)."""
         return False
 
+    @classmethod
     @abstractmethod
-    def metric_specs(self) -> list[MetricSpec]:
-        """Every metric :meth:`metrics` may return."""
+    def metric_specs(cls) -> list[MetricSpec]:
+        """Every metric :meth:`metrics` may return (class-level: a task declares them before any judge)."""
 
     @abstractmethod
     def calls(self, doc: Mapping[str, Any], response: Any, reference: str | None) -> list[JudgeCall]:

@@ -38,7 +38,13 @@ from llmkick_tasks.errors import UserError
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocol_choice import make_protocol
-from llmkick_tasks.judge.rejudge_output import SAMPLES_NAME, RejudgePlan, gather_sweep, outputs, write_results
+from llmkick_tasks.judge.rejudge_output import (
+    SAMPLES_NAME,
+    RejudgePlan,
+    gather_sweep,
+    outputs,
+    write_results,
+)
 from llmkick_tasks.judge.task import FILTER_NAME, JudgeFilter
 from llmkick_tasks.samples_file import SamplesFileError, read_jsonl
 

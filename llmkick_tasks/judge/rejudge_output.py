@@ -19,15 +19,23 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.protocols import JudgeProtocol, describe_judge
 from llmkick_tasks.judge.task import FILTER_NAME
-from llmkick_tasks.samples_file import REJUDGED_FROM, REJUDGED_SAMPLES, recorded_path, relative_path
+from llmkick_tasks.samples_file import (
+    REJUDGED_FROM,
+    REJUDGED_SAMPLES,
+    recorded_path,
+    relative_path,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+
+    from llmkick_tasks.judge.config import JudgeSettings
 
 
 @dataclass
@@ -77,7 +85,8 @@ def aggregate(
 ) -> tuple[dict[str, Any], int]:
     """lm-eval's task aggregation of per-document metric values: ``({"<metric>,judge": value,
     "<metric>_stderr,judge": stderr or "N/A"}, documents)``, each metric over the documents that have it,
-    in document order; ``documents`` is the most values any metric has (lm-eval's ``sample_len``)."""
+    in document order; ``documents`` is the most values any metric has (lm-eval's ``sample_len``).
+    """
     from lm_eval.api.metrics import mean, stderr_for_metric
 
     functions = {spec.name: _aggregation(spec.config()) for spec in protocol.metric_specs()}
@@ -105,7 +114,8 @@ def recorded_metric_list(protocol: JudgeProtocol) -> list[dict[str, Any]]:
 def rejudged_sample(row: Mapping[str, Any], record: Any, values: Mapping[str, Any]) -> dict[str, Any]:
     """``row`` as lm-eval would have logged it with ``record`` judged: the record as JSON text (lm-eval
     logs a response by its ``str()``, which is JSON for a judged record), the document's metric values, and
-    their names under ``metrics``."""
+    their names under ``metrics``.
+    """
     old = set(row.get("metrics") or ())  # the original judge's values
     kept = {key: value for key, value in row.items() if key not in old}
     text = json.dumps(record, ensure_ascii=False)
@@ -128,7 +138,8 @@ def write_results(
     plan: RejudgePlan, records: Sequence[Any], label: str, date: str
 ) -> tuple[Path, dict[str, Any]]:
     """Write a plan's re-judged samples and results beside its samples; returns the results file and its
-    content."""
+    content.
+    """
     task, samples, rows = plan.task, plan.samples, plan.rows
     out, samples_out = outputs(plan, label)
     per_document = [

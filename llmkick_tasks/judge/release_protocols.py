@@ -22,19 +22,23 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.data_dir import download_file, layout_error, resolve_data_dir
 from llmkick_tasks.judge import data as _registers_layouts  # noqa: F401 - the layouts errors show
 from llmkick_tasks.judge.client import ChatRequest
-from llmkick_tasks.judge.config import JudgeSettings
 from llmkick_tasks.judge.pairwise import InstructionProtocol, SummarizationProtocol
 from llmkick_tasks.judge.protocols import JudgeCall, turns_of
 from llmkick_tasks.judge.single_answer import MTBenchProtocol
 from llmkick_tasks.judge.templates import TemplateError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from llmkick_tasks.judge.config import JudgeSettings
+
 
 _LLMKICK = "https://raw.githubusercontent.com/VITA-Group/llm-kick/37f2122db0a26d53a26dc35a73d4a24fffdf5c45"
 _FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"

@@ -1,10 +1,10 @@
 """Single-answer grading: MT-Bench's two turns, each scored 1-10 on its own, reference-guided for math,
-reasoning and coding; metrics overall, per turn and per category."""
+reasoning and coding; metrics overall, per turn and per category.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.judge.parsing import Parsed, parse_rating
 from llmkick_tasks.judge.protocols import (
@@ -16,6 +16,10 @@ from llmkick_tasks.judge.protocols import (
     metric_suffix,
     turns_of,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
 
 MTBENCH_CATEGORIES = (
     "writing",
@@ -100,7 +104,8 @@ class MTBenchProtocol(JudgeProtocol):
         }
         return record
 
-    def metric_specs(self) -> list[MetricSpec]:
+    @classmethod
+    def metric_specs(cls) -> list[MetricSpec]:
         """Overall, per turn, per category; then counters."""
         return [
             MetricSpec("score"),

@@ -2,10 +2,12 @@
 
 A judged task is an ordinary YAML task whose ``class:`` is one of the classes below.  The class
 
-1. resolves and validates the judge (:class:`~.config.JudgeSettings`) and compiles the judge templates
-   BEFORE the dataset is loaded: a task without a judge fails at construction, before any generation (and
-   before the model is loaded when the llmkick pre-flight check is installed, see :mod:`.preflight`);
-2. derives ``metric_list`` and ``process_results`` from its protocol, so metric names live in one place;
+1. builds without a judge, as lm-eval's own task tests build every task (a bare ``TaskManager()``); the
+   judge (:class:`~.config.JudgeSettings`) is resolved and its templates compiled when the requests are
+   built, before anything is generated.  A run through ``simple_evaluate`` (the CLI) is refused earlier
+   still, before the model is loaded, by the llmkick pre-flight check (:mod:`.preflight`);
+2. derives ``metric_list`` and ``process_results`` from its protocol class, so metric names live in one
+   place;
 3. judges in a filter (:class:`JudgeFilter`): lm-eval hands a filter every response of the task at once,
    so all judge requests run concurrently, after generation, in one bounded asyncio pool;
 4. formats its own chat prompts when lm-eval's global ``--apply_chat_template`` is off, or when the
@@ -22,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lm_eval.api.filter import Filter, FilterEnsemble
 from lm_eval.api.instance import Instance
@@ -45,6 +46,10 @@ from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.protocols import JsonRecord, JudgeProtocol, describe_judge
 from llmkick_tasks.judge.single_answer import MTBenchProtocol
 from llmkick_tasks.logs import route_logs_through_lm_eval
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
 
 log = logging.getLogger(__name__)
 
@@ -126,39 +131,41 @@ class JudgedTask(ConfigurableTask):
         route_logs_through_lm_eval("llmkick_tasks.judge")
         config = dict(config or {})
         config.pop("class", None)  # lm-eval leaves the YAML's `class:` in the config; TaskConfig rejects it
-        name = str(config.get("task") or type(self).__name__)
-        # Fail fast: judge and templates are checked before the data is loaded or anything is generated.
-        self.judge_settings = JudgeSettings.from_metadata(config.get("metadata"), task=name)
-        self.protocol = make_protocol(self.PROTOCOL, self.judge_settings, config.get("metadata"), name)
-        # Recorded with the results (lm-eval dumps the task metadata): which judge scored them, with which
-        # protocol files (sha256) and sampling. No key in it.
-        config["metadata"] = {
-            **(config.get("metadata") or {}),
-            "judge": describe_judge(self.judge_settings, self.protocol),
-        }
-        config["metric_list"] = [spec.config() for spec in self.protocol.metric_specs()]
+        config["metric_list"] = [spec.config() for spec in self.PROTOCOL.metric_specs()]
         # A plain function of the protocol CLASS: lm-eval deep-copies the config when it dumps it.
         config["process_results"] = partial(score_document, self.PROTOCOL)
         super().__init__(config=config)
+        self.judge_settings: JudgeSettings | None = None  # resolved by resolve_judge()
+        self.protocol: JudgeProtocol | None = None
+        self._chat: Callable[..., str] | None = None  # set by build_all_requests
+        self._stop_sequences: tuple[str, ...] = ()
+
+    def resolve_judge(self) -> JudgeProtocol:
+        """Resolve the judge and compile its templates (once); raise :class:`~.config.JudgeConfigError`
+        naming the task when none is configured.  Called before any request is built.
+        """
+        if self.protocol is not None:
+            return self.protocol
+        name = str(self.config.task or type(self).__name__)
+        metadata = {k: v for k, v in (self.config.metadata or {}).items() if k != "judge"}
+        settings = JudgeSettings.from_metadata(metadata, task=name)
+        protocol = make_protocol(self.PROTOCOL, settings, metadata, name)
+        # Recorded with the results (lm-eval dumps the task metadata at the end of the run): which judge
+        # scored them, with which protocol files (sha256) and sampling. No key in it.
+        self.config.metadata = {**metadata, "judge": describe_judge(settings, protocol)}
         self._filters = [
             FilterEnsemble(
                 FILTER_NAME,
-                [
-                    partial(
-                        JudgeFilter,
-                        protocol=self.protocol,
-                        settings=self.judge_settings,
-                        prompt_for=self.doc_to_text,
-                    )
-                ],
+                [partial(JudgeFilter, protocol=protocol, settings=settings, prompt_for=self.doc_to_text)],
             )
         ]
-        self._chat: Callable[..., str] | None = None  # set by build_all_requests
-        self._stop_sequences: tuple[str, ...] = ()
-        log.info("%s: judge %s", name, self.judge_settings.describe())
+        self.judge_settings, self.protocol = settings, protocol
+        log.info("%s: judge %s", name, settings.describe())
+        return protocol
 
     def build_all_requests(self, **kwargs: Any) -> None:
         """Build the requests, chat-formatted by lm-eval's template if given, else by our own format."""
+        self.resolve_judge()
         chat_template = kwargs.get("chat_template")
         chosen = chosen_format(self.config.metadata or {})
         # --apply_chat_template: lm-eval's path, unchanged, unless the chat_template knob names a format.
@@ -227,6 +234,7 @@ class MTBenchTask(JudgedTask):
 
     def build_all_requests(self, **kwargs: Any) -> None:
         """Build first-turn requests; find the model that will generate the second turn."""
+        self.resolve_judge()  # a missing judge is the first thing to report
         # The model evaluate() runs (recorded by the llmkick hook: a CachingLM with --use_cache), else
         # the owner of lm-eval's bound `apply_chat_template`.
         lm = running_model()

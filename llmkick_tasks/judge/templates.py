@@ -13,14 +13,17 @@ parsers (``llmkick_tasks.judge.parsing``) do not change with the template.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llmkick_tasks.errors import UserError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 BUILTIN_DIR = Path(__file__).parent / "templates"
 USER_SUFFIX = ".user.jinja"

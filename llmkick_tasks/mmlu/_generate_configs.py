@@ -48,7 +48,7 @@ def _subject_task(prefix: str, template: str, subject: str) -> str:
     description = json.dumps(DESCRIPTION.format(subject.replace("_", " ")))
     return (
         f"{HEADER}task: {prefix}_{subject}\ntask_alias: {subject}\ninclude: ../{template}\n"
-        f"dataset_kwargs:\n  mmlu_subject: {subject}\ndescription: {description}\n"
+        f"dataset_name: {subject}\ndescription: {description}\n"
     )
 
 

@@ -1,26 +1,28 @@
-"""MMLU for lm-eval: subjects and categories, the CSV / Hub loaders, and the generative scoring.
+"""MMLU for lm-eval: subjects and categories, the task class, the CSV reader, and the generative scoring.
 
-Document schema (both sources)::
+The task YAMLs read ``cais/mmlu`` (``dataset_path``; ``dataset_name`` = the subject); with a data dir the
+original Hendrycks CSVs under ``<data dir>/mmlu`` are read into the same columns (:class:`MMLUTask`)::
 
-    {"question": str, "choices": list[str] (4), "answer": int (0-3), "subject": str}
-
-which is also ``cais/mmlu``'s schema.  Local data: the original Hendrycks CSVs under ``<data dir>/mmlu``.
+    {"question": str, "subject": str, "choices": list[str] (4), "answer": int (0-3, named A-D)}
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
 from llmkick_tasks import scoring
-from llmkick_tasks.data_dir import layout_error, load_hub_split, local_benchmark_dir, to_dataset
+from llmkick_tasks.data_dir import layout_error, to_dataset
+from llmkick_tasks.hub_task import HubTask
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
 
 BENCHMARK = "mmlu"
-HUB_DATASET = "cais/mmlu"
 CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 
 # Subject -> category, from the subcategories of Hendrycks et al.'s categories.py: STEM = physics,
@@ -90,12 +92,13 @@ SUBJECTS: dict[str, str] = {
 # (the 5-shot pool) are read; the release's val/ folder is not needed by any task.
 SPLIT_FOLDERS = {"test": "test", "dev": "dev"}
 
+# cais/mmlu's columns (answer: a class label, i.e. an int 0-3 named A-D).
 FEATURES = datasets.Features(
     {
         "question": datasets.Value("string"),
-        "choices": datasets.Sequence(datasets.Value("string")),
-        "answer": datasets.Value("int64"),
         "subject": datasets.Value("string"),
+        "choices": datasets.Sequence(datasets.Value("string")),
+        "answer": datasets.ClassLabel(names=list(scoring.MMLU_LETTERS)),
     }
 )
 
@@ -127,25 +130,24 @@ def parse_csv(path: Path, subject: str) -> list[dict[str, Any]]:
     return docs
 
 
-def load_mmlu(mmlu_subject: str, **metadata: Any) -> datasets.DatasetDict:
-    """``custom_dataset`` of one MMLU subject task: the ``test`` and ``dev`` splits.
-
-    Args:
-        mmlu_subject: the subject (``dataset_kwargs`` of the task), e.g. ``"abstract_algebra"``.
-        **metadata: the task metadata (``data_dir`` is read from it; the rest is ignored).
+class MMLUTask(HubTask):
+    """An MMLU subject task: ``cais/mmlu`` (config = subject) from the Hub, or the Hendrycks CSVs of the
+    data dir read into the same columns.
     """
-    if mmlu_subject not in SUBJECTS:
-        raise ValueError(f"unknown MMLU subject {mmlu_subject!r}")
-    folder = local_benchmark_dir(metadata, BENCHMARK)
-    splits = {}
-    for split, release_name in SPLIT_FOLDERS.items():
-        if folder is None:
-            dataset = load_hub_split(HUB_DATASET, mmlu_subject, split)
-            splits[split] = dataset.select_columns(list(FEATURES)).cast(FEATURES)
-        else:
-            path = folder / release_name / f"{mmlu_subject}_{release_name}.csv"
-            splits[split] = to_dataset(parse_csv(path, mmlu_subject), FEATURES)
-    return datasets.DatasetDict(splits)
+
+    BENCHMARK = BENCHMARK
+
+    def load_local(self, folder: Path) -> datasets.DatasetDict:
+        """The ``test`` and ``dev`` splits of the task's subject from ``<data dir>/mmlu``."""
+        subject = str(self.DATASET_NAME)
+        if subject not in SUBJECTS:
+            raise ValueError(f"unknown MMLU subject {subject!r}; known: {', '.join(SUBJECTS)}")
+        return datasets.DatasetDict(
+            {
+                split: to_dataset(parse_csv(folder / name / f"{subject}_{name}.csv", subject), FEATURES)
+                for split, name in SPLIT_FOLDERS.items()
+            }
+        )
 
 
 def process_generative(doc: Mapping[str, Any], results: list[str]) -> dict[str, float]:

@@ -14,8 +14,7 @@ judge for math, reasoning and coding, as in MT-Bench.  The second turn is genera
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
@@ -28,6 +27,10 @@ from llmkick_tasks.judge.data import (
     local_dir,
     read_jsonl,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 
 BENCHMARK = "mt_bench"
 _FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data/mt_bench"

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
@@ -44,6 +43,10 @@ from llmkick_tasks.judge.data import (
     summarization_bins,
 )
 from llmkick_tasks.judge.knobs import STORIES_PER_BIN
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def parse_story(text: str) -> tuple[str, list[str]]:
 
 
 def _article_key(article: str) -> str:
-    return hashlib.sha1(" ".join(article.split()).encode()).hexdigest()
+    return hashlib.sha1(" ".join(article.split()).encode(), usedforsecurity=False).hexdigest()
 
 
 def _story(story_id: str, bin_name: str, article: str, highlights: list[str]) -> dict[str, Any]:

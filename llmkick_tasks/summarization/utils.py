@@ -5,6 +5,11 @@ the judging is :mod:`llmkick_tasks.judge`.
 """
 
 from llmkick_tasks.judge.task import SummarizationTask
-from llmkick_tasks.summarization.stories import length_bin, load_summarization, parse_story, select_stories
+from llmkick_tasks.summarization.stories import (
+    length_bin,
+    load_summarization,
+    parse_story,
+    select_stories,
+)
 
 __all__ = ["SummarizationTask", "length_bin", "load_summarization", "parse_story", "select_stories"]

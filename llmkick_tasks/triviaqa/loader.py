@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
@@ -31,6 +29,11 @@ from llmkick_tasks.data_dir import (
 )
 from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
 from llmkick_tasks.run_metadata import EVIDENCE_TOKENS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from pathlib import Path
+
 
 log = logging.getLogger(__name__)
 

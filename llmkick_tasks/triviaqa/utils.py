@@ -7,11 +7,14 @@ Document schema (both sources)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks import scoring
 from llmkick_tasks.triviaqa.loader import load_closed_book, load_open_book
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 __all__ = ["load_closed_book", "load_open_book", "process_results", "score"]
 

@@ -1,32 +1,28 @@
 """WikiText-2 test data for the perplexity tasks: the split's rows, and its articles.
 
-Sources: a local data dir holding ``wikitext2/test.txt`` (or the release names ``wiki.test.tokens`` /
-``wiki.test.raw``), registered with the shared data-dir mechanism below; otherwise ``Salesforce/wikitext``
-(``wikitext-2-raw-v1``) from the Hub.  The article documents (``llmkick_wikitext2_ppl_articles``) are split at
-top-level `` = Title = `` headings and detokenized from the word-level release form (`` @-@ ``, `` , ``).
+Sources: ``Salesforce/wikitext`` (``wikitext-2-raw-v1``) from the Hub, named in the task YAMLs; a local
+data dir holding ``wikitext2/test.txt`` (or the release names ``wiki.test.tokens`` / ``wiki.test.raw``),
+registered with the shared data-dir mechanism below, replaces it with the same rows (:func:`local_rows`).
+The article documents (``llmkick_wikitext2_ppl_articles``) are split at top-level `` = Title = ``
+headings and detokenized from the word-level release form (`` @-@ ``, `` , ``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import datasets
 
-from llmkick_tasks.data_dir import (
-    layout_error,
-    load_hub_split,
-    local_benchmark_dir,
-    register_benchmark,
-    to_dataset,
-)
-from llmkick_tasks.run_metadata import WIKITEXT2_ARTICLES
+from llmkick_tasks.data_dir import layout_error, register_benchmark, to_dataset
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+
 
 BENCHMARK = "wikitext2"
 LOCAL_NAMES = ("test.txt", "wiki.test.tokens", "wiki.test.raw")
-HUB_PATH, HUB_NAME = "Salesforce/wikitext", "wikitext-2-raw-v1"
 register_benchmark(
     BENCHMARK,
     "  wikitext2/test.txt  (or wiki.test.tokens / wiki.test.raw): the WikiText-2 test split as released,\n"
@@ -80,29 +76,18 @@ def _local_lines(folder: Path) -> list[str]:
     raise layout_error(BENCHMARK, folder, f"no WikiText-2 test file ({' or '.join(LOCAL_NAMES)})")
 
 
-def test_rows(metadata: dict[str, Any]) -> tuple[list[str], Path | str]:
-    """The test split as the Hub's rows (one per release line), and where they came from."""
-    folder = local_benchmark_dir(metadata, BENCHMARK)
-    if folder is not None:
-        from llmkick_tasks.wikitext2.windows import release_rows
+def local_rows(folder: Path) -> list[str]:
+    """The release file of ``folder`` as the Hub's rows: one per line, a text line keeps its newline."""
+    from llmkick_tasks.wikitext2.windows import release_rows
 
-        return release_rows(_local_lines(folder)), folder
-    return list(load_hub_split(HUB_PATH, HUB_NAME, "test")["text"]), HUB_PATH
+    return release_rows(_local_lines(folder))
 
 
-def load_articles(metadata: dict[str, Any]) -> datasets.Dataset:
-    """The test articles (``wikitext2_articles`` caps their number)."""
-    # lm-eval's --limit caps every task of a run alike; this caps only the perplexity articles, so a sweep
-    # can keep hundreds of questions per task and still spend little time on perplexity.
-    articles = WIKITEXT2_ARTICLES.read(metadata)
-    folder = local_benchmark_dir(metadata, BENCHMARK)
-    if folder is not None:
-        lines = _local_lines(folder)
-    else:
-        lines = load_hub_split(HUB_PATH, HUB_NAME, "test")["text"]
-    documents = split_articles(lines)
+def process_articles(rows: datasets.Dataset) -> datasets.Dataset:
+    """``process_docs`` of ``llmkick_wikitext2_ppl_articles``: the test rows grouped into articles."""
+    documents = split_articles(rows["text"])
     if not documents:
-        raise layout_error(BENCHMARK, folder or HUB_PATH, "no article headings (' = Title = ') found")
-    if articles is not None:
-        documents = documents[:articles]
+        raise layout_error(
+            BENCHMARK, "the WikiText-2 test split", "no article headings (' = Title = ') found"
+        )
     return to_dataset(documents, FEATURES)

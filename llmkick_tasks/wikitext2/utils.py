@@ -1,28 +1,21 @@
-"""lm-eval entry points of the WikiText-2 perplexity tasks (the loading lives in ``data`` and ``windows``)."""
+"""lm-eval entry points of the WikiText-2 perplexity tasks (the work: ``data``, ``task``, ``windows``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import datasets
+from llmkick_tasks.wikitext2.data import detokenize, process_articles, split_articles
+from llmkick_tasks.wikitext2.task import WikiText2ArticlesTask, WindowedPerplexityTask
+from llmkick_tasks.wikitext2.windows import window_metrics
 
-from llmkick_tasks.data_dir import to_dataset
-from llmkick_tasks.wikitext2.data import detokenize, load_articles, split_articles, test_rows
-from llmkick_tasks.wikitext2.windows import FEATURES as WINDOW_FEATURES
-from llmkick_tasks.wikitext2.windows import load_windows, window_metrics
-
-__all__ = ["detokenize", "load_wikitext2", "load_wikitext2_windows", "process_window", "split_articles"]
-
-
-def load_wikitext2(**metadata: Any) -> dict[str, datasets.Dataset]:
-    """``custom_dataset`` of ``llmkick_wikitext2_ppl_articles``: the test articles, detokenized."""
-    return {"test": load_articles(metadata)}
-
-
-def load_wikitext2_windows(**metadata: Any) -> dict[str, datasets.Dataset]:
-    """``custom_dataset`` of ``llmkick_wikitext2_ppl``: the joined test split in seqlen-token windows."""
-    rows, _source = test_rows(metadata)
-    return {"test": to_dataset(load_windows(rows, metadata), WINDOW_FEATURES)}
+__all__ = [
+    "WikiText2ArticlesTask",
+    "WindowedPerplexityTask",
+    "detokenize",
+    "process_articles",
+    "process_window",
+    "split_articles",
+]
 
 
 def process_window(doc: dict[str, Any], results: list[tuple[float, bool]]) -> dict[str, Any]:

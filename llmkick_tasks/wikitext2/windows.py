@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
 from llmkick_tasks.model_tokenizer import context_length, load_tokenizer
 from llmkick_tasks.run_metadata import WIKITEXT2_SEQLEN, WIKITEXT2_WINDOWS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ FEATURES = datasets.Features(
 
 
 def joined_text(rows: Sequence[str]) -> str:
-    """The test split as one text, the way the reference scripts join the Hub's rows (``"\\n\\n".join``)."""
+    r"""The test split as one text, the way the reference scripts join the Hub's rows (``"\n\n".join``)."""
     return "\n\n".join(rows)
 
 
@@ -82,15 +85,22 @@ def token_windows(tokenizer: Any, text: str, seqlen: int, windows: int | None = 
     return documents
 
 
+class NoTokenizerError(ValueError):
+    """The windows cannot be cut: the model args name no tokenizer that loads."""
+
+
 def load_windows(rows: Sequence[str], metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The window documents for the model named in ``metadata`` (its tokenizer and context)."""
+    """The window documents for the model named in ``metadata`` (its tokenizer and context).
+
+    Raises :class:`NoTokenizerError` when the model args name no tokenizer that loads.
+    """
     windows = WIKITEXT2_WINDOWS.read(metadata)
     tokenizer = load_tokenizer(metadata, "llmkick_wikitext2_ppl")
     if tokenizer is None:
-        raise ValueError(
+        raise NoTokenizerError(
             "llmkick_wikitext2_ppl cuts token windows with the evaluated model's tokenizer, but the model "
-            "args name none that loads (pretrained= or tokenizer=); use llmkick_wikitext2_ppl_articles, "
-            "which needs no tokenizer"
+            "args name none that loads (pretrained= or tokenizer=; or --metadata '{\"tokenizer\": ...}'); "
+            "use llmkick_wikitext2_ppl_articles, which needs no tokenizer"
         )
     return token_windows(tokenizer, joined_text(rows), resolve_seqlen(metadata, tokenizer), windows)
 

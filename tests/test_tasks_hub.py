@@ -1,0 +1,132 @@
+"""Hub datasets by default, the data dir as the override: the task YAMLs turn the same rows into the same
+documents whether they come from the Hub (``dataset_path`` / ``dataset_name``) or from a data dir's release
+files.  The "Hub" here is a local folder in the Hub's layout (parquet per config and split, configs in the
+README), so the YAML path runs offline through ``datasets.load_dataset`` exactly as for the real dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pytest
+from lm_eval.tasks import TaskManager
+from task_fixtures import TASKS_DIR, task_manager
+
+MMLU_FEATURES = datasets.Features(  # cais/mmlu's columns
+    {
+        "question": datasets.Value("string"),
+        "subject": datasets.Value("string"),
+        "choices": datasets.Sequence(datasets.Value("string")),
+        "answer": datasets.ClassLabel(names=["A", "B", "C", "D"]),
+    }
+)
+
+
+def write_hub_folder(root: Path, configs: dict[str, dict[str, datasets.Dataset]]) -> Path:
+    """A dataset folder in the Hub's layout: ``<config>/<split>-00000-of-00001.parquet`` + README configs."""
+    card = ["---", "configs:"]
+    for config, splits in configs.items():
+        card += [f"- config_name: {config}", "  data_files:"]
+        for split, rows in splits.items():
+            (root / config).mkdir(parents=True, exist_ok=True)
+            rows.to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
+            card += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+    (root / "README.md").write_text("\n".join([*card, "---", ""]))
+    return root
+
+
+def load_task(name: str, metadata: dict[str, Any]) -> Any:
+    return task_manager(metadata).load([name])["tasks"][name]
+
+
+def load_task_from(hub: Path, name: str, tmp_path: Path) -> Any:
+    """``name``'s own YAML with ``dataset_path`` pointing at ``hub`` (a YAML including it), no data dir."""
+    yaml_path = task_manager({}).task_index[name].yaml_path
+    (tmp_path / "hub_tasks").mkdir(exist_ok=True)
+    (tmp_path / "hub_tasks" / f"{name}.yaml").write_text(
+        f"include: {yaml_path}\ntask: hub_{name}\ndataset_path: {hub}\n"
+    )
+    manager = TaskManager(include_path=[str(TASKS_DIR), str(tmp_path / "hub_tasks")], include_defaults=False)
+    return manager.load([f"hub_{name}"])["tasks"][f"hub_{name}"]
+
+
+def mmlu_rows(subject: str, split: str) -> datasets.Dataset:
+    rows = [
+        {
+            "question": f'{split} question {i} about {subject}, with "quotes",\nand a second line',
+            "subject": subject,
+            "choices": [f"{subject} {i}{letter}" for letter in "abcd"],
+            "answer": (i + len(subject)) % 4,
+        }
+        for i in range(6 if split == "test" else 5)
+    ]
+    return datasets.Dataset.from_list(rows, features=MMLU_FEATURES)
+
+
+def write_mmlu_release(root: Path, subject: str, split: str, rows: datasets.Dataset) -> None:
+    import csv
+
+    folder = root / "mmlu" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{subject}_{split}.csv").open("w", newline="", encoding="utf-8") as handle:
+        for row in rows:
+            csv.writer(handle).writerow([row["question"], *row["choices"], "ABCD"[row["answer"]]])
+
+
+@pytest.mark.parametrize("task", ["llmkick_mmlu_virology", "llmkick_mmlu_ll_anatomy"])
+def test_mmlu_hub_rows_and_release_csvs_give_the_same_documents(tmp_path: Path, task: str) -> None:
+    subject = task.rsplit("_", 1)[-1]
+    splits = {split: mmlu_rows(subject, split) for split in ("test", "dev")}
+    hub = write_hub_folder(tmp_path / "cais_mmlu", {subject: splits})
+    data_dir = tmp_path / "data"
+    for split, rows in splits.items():
+        write_mmlu_release(data_dir, subject, split, rows)
+
+    from_hub = load_task_from(hub, task, tmp_path)
+    from_data_dir = load_task(task, {"data_dir": str(data_dir)})
+    assert from_hub.config.dataset_path == str(hub) and from_hub.config.dataset_name == subject
+    for split in ("test_docs", "fewshot_docs"):
+        assert list(getattr(from_hub, split)()) == list(getattr(from_data_dir, split)())
+    doc = from_hub.test_docs()[0]
+    assert from_hub.fewshot_context(doc, 5) == from_data_dir.fewshot_context(doc, 5)
+    assert list(from_hub.test_docs()) == list(splits["test"])  # the Hub's rows are the documents
+
+
+WIKITEXT_ROWS = ["", " = First = \n", "", " Text @-@ here , with a comma . \n", "", " = = Sub = = \n"]
+WIKITEXT_ROWS += ["", " More text . \n", " = Second = \n", "", " Short ; text . \n", ""]
+
+
+@pytest.mark.parametrize("task", ["llmkick_wikitext2_ppl_articles", "llmkick_wikitext2_ppl"])
+def test_wikitext2_hub_rows_and_release_file_give_the_same_documents(tmp_path: Path, task: str) -> None:
+    rows = datasets.Dataset.from_dict({"text": WIKITEXT_ROWS})
+    hub = write_hub_folder(tmp_path / "wikitext", {"wikitext-2-raw-v1": {"test": rows}})
+    (tmp_path / "data" / "wikitext2").mkdir(parents=True)
+    # The release file: one line per row, blank rows as a single space (as wiki.test.tokens has them).
+    lines = [row.rstrip("\n") or " " for row in WIKITEXT_ROWS]
+    (tmp_path / "data" / "wikitext2" / "test.txt").write_text("\n".join(lines) + "\n")
+
+    from_hub = load_task_from(hub, task, tmp_path)
+    from_data_dir = load_task(task, {"data_dir": str(tmp_path / "data")})
+    assert list(from_hub.dataset["test"]) == list(from_data_dir.dataset["test"])  # the same rows
+    if task == "llmkick_wikitext2_ppl_articles":
+        assert list(from_hub.test_docs()) == list(from_data_dir.test_docs())
+        assert [doc["title"] for doc in from_hub.test_docs()] == ["First", "Second"]
+
+
+@pytest.mark.parametrize(
+    ("task", "dataset"),
+    [
+        ("llmkick_mmlu_virology", "cais/mmlu (virology)"),
+        ("llmkick_wikitext2_ppl_articles", "Salesforce/wikitext (wikitext-2-raw-v1)"),
+    ],
+)
+def test_an_unreachable_hub_dataset_names_it_and_the_data_dir_override(task: str, dataset: str) -> None:
+    with pytest.raises(RuntimeError) as error:  # conftest sets HF_DATASETS_OFFLINE=1
+        load_task(task, {})
+    message = str(error.value)
+    assert message.startswith(f"could not fetch the Hub dataset {dataset} (")
+    assert (
+        'give the tasks a local data dir: --metadata \'{"data_dir": "/path"}\' or $LLMKICK_DATA_DIR'
+        in message
+    )
