@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow import paired_stats
+from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, deciding_cell, deciding_size
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
@@ -112,12 +113,13 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
         lines = [
             f"### {task} — {name}",
             "",
-            "| point | n | dense | point | difference [95% CI] | relative [95% CI] | McNemar p | verdict |",
-            "|---|---|---|---|---|---|---|---|",
+            "| point | n | dense | point | difference [95% CI] | relative [95% CI] | McNemar p | verdict |"
+            f" documents to decide ({POWER:.0%} power) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for pid, result in rows:
             if not isinstance(result, Comparison):
-                lines.append(f"| {pid} | – | – | – | – | – | – | no verdict: {result} |")
+                lines.append(f"| {pid} | – | – | – | – | – | – | no verdict: {result} | – |")
                 continue
             relative = relative_cell(result)
             interval = (
@@ -128,11 +130,12 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
             p_value = "–" if result.mcnemar_p is None else f"{result.mcnemar_p:.3g}"
             lines.append(
                 f"| {pid} | {result.n} | {fmt(result.dense)} | {fmt(result.point)} | "
-                f"{result.difference:+.4g} {interval} | {relative} | {p_value} | {result.verdict} |"
+                f"{result.difference:+.4g} {interval} | {relative} | {p_value} | {result.verdict} | "
+                f"{deciding_cell(result)} |"
             )
         methods = sorted({r.method for _, r in rows if isinstance(r, Comparison)})
         if methods:
-            lines += ["", "Intervals: " + "; ".join(methods) + "."]
+            lines += ["", "Intervals: " + "; ".join(methods) + ".", "", DECIDING_NOTE]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
@@ -153,11 +156,7 @@ def report_json(
         compared_here: dict[str, dict[str, Any]] = {}
         for (pid, task, metric), result in compared.items():
             if pid == point.point["id"]:
-                compared_here.setdefault(task, {})[metric.split(",")[0]] = (
-                    result.as_dict()
-                    if isinstance(result, Comparison)
-                    else {"verdict": paired_stats.NO_VERDICT, "reason": result}
-                )
+                compared_here.setdefault(task, {})[metric.split(",")[0]] = _comparison_json(result)
         subtasks = {
             name: {key.split(",")[0]: value for key, value in numeric_scores(metrics).items()}
             for name, metrics in entries.items()
@@ -182,6 +181,13 @@ def report_json(
         "points": out_points,
         "quantization": quantization_json(points, compared),
     })  # fmt: skip
+
+
+def _comparison_json(result: Comparison | str) -> dict[str, Any]:
+    if not isinstance(result, Comparison):
+        return {"verdict": paired_stats.NO_VERDICT, "reason": result}
+    decide = deciding_size(result)
+    return result.as_dict() | ({"to_decide": decide.as_dict()} if decide is not None else {})
 
 
 def _problem_json(point_id: str, finding: Finding) -> dict[str, Any]:
