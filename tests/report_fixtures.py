@@ -135,9 +135,13 @@ def write_point(
     tasks: dict[str, dict[str, list[Any]]],
     *,
     filter_key: str = "none",
+    answers: dict[str, list[Any]] | None = None,
     **options: Any,
 ) -> Path:
-    """A finished point as the sweep leaves it (see the module doc); returns its folder."""
+    """A finished point as the sweep leaves it (see the module doc); returns its folder.
+
+    ``answers``: per task, each document's answer as lm-eval logs it (``resps``, ``filtered_resps``; none
+    by default); documents are ``{"question": "q<doc_id>"}`` with target ``t<doc_id>``."""
     results = point_results(tasks, filter_key=filter_key, **options)
     folder = run_dir / "points" / point_id
     raw = folder / "lm_eval" / MODEL
@@ -148,9 +152,11 @@ def write_point(
         lines = []
         for doc_id in range(max(len(values) for values in metrics.values())):
             values = {m: v[doc_id] for m, v in metrics.items() if doc_id < len(v) and v[doc_id] is not None}
-            sample = {"doc_id": doc_id, "doc": {"question": f"q{doc_id}"}, "target": "t", "arguments": {},
-                      "resps": [], "filtered_resps": [], "filter": filter_key, "metrics": list(values),
-                      **values}  # fmt: skip
+            answer = (answers or {}).get(task)
+            logged = [answer[doc_id]] if answer is not None else []
+            sample = {"doc_id": doc_id, "doc": {"question": f"q{doc_id}"}, "target": f"t{doc_id}",
+                      "arguments": {}, "resps": [logged] if logged else [], "filtered_resps": logged,
+                      "filter": filter_key, "metrics": list(values), **values}  # fmt: skip
             lines.append(json.dumps(sample))
         (raw / f"samples_{task}_{DATE_ID}.jsonl").write_text("\n".join(lines) + "\n")
     return folder

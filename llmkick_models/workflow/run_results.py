@@ -205,7 +205,7 @@ class SamplesUnusable(ValueError):
     """The samples cannot support a paired comparison (the reason is shown in the report)."""
 
 
-def _document_values(point: PointResult, task: str, metric_key: str) -> dict[tuple[str, Any], Any]:
+def document_values(point: PointResult, task: str, metric_key: str) -> dict[tuple[str, Any], Any]:
     """``{(leaf task, doc_id): value}`` of one metric, pooled over a group's subtasks.
 
     The score itself was checked against the samples; pooling is checked here: a group that averages
@@ -246,8 +246,8 @@ def _document_values(point: PointResult, task: str, metric_key: str) -> dict[tup
 
 def compare_point(dense: PointResult, point: PointResult, task: str, metric_key: str) -> Comparison:
     """The paired comparison of ``point`` with ``dense`` on ``task``'s headline ``metric_key``."""
-    dense_values = _document_values(dense, task, metric_key)
-    point_values = _document_values(point, task, metric_key)
+    dense_values = document_values(dense, task, metric_key)
+    point_values = document_values(point, task, metric_key)
     if dense_values.keys() != point_values.keys():
         raise SamplesUnusable(
             f"{task}: dense and {point.point['id']} scored different documents "

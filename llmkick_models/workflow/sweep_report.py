@@ -24,6 +24,7 @@ from typing import Any
 
 from llmkick_models.workflow import paired_stats
 from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, deciding_cell, deciding_size
+from llmkick_models.workflow.lost_examples import lost_documents, lost_section
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
@@ -141,9 +142,14 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
 
 
 def report_json(
-    points: list[PointResult], compared: dict, sweep: dict[str, Any], found: list[tuple[str, Finding]]
+    points: list[PointResult],
+    compared: dict,
+    sweep: dict[str, Any],
+    found: list[tuple[str, Finding]],
+    readings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable report (schema documented in the README); strict JSON (no NaN)."""
+    """The machine-readable report (schema documented in the README); strict JSON (no NaN).  ``readings``:
+    further top-level sections (``lost``, ...)."""
     columns = report_columns(points)
     out_points = []
     for point in points:
@@ -180,6 +186,7 @@ def report_json(
         "storage_model": STORAGE_MODEL,
         "points": out_points,
         "quantization": quantization_json(points, compared),
+        **(readings or {}),
     })  # fmt: skip
 
 
@@ -227,6 +234,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     sweep = json.loads((run_dir / "sweep.json").read_text())
     stack = run_stack(points)
     warning = stack_warning(stack)
+    lost = lost_documents(points, compared)
     body = [
         f"# llmkick sweep: {sweep.get('base_model_args', '')}",
         "",
@@ -242,10 +250,11 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
         *[f"![{plot.stem}]({plot.name})" for plot in plots],
         "",
+        *filter(None, [lost_section(lost)]),
         stack_section(stack),
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))
-    data = report_json(points, compared, sweep, found)
+    data = report_json(points, compared, sweep, found, {"lost": [entry.as_dict() for entry in lost]})
     (run_dir / "report.json").write_text(json.dumps(data, indent=1, allow_nan=False))
     return report, plots
