@@ -141,8 +141,11 @@ def write_point(
     """A finished point as the sweep leaves it (see the module doc); returns its folder.
 
     ``answers``: per task, each document's answer as lm-eval logs it (``resps``, ``filtered_resps``; none
-    by default); documents are ``{"question": "q<doc_id>"}`` with target ``t<doc_id>``."""
+    by default; such a task is ``generate_until``); documents are ``{"question": "q<doc_id>"}`` with
+    target ``t<doc_id>``."""
     results = point_results(tasks, filter_key=filter_key, **options)
+    for task in answers or {}:  # a task with answers generates them
+        results["configs"][task]["output_type"] = "generate_until"
     folder = run_dir / "points" / point_id
     raw = folder / "lm_eval" / MODEL
     raw.mkdir(parents=True)

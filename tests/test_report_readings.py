@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from report_fixtures import write_point, write_sweep
 
+from llmkick_models.workflow.answers import Answer
+from llmkick_models.workflow.distinct_tokens import answer_statistics
 from llmkick_models.workflow.sweep_plan import SweepPoint
 from llmkick_models.workflow.sweep_report import write_report
 
@@ -50,3 +53,36 @@ def test_the_documents_a_point_lost_are_shown_by_example(tmp_path: Path) -> None
     assert lost["documents"][5] == {"task": "qa", "doc_id": 11, "question": "q11", "gold": "t11",
                                     "dense_answer": "dense says 11\nsecond | line",
                                     "point_answer": "point says 11\nsecond | line"}  # fmt: skip
+
+
+def test_distinct_tokens_of_the_answers_beside_the_score(tmp_path: Path) -> None:
+    write_sweep(tmp_path, [DENSE, POINT], "qa,mc")
+    dense = ["Alpha beta, gamma delta alpha beta"] * 12  # 6 words, 4 distinct, 4 of 5 bigrams distinct
+    point = ["Yes."] + ["the the the the"] * 11  # 1 word (no bigram); then 4 words, 1 distinct, 1 of 3
+    for spec, answers in [(DENSE, dense), (POINT, point)]:
+        tasks = {"qa": {"acc": [1, 0] * 6}, "mc": {"acc": [1, 0] * 6}}
+        write_point(tmp_path, spec.point_id, tasks, answers={"qa": answers})  # mc: not a generation task
+    text, data = _report(tmp_path)
+    section = _section(text, "## Distinct tokens of generated answers")
+    assert "### mc" not in section and "regular expression \\w+" in section
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert rows["dense"] == "| dense | 0.5 | 6 | 4 | 0.8 |"
+    cells = rows["magnitude-s0.5"].split(" | ")
+    assert cells[1] == "0.5" and cells[2].startswith("3.75 · -37.5% [")
+    assert cells[3] == "1 · -75.0% [-75.0%, -75.0%]"
+    assert cells[4] == "0.3333 · -58.3% [-58.3%, -58.3%] (1 left out) |"
+    found = data["distinct_tokens"]["tasks"]
+    assert set(found) == {"qa"} and found["qa"]["dense"] == {
+        "tokens": 6,
+        "unique_tokens": 4,
+        "distinct_2": pytest.approx(0.8),
+    }
+    unique = found["qa"]["points"]["magnitude-s0.5"]["unique_tokens"]
+    assert unique["documents"] == 12 and unique["comparison"]["relative"] == -0.75
+    assert found["qa"]["points"]["magnitude-s0.5"]["distinct_2"]["left_out"] == 1
+
+
+def test_a_multi_turn_answer_counts_the_mean_of_its_turns() -> None:
+    stats = answer_statistics(Answer("q", None, ["A b", "c, C c"]))
+    assert stats == {"tokens": 2.5, "unique_tokens": 1.5, "distinct_2": 0.75}  # turns: 1 of 1, 1 of 2
+    assert answer_statistics(Answer("q", None, ""))["distinct_2"] is None

@@ -24,6 +24,7 @@ from typing import Any
 
 from llmkick_models.workflow import paired_stats
 from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, deciding_cell, deciding_size
+from llmkick_models.workflow.distinct_tokens import distinct_json, distinct_section, distinct_statistics
 from llmkick_models.workflow.lost_examples import lost_documents, lost_section
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
@@ -235,6 +236,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     stack = run_stack(points)
     warning = stack_warning(stack)
     lost = lost_documents(points, compared)
+    distinct = distinct_statistics(points)
     body = [
         f"# llmkick sweep: {sweep.get('base_model_args', '')}",
         "",
@@ -250,11 +252,13 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
         *[f"![{plot.stem}]({plot.name})" for plot in plots],
         "",
-        *filter(None, [lost_section(lost)]),
+        *filter(None, [distinct_section(distinct, points), lost_section(lost)]),
         stack_section(stack),
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))
-    data = report_json(points, compared, sweep, found, {"lost": [entry.as_dict() for entry in lost]})
+    data = report_json(points, compared, sweep, found, {
+        "distinct_tokens": distinct_json(distinct), "lost": [entry.as_dict() for entry in lost],
+    })  # fmt: skip
     (run_dir / "report.json").write_text(json.dumps(data, indent=1, allow_nan=False))
     return report, plots
