@@ -68,6 +68,7 @@ def point_results(
     date: float = 1764500000.25,
     compression: dict[str, Any] | None = None,
     parameters: int | None = None,
+    judged: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """lm-eval's results of per-document values ``{task: {metric: [value or None (no such value)]}}``.
 
@@ -75,7 +76,8 @@ def point_results(
     size unless named in ``unweighted``; ``recorded``: the aggregation a metric's config records, when it
     is not the one above (``None`` records none, as a YAML without ``aggregation:`` does);
     ``compression``: the compression report (default: the overall sparsity only); ``parameters``: lm-eval's
-    ``model_num_parameters``.
+    ``model_num_parameters``; ``judged``: ``{task: kind}`` of tasks an LLM judge scores (their config's
+    ``llmkick_judged``).
     """
     groups = groups or {}
     recorded = recorded or {}
@@ -96,6 +98,8 @@ def point_results(
         entry["sample_len"] = sizes[task]
         results[task] = entry
         configs[task] = {"task": task, "metric_list": metric_list}
+        if task in (judged or {}):
+            configs[task]["metadata"] = {"llmkick_judged": judged[task]}  # type: ignore[index]
 
     def leaves(name: str) -> list[str]:
         return [leaf for member in groups[name] for leaf in leaves(member)] if name in groups else [name]

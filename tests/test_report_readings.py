@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from report_fixtures import write_point, write_sweep
 
-from llmkick_models.workflow.answers import Answer
+from llmkick_models.workflow.answers import Answer, logged_answer
 from llmkick_models.workflow.distinct_tokens import answer_statistics
 from llmkick_models.workflow.sweep_plan import SweepPoint
 from llmkick_models.workflow.sweep_report import write_report
@@ -86,3 +86,68 @@ def test_a_multi_turn_answer_counts_the_mean_of_its_turns() -> None:
     stats = answer_statistics(Answer("q", None, ["A b", "c, C c"]))
     assert stats == {"tokens": 2.5, "unique_tokens": 1.5, "distinct_2": 0.75}  # turns: 1 of 1, 1 of 2
     assert answer_statistics(Answer("q", None, ""))["distinct_2"] is None
+
+
+def test_the_papers_readings_by_group_with_paired_intervals_and_the_per_bin_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    titles: dict[str, list[str]] = {}
+    save = Figure.savefig
+
+    def capture(figure: Figure, path: object, *args: object, **kwargs: object) -> None:
+        titles[Path(str(path)).name] = [axis.get_title() for axis in figure.axes if axis.get_visible()]
+        save(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    points = [DENSE, SweepPoint("magnitude", 0.5), SweepPoint("wanda", 0.5)]
+    write_sweep(tmp_path, points, "summ,qa")
+    small, large = list(range(12)), list(range(12, 24))
+    for spec, large_score in zip(points, [8.0, 4.0, 7.0], strict=True):
+        coherence = [8.0 if i in small else large_score for i in range(24)]
+        summ = {
+            "coherence": coherence,
+            "coherence_small": [coherence[i] if i in small else None for i in range(24)],
+            "coherence_large": [coherence[i] if i in large else None for i in range(24)],
+            "coherence_delta": [v - 7 for v in coherence],
+            "judge_unparsed": [0.0] * 24,
+        }
+        qa = {"acc": [1, 0] * 12, "acc_norm": [1, 1, 0] * 8}  # not judged: acc_norm is no group
+        write_point(tmp_path, spec.point_id, {"summ": summ, "qa": qa}, judged={"summ": "summarization"})
+    text, data = _report(tmp_path)
+    section = _section(text, "## The paper's readings: scores by group")
+    assert "### summ — coherence by group" in section and "qa" not in section and "delta" not in section
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert rows["point"] == "| point | small | large |" and rows["dense"] == "| dense | 8 | 8 |"
+    assert (
+        rows["magnitude-s0.5"]
+        == "| magnitude-s0.5 | 8 · +0.0% [+0.0%, +0.0%] ✓ | 4 · -50.0% [-50.0%, -50.0%] ✗ |"
+    )
+    assert rows["wanda-s0.5"].endswith("| 7 · -12.5% [-12.5%, -12.5%] ✗ |")
+    small_entry, large_entry = data["readings"]
+    assert (
+        small_entry["group"] == "small"
+        and small_entry["comparisons"]["magnitude-s0.5"]["verdict"] == "matching"
+    )
+    assert (large_entry["task"], large_entry["criterion"], large_entry["group"]) == (
+        "summ",
+        "coherence",
+        "large",
+    )
+    assert large_entry["scores"] == {"dense": 8.0, "magnitude-s0.5": 4.0, "wanda-s0.5": 7.0}
+    assert large_entry["comparisons"]["magnitude-s0.5"]["n"] == 12
+    assert large_entry["comparisons"]["magnitude-s0.5"]["relative"] == -0.5
+    assert "![plot_summ_by_group](plot_summ_by_group.png)" in text
+    assert titles["plot_summ_by_group.png"] == ["coherence — small", "coherence — large"]
+    assert (tmp_path / "plot_summ_by_group.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_answer_is_read_as_the_task_logged_it() -> None:
+    judged = {"response": "A short summary.", "judgments": [], "scores": None}
+    assert logged_answer({"resps": [["raw"]], "filtered_resps": [json.dumps(judged)]}) == "A short summary."
+    two_turns = {"response": {"turns": ["first", "second"], "turn_2_context": []}, "judgments": []}
+    assert logged_answer({"resps": [["x"]], "filtered_resps": [json.dumps(two_turns)]}) == ["first", "second"]
+    choices = {"doc": {"choices": ["x", "y"]}, "filtered_resps": [[-2.0, False], [-0.5, True]]}
+    assert logged_answer(choices) == "B. y"
+    assert logged_answer({"resps": [["raw text"]], "filtered_resps": ["filtered"]}) == "filtered"

@@ -48,7 +48,7 @@ def _question(row: Mapping[str, Any]) -> str:
     return prompt if len(prompt) <= PROMPT_TAIL else "…" + prompt[-PROMPT_TAIL:]
 
 
-def _answer(row: Mapping[str, Any]) -> str | list[str]:
+def logged_answer(row: Mapping[str, Any]) -> str | list[str]:
     """The text generated, the turns of a two-turn answer, or a multiple-choice task's best choice."""
     filtered = row.get("filtered_resps") or []
     if filtered and all(
@@ -80,5 +80,5 @@ def task_answers(point: PointResult, task: str, filter_key: str) -> dict[tuple[s
             raise SamplesUnusable(str(error)) from None
         for _, row in rows:
             if isinstance(row, dict) and row.get("filter", "none") == filter_key and "doc_id" in row:
-                out[(leaf, row["doc_id"])] = Answer(_question(row), row.get("target"), _answer(row))
+                out[(leaf, row["doc_id"])] = Answer(_question(row), row.get("target"), logged_answer(row))
     return out

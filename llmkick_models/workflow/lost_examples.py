@@ -15,7 +15,13 @@ from typing import Any
 
 from llmkick_models.workflow.answers import Answer, task_answers
 from llmkick_models.workflow.paired_stats import Comparison
-from llmkick_models.workflow.run_results import PointResult, SamplesUnusable, dense_point, document_values
+from llmkick_models.workflow.run_results import (
+    PointResult,
+    SamplesUnusable,
+    dense_point,
+    document_values,
+    is_judged,
+)
 
 SHOWN = 5
 SEED = 0
@@ -54,11 +60,6 @@ class Lost:
         return out
 
 
-def _is_judged(point: PointResult, task: str) -> bool:
-    config = point.results.get("configs", {}).get(task, {})
-    return isinstance(config, dict) and bool((config.get("metadata") or {}).get("llmkick_judged"))
-
-
 def _order(key: tuple[str, Any]) -> tuple[str, int, Any]:
     """Document order: by subtask, then by lm-eval's integer doc id (10 after 9)."""
     leaf, doc_id = key
@@ -93,7 +94,7 @@ def lost_documents(points: list[PointResult], compared: dict) -> list[Lost]:
     for (point_id, task, metric), result in compared.items():
         if dense is None or not isinstance(result, Comparison) or result.losses is None:
             continue
-        if not _is_judged(dense, task):
+        if not is_judged(dense.results, task):
             out.append(_lost(dense, by_id[point_id], task, metric))
     return out
 

@@ -29,6 +29,13 @@ from llmkick_models.workflow.lost_examples import lost_documents, lost_section
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
+from llmkick_models.workflow.readings import (
+    breakdown_comparisons,
+    breakdowns,
+    readings_json,
+    readings_section,
+)
+from llmkick_models.workflow.readings_plot import plot_breakdowns
 from llmkick_models.workflow.report_format import PROBLEM_MARK, SYMBOLS, fmt, relative_cell
 from llmkick_models.workflow.report_plots import plot_run
 from llmkick_models.workflow.run_results import (
@@ -226,12 +233,16 @@ def strict_json(data: Any) -> Any:
 
 
 def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
-    """Write ``report.md``, ``report.json`` and ``plot_<task>.png`` files into the run directory."""
+    """Write ``report.md``, ``report.json`` and the ``plot_*.png`` figures into the run directory: the
+    verdicts, then the readings (by group, distinct tokens, lost documents)."""
     points = load_run(run_dir)
     compared = comparisons(points)
     found = problems(points)
     plots = plot_run(points, run_dir, compared)
     plots += plot_stored_size(points, run_dir, compared)
+    groups = breakdowns(points)
+    by_group = breakdown_comparisons(points, groups)
+    group_plots = plot_breakdowns(points, groups, by_group, run_dir)
     sweep = json.loads((run_dir / "sweep.json").read_text())
     stack = run_stack(points)
     warning = stack_warning(stack)
@@ -252,13 +263,16 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
         *[f"![{plot.stem}]({plot.name})" for plot in plots],
         "",
+        *filter(None, [readings_section(points, groups, by_group)]),
+        *[f"![{plot.stem}]({plot.name})\n" for plot in group_plots],
         *filter(None, [distinct_section(distinct, points), lost_section(lost)]),
         stack_section(stack),
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))
     data = report_json(points, compared, sweep, found, {
-        "distinct_tokens": distinct_json(distinct), "lost": [entry.as_dict() for entry in lost],
+        "readings": readings_json(points, groups, by_group), "distinct_tokens": distinct_json(distinct),
+        "lost": [entry.as_dict() for entry in lost],
     })  # fmt: skip
     (run_dir / "report.json").write_text(json.dumps(data, indent=1, allow_nan=False))
-    return report, plots
+    return report, plots + group_plots
