@@ -30,6 +30,7 @@ from llmkick_models.workflow.paired_stats import (
     INCONCLUSIVE,
     MATCHING,
     MATCHING_TOLERANCE,
+    NO_VERDICT,
     NOT_MATCHING,
     Comparison,
     binary_difference_interval,
@@ -210,3 +211,12 @@ def deciding_cell(result: Any) -> str:
     if found.documents is None:
         return str(found.reason)
     return f"~{found.documents:,} → {found.verdict}"
+
+
+def comparison_json(result: Comparison | str) -> dict[str, Any]:
+    """report.json's entry of a comparison (``to_decide`` beside an inconclusive one), or of why there is
+    none."""
+    if not isinstance(result, Comparison):
+        return {"verdict": NO_VERDICT, "reason": result}
+    decide = deciding_size(result)
+    return result.as_dict() | ({"to_decide": decide.as_dict()} if decide is not None else {})

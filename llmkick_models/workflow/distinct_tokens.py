@@ -160,14 +160,21 @@ def distinct_section(found: dict[str, dict[str, Any]], points: list[PointResult]
     return intro + "\n\n" + "\n\n".join(blocks) + "\n"
 
 
+def _no_verdict(value: Any) -> Any:
+    """A comparison's fields but its verdict (see the module doc); anything else as it is."""
+    if not isinstance(value, Comparison):
+        return value
+    return {key: field for key, field in value.as_dict().items() if key != "verdict"}
+
+
 def distinct_json(found: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """report.json's ``distinct_tokens``: the statistics, comparisons as in ``points[].comparisons``."""
 
     def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
         if "reason" in entry:
             return entry
-        return {name: {key: value.as_dict() if isinstance(value, Comparison) else value
-                       for key, value in stat.items()} for name, stat in entry.items()}  # fmt: skip
+        return {name: {key: _no_verdict(value) for key, value in stat.items()}
+                for name, stat in entry.items()}  # fmt: skip
 
     tasks = {
         task: entries if "reason" in entries else

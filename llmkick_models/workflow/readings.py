@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmkick_models.workflow.paired_stats import NO_VERDICT, Comparison
+from llmkick_models.workflow.deciding_size import comparison_json, deciding_cell
+from llmkick_models.workflow.paired_stats import INCONCLUSIVE, Comparison
 from llmkick_models.workflow.report_format import PROBLEM_MARK, SYMBOLS, fmt, relative_cell
 from llmkick_models.workflow.run_results import (
     PointResult,
@@ -79,7 +80,8 @@ def _cell(point: PointResult, task: str, key: str | None, compared: dict) -> str
         return fmt(value)
     if not isinstance(result, Comparison):
         return f"{fmt(value)} (no verdict)"
-    return f"{fmt(value)} · {relative_cell(result)} {SYMBOLS[result.verdict]}".rstrip()
+    decide = f" ({deciding_cell(result)})" if result.verdict == INCONCLUSIVE else ""
+    return f"{fmt(value)} · {relative_cell(result)} {SYMBOLS[result.verdict]}".rstrip() + decide
 
 
 def readings_section(points: list[PointResult], found: list[Breakdown], compared: dict) -> str:
@@ -101,8 +103,8 @@ def readings_section(points: list[PointResult], found: list[Breakdown], compared
         "## The paper's readings: scores by group\n\nEach judged score by the group of its documents"
         " (summarization: story-length bin; MT-Bench: turn and category; Vicuna-80: category). Each cell:"
         " the score · its change from dense on the same documents of that group [95% interval] and the"
-        " verdict (✓ matching, ✗ not matching, ~ inconclusive). A group holds fewer documents than the task:"
-        " its interval is wider."
+        " verdict (✓ matching, ✗ not matching, ~ inconclusive, with the documents of that group that would"
+        " decide it). A group holds fewer documents than the task: its interval is wider."
     )
     return intro + "\n\n" + "\n\n".join(blocks) + "\n"
 
@@ -119,9 +121,7 @@ def readings_json(points: list[PointResult], found: list[Breakdown], compared: d
             for point in points:
                 entry["scores"][point.point["id"]] = point.score(breakdown.task, key)
                 result = compared.get((point.point["id"], breakdown.task, key))
-                if isinstance(result, Comparison):
-                    entry["comparisons"][point.point["id"]] = result.as_dict()
-                elif result is not None:
-                    entry["comparisons"][point.point["id"]] = {"verdict": NO_VERDICT, "reason": result}
+                if result is not None:
+                    entry["comparisons"][point.point["id"]] = comparison_json(result)
             out.append(entry)
     return out

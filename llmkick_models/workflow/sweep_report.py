@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow import paired_stats
-from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, deciding_cell, deciding_size
+from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, comparison_json, deciding_cell
 from llmkick_models.workflow.distinct_tokens import distinct_json, distinct_section, distinct_statistics
 from llmkick_models.workflow.lost_examples import lost_documents, lost_section
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
@@ -170,7 +170,7 @@ def report_json(
         compared_here: dict[str, dict[str, Any]] = {}
         for (pid, task, metric), result in compared.items():
             if pid == point.point["id"]:
-                compared_here.setdefault(task, {})[metric.split(",")[0]] = _comparison_json(result)
+                compared_here.setdefault(task, {})[metric.split(",")[0]] = comparison_json(result)
         subtasks = {
             name: {key.split(",")[0]: value for key, value in numeric_scores(metrics).items()}
             for name, metrics in entries.items()
@@ -196,13 +196,6 @@ def report_json(
         "quantization": quantization_json(points, compared),
         **(readings or {}),
     })  # fmt: skip
-
-
-def _comparison_json(result: Comparison | str) -> dict[str, Any]:
-    if not isinstance(result, Comparison):
-        return {"verdict": paired_stats.NO_VERDICT, "reason": result}
-    decide = deciding_size(result)
-    return result.as_dict() | ({"to_decide": decide.as_dict()} if decide is not None else {})
 
 
 def _problem_json(point_id: str, finding: Finding) -> dict[str, Any]:
