@@ -37,15 +37,20 @@ def _panel(
     little along x so that none hides another)."""
     dense_value = view.value(view.dense)
     colors = pyplot().get_cmap("tab10")
+    # Each method the color and marker of the report's other figures (indexed among all its methods;
+    # every second one hollow).
+    every = sorted({p.point["method"] for p in view.points if p.point["method"] != "none"})
     for k, (method, chosen) in enumerate(methods.items()):
+        style = every.index(method)
         offset = (k - (len(methods) - 1) / 2) * 0.006
         xs = [p.point["sparsity"] + offset for p in chosen]
         ys = [math.nan if (v := view.value(p)) is None else v for p in chosen]
         bars = [view.bar(p) for p in chosen]
         if dense_value is not None:
             xs, ys, bars = [offset, *xs], [dense_value, *ys], [(0.0, 0.0), *bars]
-        axis.errorbar(xs, ys, yerr=[[b[0] for b in bars], [b[1] for b in bars]], color=colors(k),
-                      marker=MARKERS[k % len(MARKERS)], capsize=3, markersize=5, label=method)  # fmt: skip
+        axis.errorbar(xs, ys, yerr=[[b[0] for b in bars], [b[1] for b in bars]], color=colors(style),
+                      marker=MARKERS[style % len(MARKERS)], capsize=3, markersize=5, label=method,
+                      markerfacecolor="white" if style % 2 else colors(style))  # fmt: skip
     dense_lines(axis, view)
     score_axis(axis, view.metric)
     axis.set_ylabel(labels[0])
