@@ -4,13 +4,14 @@ A comparison is ``inconclusive`` when the interval of the change from dense stra
 (-5% of dense for a higher-is-better metric, +5% otherwise).  Taking the observed change as the true one,
 the report gives the number of documents ``n`` at which the interval would lie wholly on the observed side
 of ``L`` (a decided verdict) with probability ``POWER``: at ``n``, the bound of the interval nearest ``L``
-must clear ``L`` by ``z_power`` standard errors of the change.
+must clear ``L`` by ``z_power`` standard errors of that bound.
 
 * 0/1 metrics: the bound is the report's own exact interval (:func:`paired_stats.binary_difference_interval`)
   computed from the counts expected at ``n`` — discordant ``D = r n``, losses ``l = pi D`` at the observed
-  discordant rate ``r`` and loss share ``pi`` — and the standard error of the paired difference
-  ``d = r (1 - 2 pi)`` is ``sqrt((r - d^2) / n)`` (all relative to dense's accuracy).  The smallest such ``n``
-  is found by doubling and bisection, to 1%.
+  discordant rate ``r`` and loss share ``pi`` — relative to dense's accuracy; its standard error by the
+  delta method, from central differences of one standard deviation of ``D`` and of ``l`` (the bound moves
+  more than the difference ``r (1 - 2 pi)`` itself when there are few discordant documents).  The smallest
+  such ``n`` is found by doubling and bisection, to 1%.
 * other metrics (bootstrap intervals): the per-document standard deviation of the relative change is read
   off the interval, ``sigma = sqrt(n_obs) (hi - lo) / (2 z_{1-alpha/2})``, and
   ``n = ((z_{1-alpha/2} + z_power) sigma / |relative - L|)^2``.
