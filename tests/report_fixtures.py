@@ -68,6 +68,7 @@ def point_results(
     date: float = 1764500000.25,
     compression: dict[str, Any] | None = None,
     parameters: int | None = None,
+    judged: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """lm-eval's results of per-document values ``{task: {metric: [value or None (no such value)]}}``.
 
@@ -75,7 +76,8 @@ def point_results(
     size unless named in ``unweighted``; ``recorded``: the aggregation a metric's config records, when it
     is not the one above (``None`` records none, as a YAML without ``aggregation:`` does);
     ``compression``: the compression report (default: the overall sparsity only); ``parameters``: lm-eval's
-    ``model_num_parameters``.
+    ``model_num_parameters``; ``judged``: ``{task: kind}`` of tasks an LLM judge scores (their config's
+    ``llmkick_judged``).
     """
     groups = groups or {}
     recorded = recorded or {}
@@ -96,6 +98,8 @@ def point_results(
         entry["sample_len"] = sizes[task]
         results[task] = entry
         configs[task] = {"task": task, "metric_list": metric_list}
+        if task in (judged or {}):
+            configs[task]["metadata"] = {"llmkick_judged": judged[task]}  # type: ignore[index]
 
     def leaves(name: str) -> list[str]:
         return [leaf for member in groups[name] for leaf in leaves(member)] if name in groups else [name]
@@ -135,10 +139,17 @@ def write_point(
     tasks: dict[str, dict[str, list[Any]]],
     *,
     filter_key: str = "none",
+    answers: dict[str, list[Any]] | None = None,
     **options: Any,
 ) -> Path:
-    """A finished point as the sweep leaves it (see the module doc); returns its folder."""
+    """A finished point as the sweep leaves it (see the module doc); returns its folder.
+
+    ``answers``: per task, each document's answer as lm-eval logs it (``resps``, ``filtered_resps``; none
+    by default; such a task is ``generate_until``); documents are ``{"question": "q<doc_id>"}`` with
+    target ``t<doc_id>``."""
     results = point_results(tasks, filter_key=filter_key, **options)
+    for task in answers or {}:  # a task with answers generates them
+        results["configs"][task]["output_type"] = "generate_until"
     folder = run_dir / "points" / point_id
     raw = folder / "lm_eval" / MODEL
     raw.mkdir(parents=True)
@@ -148,9 +159,11 @@ def write_point(
         lines = []
         for doc_id in range(max(len(values) for values in metrics.values())):
             values = {m: v[doc_id] for m, v in metrics.items() if doc_id < len(v) and v[doc_id] is not None}
-            sample = {"doc_id": doc_id, "doc": {"question": f"q{doc_id}"}, "target": "t", "arguments": {},
-                      "resps": [], "filtered_resps": [], "filter": filter_key, "metrics": list(values),
-                      **values}  # fmt: skip
+            answer = (answers or {}).get(task)
+            logged = [answer[doc_id]] if answer is not None else []
+            sample = {"doc_id": doc_id, "doc": {"question": f"q{doc_id}"}, "target": f"t{doc_id}",
+                      "arguments": {}, "resps": [logged] if logged else [], "filtered_resps": logged,
+                      "filter": filter_key, "metrics": list(values), **values}  # fmt: skip
             lines.append(json.dumps(sample))
         (raw / f"samples_{task}_{DATE_ID}.jsonl").write_text("\n".join(lines) + "\n")
     return folder

@@ -127,3 +127,17 @@ def test_unpaired_input_is_refused() -> None:
         compare_means([1, 0], [1])
     with pytest.raises(ValueError, match="zero documents"):
         compare_means([], [])
+
+
+def test_binom_cdf_far_from_the_mode_is_the_full_sum() -> None:
+    """The sum skips terms too small to count; far tails, the mode and beyond agree with the full sum."""
+
+    def full(k: int, n: int, p: float) -> float:
+        logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+                + (n - i) * math.log1p(-p) for i in range(k + 1)]  # fmt: skip
+        top = max(logs)
+        return math.exp(top) * sum(math.exp(v - top) for v in logs)
+
+    for k, n, p in [(5_400, 20_000, 0.3), (6_000, 20_000, 0.3), (6_400, 20_000, 0.3), (3, 20_000, 0.001),
+                    (40, 20_000, 0.001), (19_990, 20_000, 0.9995)]:  # fmt: skip
+        assert binom_cdf(k, n, p) == pytest.approx(full(k, n, p), rel=1e-9, abs=1e-300)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,12 @@ def headline_metrics(results: dict[str, Any]) -> dict[str, tuple[str, float]]:
         if headlines:
             out[task] = headlines[0]
     return out
+
+
+def is_judged(results: dict[str, Any], task: str) -> bool:
+    """Whether ``task`` is scored by llmkick's LLM judge (its config's ``llmkick_judged`` metadata)."""
+    config = results.get("configs", {}).get(task, {})
+    return isinstance(config, dict) and bool((config.get("metadata") or {}).get("llmkick_judged"))
 
 
 def higher_is_better(results: dict[str, Any], task: str, metric_key: str) -> bool:
@@ -205,7 +212,7 @@ class SamplesUnusable(ValueError):
     """The samples cannot support a paired comparison (the reason is shown in the report)."""
 
 
-def _document_values(point: PointResult, task: str, metric_key: str) -> dict[tuple[str, Any], Any]:
+def document_values(point: PointResult, task: str, metric_key: str) -> dict[tuple[str, Any], Any]:
     """``{(leaf task, doc_id): value}`` of one metric, pooled over a group's subtasks.
 
     The score itself was checked against the samples; pooling is checked here: a group that averages
@@ -246,8 +253,8 @@ def _document_values(point: PointResult, task: str, metric_key: str) -> dict[tup
 
 def compare_point(dense: PointResult, point: PointResult, task: str, metric_key: str) -> Comparison:
     """The paired comparison of ``point`` with ``dense`` on ``task``'s headline ``metric_key``."""
-    dense_values = _document_values(dense, task, metric_key)
-    point_values = _document_values(point, task, metric_key)
+    dense_values = document_values(dense, task, metric_key)
+    point_values = document_values(point, task, metric_key)
     if dense_values.keys() != point_values.keys():
         raise SamplesUnusable(
             f"{task}: dense and {point.point['id']} scored different documents "
@@ -277,8 +284,11 @@ def dense_point(points: list[PointResult]) -> PointResult | None:
     return next((p for p in points if p.point["method"] == "none"), None)
 
 
-def comparisons(points: list[PointResult]) -> dict[tuple[str, str, str], Comparison | str]:
-    """``{(point id, task, metric key): Comparison or why there is none}`` for every non-dense point.
+def comparisons(
+    points: list[PointResult], columns: Iterable[tuple[str, str]] | None = None
+) -> dict[tuple[str, str, str], Comparison | str]:
+    """``{(point id, task, metric key): Comparison or why there is none}`` for every non-dense point, on
+    the ``(task, metric key)`` columns (default: the report's headline columns).
 
     A score that is not a number, or that its samples do not give back (or cannot be checked against
     them), on either side gets no verdict, with the reason.
@@ -290,7 +300,7 @@ def comparisons(points: list[PointResult]) -> dict[tuple[str, str, str], Compari
     for point in points:
         if point is dense:
             continue
-        for task, metric in report_columns(points):
+        for task, metric in list(report_columns(points) if columns is None else columns):
             key = (point.point["id"], task, metric)
             if point.score(task, metric) is None:
                 continue

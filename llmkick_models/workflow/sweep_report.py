@@ -23,9 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow import paired_stats
+from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, comparison_json, deciding_cell
+from llmkick_models.workflow.distinct_tokens import distinct_json, distinct_section, distinct_statistics
+from llmkick_models.workflow.lost_examples import lost_documents, lost_section
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
+from llmkick_models.workflow.readings import (
+    breakdown_comparisons,
+    breakdowns,
+    readings_json,
+    readings_section,
+)
+from llmkick_models.workflow.readings_plot import plot_breakdowns
 from llmkick_models.workflow.report_format import PROBLEM_MARK, SYMBOLS, fmt, relative_cell
 from llmkick_models.workflow.report_plots import plot_run
 from llmkick_models.workflow.run_results import (
@@ -112,12 +122,13 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
         lines = [
             f"### {task} — {name}",
             "",
-            "| point | n | dense | point | difference [95% CI] | relative [95% CI] | McNemar p | verdict |",
-            "|---|---|---|---|---|---|---|---|",
+            "| point | n | dense | point | difference [95% CI] | relative [95% CI] | McNemar p | verdict |"
+            f" documents to decide ({POWER:.0%} power) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for pid, result in rows:
             if not isinstance(result, Comparison):
-                lines.append(f"| {pid} | – | – | – | – | – | – | no verdict: {result} |")
+                lines.append(f"| {pid} | – | – | – | – | – | – | no verdict: {result} | – |")
                 continue
             relative = relative_cell(result)
             interval = (
@@ -128,19 +139,25 @@ def comparison_tables(points: list[PointResult], compared: dict) -> str:
             p_value = "–" if result.mcnemar_p is None else f"{result.mcnemar_p:.3g}"
             lines.append(
                 f"| {pid} | {result.n} | {fmt(result.dense)} | {fmt(result.point)} | "
-                f"{result.difference:+.4g} {interval} | {relative} | {p_value} | {result.verdict} |"
+                f"{result.difference:+.4g} {interval} | {relative} | {p_value} | {result.verdict} | "
+                f"{deciding_cell(result)} |"
             )
         methods = sorted({r.method for _, r in rows if isinstance(r, Comparison)})
         if methods:
-            lines += ["", "Intervals: " + "; ".join(methods) + "."]
+            lines += ["", "Intervals: " + "; ".join(methods) + ".", "", DECIDING_NOTE]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
 def report_json(
-    points: list[PointResult], compared: dict, sweep: dict[str, Any], found: list[tuple[str, Finding]]
+    points: list[PointResult],
+    compared: dict,
+    sweep: dict[str, Any],
+    found: list[tuple[str, Finding]],
+    readings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable report (schema documented in the README); strict JSON (no NaN)."""
+    """The machine-readable report (schema documented in the README); strict JSON (no NaN).  ``readings``:
+    further top-level sections (``lost``, ...)."""
     columns = report_columns(points)
     out_points = []
     for point in points:
@@ -153,11 +170,7 @@ def report_json(
         compared_here: dict[str, dict[str, Any]] = {}
         for (pid, task, metric), result in compared.items():
             if pid == point.point["id"]:
-                compared_here.setdefault(task, {})[metric.split(",")[0]] = (
-                    result.as_dict()
-                    if isinstance(result, Comparison)
-                    else {"verdict": paired_stats.NO_VERDICT, "reason": result}
-                )
+                compared_here.setdefault(task, {})[metric.split(",")[0]] = comparison_json(result)
         subtasks = {
             name: {key.split(",")[0]: value for key, value in numeric_scores(metrics).items()}
             for name, metrics in entries.items()
@@ -181,6 +194,7 @@ def report_json(
         "storage_model": STORAGE_MODEL,
         "points": out_points,
         "quantization": quantization_json(points, compared),
+        **(readings or {}),
     })  # fmt: skip
 
 
@@ -212,15 +226,21 @@ def strict_json(data: Any) -> Any:
 
 
 def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
-    """Write ``report.md``, ``report.json`` and ``plot_<task>.png`` files into the run directory."""
+    """Write ``report.md``, ``report.json`` and the ``plot_*.png`` figures into the run directory: the
+    verdicts, then the readings (by group, distinct tokens, lost documents)."""
     points = load_run(run_dir)
     compared = comparisons(points)
     found = problems(points)
     plots = plot_run(points, run_dir, compared)
     plots += plot_stored_size(points, run_dir, compared)
+    groups = breakdowns(points)
+    by_group = breakdown_comparisons(points, groups)
+    group_plots = plot_breakdowns(points, groups, by_group, run_dir)
     sweep = json.loads((run_dir / "sweep.json").read_text())
     stack = run_stack(points)
     warning = stack_warning(stack)
+    lost = lost_documents(points, compared)
+    distinct = distinct_statistics(points)
     body = [
         f"# llmkick sweep: {sweep.get('base_model_args', '')}",
         "",
@@ -236,10 +256,16 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
         *[f"![{plot.stem}]({plot.name})" for plot in plots],
         "",
+        *filter(None, [readings_section(points, groups, by_group)]),
+        *[f"![{plot.stem}]({plot.name})\n" for plot in group_plots],
+        *filter(None, [distinct_section(distinct, points), lost_section(lost)]),
         stack_section(stack),
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))
-    data = report_json(points, compared, sweep, found)
+    data = report_json(points, compared, sweep, found, {
+        "readings": readings_json(points, groups, by_group), "distinct_tokens": distinct_json(distinct),
+        "lost": [entry.as_dict() for entry in lost],
+    })  # fmt: skip
     (run_dir / "report.json").write_text(json.dumps(data, indent=1, allow_nan=False))
-    return report, plots
+    return report, plots + group_plots
