@@ -51,6 +51,34 @@ BIBTEX = """@inproceedings{jaiswal2024compressing,
   year      = {2024},
   url       = {https://arxiv.org/abs/2310.01382}
 }"""
+PAPER_SECTION = (
+    """# LLM-KICK (exact-match tasks)
+
+### Paper
+
+Title: Compressing LLMs: The Truth is Rarely Pure and Never Simple
+
+Abstract: https://arxiv.org/abs/2310.01382
+
+LLM-KICK (Knowledge-Intensive Compressed LLM BenchmarK) asks what a pruned or quantized LLM loses that
+perplexity does not show. Its exact-match tasks measure reasoning (MMLU, generative), knowledge (TriviaQA
+closed book) and in-context retrieval (TriviaQA with evidence); pruned models lose them at sparsities where
+perplexity barely moves.
+
+Homepage: https://github.com/VITA-Group/llm-kick
+
+### Citation
+
+```bibtex
+"""
+    + BIBTEX
+    + """
+```
+
+"""
+)
+
+
 DEVIATIONS = (
     "**TriviaQA, empty answers are wrong.** The released script's lenient match (alias in answer or answer "
     "in alias) counted an empty answer as correct, because the empty string is contained in every alias. "
@@ -82,8 +110,7 @@ def load_results(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(
-            f"--results {path}: not a readable lm-eval results JSON "
-            f"({type(error).__name__}: {error})"
+            f"--results {path}: not a readable lm-eval results JSON ({type(error).__name__}: {error})"
         ) from error
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict) or not any(name in results for name in SUMMARY_TASKS):
@@ -143,28 +170,7 @@ def readme(names: list[str], left_out: dict[str, str], results: dict[str, Any] |
     if missing:
         raise RuntimeError(f"the README describes {missing}, which the folder does not define")
     deviations = "\n".join(f"* {text}" for text in DEVIATIONS)
-    return f"""# LLM-KICK (exact-match tasks)
-
-### Paper
-
-Title: Compressing LLMs: The Truth is Rarely Pure and Never Simple
-
-Abstract: https://arxiv.org/abs/2310.01382
-
-LLM-KICK (Knowledge-Intensive Compressed LLM BenchmarK) asks what a pruned or quantized LLM loses that
-perplexity does not show. Its exact-match tasks measure reasoning (MMLU, generative), knowledge (TriviaQA
-closed book) and in-context retrieval (TriviaQA with evidence); pruned models lose them at sparsities where
-perplexity barely moves.
-
-Homepage: https://github.com/VITA-Group/llm-kick
-
-### Citation
-
-```bibtex
-{BIBTEX}
-```
-
-### Groups, Tags, and Tasks
+    return f"""{PAPER_SECTION}### Groups, Tags, and Tasks
 
 #### Groups
 
