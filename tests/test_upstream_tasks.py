@@ -131,6 +131,9 @@ def test_the_yamls_name_nothing_of_the_plugin(folder: Path) -> None:
         for plugin_only in ("custom_dataset", "llmkick_tasks", "data_dir", "LLMKICK_DATA_DIR", "\nclass: "):
             assert plugin_only not in text, f"{path} names {plugin_only!r}"
     assert "llmkick_freebaseqa" not in (folder / "_llmkick_exact_match.yaml").read_text().split("\ngroup:")[1]
+    # A plugin-only sentence goes; the protocol's sentences before it in the same comment stay.
+    template = (folder / "mmlu" / "_generative_template_yaml").read_text()
+    assert template.startswith("# LLM-KICK's MMLU protocol")
     readme = (folder / "README.md").read_text()
     assert "**To be filled.**" in readme and "llmkick_freebaseqa, llmkick_freebaseqa_paper" in readme
 

@@ -82,6 +82,8 @@ def upstream_yaml(text: str) -> str:
 
     for line in text.splitlines():
         if line.lstrip().startswith("#") and line != HEADER:
+            if block and block[-1].rstrip().endswith("."):  # a new sentence: judged on its own
+                flush()
             block.append(line)
             continue
         flush()
