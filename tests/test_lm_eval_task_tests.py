@@ -94,6 +94,35 @@ def offline_data_dir(shared_data: Path, root: Path) -> Path:
     return root
 
 
+def run_lm_eval_task_tests(
+    source: str, tasks: list[str], tmp_path: Path, env: dict[str, str], python: tuple[str, ...] = ()
+) -> tuple[dict[str, str], str]:
+    """Run lm-eval's ``tests/test_tasks.py`` (``source``) on ``tasks`` in a subprocess (``python``: options
+    of the interpreter); returns each check's outcome (passed, failure, error, skipped) and the output."""
+    package = tmp_path / "lm_eval_task_tests"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "test_tasks.py").write_text(source)
+    shutil.copy(SHIM, package / "utils.py")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # none of this project's pytest options
+    junit = tmp_path / "junit.xml"
+    env = {**env, "LLMKICK_LM_EVAL_TASKS": ",".join(tasks)}
+    # Only the tests parametrized over the given tasks; test_tasks.py's other test checks lm-eval's own
+    # fda/swde/squad_completion classes.
+    command = [sys.executable, *python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command += ["-c", str(tmp_path / "pytest.ini"), str(package / "test_tasks.py")]
+    command += ["-k", "TestNewTasksElseDefault", f"--junitxml={junit}"]
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    output = (run.stdout + run.stderr)[-6000:]
+    assert junit.is_file(), f"lm-eval's task tests did not run:\n{output}"
+    outcomes: dict[str, str] = {}
+    for case in ElementTree.parse(junit).iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcomes[case.get("name", "")] = kinds[0] if kinds else "passed"
+    assert {name.split("[", 1)[1].rstrip("]") for name in outcomes} == set(tasks), output
+    return outcomes, output
+
+
 def test_lm_eval_task_tests_pass_on_the_exact_match_tasks(shared_data: Path, tmp_path: Path) -> None:
     source = lm_eval_sdist_file("tests/test_tasks.py")
     data_dir = offline_data_dir(shared_data, tmp_path / "data")
@@ -112,41 +141,12 @@ def test_lm_eval_task_tests_pass_on_the_exact_match_tasks(shared_data: Path, tmp
         warnings.warn(f"{name} not tested by lm-eval's task tests: {reason}", TaskNotTested, stacklevel=1)
     assert len(tested) > 100, f"too few tasks could be built from {data_dir}: {missing}"
 
-    package = tmp_path / "lm_eval_task_tests"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "test_tasks.py").write_text(source)
-    shutil.copy(SHIM, package / "utils.py")
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # none of this project's pytest options
-    junit = tmp_path / "junit.xml"
     env = {
         **os.environ,
         "LLMKICK_DATA_DIR": str(data_dir),
-        "LLMKICK_LM_EVAL_TASKS": ",".join(tested),
         "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    # Only the tests parametrized over the given tasks; test_tasks.py's other test checks lm-eval's own
-    # fda/swde/squad_completion classes.
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-c",
-        str(tmp_path / "pytest.ini"),
-    ]
-    command += [str(package / "test_tasks.py"), "-k", "TestNewTasksElseDefault", f"--junitxml={junit}"]
-    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
-    output = (run.stdout + run.stderr)[-6000:]
-    assert junit.is_file(), f"lm-eval's task tests did not run:\n{output}"
-
-    outcomes: dict[str, str] = {}
-    for case in ElementTree.parse(junit).iter("testcase"):
-        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
-        outcomes[case.get("name", "")] = kinds[0] if kinds else "passed"
-    assert {name.split("[", 1)[1].rstrip("]") for name in outcomes} == set(tested), output
+    outcomes, output = run_lm_eval_task_tests(source, tested, tmp_path, env)
     failed = {name for name, outcome in outcomes.items() if outcome != "passed"}
     # Data too small for lm-eval's limit of 10 documents (the 4-question TriviaQA sample, the 8 eval and 3
     # train questions of the FreebaseQA fixture): expected to fail the request-count check, nothing else.

@@ -173,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
     convert.add_argument("gguf_file", type=Path)
     convert.add_argument("output", type=Path)
+    upstream = commands.add_parser(
+        "upstream-tasks",
+        help="write the exact-match tasks as an lm-eval pull-request folder (lm_eval/tasks/llmkick)",
+    )
+    upstream.add_argument("dir", type=Path, help="a new or empty folder")
+    upstream.add_argument(
+        "--results", type=Path, help="an lm-eval results JSON for the README's results table"
+    )
     return parser
 
 
@@ -368,6 +376,12 @@ def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
         return 0
     if args.command == "cache":
         return cache_command(args)
+    if args.command == "upstream-tasks":
+        from llmkick_models.workflow.upstream_tasks import write_upstream_folder
+
+        written = write_upstream_folder(args.dir, args.results)
+        print(f"llmkick upstream-tasks: wrote {len(written)} files into {args.dir}")
+        return 0
     if args.command == "convert-gguf":
         from llmkick_models.storage.gguf import convert_gguf
 

@@ -188,20 +188,25 @@ def _first(sequence: Mapping[str, list[str]] | None, key: str) -> str:
     return values[0].strip() if values else ""
 
 
+def hub_raw_doc(row: Mapping[str, Any], with_evidence: bool) -> RawDoc:
+    """The question of one ``mandarjoshi/trivia_qa`` row, with its first evidence texts when asked."""
+    doc = RawDoc(
+        row["question_id"],
+        row["question"].strip(),
+        row["answer"]["value"].strip(),
+        _aliases(row["answer"]),
+    )
+    if with_evidence:
+        doc.wiki_context = _first(row["entity_pages"], "wiki_context")
+        doc.search_context = _first(row["search_results"], "search_context")
+    return doc
+
+
 def read_hub(with_evidence: bool) -> Iterator[RawDoc]:
     """Questions of ``mandarjoshi/trivia_qa`` rc validation (``rc.nocontext`` when no evidence is needed)."""
     dataset = load_hub_split(HUB_DATASET, "rc" if with_evidence else "rc.nocontext", "validation")
     for row in dataset:
-        doc = RawDoc(
-            row["question_id"],
-            row["question"].strip(),
-            row["answer"]["value"].strip(),
-            _aliases(row["answer"]),
-        )
-        if with_evidence:
-            doc.wiki_context = _first(row["entity_pages"], "wiki_context")
-            doc.search_context = _first(row["search_results"], "search_context")
-        yield doc
+        yield hub_raw_doc(row, with_evidence)
 
 
 def read_docs(metadata: Mapping[str, Any], with_evidence: bool) -> Iterator[RawDoc] | list[RawDoc]:

@@ -1,0 +1,223 @@
+"""The README of the upstream task folder, in the layout of lm-eval's task README template, and its results
+table (read from an lm-eval results JSON when one is given)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llmkick_tasks.errors import UserError
+
+# Rows of the results table (the per-subject MMLU scores stay in the results file).
+SUMMARY_TASKS = (
+    "llmkick_mmlu",
+    *(f"llmkick_mmlu_{category}" for category in ("stem", "humanities", "social_sciences", "other")),
+    "llmkick_mmlu_ll",
+    *(f"llmkick_mmlu_ll_{category}" for category in ("stem", "humanities", "social_sciences", "other")),
+    "llmkick_triviaqa_closed",
+    "llmkick_triviaqa_open",
+    "llmkick_wikitext2_ppl_articles",
+)
+# The paper's dense Vicuna-7B numbers this folder can be compared with: (task, metric) -> value.
+PAPER = {("llmkick_mmlu", "acc"): "0.471"}
+
+GROUPS = {
+    "llmkick_exact_match": "every task of this folder on its recommended protocol (no aggregate score)",
+    "llmkick_paper": "the paper's protocols: `llmkick_mmlu` (generative) and both TriviaQA tasks",
+    "llmkick_mmlu": "MMLU, the paper's generative protocol: 4 category groups of 57 subject tasks",
+    "llmkick_mmlu_ll": "MMLU on the same prompt, the loglikelihood (leaderboard) protocol",
+}
+TAGS = {
+    "llmkick_closed_book": "`llmkick_triviaqa_closed`",
+    "llmkick_triviaqa": "both TriviaQA tasks",
+    "llmkick_perplexity": "`llmkick_wikitext2_ppl_articles`",
+}
+TASKS = {
+    "llmkick_mmlu_<subject>": "one MMLU subject, 5-shot from dev, one greedy token must be the gold letter "
+    "(`acc`; `letter_rate`: how often it is a letter at all)",
+    "llmkick_mmlu_ll_<subject>": "one MMLU subject, 5-shot from dev, argmax loglikelihood over the letters",
+    "llmkick_triviaqa_closed": "TriviaQA rc validation, closed book: the model answers from memory",
+    "llmkick_triviaqa_open": "TriviaQA rc validation, open book: the first Wikipedia page and first search "
+    "result (3,072 characters) before the question (LLM-KICK's in-context retrieval)",
+    "llmkick_wikitext2_ppl_articles": "WikiText-2 test perplexity per article (detokenized; lm-eval's "
+    "rolling windows); not part of LLM-KICK, the compression papers' reference metric",
+}
+BIBTEX = """@inproceedings{jaiswal2024compressing,
+  title     = {Compressing {LLMs}: The Truth is Rarely Pure and Never Simple},
+  author    = {Jaiswal, Ajay and Gan, Zhe and Du, Xianzhi and Zhang, Bowen and Wang, Zhangyang
+               and Yang, Yinfei},
+  booktitle = {The Twelfth International Conference on Learning Representations (ICLR)},
+  year      = {2024},
+  url       = {https://arxiv.org/abs/2310.01382}
+}"""
+PAPER_SECTION = (
+    """# LLM-KICK (exact-match tasks)
+
+### Paper
+
+Title: Compressing LLMs: The Truth is Rarely Pure and Never Simple
+
+Abstract: https://arxiv.org/abs/2310.01382
+
+LLM-KICK (Knowledge-Intensive Compressed LLM BenchmarK) asks what a pruned or quantized LLM loses that
+perplexity does not show. Its exact-match tasks measure reasoning (MMLU, generative), knowledge (TriviaQA
+closed book) and in-context retrieval (TriviaQA with evidence); pruned models lose them at sparsities where
+perplexity barely moves.
+
+Homepage: https://github.com/VITA-Group/llm-kick
+
+### Citation
+
+```bibtex
+"""
+    + BIBTEX
+    + """
+```
+
+"""
+)
+
+
+DEVIATIONS = (
+    "**TriviaQA, empty answers are wrong.** The released script's lenient match (alias in answer or answer "
+    "in alias) counted an empty answer as correct, because the empty string is contained in every alias. "
+    "`lenient_match` keeps the paper's rule otherwise; strict `exact_match` and token `f1` are added.",
+    "**TriviaQA normalization** is the official TriviaQA/SQuAD one (lower-case, punctuation and "
+    "typographic quotes to spaces, articles dropped, whitespace collapsed); the answer is the first line of "
+    "the continuation. Generation is greedy, at most 32 tokens, and stops at the next `\\nQ:`.",
+    "**TriviaQA open-book evidence** is cut to 3,072 characters, as in the released code. (The llmkick "
+    "plugin cuts it to a budget in tokens of the evaluated model's tokenizer instead; a task without a "
+    "model cannot, so this folder keeps the original cut.) Missing evidence files are skipped.",
+    "**MMLU generative**: the one generated token counts when it is the gold letter after stripping spaces "
+    "and one trailing `.`, `)` or `:`; anything else is wrong, as in the paper (which is why heavily "
+    "pruned models score below chance). `letter_rate` is added to tell that case apart.",
+    "**MMLU loglikelihood** (`llmkick_mmlu_ll`) is not in the paper: it is the standard protocol on the "
+    "same prompt, for comparison with leaderboards. Categories follow Hendrycks et al.'s `categories.py` "
+    "(as LLM-KICK did; lm-eval's `mmlu` puts `anatomy` under STEM, here it is under other); category "
+    "scores are micro-averages (`weight_by_size`). Shots are the first 5 dev questions in file order.",
+    "**Data** comes from the Hub (`cais/mmlu`; `mandarjoshi/trivia_qa`, `rc.nocontext` for closed book "
+    "and `rc` for open book, validation = web-dev then wikipedia-dev) rather than the release files the "
+    "scripts read; the rows are the same. No revision is pinned. Note that lm-eval prepares every split of "
+    "a config: `rc` includes the multi-gigabyte train split with its evidence.",
+    "**Decoding** is greedy everywhere (the paper sampled only for its judged tasks, which are not here).",
+)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """The lm-eval results JSON at ``path``; refused, naming it, when it holds none of this folder's tasks."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(
+            f"--results {path}: not a readable lm-eval results JSON ({type(error).__name__}: {error})"
+        ) from error
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, dict) or not any(name in results for name in SUMMARY_TASKS):
+        found = ", ".join(sorted(results)[:10]) if isinstance(results, dict) else "no 'results' object"
+        raise UserError(
+            f"--results {path} has no result of this folder's tasks "
+            f"({', '.join(SUMMARY_TASKS)}); it has: {found}"
+        )
+    return data
+
+
+def results_table(data: dict[str, Any] | None) -> str:
+    """The results section: a table from ``data`` (an lm-eval results JSON), or a to-be-filled note."""
+    if data is None:
+        return (
+            "**To be filled.** No model has been scored with this folder yet. Run, for example,\n"
+            "`lm_eval --model hf --model_args pretrained=lmsys/vicuna-7b-v1.3 --tasks llmkick_exact_match "
+            "--output_path out/`\n"
+            "and regenerate this folder with\n"
+            "`llmkick upstream-tasks DIR --results out/<model>/results_*.json`."
+        )
+    config = data.get("config") or {}
+    model = config.get("model_args") or data.get("model_name") or "unknown model"
+    lines = [f"Model: `{config.get('model', '?')}` with `{model}`"]
+    if config.get("limit") is not None:
+        lines[0] += f" — **limit {config['limit']}: not the full data**"
+    lines += ["", "| task | metric | value | stderr | paper (Vicuna-7B, dense) |", "|---|---|---|---|---|"]
+    for task in SUMMARY_TASKS:
+        for key, value in (data["results"].get(task) or {}).items():
+            metric, _, flt = key.partition(",")
+            if metric == "alias" or metric.endswith("_stderr") or not isinstance(value, int | float):
+                continue
+            stderr = data["results"][task].get(f"{metric}_stderr,{flt}", "")
+            stderr = f"{stderr:.4f}" if isinstance(stderr, int | float) else str(stderr or "")
+            lines.append(f"| {task} | {metric} | {value:.4f} | {stderr} | {PAPER.get((task, metric), '–')} |")
+    lines += ["", "The paper's number is comparable only when the model above is dense Vicuna-7B."]
+    return "\n".join(lines)
+
+
+def _items(entries: dict[str, str]) -> str:
+    return "\n".join(f"* `{name}`: {text}" for name, text in entries.items())
+
+
+def readme(names: list[str], left_out: dict[str, str], results: dict[str, Any] | None) -> str:
+    """The folder's README: paper, citation, groups/tags/tasks, checklist, deviations, results, changelog.
+
+    ``names``: the task and group names the folder defines (every one the README describes must be
+    among them); ``left_out``: tasks of the plugin not in the folder -> why.
+    """
+    described = [
+        *GROUPS,
+        "llmkick_triviaqa_closed",
+        "llmkick_triviaqa_open",
+        "llmkick_wikitext2_ppl_articles",
+    ]
+    missing = [name for name in described if name not in names]
+    if missing:
+        raise RuntimeError(f"the README describes {missing}, which the folder does not define")
+    deviations = "\n".join(f"* {text}" for text in DEVIATIONS)
+    return f"""{PAPER_SECTION}### Groups, Tags, and Tasks
+
+#### Groups
+
+{_items(GROUPS)}
+* `llmkick_mmlu_{{stem,humanities,social_sciences,other}}`, `llmkick_mmlu_ll_{{...}}`: the four categories
+
+#### Tags
+
+{_items(TAGS)}
+
+#### Tasks
+
+{_items(TASKS)}
+
+Not in this folder (the llmkick lm-eval plugin runs them; they cannot be expressed without its code):
+
+{_items(left_out)}
+
+### Checklist
+
+For adding novel benchmarks/datasets to the library:
+
+* [x] Is the task an existing benchmark in the literature?
+  * [x] Have you referenced the original paper that introduced the task?
+  * [ ] If yes, does the original paper provide a reference implementation? If so, have you checked against
+    the reference implementation and documented how to run such a test?
+    The paper has released scripts (homepage above). They were **not** run against these tasks; the
+    prompts and scoring were written from them, and every deliberate difference is listed below.
+
+If other tasks on this dataset are already supported:
+
+* [x] Is the "Main" variant of this task clearly denoted? `llmkick_mmlu` (generative) is the paper's MMLU;
+  `llmkick_mmlu_ll` is marked as the leaderboard protocol; lm-eval's `mmlu` and `triviaqa` are unchanged.
+* [x] Have you provided a short sentence in a README on what each new variant adds / evaluates? (above)
+* [x] Have you noted which, if any, published evaluation setups are matched by this variant? `llmkick_paper`
+  is the paper's setup, with the differences below.
+
+### Differences from LLM-KICK's released code, and why
+
+{deviations}
+
+### Results
+
+{results_table(results)}
+
+### Changelog
+
+* 1.0 (MMLU, TriviaQA) / 2.0 (WikiText-2 articles, whose rows changed once in the llmkick plugin):
+  first version in lm-eval; the task versions are the plugin's, so scores compare across both.
+"""

@@ -1,0 +1,182 @@
+"""``llmkick upstream-tasks DIR``: the lm-eval pull-request folder, its generated utils and its README."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import datasets
+import pytest
+from test_tasks_hub import WIKITEXT_ROWS
+
+from llmkick_models.workflow.cli import UserErrorExit, main
+from llmkick_models.workflow.upstream_tasks import write_upstream_folder
+
+TRIVIAQA_ROW: dict[str, Any] = {
+    "question": " Who was the man behind The Chipmunks? ",
+    "question_id": "tc_2",
+    "question_source": "http://www.triviacountry.com/",
+    "entity_pages": {
+        "doc_source": ["w"],
+        "filename": ["a.txt"],
+        "title": ["t"],
+        "wiki_context": ["Wiki. " * 900],
+    },
+    "search_results": {
+        "description": ["d1"],
+        "filename": ["61/61_97.txt"],
+        "rank": [4],
+        "title": ["t1"],
+        "url": ["u1"],
+        "search_context": ["First search result. " * 100],
+    },
+    "answer": {
+        "aliases": ["David Seville", "Ross Bagdasarian"],
+        "normalized_aliases": ["david seville", "ross bagdasarian"],
+        "matched_wiki_entity_name": "",
+        "normalized_matched_wiki_entity_name": "",
+        "normalized_value": "david seville",
+        "type": "WikipediaEntity",
+        "value": "David Seville",
+    },
+}
+NO_EVIDENCE = {
+    **TRIVIAQA_ROW,
+    "question_id": "tc_3",
+    "entity_pages": {k: [] for k in TRIVIAQA_ROW["entity_pages"]},
+}
+NO_EVIDENCE["search_results"] = {k: [] for k in TRIVIAQA_ROW["search_results"]}
+CONTINUATIONS = [
+    "B",
+    " B",
+    "B.",
+    "C)",
+    "Bob",
+    "",
+    "\n",
+    " david seville\nmore",
+    "Ross",
+    " the  Seville!",
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("upstream") / "llmkick"
+    write_upstream_folder(out)
+    return out
+
+
+def generated(folder: Path, relative: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"upstream_{relative.split('/')[0]}", folder / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("relative", ["mmlu/utils.py", "triviaqa/utils.py", "wikitext2/utils.py"])
+def test_generated_utils_import_nothing_of_llmkick(folder: Path, relative: str) -> None:
+    tree = ast.parse((folder / relative).read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert imported and not [name for name in imported if name.startswith("llmkick")]
+
+
+def test_generated_scoring_is_the_plugins(folder: Path) -> None:
+    from llmkick_tasks.mmlu import utils as mmlu
+    from llmkick_tasks.triviaqa import utils as triviaqa
+
+    upstream_mmlu, upstream_triviaqa = (
+        generated(folder, "mmlu/utils.py"),
+        generated(folder, "triviaqa/utils.py"),
+    )
+    for continuation in CONTINUATIONS:
+        for answer in range(4):
+            doc = {"answer": answer}
+            assert upstream_mmlu.process_generative(doc, [continuation]) == mmlu.process_generative(
+                doc, [continuation]
+            )
+        doc = {"aliases": TRIVIAQA_ROW["answer"]["aliases"] + TRIVIAQA_ROW["answer"]["normalized_aliases"]}
+        assert upstream_triviaqa.process_results(doc, [continuation]) == triviaqa.process_results(
+            doc, [continuation]
+        )
+
+
+def test_generated_documents_are_the_plugins(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmkick_tasks.triviaqa import loader
+    from llmkick_tasks.wikitext2 import data
+
+    rows = datasets.Dataset.from_list([TRIVIAQA_ROW, NO_EVIDENCE])
+    monkeypatch.setattr(loader, "load_hub_split", lambda path, name, split: rows)
+    upstream = generated(folder, "triviaqa/utils.py")
+    assert list(upstream.process_closed_book(rows)) == list(loader.load_closed_book()["validation"])
+    # No tokenizer in the plugin's metadata: its evidence cut is the upstream one, in characters.
+    opened = list(upstream.process_open_book(rows))
+    assert opened == list(loader.load_open_book()["validation"])
+    assert len(opened[0]["evidence"]) == 3072 - 1 and opened[1]["evidence"] == ""  # rstrip of "Wiki. "
+    text = datasets.Dataset.from_dict({"text": WIKITEXT_ROWS})
+    articles = generated(folder, "wikitext2/utils.py").process_articles(text)
+    assert list(articles) == list(data.process_articles(text)) and articles.num_rows == 2
+
+
+def test_the_yamls_name_nothing_of_the_plugin(folder: Path) -> None:
+    texts = {path: path.read_text() for path in folder.rglob("*") if path.is_file() and path.suffix != ".py"}
+    for path, text in texts.items():
+        for plugin_only in ("custom_dataset", "llmkick_tasks", "data_dir", "LLMKICK_DATA_DIR", "\nclass: "):
+            assert plugin_only not in text, f"{path} names {plugin_only!r}"
+    assert "llmkick_freebaseqa" not in (folder / "_llmkick_exact_match.yaml").read_text().split("\ngroup:")[1]
+    # A plugin-only sentence goes; the protocol's sentences before it in the same comment stay.
+    template = (folder / "mmlu" / "_generative_template_yaml").read_text()
+    assert template.startswith("# LLM-KICK's MMLU protocol")
+    readme = (folder / "README.md").read_text()
+    assert "**To be filled.**" in readme and "llmkick_freebaseqa, llmkick_freebaseqa_paper" in readme
+
+
+def test_results_table_from_an_lm_eval_results_file(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    scores = {"alias": "x", "acc,none": 0.25, "acc_stderr,none": 0.01, "letter_rate,none": 0.9}
+    config = {"model": "hf", "model_args": "pretrained=tiny", "limit": 10}
+    results.write_text(json.dumps({"results": {"llmkick_mmlu": scores}, "config": config}))
+    assert main(["upstream-tasks", str(tmp_path / "out"), "--results", str(results)]) == 0
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "| llmkick_mmlu | acc | 0.2500 | 0.0100 | 0.471 |" in readme
+    assert "| llmkick_mmlu | letter_rate | 0.9000 |  | – |" in readme
+    assert "`pretrained=tiny` — **limit 10: not the full data**" in readme and "To be filled" not in readme
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not a readable lm-eval results JSON (FileNotFoundError"),
+        ("{", "not a readable lm-eval results JSON (JSONDecodeError"),
+        ('{"results": {"arc_easy": {}}}', "has no result of this folder's tasks (llmkick_mmlu, "),
+    ],
+)
+def test_bad_results_files_are_refused_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    results = tmp_path / "results.json"
+    if content is not None:
+        results.write_text(content)
+    with pytest.raises(UserErrorExit):
+        main(["upstream-tasks", str(tmp_path / "out"), "--results", str(results)])
+    err = capsys.readouterr().err
+    assert f"llmkick upstream-tasks: error: --results {results}" in err and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_empty_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(UserErrorExit):
+        main(["upstream-tasks", str(tmp_path)])
+    assert (
+        f"llmkick upstream-tasks: error: DIR {tmp_path} exists and is not an empty folder; give a new or "
+        "empty folder" in capsys.readouterr().err
+    )
+    assert [path.name for path in tmp_path.iterdir()] == ["keep.txt"]
