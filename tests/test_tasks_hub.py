@@ -23,6 +23,13 @@ MMLU_FEATURES = datasets.Features(  # cais/mmlu's columns
 )
 
 
+@pytest.fixture(autouse=True)
+def private_datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A datasets cache of each test's own: ``datasets`` keys local-folder builds by folder name and config,
+    so a build left by an earlier run with other rows could otherwise be served."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets_cache")
+
+
 def write_hub_folder(root: Path, configs: dict[str, dict[str, datasets.Dataset]]) -> Path:
     """A dataset folder in the Hub's layout: ``<config>/<split>-00000-of-00001.parquet`` + README configs."""
     card = ["---", "configs:"]
