@@ -30,6 +30,7 @@ METHODS: dict[str, str | type[CompressionMethod]] = {
     "sparsegpt": "llmkick_models.engine.methods.sparsegpt:SparseGPT",
     "gptq": "llmkick_models.engine.methods.gptq:GPTQ",
     "rtn": "llmkick_models.engine.methods.rtn:RTN",
+    "awq": "llmkick_models.engine.methods.awq:AWQ",
 }
 
 
@@ -98,6 +99,10 @@ def build_spec(
     cls = method_class(name)
     accepted = [option.name for option in cls.accepted_options()]
     for arg, value in given.items():
+        if arg in cls.refused_options:
+            raise CompressionArgumentError(
+                f"{arg}={value!r} does not apply to method={name}: {cls.refused_options[arg]}"
+            )
         if arg not in accepted:
             raise CompressionArgumentError(
                 f"{arg}={value!r} does not apply to method={name} (it takes "
