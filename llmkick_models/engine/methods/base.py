@@ -104,13 +104,14 @@ class CompressionMethod:
 
     1. **Declared** before any model loads: ``name``; ``options``, the model_args it takes (reuse the
        groups in ``engine/options.py``, or declare an ``Option``, read back with ``spec.option(name)``);
-       ``quantizer_options``, those it takes only with ``bits=``; ``check``, rules between its options.
+       ``quantizer_options``, those it takes only with ``bits=``; ``check``, rules between its options;
+       ``refused_options``, the reason for refusing an option a user may expect it to take.
        ``build_spec`` turns model_args into a validated ``CompressionSpec`` from these: a bad value fails
        before the model loads.  ``register_method`` (or a line in ``METHODS``) makes ``method=name`` known
        to compressed-hf, the sweep and ``llmkick model-args``.
     2. **Asked what it needs** for that spec (``needs``): calibration tokens, the full Hessian, the input
-       feature norms.  Without calibration tokens a method that needs them is refused before any weight
-       changes; the driver accumulates only what is needed.
+       feature norms, the mean input magnitudes.  Without calibration tokens a method that needs them is
+       refused before any weight changes; the driver accumulates only what is needed.
     3. **Instantiated** once per compressed model.
     4. **Called** with ``compress_group(jobs)``: without calibration for each linear alone; with it, by
        the block-by-block driver, for the linears of a block that read the same input tensor (q/k/v,
