@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llmkick_models.engine.input_statistics import quadratic_form_rows
 from llmkick_models.engine.quantizer import QuantizerConfig, rtn_quantize
 
 #: The reference's clip grid: ratios 1 − i/20 for i < 0.5 · 20.
@@ -44,8 +45,9 @@ def awq_scales(abs_mean: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def output_error(delta: torch.Tensor, H: torch.Tensor) -> float:
-    """tr(ΔW H ΔWᵀ): the squared output error of ΔW over the tokens behind H (up to H's factor)."""
-    return float(torch.dot((delta @ H).flatten(), delta.flatten()))
+    """tr(ΔW H ΔWᵀ): the squared output error of ΔW over the tokens behind H (up to H's factor), from H's
+    upper row slabs (``quadratic_form_rows``: about 0.6 of the product ΔW·H)."""
+    return float(quadratic_form_rows(delta, H).sum())
 
 
 def search_scales(
