@@ -174,6 +174,24 @@ def test_op_that_cannot_absorb_a_scale_is_refused_before_any_weight_changes(cali
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+def test_a_folding_that_changes_the_block_output_is_put_back_and_named(calibration, monkeypatch) -> None:
+    """The numeric guard: were o_proj's scale folded into q_proj's rows (which do not feed o channel by
+    channel), the block's output on the first sample changes; every weight is restored and the block named."""
+    from llmkick_models.engine.awq_folding import SinkLayout, find_sinks
+
+    def wrong_sinks(block):
+        sinks = find_sinks(block)
+        sinks[1] = SinkLayout("self_attn.q_proj", "linear", 0, 64)  # groups: q/k/v, o, gate/up, down
+        return sinks
+
+    monkeypatch.setattr(awq, "find_sinks", wrong_sinks)
+    model = build_model("llama", build_tokenizer())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(AWQFoldingError, match=r"folding the scales of model\.layers\.0 .* were put back"):
+        compress_model(model, build_spec("awq", group_size=16, calibration="random"), calibration=calibration)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -305,3 +323,29 @@ def test_mean_magnitudes_are_accumulated_only_for_methods_that_read_them(calibra
     made.clear()
     compress_tiny("llama", calibration, "awq", group_size=16)
     assert made and all(s._feature_abs_mean is not None for s in made)
+
+
+def test_awq_model_is_cached_and_a_hit_is_verified(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """The folded norms travel with the cached weights: a hit gives the same state and logits, and the
+    hit's measured report (levels per group within 2^bits) holds."""
+    from llmkick_models.compressed_hf import CompressedHFLM
+
+    corpus = write_corpus(tmp_path / "corpus")
+    args = {"pretrained": str(tiny_llama_dir), "device": "cpu", "method": "awq", "group_size": 16}
+    args |= {
+        "calibration": str(corpus),
+        "nsamples": 4,
+        "seqlen": 32,
+        "llmkick_cache_dir": str(tmp_path / "c"),
+    }
+    first = CompressedHFLM(**args)
+    second = CompressedHFLM(**args)
+    info = second.get_model_info()["llmkick_compression"]
+    assert info["cache"]["hit"] is True and info["spec"]["awq_clip"] is True
+    first_state, second_state = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)
+    dense = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    norm = "model.layers.0.input_layernorm.weight"
+    assert not torch.equal(second_state[norm], dense.state_dict()[norm])  # the folded scales came back
+    other = CompressedHFLM(**(args | {"awq_grid": 5}))
+    assert other.get_model_info()["llmkick_compression"]["cache"]["hit"] is False
