@@ -83,9 +83,9 @@ def test_clip_search_minimises_each_groups_output_error() -> None:
 
 
 def _tiny(arch: str) -> torch.nn.Module:
-    """The tiny ``arch``; also Llama and Gemma 3 with as many key/value heads as heads (so o ← v folds)
-    and, for Gemma 3, norms that multiply by (1 + weight).  Norm weights randomised: folding must move
-    them."""
+    """The tiny ``arch``; also Llama, Gemma 3 and Phi-3 with as many key/value heads as heads (so o ← v
+    folds), Gemma 3's norms multiplying by (1 + weight), Phi-3's fused qkv_proj and gate_up_proj.  Norm
+    weights randomised: folding must move them."""
     tokenizer = build_tokenizer()
     if arch in ARCHITECTURES:
         model = build_model(arch, tokenizer)
@@ -101,6 +101,8 @@ def _tiny(arch: str) -> torch.nn.Module:
         shape |= {"num_key_value_heads": 4, "max_position_embeddings": 256}
         if arch == "llama_mha":
             config = transformers.LlamaConfig(**shape, **common)
+        elif arch == "phi3":  # fused qkv_proj and gate_up_proj
+            config = transformers.Phi3Config(**shape, **common, pad_token_id=0)
         else:
             config = transformers.Gemma3TextConfig(**shape, **common, head_dim=16, sliding_window=32)
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
@@ -111,7 +113,7 @@ def _tiny(arch: str) -> torch.nn.Module:
     return model
 
 
-FOLD_ARCHITECTURES = (*ARCHITECTURES, "llama_mha", "gemma3")
+FOLD_ARCHITECTURES = (*ARCHITECTURES, "llama_mha", "gemma3", "phi3")
 
 
 @pytest.mark.parametrize("arch", FOLD_ARCHITECTURES)
@@ -145,6 +147,7 @@ def test_folding_alone_keeps_the_logits(calibration, arch: str, monkeypatch: pyt
         "gpt2": {"c_attn", "c_proj", "c_fc"},  # attention's c_proj ← v third of c_attn; mlp.c_proj: gelu
         "llama_mha": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
         "gemma3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+        "phi3": {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"},  # o ← v third, down ← up half
     }[arch]
     assert scaled == expected_scaled
 
