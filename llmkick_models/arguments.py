@@ -175,7 +175,11 @@ def model_args_table() -> str:
             takers.append(f"{name} (with bits=)" if quantizing_only else name)
             if option.default is REQUIRED:
                 requiring.append(name)
-            elif option.default != first.default and first.default is not REQUIRED:
+            elif (
+                option.default != first.default
+                and first.default is not REQUIRED
+                and option.allowed == first.allowed
+            ):
                 own_defaults.setdefault(option.name, []).append(f"{name}: {_spelled(option.default)}")
     lines = [
         "| model_arg | methods | default | allowed | meaning |",
