@@ -352,3 +352,16 @@ def test_awq_model_is_cached_and_a_hit_is_verified(tiny_llama_dir: Path, tmp_pat
     assert not torch.equal(second_state[norm], dense.state_dict()[norm])  # the folded scales came back
     other = CompressedHFLM(**(args | {"awq_grid": 5}))
     assert other.get_model_info()["llmkick_compression"]["cache"]["hit"] is False
+
+
+def test_groups_left_unscaled_are_logged_once(calibration, caplog: pytest.LogCaptureFixture) -> None:
+    """Under GQA no op feeds o_proj channel by channel: said once for the block structure, not per block."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="llmkick_models.engine.methods.awq"):
+        compress_tiny("llama", calibration, "awq", group_size=16)
+    lines = [r.getMessage() for r in caplog.records if "absorbs a per-channel scale" in r.getMessage()]
+    assert lines == [
+        "method=awq: no op before model.layers.0.self_attn.o_proj (and the same linears of the following "
+        "blocks) absorbs a per-channel scale; they are rounded without AWQ scales, as the reference does"
+    ]

@@ -21,6 +21,7 @@ quantization errors propagate from block to block.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -51,6 +52,8 @@ from llmkick_models.engine.options import (
 )
 from llmkick_models.engine.quantizer import QuantizedWeight, QuantizerConfig, quantizer_config, rtn_quantize
 from llmkick_models.engine.spec import CompressionSpec
+
+log = logging.getLogger(__name__)
 
 AWQ_BITS = Option(BITS.name, BITS.parse, 4, BITS.help, BITS.allowed, BITS.field)
 AWQ_SYM = Option(SYM.name, SYM.parse, False, SYM.help, SYM.allowed, SYM.field)
@@ -115,6 +118,15 @@ class AWQ(CompressionMethod):
         )
         if key not in self._layouts:
             self._layouts[key] = find_sinks(block)
+            unscaled = [
+                jobs for jobs, sink in zip(block.groups, self._layouts[key], strict=True) if sink is None
+            ]
+            for jobs in unscaled:  # said once per block structure; each layer's report has awq_scaled: 0
+                log.info(
+                    "method=awq: no op before %s (and the same linears of the following blocks) absorbs a "
+                    "per-channel scale; they are rounded without AWQ scales, as the reference does",
+                    "+".join(job.target.name for job in jobs),
+                )
         return [None if layout is None else bind(block, layout) for layout in self._layouts[key]]
 
     def compress_block(self, block: BlockJob) -> list[list[LayerResult]]:
