@@ -16,7 +16,12 @@ whose being zero or not is the same on both sides, for the first decoder block a
 
 Methods: ``wanda`` (50% unstructured), ``wanda24`` (2:4), ``sparsegpt`` (50%), ``sparsegpt24`` (2:4),
 ``gptq`` (4-bit symmetric, groups of ``--group-size``, no act_order on either side; llm-compressor finds
-its group grids before the loop, llmkick as the GPTQ reference, so their weights are not compared).
+its group grids before the loop, llmkick as the GPTQ reference, so their weights are not compared),
+``awq`` (4-bit asymmetric, groups of ``--group-size``: llmkick's ``method=awq`` with its defaults against
+llm-compressor's ``AWQModifier`` with its defaults followed by its ``QuantizationModifier``).  For ``awq``
+both sides also measure the WikiText-2 token perplexity of the quantized model on the same evaluation
+ids (``--ppl-windows`` windows of ``--ppl-seqlen`` tokens from the start of ``--ppl-text``), and the
+forward worker that of the dense model.
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ METHODS = {
     "sparsegpt": {"llmkick": ("sparsegpt", {"sparsity": 0.5}), "llmc": ("sparsegpt", "0:0")},
     "sparsegpt24": {"llmkick": ("sparsegpt", {"pattern": "2:4"}), "llmc": ("sparsegpt", "2:4")},
     "gptq": {"llmkick": ("gptq", {"bits": 4}), "llmc": ("gptq", None)},
+    "awq": {"llmkick": ("awq", {"bits": 4, "sym": False}), "llmc": ("awq", None)},
 }
+#: Methods whose quantized model's perplexity is measured on both sides.
+PERPLEXITY_METHODS = ("awq",)
 
 
 def _load(model_dir: str, threads: int) -> tuple[Any, float]:
@@ -60,6 +68,13 @@ def _system_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process, user and kernel (what a loaded machine does not inflate as much as the
+    wall time: compare both)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _zero_masks(model: Any, path: str) -> None:
     """Save, per compressed decoder linear (2-D weights inside ``layers``), where the weight is zero."""
     import torch
@@ -70,6 +85,24 @@ def _zero_masks(model: Any, path: str) -> None:
         if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}."
     }
     torch.save(masks, path)
+
+
+def _perplexity(model: Any, path: str | None) -> dict[str, float]:
+    """Token perplexity of ``model`` on the evaluation windows saved at ``path`` (none: nothing)."""
+    import torch
+
+    if not path:
+        return {}
+    ids = torch.load(path)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for window in ids.split(1):
+            logits = model(input_ids=window, use_cache=False).logits[:, :-1].float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1), window[:, 1:].flatten(), reduction="sum"
+            )
+            total, count = total + float(loss), count + window.shape[1] - 1
+    return {"perplexity": float(torch.tensor(total / count).exp())}
 
 
 def worker_llmkick(args: argparse.Namespace) -> dict[str, float]:
@@ -83,7 +116,7 @@ def worker_llmkick(args: argparse.Namespace) -> dict[str, float]:
 
     model, loaded = _load(args.model, args.threads)
     ids = torch.load(args.tokens)
-    start, system = time.perf_counter(), _system_seconds()
+    start, system, cpu = time.perf_counter(), _system_seconds(), _cpu_seconds()
     if args.worker == "forward":
         batch = max(1, DEFAULT_BATCH_TOKENS // ids.shape[1])
         with torch.no_grad():
@@ -91,14 +124,17 @@ def worker_llmkick(args: argparse.Namespace) -> dict[str, float]:
                 model(input_ids=ids[i : i + batch], use_cache=False)
     else:
         name, options = METHODS[args.method]["llmkick"]
-        if name == "gptq":
+        if name in ("gptq", "awq"):
             options = {**options, "group_size": args.group_size}
         spec = build_spec(name, calibration="random", **options)  # the tokens are given below
         compress_model(model, spec, calibration=CalibrationSet(ids, "llmc_compare", 0))
-    seconds, system = time.perf_counter() - start, _system_seconds() - system
+    seconds, system, cpu = time.perf_counter() - start, _system_seconds() - system, _cpu_seconds() - cpu
     if args.masks:
         _zero_masks(model, args.masks)
-    return {"seconds": seconds, "system_seconds": system, "loaded_rss_mib": loaded, "peak_rss_mib": rss_mib()}
+    peak = rss_mib()  # before the perplexity's logits
+    measured = {"seconds": seconds, "system_seconds": system, "cpu_seconds": cpu}
+    measured |= {"loaded_rss_mib": loaded, "peak_rss_mib": peak}
+    return measured | _perplexity(model, args.eval_tokens)
 
 
 def worker_llmc(args: argparse.Namespace) -> dict[str, float]:
@@ -120,16 +156,26 @@ def worker_llmc(args: argparse.Namespace) -> dict[str, float]:
         recipe = SparseGPTModifier(sparsity=0.5, mask_structure=structure, ignore=["re:.*lm_head"])
     else:
         from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-        from llmcompressor.modifiers.quantization import GPTQModifier
 
         weights = QuantizationArgs(
-            num_bits=4, type="int", symmetric=True, strategy="group", group_size=args.group_size
+            num_bits=4, type="int", symmetric=kind == "gptq", strategy="group", group_size=args.group_size
         )
-        scheme = QuantizationScheme(targets=["Linear"], weights=weights)
-        recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["re:.*lm_head"], actorder=None)
+        groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
+        if kind == "gptq":
+            from llmcompressor.modifiers.quantization import GPTQModifier
+
+            recipe = GPTQModifier(config_groups=groups, ignore=["re:.*lm_head"], actorder=None)
+        else:
+            from llmcompressor.modifiers.quantization import QuantizationModifier
+            from llmcompressor.modifiers.transform.awq import AWQModifier
+            from llmcompressor.pipelines.cache import IntermediatesCache
+
+            # Its AWQ pins cached activations for host-to-accelerator copies, which needs an accelerator.
+            IntermediatesCache.pin_memory = lambda self, *a, **k: None
+            recipe = [AWQModifier(), QuantizationModifier(config_groups=groups, ignore=["re:.*lm_head"])]
     dataset = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     batch = max(1, min(ids.shape[0], args.batch_tokens // ids.shape[1]))  # as llmkick's driver batches
-    start, system = time.perf_counter(), _system_seconds()
+    start, system, cpu = time.perf_counter(), _system_seconds(), _cpu_seconds()
     oneshot(
         model=model,
         dataset=dataset,
@@ -140,10 +186,13 @@ def worker_llmc(args: argparse.Namespace) -> dict[str, float]:
         batch_size=batch,
         pipeline="sequential",
     )
-    seconds, system = time.perf_counter() - start, _system_seconds() - system
+    seconds, system, cpu = time.perf_counter() - start, _system_seconds() - system, _cpu_seconds() - cpu
     if args.masks:
         _zero_masks(model, args.masks)
-    return {"seconds": seconds, "system_seconds": system, "loaded_rss_mib": loaded, "peak_rss_mib": rss_mib()}
+    peak = rss_mib()  # before the perplexity's logits
+    measured = {"seconds": seconds, "system_seconds": system, "cpu_seconds": cpu}
+    measured |= {"loaded_rss_mib": loaded, "peak_rss_mib": peak}
+    return measured | _perplexity(model, args.eval_tokens)
 
 
 def _tokens(args: argparse.Namespace, path: Path) -> None:
@@ -160,6 +209,21 @@ def _tokens(args: argparse.Namespace, path: Path) -> None:
     ids = calibration_tokens(spec, load_documents(spec), tokenizer, len(tokenizer)).input_ids
     torch.save(ids, path)
     print(f"calibration: {source}, {args.nsamples} x {args.seqlen} tokens")
+
+
+def _evaluation_tokens(args: argparse.Namespace, path: Path) -> None:
+    """The perplexity windows: the start of ``--ppl-text`` tokenized by the model's tokenizer."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
+    text = Path(args.ppl_text).read_text()
+    need = args.ppl_windows * args.ppl_seqlen
+    ids = tokenizer(text[: need * 8], return_tensors="pt").input_ids[0]  # ~4 characters per token
+    if ids.numel() < need:
+        raise SystemExit(f"--ppl-text {args.ppl_text}: {ids.numel()} tokens, fewer than {need}")
+    torch.save(ids[:need].reshape(args.ppl_windows, args.ppl_seqlen), path)
+    print(f"perplexity: {args.ppl_text}, {args.ppl_windows} x {args.ppl_seqlen} tokens")
 
 
 def _agreement(path_a: str, path_b: str) -> tuple[float, float]:
@@ -191,6 +255,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are printed")
     parser.add_argument("--source", help="calibration text (default: shared WikiText-2, else random ids)")
+    parser.add_argument("--ppl-text", default=str(DEFAULT_TEXT / "test.txt"), help="perplexity text (awq)")
+    parser.add_argument("--ppl-windows", type=int, default=16)
+    parser.add_argument("--ppl-seqlen", type=int, default=512)
+    parser.add_argument("--eval-tokens", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)
@@ -212,6 +280,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tokens = Path(scratch) / "tokens.pt"
         _tokens(args, tokens)
+        evaluation = Path(scratch) / "evaluation.pt"
+        perplexity = any(method in PERPLEXITY_METHODS for method in methods)
+        if perplexity:
+            _evaluation_tokens(args, evaluation)
         from llmkick_models.engine.sequential import DEFAULT_BATCH_TOKENS
 
         # llm-compressor's worker (no llmkick import there) is told llmkick's batch, so both batch alike.
@@ -220,20 +292,23 @@ def main() -> None:
                   "--batch-tokens", str(DEFAULT_BATCH_TOKENS)]  # fmt: skip
         runs: dict[str, list[dict[str, float]]] = {}
         for round_index in range(args.rounds):
-            runs.setdefault("forward", []).append(run_worker(__file__, "forward", common))
+            dense_ppl = ["--eval-tokens", str(evaluation)] if perplexity else []
+            runs.setdefault("forward", []).append(run_worker(__file__, "forward", [*common, *dense_ppl]))
             for method in methods:
                 for side in ("llmc", "llmkick"):
                     masks = str(Path(scratch) / f"{method}-{side}-{round_index}.pt")
                     command = [*common, "--method", method, "--masks", masks]
+                    if method in PERPLEXITY_METHODS:
+                        command += ["--eval-tokens", str(evaluation)]
                     python = args.llmc_python if side == "llmc" else sys.executable
                     result = _run(python, side, command)
                     runs.setdefault(f"{method}/{side}", []).append(result)
                     print(
-                        f"round {round_index + 1} {method:<12} {side:<8} {result['seconds']:8.1f} s "
-                        f"({result['system_seconds']:.1f} s in the kernel: page faults)",
+                        f"round {round_index + 1} {method:<12} {side:<8} {result['seconds']:8.1f} s, CPU "
+                        f"{result['cpu_seconds']:.1f} s ({result['system_seconds']:.1f} s in the kernel)",
                         flush=True,
                     )
-                if method != "gptq":
+                if method not in ("gptq", "awq"):
                     first, overall = _agreement(
                         str(Path(scratch) / f"{method}-llmc-{round_index}.pt"),
                         str(Path(scratch) / f"{method}-llmkick-{round_index}.pt"),
@@ -243,7 +318,7 @@ def main() -> None:
     forward = median["forward"]["seconds"]
     print(f"\nmodel={args.model} threads={args.threads} rounds={args.rounds} forward={forward:.1f} s")
     print(
-        f"{'method':<12} {'llm-comp s':>10} {'llmkick s':>10} {'ratio':>6} {'x fwd':>6} "
+        f"{'method':<12} {'llm-comp s':>10} {'llmkick s':>10} {'ratio':>6} {'CPU ratio':>9} {'x fwd':>6} "
         f"{'llmc RSS/load':>13} {'llmkick RSS/load':>16} {'mask agree first/overall':>25}"
     )
     for method in methods:
@@ -252,9 +327,16 @@ def main() -> None:
         agreement = f"{agree['first']:.2%} / {agree['overall']:.2%}" if agree else "-"
         print(
             f"{method:<12} {llmc['seconds']:>10.1f} {ours['seconds']:>10.1f} "
-            f"{ours['seconds'] / llmc['seconds']:>6.2f} {ours['seconds'] / forward:>6.2f} "
+            f"{ours['seconds'] / llmc['seconds']:>6.2f} {ours['cpu_seconds'] / llmc['cpu_seconds']:>9.2f} "
+            f"{ours['seconds'] / forward:>6.2f} "
             f"{llmc['peak_rss_mib'] / llmc['loaded_rss_mib']:>13.2f} "
             f"{ours['peak_rss_mib'] / ours['loaded_rss_mib']:>16.2f} {agreement:>25}"
+        )
+    for method in (m for m in methods if m in PERPLEXITY_METHODS):
+        llmc, ours = median[f"{method}/llmc"]["perplexity"], median[f"{method}/llmkick"]["perplexity"]
+        print(
+            f"{method} WikiText-2 perplexity: dense {median['forward']['perplexity']:.3f}, llm-compressor "
+            f"{llmc:.3f}, llmkick {ours:.3f} ({ours / llmc - 1:+.2%} relative to llm-compressor)"
         )
 
 

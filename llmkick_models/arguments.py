@@ -177,10 +177,11 @@ def model_args_table() -> str:
     name allows other values than the row's says which.
     """
     rows: dict[str, tuple[Option, list[str], list[str]]] = {}
+    own_defaults: dict[str, list[str]] = {}  # methods whose default differs from the row's first one
     for name in METHODS:
         implementation = method_class(name)
         for option in implementation.accepted_options():
-            _, takers, requiring = rows.setdefault(option.name, (option, [], []))
+            first, takers, requiring = rows.setdefault(option.name, (option, [], []))
             quantizing_only = option in implementation.quantizer_options and option.name != "bits"
             taker = f"{name} (with bits=)" if quantizing_only else name
             if option.allowed != rows[option.name][0].allowed:  # e.g. llm_int8's bits: 8 only
@@ -188,6 +189,12 @@ def model_args_table() -> str:
             takers.append(taker)
             if option.default is REQUIRED:
                 requiring.append(name)
+            elif (
+                option.default != first.default
+                and first.default is not REQUIRED
+                and option.allowed == first.allowed
+            ):
+                own_defaults.setdefault(option.name, []).append(f"{name}: {_spelled(option.default)}")
     lines = [
         "| model_arg | methods | default | allowed | meaning |",
         "|---|---|---|---|---|",
@@ -197,6 +204,8 @@ def model_args_table() -> str:
         default = _spelled(option.default) if option.default is not REQUIRED else "—"
         if requiring:
             default = f"required by {', '.join(requiring)}"
+        if option.name in own_defaults:
+            default = f"{default}; {', '.join(own_defaults[option.name])}"
         lines.append(
             f"| `{option.name}` | {', '.join(takers)} | {default} | {option.allowed} | {option.help} |"
         )

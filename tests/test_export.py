@@ -46,13 +46,36 @@ def test_round_trip_gives_the_fake_quantized_logits(calibration, tmp_path: Path,
     assert (actual - expected).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize(
+    ("arch", "method", "args"),
+    [
+        ("llama", "awq", {"group_size": 16}),  # AWQ's defaults: 4 bits, asymmetric, clip search
+        ("qwen2", "awq", {"bits": 3, "group_size": -1, "awq_clip": False}),
+        ("llama", "rtn", {"bits": 4, "group_size": 32, "sym": False}),
+    ],
+)
+def test_asymmetric_grids_round_trip(calibration, tmp_path: Path, arch: str, method: str, args: dict) -> None:
+    """Asymmetric grids (AWQ's default) are stored as int8 codes with their zero points (naive-quantized:
+    transformers cannot reload pack-quantized's packed zero points); the folded norms are plain floats."""
+    import json
+
+    model, report = compress_tiny(arch, calibration if method == "awq" else None, method, **args)
+    ids = calibration.input_ids[:2]
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    export_compressed_tensors(model, report, tmp_path / "packed")
+    quantization = json.loads((tmp_path / "packed" / "config.json").read_text())["quantization_config"]
+    assert quantization["format"] == "naive-quantized"
+    assert quantization["config_groups"]["group_0"]["weights"]["symmetric"] is False
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "packed", dtype=torch.float32)
+    with torch.no_grad():
+        assert (reloaded(input_ids=ids).logits - expected).abs().max() < 1e-4
+
+
 def test_refuses_what_cannot_be_packed(calibration, tmp_path: Path) -> None:
     model, report = compress_tiny("llama", calibration, "gptq", bits=4, group_size=32, act_order=True)
     with pytest.raises(ExportError, match="static_groups=true"):
         export_compressed_tensors(model, report, tmp_path / "a")
-    model, report = compress_tiny("llama", None, "rtn", bits=4, group_size=32, sym=False)
-    with pytest.raises(ExportError, match="symmetric grids only"):
-        export_compressed_tensors(model, report, tmp_path / "b")
     model, report = compress_tiny("gpt2", None, "rtn", bits=4, group_size=32)
     with pytest.raises(ExportError, match="Conv1D"):
         export_compressed_tensors(model, report, tmp_path / "c")

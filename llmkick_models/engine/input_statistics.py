@@ -2,8 +2,8 @@
 
 For a linear layer y = W x and the layer-wise objective ‖WX − ŴX‖², the Hessian with respect to each row
 of W is H = (2/n) Σ x xᵀ over the n calibration tokens.  This module accumulates H (fp32, as a running
-average so its scale never grows with n, on the row slabs of its upper triangle) and the running mean of
-squared input features that Wanda needs, and measures the relative reconstruction error
+average so its scale never grows with n, on the row slabs of its upper triangle), the running means of
+squared input features (Wanda) and of |x_j| (AWQ), and measures the relative reconstruction error
 ‖WX − ŴX‖² / ‖WX‖² from H alone: with H ∝ X Xᵀ, ‖ΔW X‖²_F = tr(ΔW H ΔWᵀ) up to the same factor, so no
 activations need to be kept.  Damping and factoring H is ``hessian``'s business.
 """
@@ -21,6 +21,8 @@ class InputStatistics:
 
     ``feature_sq_mean[j]`` = mean over all tokens of x_j² (Wanda's ‖X_j‖²/n); kept only with
     ``feature_norms`` (the Hessian methods never read it).
+    ``feature_abs_mean[j]`` = mean over all tokens of |x_j| (AWQ's activation magnitude); kept only with
+    ``feature_abs_means``.
     ``hessian`` = (2/m) Σ x xᵀ over every ``hessian_stride``-th token (m of them).  Stride 1 accumulates
     the exact Hessian that SparseGPT/GPTQ need, as a running average.  A larger stride only serves to
     measure reconstruction errors: while fewer than ``columns`` tokens are sampled they are kept
@@ -31,7 +33,12 @@ class InputStatistics:
     """
 
     def __init__(
-        self, columns: int, device: torch.device, hessian_stride: int = 1, feature_norms: bool = True
+        self,
+        columns: int,
+        device: torch.device,
+        hessian_stride: int = 1,
+        feature_norms: bool = True,
+        feature_abs_means: bool = False,
     ) -> None:
         if hessian_stride < 1:
             raise ValueError(f"hessian_stride must be >= 1, got {hessian_stride}")
@@ -43,6 +50,9 @@ class InputStatistics:
         self._feature_sq_mean: torch.Tensor | None = None
         if feature_norms:
             self._feature_sq_mean = torch.zeros(columns, dtype=torch.float32, device=device)
+        self._feature_abs_mean: torch.Tensor | None = None
+        if feature_abs_means:
+            self._feature_abs_mean = torch.zeros(columns, dtype=torch.float32, device=device)
         self._hessian: torch.Tensor | None = None
         if hessian_stride == 1:
             self._hessian = torch.zeros(columns, columns, dtype=torch.float32, device=device)
@@ -66,6 +76,9 @@ class InputStatistics:
         if self._feature_sq_mean is not None:
             sum_of_squares = torch.linalg.vector_norm(X, dim=0).square_()  # no tokens x columns temporary
             self._feature_sq_mean.mul_(self.tokens / total).add_(sum_of_squares, alpha=1.0 / total)
+        if self._feature_abs_mean is not None:
+            sum_of_magnitudes = torch.linalg.vector_norm(X, ord=1, dim=0)
+            self._feature_abs_mean.mul_(self.tokens / total).add_(sum_of_magnitudes, alpha=1.0 / total)
         first = (-self.tokens) % self.hessian_stride  # next globally-strided position inside this batch
         self.tokens = total
         sampled = X[first :: self.hessian_stride]
@@ -103,12 +116,12 @@ class InputStatistics:
     @property
     def feature_sq_mean(self) -> torch.Tensor:
         """Mean over all tokens of x_j² per input feature j (only when kept: ``feature_norms``)."""
-        if self._feature_sq_mean is None:
-            raise ValueError(
-                "these statistics were accumulated without feature norms (feature_norms=False); a method "
-                "that reads them says so in its needs(): Needs(feature_norms=True)"
-            )
-        return self._feature_sq_mean
+        return _kept(self._feature_sq_mean, "feature norms", "feature_norms")
+
+    @property
+    def feature_abs_mean(self) -> torch.Tensor:
+        """Mean over all tokens of |x_j| per input feature j (only when kept: ``feature_abs_means``)."""
+        return _kept(self._feature_abs_mean, "feature magnitudes", "feature_abs_means")
 
     @property
     def samples(self) -> torch.Tensor:
@@ -137,6 +150,16 @@ class InputStatistics:
             return 0.0
         value = float(((W - W_hat.float()) @ X.t()).square().sum() / kept)
         return value if math.isfinite(value) else float("nan")
+
+
+def _kept(statistic: torch.Tensor | None, what: str, flag: str) -> torch.Tensor:
+    """``statistic``, refused when it was not accumulated (the method did not ask for it)."""
+    if statistic is None:
+        raise ValueError(
+            f"these statistics were accumulated without {what} ({flag}=False); a method that reads them "
+            f"says so in its needs(): Needs({flag}=True)"
+        )
+    return statistic
 
 
 #: From this many columns on, a Gram update skips the blocks below its diagonal (the mirrors of those

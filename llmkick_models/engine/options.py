@@ -317,9 +317,27 @@ STATIC_GROUPS = _spec_option(
 GPTQ_ORDER = (ACT_ORDER, STATIC_GROUPS)
 #: Quantizers that can follow Wanda/magnitude pruning.
 QUANTIZERS: tuple[str, ...] = ("gptq", "rtn")
+#: Why AWQ is not combined with pruning (named for ``quantizer=awq`` and for ``method=awq,sparsity=``).
+AWQ_PRUNING_REASON = (
+    "AWQ searches the scales of a whole decoder block on its float weights before any of its linears "
+    "changes, while the pruning methods compress one input group at a time; llmkick does not combine them "
+    "(for sparse + quantized use method=sparsegpt with bits=, or wanda/magnitude with quantizer=gptq|rtn)"
+)
+_quantizer_choice = choice("quantizer", QUANTIZERS)
+
+
+def parse_quantizer(value: Any) -> str:
+    """``gptq`` or ``rtn``; ``awq`` is refused with the reason."""
+    if isinstance(value, str) and value.strip().lower() == "awq":
+        raise _bad(
+            "quantizer", value, f"is not offered after pruning: {AWQ_PRUNING_REASON}", "quantizer=gptq|rtn"
+        )
+    return _quantizer_choice(value)
+
+
 QUANTIZER_CHOICE = _spec_option(
     "quantizer",
-    choice("quantizer", QUANTIZERS),
+    parse_quantizer,
     None,
     "gptq or rtn",
     "what quantizes the pruned weights: gptq (default for calibrated methods) or rtn (default otherwise)",

@@ -141,8 +141,15 @@ def rtn_quantize(W: torch.Tensor, config: QuantizerConfig) -> tuple[torch.Tensor
     Weights that are 0 stay 0 (see the module docstring), so RTN after pruning keeps the mask.
     """
     W = W.float()
-    columns = W.shape[1]
+    rows, columns = W.shape
     size = config.group_size or columns
+    if columns % size == 0:  # every group whole: all at once, each group row through the same find_params
+        groups = columns // size
+        segments = W.reshape(rows * groups, size)
+        scale, zero = find_params(segments, config)
+        Q = fake_quantize(segments, scale, zero, config.maxq).reshape(rows, columns)
+        grid = QuantizedWeight(config, scale.reshape(rows, groups), zero.reshape(rows, groups))
+        return Q, grid
     Q = torch.empty_like(W)
     scales, zeros = [], []
     for start in range(0, columns, size):

@@ -3,7 +3,8 @@
 Capture the inputs of block 0 for all calibration samples, then for each block i
 
 1. hook its linears and run the block to accumulate their input statistics (``InputStatistics``),
-2. compress the linears with those statistics and record each one's reconstruction error,
+2. compress the linears with those statistics (``CompressionMethod.compress_block``: by default group by
+   group; a method may take the whole block at once) and record each one's reconstruction error,
 3. run the block again, now compressed, and keep its outputs as the inputs of block i+1,
 
 so that errors propagate from block to block as in the reference implementations.
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from llmkick_models.engine.block_inputs import BlockInputs, StopForward, capture_first_block_inputs
 from llmkick_models.engine.host_memory import release_free_memory, retain_freed_memory
 from llmkick_models.engine.input_statistics import InputStatistics
-from llmkick_models.engine.methods.base import CompressionMethod, LayerJob, compress_jobs
+from llmkick_models.engine.methods.base import BlockJob, CompressionMethod, LayerJob, compress_block_jobs
 from llmkick_models.engine.model_layout import TargetLinear, decoder_linears, find_decoder_blocks
 from llmkick_models.engine.placement import block_on_device, execution_device, weights_materialized
 from llmkick_models.engine.quantizer import QuantizedWeight
@@ -143,6 +144,7 @@ def accumulate_statistics(
     hessian_stride: int,
     stop_early: bool,
     feature_norms: bool = True,
+    feature_abs_means: bool = False,
 ) -> dict[str, InputStatistics]:
     """Run ``block`` over all samples with hooks on the groups' owners; statistics keyed by owner name.
 
@@ -150,7 +152,10 @@ def accumulate_statistics(
     rest of the block does not affect these statistics.
     """
     statistics = {
-        g.owner.name: InputStatistics(g.owner.shape[1], device, hessian_stride, feature_norms) for g in groups
+        g.owner.name: InputStatistics(
+            g.owner.shape[1], device, hessian_stride, feature_norms, feature_abs_means
+        )
+        for g in groups
     }
     last = groups[-1].owner.module if stop_early else None
 
@@ -196,7 +201,7 @@ def compress_sequential(
     ‖WX‖² on the layer's calibration inputs) and ``error_tokens`` (how many tokens that was measured on),
     and the quantization grids of the linears that were quantized, by name.
     """
-    _, blocks = find_decoder_blocks(model)
+    stack_name, blocks = find_decoder_blocks(model)
     targets = decoder_linears(model)
     by_block: dict[int, list[TargetLinear]] = {}
     for target in targets:
@@ -226,7 +231,15 @@ def compress_sequential(
                     inputs.to(block_device)
                     if block_targets:
                         block_layers, layout = _compress_block(
-                            block, block_targets, inputs, method, spec, block_device, stride, layout
+                            f"{stack_name}.{index}",
+                            block,
+                            block_targets,
+                            inputs,
+                            method,
+                            spec,
+                            block_device,
+                            stride,
+                            layout,
                         )
                     if index + 1 < len(blocks):  # the last block's outputs feed nothing
                         inputs.advance(block)
@@ -250,6 +263,7 @@ def compress_sequential(
 
 
 def _compress_block(
+    name: str,
     block: nn.Module,
     targets: list[TargetLinear],
     inputs: BlockInputs,
@@ -265,33 +279,35 @@ def _compress_block(
     # true_sequential: one statistics pass per input group, after the groups before it are compressed.
     passes = [[group] for group in groups] if spec.true_sequential else [groups]
     reports: list[tuple[LayerReport, QuantizedWeight | None]] = []
-    feature_norms = method.needs(spec).feature_norms
+    needs = method.needs(spec)
+    first = inputs.calls[0]
     for pass_groups in passes:
         statistics = accumulate_statistics(
-            block, inputs, pass_groups, device, stride, single_calls, feature_norms
+            block,
+            inputs,
+            pass_groups,
+            device,
+            stride,
+            single_calls,
+            needs.feature_norms,
+            needs.feature_abs_means,
         )
+        jobs = _group_jobs(pass_groups, statistics, spec, device)
+        job = BlockJob(name, block, jobs, lambda: first.run(block, inputs.hidden[first.rows]))
         with weights_materialized(block):
-            reports.extend(_compress_groups(pass_groups, statistics, method, spec, device))
+            reports.extend(_compress_measured(job, method, spec, device))
     return reports, layout
 
 
-def _compress_groups(
+def _group_jobs(
     groups: list[_InputGroup],
     statistics: dict[str, InputStatistics],
-    method: CompressionMethod,
     spec: CompressionSpec,
     device: torch.device,
-) -> list[tuple[LayerReport, QuantizedWeight | None]]:
-    """Compress each group's members together with the group's statistics; each one's measured report
-    and grid.
-
-    The method gets the whole group at once (``compress_group``), so work on the shared statistics is
-    done once.  An error the method measured itself (SparseGPT, GPTQ: from their column loop, see
-    ``column_loop.errors_from_column_loop``) is kept; otherwise it is measured here from the statistics
-    (exact Hessian, or the token subsample for methods without one), against a copy of each weight taken
-    before the call.
-    """
-    compressed: list[tuple[LayerReport, QuantizedWeight | None]] = []
+) -> list[list[LayerJob]]:
+    """One job per member of each group, sharing the group's statistics; a group that calibration never
+    reached is refused."""
+    jobs = []
     for group in groups:
         stats = statistics[group.owner.name]
         if stats.tokens == 0:
@@ -299,13 +315,32 @@ def _compress_groups(
                 f"{group.owner.name} received no calibration tokens; a layer that calibration never "
                 f"reaches cannot be compressed by method={spec.method}"
             )
-        originals = [t.weight.detach().clone() for t in group.members]  # in their own dtype: exact
-        jobs = [LayerJob(t, spec, device, stats) for t in group.members]
-        for job, original, result in zip(jobs, originals, compress_jobs(method, jobs), strict=True):
-            error = result.error
-            if error is None:
-                W = original.to(device=device, dtype=torch.float32)
-                error = stats.relative_error(W, job.target.weight.to(device))
-            extra = {**result.facts, "recon_error": error, "error_tokens": stats.hessian_tokens}
-            compressed.append((measure_layer(job.target, spec, extra), result.grid))
+        jobs.append([LayerJob(t, spec, device, stats) for t in group.members])
+    return jobs
+
+
+def _compress_measured(
+    block: BlockJob, method: CompressionMethod, spec: CompressionSpec, device: torch.device
+) -> list[tuple[LayerReport, QuantizedWeight | None]]:
+    """Compress the block's groups (``compress_block``: by default each group's members together, so
+    work on the shared statistics is done once); each linear's measured report and grid.
+
+    An error the method measured itself (SparseGPT, GPTQ: from their column loop, see
+    ``column_loop.errors_from_column_loop``; AWQ: against the weight before its scales) is kept; otherwise
+    it is measured here from the statistics (exact Hessian, or the token subsample for methods without
+    one), against a copy of each weight taken before the call.
+    """
+    jobs = [job for group in block.groups for job in group]
+    originals = [job.target.weight.detach().clone() for job in jobs]  # in their own dtype: exact
+    results = [result for group in compress_block_jobs(method, block) for result in group]
+    compressed: list[tuple[LayerReport, QuantizedWeight | None]] = []
+    for job, original, result in zip(jobs, originals, results, strict=True):
+        stats = job.statistics
+        assert stats is not None
+        error = result.error
+        if error is None:
+            W = original.to(device=device, dtype=torch.float32)
+            error = stats.relative_error(W, job.target.weight.to(device))
+        extra = {**result.facts, "recon_error": error, "error_tokens": stats.hessian_tokens}
+        compressed.append((measure_layer(job.target, spec, extra), result.grid))
     return compressed

@@ -1,9 +1,11 @@
 """Save a quantized model in a packed format that serving engines load (compressed-tensors / vLLM).
 
 compressed-hf evaluates fake-quantized weights (dequantized floats); ``llmkick compress --format
-compressed-tensors`` instead stores the integer codes packed into int32 with their scales (and zero points
-when asymmetric), in the ``pack-quantized`` compressed-tensors format that vLLM serves with its W4A16/W8A16
-kernels and that transformers loads back (``from_pretrained`` decompresses it).
+compressed-tensors`` instead stores the integer codes with their scales (and zero points when asymmetric):
+symmetric grids packed into int32, in the ``pack-quantized`` compressed-tensors format that vLLM serves with
+its W4A16/W8A16 kernels, asymmetric ones (AWQ's default) one code per int8 in ``naive-quantized``, because
+transformers cannot load back the zero points that ``pack-quantized`` packs (a shape mismatch on reload).
+transformers loads both back (``from_pretrained`` decompresses them).
 
 Why compressed-tensors (the optional ``[export]`` extra): it is the format of vLLM's own quantization
 toolkit (llm-compressor), maintained alongside vLLM, pure Python on CPU, and it needs nothing but the
@@ -60,6 +62,12 @@ def _quantization_args(grid: QuantizedWeight, act_order: bool) -> Any:
     )
 
 
+def storage_format(grid: QuantizedWeight) -> str:
+    """``pack-quantized`` for symmetric grids; ``naive-quantized`` (int8 codes) for asymmetric ones, whose
+    packed zero points transformers cannot load back."""
+    return "pack-quantized" if grid.config.sym else "naive-quantized"
+
+
 def export_compressed_tensors(model: nn.Module, report: CompressionReport, output: Path) -> Path:
     """Pack ``model``'s quantized decoder linears and save the model under ``output`` (HF folder).
 
@@ -78,13 +86,6 @@ def export_compressed_tensors(model: nn.Module, report: CompressionReport, outpu
         raise ExportError(
             f"--format compressed-tensors packs quantized weights, but method={spec.method} was not asked to "
             f"quantize (give bits=); save pruned models with --format fake"
-        )
-    if not spec.sym:
-        # compressed-tensors packs asymmetric zero points along the output dimension, and transformers 5
-        # cannot load them back (a shape mismatch on reload), so such a checkpoint could not be verified.
-        raise ExportError(
-            "--format compressed-tensors supports symmetric grids only (sym=true, the default; also what "
-            "vLLM's Marlin W4A16/W8A16 kernels serve); re-run without sym=false"
         )
     targets = {t.name: t for t in decoder_linears(model)}
     grids: dict[str, QuantizedWeight] = report.quantized
@@ -109,7 +110,9 @@ def export_compressed_tensors(model: nn.Module, report: CompressionReport, outpu
 
     act_order = spec.act_order
     first = next(iter(grids[name] for name in targets))
-    scheme = QuantizationScheme(targets=["Linear"], weights=_quantization_args(first, act_order))
+    scheme = QuantizationScheme(
+        targets=["Linear"], weights=_quantization_args(first, act_order), format=storage_format(first)
+    )
     # Linears outside the decoder blocks (lm_head, ...) stay dense, as in compressed-hf.
     ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in targets]
     apply_quantization_config(
@@ -120,10 +123,10 @@ def export_compressed_tensors(model: nn.Module, report: CompressionReport, outpu
         for name, target in targets.items():
             module, grid = target.module, grids[name]
             module.weight_scale.data.copy_(grid.scale.to(module.weight_scale.dtype))
-            if hasattr(module, "weight_zero_point"):  # symmetric: our midpoint zero is their signed 0
+            if hasattr(module, "weight_zero_point"):  # our levels 0..2^b−1 and zero, shifted to signed
                 zero_point = grid.zero - offset
                 module.weight_zero_point.data.copy_(zero_point.round().to(module.weight_zero_point.dtype))
-    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
+    compressor = ModelCompressor.from_pretrained_model(model)  # the format set in the scheme
     compressor.compress_model(model)
     model.save_pretrained(output)
     compressor.update_config(str(output))

@@ -31,6 +31,7 @@ METHODS: dict[str, str | type[CompressionMethod]] = {
     "gptq": "llmkick_models.engine.methods.gptq:GPTQ",
     "rtn": "llmkick_models.engine.methods.rtn:RTN",
     "llm_int8": "llmkick_models.engine.methods.llm_int8:LLMInt8",
+    "awq": "llmkick_models.engine.methods.awq:AWQ",
 }
 
 
@@ -99,6 +100,10 @@ def build_spec(
     cls = method_class(name)
     accepted = [option.name for option in cls.accepted_options()]
     for arg, value in given.items():
+        if arg in cls.refused_options:
+            raise CompressionArgumentError(
+                f"{arg}={value!r} does not apply to method={name}: {cls.refused_options[arg]}"
+            )
         if arg not in accepted:
             raise CompressionArgumentError(
                 f"{arg}={value!r} does not apply to method={name} (it takes "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,6 +31,8 @@ class Needs:
     full_hessian: bool = False
     #: It reads ``InputStatistics.feature_sq_mean`` (not accumulated otherwise).
     feature_norms: bool = False
+    #: It reads ``InputStatistics.feature_abs_mean``, the mean |x_j| per input (not accumulated otherwise).
+    feature_abs_means: bool = False
 
     def __or__(self, other: Needs) -> Needs:
         """Everything either needs."""
@@ -38,6 +40,7 @@ class Needs:
             self.calibration or other.calibration,
             self.full_hessian or other.full_hessian,
             self.feature_norms or other.feature_norms,
+            self.feature_abs_means or other.feature_abs_means,
         )
 
 
@@ -81,6 +84,23 @@ class LayerResult:
     grid: QuantizedWeight | None = None
 
 
+@dataclass
+class BlockJob:
+    """One decoder block's linears before any of them is compressed, grouped by the input they read.
+
+    ``groups`` are the block's input groups in execution order (each group's jobs share one
+    ``InputStatistics``); ``probe`` runs the block on the first calibration sample and returns its output
+    hidden states (a method may hook modules around it, e.g. to see which op produced a group's input).
+    ``name`` is the block's qualified name.  With ``true_sequential`` a block arrives in several
+    ``BlockJob`` s, one per input group, each after the groups before it were compressed.
+    """
+
+    name: str
+    block: nn.Module
+    groups: list[list[LayerJob]]
+    probe: Callable[[], torch.Tensor]
+
+
 class CompressionMethod:
     """Compresses the decoder linears of a model, one linear (or one group of linears) at a time, in place.
 
@@ -88,19 +108,25 @@ class CompressionMethod:
 
     1. **Declared** before any model loads: ``name``; ``options``, the model_args it takes (reuse the
        groups in ``engine/options.py``, or declare an ``Option``, read back with ``spec.option(name)``);
-       ``quantizer_options``, those it takes only with ``bits=``; ``check``, rules between its options.
+       ``quantizer_options``, those it takes only with ``bits=``; ``check``, rules between its options;
+       ``refused_options``, the reason for refusing an option a user may expect it to take.
        ``build_spec`` turns model_args into a validated ``CompressionSpec`` from these: a bad value fails
        before the model loads.  ``register_method`` (or a line in ``METHODS``) makes ``method=name`` known
        to compressed-hf, the sweep and ``llmkick model-args``.
     2. **Asked what it needs** for that spec (``needs``): calibration tokens, the full Hessian, the input
-       feature norms.  Without calibration tokens a method that needs them is refused before any weight
-       changes; the driver accumulates only what is needed.
+       feature norms, the mean input magnitudes.  Without calibration tokens a method that needs them is
+       refused before any weight changes; the driver accumulates only what is needed.
     3. **Instantiated** once per compressed model.
     4. **Called** with ``compress_group(jobs)``: without calibration for each linear alone; with it, by
        the block-by-block driver, for the linears of a block that read the same input tensor (q/k/v,
        gate/up), sharing one ``InputStatistics`` (``job.statistics_for(name)``).  The default calls
        ``compress_layer(job)`` for each job; override ``compress_group`` when the group can share work.
        It changes each ``job.target.weight`` in place and returns one ``LayerResult`` per job, in order.
+       The driver reaches ``compress_group`` through ``compress_block(block_job)``, called once per
+       decoder block with all of the block's groups after their statistics are accumulated and before
+       any of its weights changes; the default compresses the groups one after the other.  Override it
+       when a method must see the whole block first (AWQ searches every group's scales on the float
+       weights, then folds them into the ops before: norms, and the rows of other linears of the block).
     5. **Measured** by the driver: sparsity and N:M violations from the weights, the reconstruction error
        when calibrated (the method's own, or measured against a copy of the weight taken before the call),
        and the grids collected into ``CompressionReport.quantized``.
@@ -148,6 +174,9 @@ class CompressionMethod:
     #: ``CompressionSpec`` fields the method fixes whatever the model_args (not options of its own), e.g.
     #: LLM.int8()'s one scale per row: ``{"group_size": None}``; they are recorded in the spec.
     fixed_fields: ClassVar[dict[str, Any]] = {}
+    #: Why an option this method does not take is refused, for options a user may expect it to take
+    #: (e.g. AWQ and ``sparsity``); other options it does not take get the generic message.
+    refused_options: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def accepted_options(cls) -> tuple[Option, ...]:
@@ -206,10 +235,35 @@ class CompressionMethod:
         with each layer's result identical to compressing it alone."""
         return [self.compress_layer(job) for job in jobs]
 
+    def compress_block(self, block: BlockJob) -> list[list[LayerResult]]:
+        """Compress a decoder block's linears (only with calibration, from the block-by-block driver):
+        one list of results per group of ``block.groups``, in order.  By default ``compress_group`` for
+        each group in turn; a method that needs the whole block at once overrides this."""
+        return [compress_jobs(self, jobs) for jobs in block.groups]
+
+
+def compress_block_jobs(method: CompressionMethod, block: BlockJob) -> list[list[LayerResult]]:
+    """``method.compress_block(block)``, refused unless it returned one result list per group, each with
+    one ``LayerResult`` per job."""
+    results = method.compress_block(block)
+    if not (isinstance(results, list) and len(results) == len(block.groups)):
+        raise TypeError(
+            f"method={method.name}: compress_block must return one list of LayerResults per input group of "
+            f"{block.name} ({len(block.groups)}), got {type(results).__name__}"
+        )
+    for jobs, group_results in zip(block.groups, results, strict=True):
+        _check_results(method, jobs, group_results, "compress_block")
+    return results
+
 
 def compress_jobs(method: CompressionMethod, jobs: list[LayerJob]) -> list[LayerResult]:
     """``method.compress_group(jobs)``, refused unless it returned one ``LayerResult`` per job."""
     results = method.compress_group(jobs)
+    _check_results(method, jobs, results, "compress_group")
+    return results
+
+
+def _check_results(method: CompressionMethod, jobs: list[LayerJob], results: object, caller: str) -> None:
     if not (
         isinstance(results, list)
         and len(results) == len(jobs)
@@ -217,10 +271,9 @@ def compress_jobs(method: CompressionMethod, jobs: list[LayerJob]) -> list[Layer
     ):
         got = [type(r).__name__ for r in results] if isinstance(results, list) else type(results).__name__
         raise TypeError(
-            f"method={method.name}: compress_group must return a list of one LayerResult per layer "
+            f"method={method.name}: {caller} must return a list of one LayerResult per layer "
             f"({', '.join(job.target.name for job in jobs)}), got {got}"
         )
-    return results
 
 
 class Dense(CompressionMethod):
