@@ -25,27 +25,12 @@ from typing import Any
 
 from lm_eval.api.registry import register_model
 
-from llmkick_models.arguments import CACHE_ARGS, compression_args, reject_foreign_names
-from llmkick_models.engine.methods import build_spec, option_names
 from llmkick_models.preload_checks import read_config
-from llmkick_models.vllm_checks import (
-    accepted_vllm_args,
-    check_parallelism,
-    check_servable,
-    check_vllm_args,
-    devices_present,
-    import_vllm_model,
-)
+from llmkick_models.vllm_checks import VLLMArgs, check_vllm_model_args, import_vllm_model
 
 log = logging.getLogger(__name__)
 
 VLLM = import_vllm_model()
-
-#: ``from_pretrained`` options that decide which weights are compressed: they go to the compression load
-#: (and into the cache key, as with compressed-hf), not to vLLM, which is handed a local folder.
-WEIGHT_SOURCE_ARGS = ("revision", "subfolder", "gguf_file")
-#: Used by both: the compression load and vLLM.
-SHARED_ARGS = ("dtype", "trust_remote_code")
 
 
 @register_model("compressed-vllm")
@@ -68,19 +53,10 @@ class CompressedVLLM(VLLM):  # type: ignore[misc, valid-type]
     ) -> None:
         if not isinstance(pretrained, str):
             raise TypeError("compressed-vllm: pretrained= must be a model id or folder, not a model object")
-        compression = {k: kwargs.pop(k) for k in list(kwargs) if k in option_names() or k in CACHE_ARGS}
-        compression["method"] = method
-        weight_source = {k: kwargs.pop(k) for k in WEIGHT_SOURCE_ARGS if k in kwargs}
-        shared = {k: kwargs[k] for k in SHARED_ARGS if k in kwargs}
         # Every check before anything is compressed or loaded.
-        reject_foreign_names(kwargs)
-        check_vllm_args(
-            kwargs, accepted_vllm_args(VLLM), (*compression_args(), *WEIGHT_SOURCE_ARGS, "device")
-        )
-        self.compression_spec = build_spec(**{k: v for k, v in compression.items() if k not in CACHE_ARGS})
-        check_servable(self.compression_spec)
-        check_parallelism(kwargs, *devices_present())
-
+        checked = check_vllm_model_args({"method": method, **kwargs}, VLLM)
+        self.compression_spec = checked.spec
+        kwargs, weight_source = checked.engine, checked.weight_source
         if self.compression_spec.is_dense and not weight_source.keys() - {"revision"}:
             # Nothing to compress: vLLM reads the model itself.
             self.compression_info: dict[str, Any] = {"spec": self.compression_spec.to_dict(),
@@ -88,7 +64,7 @@ class CompressedVLLM(VLLM):  # type: ignore[misc, valid-type]
             folder = pretrained
             kwargs["revision"] = weight_source.get("revision")
         else:
-            folder = self._compressed_folder(pretrained, compression, weight_source, shared, device)
+            folder = self._compressed_folder(pretrained, checked, device)
             kwargs.setdefault("tokenizer", pretrained)  # the folder holds the weights only
             kwargs.setdefault("tokenizer_revision", weight_source.get("revision"))
         if kwargs.get("dtype") in (None, "auto"):
@@ -100,18 +76,18 @@ class CompressedVLLM(VLLM):  # type: ignore[misc, valid-type]
     def _compressed_folder(
         self,
         pretrained: str,
-        compression: dict[str, Any],
-        weight_source: dict[str, Any],
-        shared: dict[str, Any],
+        checked: VLLMArgs,
         device: str | None,
     ) -> str:
         """Compress (or load from the cache) through compressed-hf; the folder holding the weights."""
+        import torch
+
         from llmkick_models.compressed_hf import CompressedHFLM
 
-        hf_args = {**compression, **weight_source, **shared}
-        if device is not None:
-            hf_args["device"] = device
-        hf = CompressedHFLM(pretrained=pretrained, batch_size=1, **hf_args)
+        if device is None:  # HFLM's default is "cuda" even where there is none
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        hf = CompressedHFLM(pretrained=pretrained, batch_size=1, device=device, **checked.compression,
+                            **checked.weight_source, **checked.shared)  # fmt: skip
         info = hf.get_model_info()
         self.compression_info = info.get("llmkick_compression", {})
         entry = hf.cache_info.get("entry")
@@ -124,7 +100,8 @@ class CompressedVLLM(VLLM):  # type: ignore[misc, valid-type]
         # Free the HF copy before vLLM loads its own (on a GPU both would not fit next to each other).
         del hf
         gc.collect()
-        _empty_accelerator_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return str(entry)
 
     @staticmethod
@@ -149,13 +126,6 @@ class CompressedVLLM(VLLM):  # type: ignore[misc, valid-type]
                 "weights": self.weights_folder,
             },
         }
-
-
-def _empty_accelerator_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 __all__ = ["CompressedVLLM"]

@@ -12,11 +12,13 @@ import difflib
 import re
 import sys
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.engine.methods import method_class
+from llmkick_models.arguments import CACHE_ARGS, compression_args, reject_foreign_names
+from llmkick_models.engine.methods import build_spec, method_class, option_names
 from llmkick_models.engine.options import CompressionArgumentError
 from llmkick_models.engine.spec import CompressionSpec
 
@@ -27,6 +29,43 @@ INSTALL_HINT = (
 #: The class attribute a compression method sets to False when its result is not a plain weight tensor
 #: that ``save_pretrained`` writes and vLLM loads (e.g. LLM.int8()'s outlier-split layers).
 PLAIN_WEIGHTS_ATTRIBUTE = "plain_weights"
+#: ``from_pretrained`` options that decide which weights are compressed: they go to the compression load
+#: (and into the cache key, as with compressed-hf), not to vLLM, which is handed a local folder.
+WEIGHT_SOURCE_ARGS = ("revision", "subfolder", "gguf_file")
+#: Used by both: the compression load and vLLM.
+SHARED_ARGS = ("dtype", "trust_remote_code")
+
+
+@dataclass
+class VLLMArgs:
+    """compressed-vllm's model_args, checked and split by where they go."""
+
+    spec: CompressionSpec
+    #: compressed-hf's compression options and cache switches (``method`` included)
+    compression: dict[str, Any]
+    #: ``revision`` / ``subfolder`` / ``gguf_file``: which weights the compression loads
+    weight_source: dict[str, Any]
+    #: everything for lm-eval's vLLM model (``dtype`` and ``trust_remote_code`` also go to the compression)
+    engine: dict[str, Any]
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """The engine arguments the compression load also takes."""
+        return {k: self.engine[k] for k in SHARED_ARGS if k in self.engine}
+
+
+def check_vllm_model_args(args: Mapping[str, Any], vllm_model: type) -> VLLMArgs:
+    """Every check compressed-vllm runs before anything is compressed or loaded (the sweep runs the same
+    on each point): argument names, the method, the parallelism against the devices present."""
+    engine = dict(args)
+    compression = {k: engine.pop(k) for k in list(engine) if k in option_names() or k in CACHE_ARGS}
+    weight_source = {k: engine.pop(k) for k in WEIGHT_SOURCE_ARGS if k in engine}
+    reject_foreign_names(engine)
+    check_vllm_args(engine, accepted_vllm_args(vllm_model), (*compression_args(), *WEIGHT_SOURCE_ARGS))
+    spec = build_spec(**{k: v for k, v in compression.items() if k not in CACHE_ARGS})
+    check_servable(spec)
+    check_parallelism(engine, *devices_present())
+    return VLLMArgs(spec, compression, weight_source, engine)
 
 
 class VLLMMissingError(ModuleNotFoundError):
@@ -91,6 +130,12 @@ def import_vllm_model() -> type:
             f"--model compressed-vllm needs vLLM, which is not importable ({error}); {INSTALL_HINT}"
         ) from None
     return VLLM
+
+
+def vllm_version() -> str:
+    """The installed vLLM's version (``X+cpu`` for the CPU build)."""
+    _cpu_build_alias()
+    return metadata.version("vllm")
 
 
 def accepted_vllm_args(vllm_model: type) -> frozenset[str]:

@@ -7,6 +7,7 @@ What needs vLLM itself (the engine, agreement with compressed-hf, the MT-Bench h
 from __future__ import annotations
 
 from importlib.util import find_spec
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -130,3 +131,85 @@ class FakeDistribution:
 def test_the_cpu_build_is_seen_as_vllm_with_a_cpu_version() -> None:
     # lm-eval reads version("vllm"); vLLM reads "+cpu" in it as "this is the CPU build".
     assert _CpuBuildDistribution(FakeDistribution()).version == "0.32.0+cpu"  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- llmkick sweep --backend
+def _sweep_argv(model: Path, tasks_dir: Path, output: Path, *extra: str) -> list[str]:
+    return ["sweep", "--model", str(model), "--methods", "magnitude", "--sparsities", "0.5",
+            "--tasks", "local_fixture_choice", "--include_path", str(tasks_dir), "--output", str(output),
+            *extra]  # fmt: skip
+
+
+@pytest.mark.skipif(find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_sweep_backend_vllm_without_vllm_stops_before_any_point(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmkick_models.workflow.cli import UserErrorExit, main
+
+    with pytest.raises(UserErrorExit):
+        main(_sweep_argv(tiny_llama_dir, local_task_dir, tmp_path / "run", "--backend", "vllm"))
+    [line] = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("llmkick sweep: error: --backend vllm: --model compressed-vllm needs vLLM")
+    assert "pip install 'llmkick[vllm]'" in line
+    assert not (tmp_path / "run" / "points").exists()
+
+
+class FakeVLLM:
+    def __init__(self, pretrained: str, batch_size: int = 1, max_batch_size: int | None = None) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vllm_checks answering as with vLLM 0.32 installed, for the sweep's planning (no engine runs)."""
+    from llmkick_models import vllm_checks
+
+    monkeypatch.setattr(vllm_checks, "import_vllm_model", lambda: FakeVLLM)
+    monkeypatch.setattr(vllm_checks, "accepted_vllm_args", lambda model: frozenset(ACCEPTED))
+    monkeypatch.setattr(vllm_checks, "vllm_version", lambda: "0.32.0+cpu")
+    monkeypatch.setattr(vllm_checks, "devices_present", lambda: (1, "CPU NUMA nodes (no GPU)"))
+
+
+def test_sweep_backend_vllm_runs_compressed_vllm_and_fingerprints_it(
+    tiny_llama_dir: Path, local_task_dir: Path, fake_vllm: None
+) -> None:
+    import copy
+
+    from lm_eval._cli.harness import HarnessCLI
+
+    from llmkick_models.workflow import sweep
+    from llmkick_models.workflow.preflight import fingerprint_changes, preflight
+    from llmkick_models.workflow.sweep_plan import plan_points, use_backend
+
+    points = plan_points(["magnitude"], [0.5])
+    plan = preflight(points, base_model_args=f"pretrained={tiny_llama_dir},max_model_len=256",
+                     tasks="local_fixture_choice", compress_args={},
+                     lm_eval_args=["--include_path", str(local_task_dir)])  # fmt: skip
+    planned = copy.deepcopy(plan)
+    use_backend(plan, "hf")  # the default changes nothing: sweeps run before --backend resume
+    assert plan == planned
+    use_backend(plan, "vllm")
+    point = points[1]
+    command = sweep._point_command(plan, point, Path("raw"), sweep.Slot(), Path("cache"))
+    assert command[1:3] == ["-m", "lm_eval"]
+    namespace = HarnessCLI()._parser.parse_args(["run", *command[3:]])  # as lm_eval reads the command
+    assert namespace.model == "compressed-vllm"
+    assert fingerprint_changes(planned.fingerprints[point.point_id], plan.fingerprints[point.point_id]) == [
+        "backend.model: (absent) -> 'compressed-vllm'",
+        "backend.vllm: (absent) -> '0.32.0+cpu'",
+    ]
+
+
+def test_sweep_backend_vllm_checks_every_point_before_running(
+    tiny_llama_dir: Path, local_task_dir: Path, fake_vllm: None
+) -> None:
+    from llmkick_models.workflow.preflight import preflight
+    from llmkick_models.workflow.sweep_plan import SweepError, plan_points, use_backend
+
+    plan = preflight(plan_points(["magnitude"], [0.5]), base_model_args=f"pretrained={tiny_llama_dir},"
+                     "gpu_memory_utilisation=0.5", tasks="local_fixture_choice", compress_args={},
+                     lm_eval_args=["--include_path", str(local_task_dir)])  # fmt: skip
+    with pytest.raises(
+        SweepError, match=r"^point dense: compressed-vllm: unknown model_arg 'gpu_memory_util"
+    ):
+        use_backend(plan, "vllm")

@@ -23,7 +23,7 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     """Plan, pre-flight and run a sweep; unknown options go to every lm_eval run; the report at the end."""
     from llmkick_models.workflow.preflight import preflight
     from llmkick_models.workflow.sweep import SweepInterrupted, run_sweep
-    from llmkick_models.workflow.sweep_plan import plan_points
+    from llmkick_models.workflow.sweep_plan import plan_points, use_backend
     from llmkick_models.workflow.sweep_report import write_report
 
     points = plan_points(args.methods, args.sparsities, args.patterns, args.bits)
@@ -31,6 +31,7 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     passthrough, slots, launcher = plan_workers(args, passthrough)
     plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,
                      lm_eval_args=passthrough)  # fmt: skip
+    use_backend(plan, args.backend)
     print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
     try:
         outcome = run_sweep(plan, args.output, rerun=args.rerun, fail_fast=args.fail_fast, slots=slots,
