@@ -213,3 +213,41 @@ def test_sweep_backend_vllm_checks_every_point_before_running(
         SweepError, match=r"^point dense: compressed-vllm: unknown model_arg 'gpu_memory_util"
     ):
         use_backend(plan, "vllm")
+
+
+# ------------------------------------------------------------------------ agreement of two backends' samples
+def _generated(*texts: str) -> list[dict]:
+    return [{"doc_id": i, "filtered_resps": [text]} for i, text in enumerate(texts)]
+
+
+def test_generations_differing_by_a_held_back_partial_character_agree() -> None:
+    from llmkick_models.backend_agreement import compare_generations
+
+    result = compare_generations(
+        _generated("Paris", "Lyon \ufffd", "Nice", "Rome"), _generated("Paris", "Lyon ", "Nicer", "Milan")
+    )
+    assert (result.documents, result.identical, result.agreeing) == (4, 1, 2)
+    assert [(d.doc_id, d.why) for d in result.differences] == [
+        (1, "partial character"),
+        (2, "diverged at character 4"),
+        (3, "diverged at character 0"),
+    ]
+    assert result.rate == 0.5
+
+
+def test_runs_on_different_documents_are_not_compared() -> None:
+    from llmkick_models.backend_agreement import compare_generations
+
+    with pytest.raises(ValueError, match="different documents"):
+        compare_generations(_generated("a", "b"), _generated("a"))
+
+
+def test_loglikelihood_gaps_are_per_continuation_token() -> None:
+    from llmkick_models.backend_agreement import loglikelihood_gaps
+
+    def sample(doc_id: int, *scores: float) -> dict:
+        return {"doc_id": doc_id, "arguments": [["Q:", " a b"], ["Q:", " c"]],
+                "resps": [[[score, False]] for score in scores]}  # fmt: skip
+
+    gaps = loglikelihood_gaps([sample(0, -3.0, -1.0)], [sample(0, -3.5, -1.25)], lambda t: len(t.split()))
+    assert gaps == [0.25, 0.25]

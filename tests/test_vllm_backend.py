@@ -26,6 +26,7 @@ from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 import llmkick_tasks
+from llmkick_models.backend_agreement import compare_generations, loglikelihood_gaps
 from llmkick_models.compressed_hf import CompressedHFLM
 from llmkick_models.engine.options import CompressionArgumentError
 from tiny_models import build_tokenizer
@@ -100,28 +101,17 @@ def test_same_weights_give_the_same_answers_as_compressed_hf(
 ) -> None:
     results = _evaluate(vllm_lm, local_task_dir, ["local_fixture_choice", "local_fixture_generate"])
     hf_samples, samples = hf_results["samples"], results["samples"]
-    # Greedy generations: the same text on >= 99% of the documents.
-    generated = {s["doc_id"]: s["filtered_resps"] for s in hf_samples["local_fixture_generate"]}
-    same = [s["filtered_resps"] == generated[s["doc_id"]] for s in samples["local_fixture_generate"]]
-    assert len(same) == 8 and sum(same) / len(same) >= 0.99
+    # Greedy generations: the same tokens on >= 99% of the documents.
+    generations = compare_generations(hf_samples["local_fixture_generate"], samples["local_fixture_generate"])
+    assert generations.documents == 8 and generations.rate >= 0.99, generations.differences
     # Log-likelihoods of every choice: within 1e-3 per token on average.
     tokenizer = hf_results["tokenizer"]
-    hf_scores = {s["doc_id"]: s for s in hf_samples["local_fixture_choice"]}
-    per_token = []
-    for sample in samples["local_fixture_choice"]:
-        reference = hf_scores[sample["doc_id"]]
-        for (context, continuation), (ll, _), (hf_ll, _) in zip(
-            sample["arguments"],
-            (r[0] for r in sample["resps"]),
-            (r[0] for r in reference["resps"]),
-            strict=True,
-        ):
-            tokens = len(tokenizer(context + continuation)["input_ids"]) - len(
-                tokenizer(context)["input_ids"]
-            )
-            per_token.append(abs(float(ll) - float(hf_ll)) / max(1, tokens))
-    assert len(per_token) == 24
-    assert sum(per_token) / len(per_token) <= 1e-3
+    gaps = loglikelihood_gaps(
+        hf_samples["local_fixture_choice"],
+        samples["local_fixture_choice"],
+        lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]),
+    )
+    assert len(gaps) == 24 and sum(gaps) / len(gaps) <= 1e-3
 
 
 @pytest.mark.slow
