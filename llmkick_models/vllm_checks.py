@@ -60,8 +60,10 @@ def check_vllm_model_args(args: Mapping[str, Any], vllm_model: type) -> VLLMArgs
     engine = dict(args)
     compression = {k: engine.pop(k) for k in list(engine) if k in option_names() or k in CACHE_ARGS}
     weight_source = {k: engine.pop(k) for k in WEIGHT_SOURCE_ARGS if k in engine}
-    reject_foreign_names(engine)
-    check_vllm_args(engine, accepted_vllm_args(vllm_model), (*compression_args(), *WEIGHT_SOURCE_ARGS))
+    accepted = accepted_vllm_args(vllm_model)
+    # Other tools' names for our options, unless vLLM takes the name itself (its KV-cache block_size).
+    reject_foreign_names(arg for arg in engine if arg not in accepted)
+    check_vllm_args(engine, accepted, (*compression_args(), *WEIGHT_SOURCE_ARGS))
     spec = build_spec(**{k: v for k, v in compression.items() if k not in CACHE_ARGS})
     check_servable(spec)
     check_parallelism(engine, *devices_present())

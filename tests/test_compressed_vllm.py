@@ -23,7 +23,7 @@ from llmkick_models.vllm_checks import (
     check_vllm_args,
 )
 
-ACCEPTED = ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "enforce_eager")
+ACCEPTED = ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "enforce_eager", "block_size")
 
 
 def test_both_models_are_registered_with_lm_eval() -> None:
@@ -251,3 +251,31 @@ def test_loglikelihood_gaps_are_per_continuation_token() -> None:
 
     gaps = loglikelihood_gaps([sample(0, -3.0, -1.0)], [sample(0, -3.5, -1.25)], lambda t: len(t.split()))
     assert gaps == [0.25, 0.25]
+
+
+def test_vllm_names_that_other_tools_use_for_our_options_stay_vllm_s(fake_vllm: None) -> None:
+    from llmkick_models import vllm_checks
+
+    # block_size is vLLM's KV-cache block (compressed-hf refuses it as GPTQ's blocksize misspelled)
+    checked = vllm_checks.check_vllm_model_args(
+        {"method": "magnitude", "sparsity": 0.5, "block_size": 16}, FakeVLLM
+    )
+    assert checked.engine == {"block_size": 16} and checked.compression == {
+        "method": "magnitude",
+        "sparsity": 0.5,
+    }
+    with pytest.raises(CompressionArgumentError, match="compressed-hf calls this option 'bits'"):
+        vllm_checks.check_vllm_model_args({"method": "rtn", "wbits": 4}, FakeVLLM)
+
+
+def test_sweep_backend_vllm_refuses_devices(
+    tiny_llama_dir: Path, local_task_dir: Path, fake_vllm: None
+) -> None:
+    from llmkick_models.workflow.preflight import preflight
+    from llmkick_models.workflow.sweep_plan import SweepError, plan_points, use_backend
+
+    plan = preflight(plan_points(["magnitude"], [0.5]), base_model_args=f"pretrained={tiny_llama_dir}",
+                     tasks="local_fixture_choice", compress_args={},
+                     lm_eval_args=["--include_path", str(local_task_dir)])  # fmt: skip
+    with pytest.raises(SweepError, match="--backend vllm does not take --devices"):
+        use_backend(plan, "vllm", ["cuda:0", "cuda:1"])

@@ -31,7 +31,7 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     passthrough, slots, launcher = plan_workers(args, passthrough)
     plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,
                      lm_eval_args=passthrough)  # fmt: skip
-    use_backend(plan, args.backend)
+    use_backend(plan, args.backend, args.devices)
     print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
     try:
         outcome = run_sweep(plan, args.output, rerun=args.rerun, fail_fast=args.fail_fast, slots=slots,

@@ -124,7 +124,7 @@ def point_args(point: SweepPoint, base_model_args: str, compress_args: dict[str,
     return ",".join(part for part in (base_model_args, point.model_args(), *extra) if part)
 
 
-def use_backend(plan: SweepPlan, backend: str) -> None:
+def use_backend(plan: SweepPlan, backend: str, devices: Iterable[str] | None = None) -> None:
     """Evaluate every point of ``plan`` with ``backend``'s lm-eval model (``hf``, compressed-hf: as planned).
 
     For ``vllm``: vLLM must be importable and every point's model_args pass compressed-vllm's own checks
@@ -134,6 +134,13 @@ def use_backend(plan: SweepPlan, backend: str) -> None:
     """
     if backend == "hf":
         return
+    if devices:
+        # vLLM places a model on the GPUs it sees, not on a worker's --device.
+        raise SweepError(
+            "--backend vllm does not take --devices: vLLM uses the GPUs that CUDA_VISIBLE_DEVICES shows it "
+            "(tensor_parallel_size= in --model_args spreads one point over them); run the points one after "
+            "another, or one Slurm job per point"
+        )
     from lm_eval.utils import simple_parse_args_string
 
     from llmkick_models.vllm_checks import (
