@@ -2,11 +2,12 @@
 
     python benchmarks/vllm_agreement.py --model /path/to/gemma-3-270m [--limit 1000] [--threads 2]
 
-Compresses once (compressed-hf stores the point in a fresh model cache), evaluates FreebaseQA (greedy,
-``contains`` / ``exact_match``) and MMLU's log-likelihood protocol with compressed-hf, then starts
-compressed-vllm on the cached weights and evaluates the same documents.  Prints the share of FreebaseQA
-documents whose generations agree (and every differing one, with why), the mean and largest per-token
-log-likelihood gap on MMLU, and the evaluation times (vLLM / HF, the engine start-up apart).
+Compresses once (compressed-hf stores the point in a fresh model cache) and evaluates with compressed-hf
+FreebaseQA (greedy, ``contains`` / ``exact_match``, dev split) and the log-likelihood of each of those
+questions' first gold answer after the same prompt; then starts compressed-vllm on the cached weights and
+evaluates the same documents.  Prints the share of FreebaseQA documents whose generations agree (and every
+differing one, with why), the mean and largest per-token log-likelihood gap, and the evaluation times
+(vLLM / HF, the engine start-up apart).
 
 Needs vLLM (the README's Scaling out section has the CPU venv).  CPU defaults keep the run small on a
 shared machine: ``--threads`` for both backends, 1 GiB of vLLM KV cache, no torch.compile
@@ -16,6 +17,7 @@ shared machine: ``--threads`` for both backends, 1 GiB of vLLM KV cache, no torc
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -25,7 +27,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-FREEBASEQA, MMLU = "llmkick_freebaseqa", "llmkick_mmlu_ll"
+FREEBASEQA, ANSWERS = "llmkick_freebaseqa", "freebaseqa_answer_ll"
+#: The log-likelihood task: FreebaseQA's prompt, the first gold answer as the continuation.
+ANSWERS_TASK = """task: freebaseqa_answer_ll
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood
+doc_to_text: "Please give answer to this question: {{{{question}}}}\\nThe answer is"
+doc_to_target: "{{{{answer}}}}"
+target_delimiter: " "
+metric_list:
+  - metric: acc
+"""
 
 
 def _arguments() -> argparse.Namespace:
@@ -35,31 +51,38 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="HF folder (Gemma-3-270m in benchmarks/README.md)")
     parser.add_argument("--compression", default="method=magnitude,sparsity=0.2", help="compressed-hf args")
     parser.add_argument("--limit", type=int, default=1000, help="FreebaseQA questions (dev split)")
-    parser.add_argument("--mmlu-limit", type=int, default=2, help="MMLU questions per subject (57 subjects)")
     parser.add_argument("--batch-size", type=int, default=16, help="compressed-hf's batch size")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each backend")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU check")
-    parser.add_argument("--data-dir", default=str(DATA), help="LLM-KICK data dir (FreebaseQA dev, MMLU)")
+    parser.add_argument("--data-dir", default=str(DATA), help="LLM-KICK data dir (FreebaseQA dev split)")
+    parser.add_argument(
+        "--max-model-len", type=int, default=2048, help="vLLM's context (KV cache per request)"
+    )
     parser.add_argument("--compile", action="store_true", help="let vLLM torch.compile (slow start on CPU)")
     return parser.parse_args()
 
 
-def _evaluate(lm: Any, task: str, limit: int, data_dir: str) -> tuple[list[dict], float]:
+def _evaluate(
+    lm: Any, task: str, limit: int | None, data_dir: str, include: str | None
+) -> tuple[list, float]:
+    """``task``'s logged samples and the seconds ``simple_evaluate`` took."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(metadata={"data_dir": data_dir, "freebaseqa_split": "dev"})
+    manager = TaskManager(include_path=include, metadata={"data_dir": data_dir, "freebaseqa_split": "dev"})
     start = time.perf_counter()
     results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit, log_samples=True,
                               bootstrap_iters=0)  # fmt: skip
-    seconds = time.perf_counter() - start
-    samples = results["samples"]
-    return [s for name in sorted(samples) for s in samples[name] if name.startswith(task)], seconds
+    return results["samples"][task], time.perf_counter() - start
 
 
-def _subject_samples(samples: list[dict]) -> list[dict]:
-    # MMLU's subjects restart doc ids at 0: make them unique for the comparison
-    return [{**s, "doc_id": (s["doc"].get("subject"), s["doc_id"])} for s in samples]
+def _answers_task(samples: list[dict]) -> str:
+    """A folder with the log-likelihood task over the evaluated FreebaseQA questions."""
+    folder = Path(tempfile.mkdtemp(prefix="vllm-agreement-task-"))
+    rows = [{"question": s["doc"]["question"], "answer": s["doc"]["answers"][0]} for s in samples]
+    (folder / "answers.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "answers.yaml").write_text(ANSWERS_TASK.format(data=folder / "answers.jsonl"))
+    return str(folder)
 
 
 def main() -> None:
@@ -76,13 +99,13 @@ def main() -> None:
 
     torch.set_num_threads(arguments.threads)
     compression = simple_parse_args_string(arguments.compression)
-    mmlu_limit = arguments.mmlu_limit
     start = time.perf_counter()
     hf = CompressedHFLM(pretrained=arguments.model, device=arguments.device, batch_size=arguments.batch_size,
                         **compression)  # fmt: skip
     hf_start = time.perf_counter() - start
-    hf_freebase, hf_seconds = _evaluate(hf, FREEBASEQA, arguments.limit, arguments.data_dir)
-    hf_mmlu, hf_mmlu_seconds = _evaluate(hf, MMLU, mmlu_limit, arguments.data_dir)
+    hf_freebase, hf_seconds = _evaluate(hf, FREEBASEQA, arguments.limit, arguments.data_dir, None)
+    include = _answers_task(hf_freebase)
+    hf_answers, hf_answers_seconds = _evaluate(hf, ANSWERS, None, arguments.data_dir, include)
     tokenizer = hf.tokenizer
     del hf
 
@@ -90,17 +113,17 @@ def main() -> None:
 
     start = time.perf_counter()
     engine = {} if arguments.compile else {"enforce_eager": True}
-    vllm = CompressedVLLM(pretrained=arguments.model, device=arguments.device, max_model_len=2048, seed=0,
-                          **engine, **compression)  # fmt: skip
+    engine["max_model_len"] = arguments.max_model_len
+    vllm = CompressedVLLM(
+        pretrained=arguments.model, device=arguments.device, seed=0, **engine, **compression
+    )
     vllm_start = time.perf_counter() - start
-    vllm_freebase, vllm_seconds = _evaluate(vllm, FREEBASEQA, arguments.limit, arguments.data_dir)
-    vllm_mmlu, vllm_mmlu_seconds = _evaluate(vllm, MMLU, mmlu_limit, arguments.data_dir)
+    vllm_freebase, vllm_seconds = _evaluate(vllm, FREEBASEQA, arguments.limit, arguments.data_dir, None)
+    vllm_answers, vllm_answers_seconds = _evaluate(vllm, ANSWERS, None, arguments.data_dir, include)
 
     generations = compare_generations(hf_freebase, vllm_freebase)
     gaps = loglikelihood_gaps(
-        _subject_samples(hf_mmlu),
-        _subject_samples(vllm_mmlu),
-        lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]),
+        hf_answers, vllm_answers, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
     )
     mode = "compiled" if arguments.compile else "eager"
     print(f"model {arguments.model} ({arguments.compression}), device {arguments.device}, "
@@ -109,13 +132,13 @@ def main() -> None:
           f"({generations.rate:.2%}; {generations.identical} identical text)")  # fmt: skip
     for diff in generations.differences:
         print(f"  doc {diff.doc_id}: {diff.why}: HF {diff.first!r} | vLLM {diff.second!r}")
-    print(f"MMLU (log-likelihood, {len(gaps)} requests): per-token gap mean {sum(gaps) / len(gaps):.2e}, "
+    print(f"answer log-likelihoods ({len(gaps)} requests): per-token gap mean {sum(gaps) / len(gaps):.2e}, "
           f"max {max(gaps):.2e}")  # fmt: skip
     print(f"start-up: HF compress/load {hf_start:.1f} s, vLLM (cache hit + engine) {vllm_start:.1f} s")
     print(f"FreebaseQA evaluation: HF {hf_seconds:.1f} s (batch {arguments.batch_size}), "
           f"vLLM {vllm_seconds:.1f} s -> vLLM/HF {vllm_seconds / hf_seconds:.2f}x")  # fmt: skip
-    print(f"MMLU evaluation: HF {hf_mmlu_seconds:.1f} s, vLLM {vllm_mmlu_seconds:.1f} s "
-          f"-> vLLM/HF {vllm_mmlu_seconds / hf_mmlu_seconds:.2f}x")  # fmt: skip
+    print(f"answer log-likelihoods: HF {hf_answers_seconds:.1f} s, vLLM {vllm_answers_seconds:.1f} s "
+          f"-> vLLM/HF {vllm_answers_seconds / hf_answers_seconds:.2f}x")  # fmt: skip
     sys.stdout.flush()
 
 
