@@ -51,7 +51,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="HF folder (Gemma-3-270m in benchmarks/README.md)")
     parser.add_argument("--compression", default="method=magnitude,sparsity=0.2", help="compressed-hf args")
     parser.add_argument("--limit", type=int, default=1000, help="FreebaseQA questions (dev split)")
-    parser.add_argument("--batch-size", type=int, default=16, help="compressed-hf's batch size")
+    parser.add_argument("--batch-size", type=int, default=32, help="compressed-hf's batch size")
+    parser.add_argument("--dtype", default="bfloat16", help="weights' dtype for both backends (as the demo)")
+    parser.add_argument(
+        "--gen-tokens", type=int, default=8, help="answer tokens (the demo's 8; the task's 32)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each backend")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU check")
     parser.add_argument("--data-dir", default=str(DATA), help="LLM-KICK data dir (FreebaseQA dev split)")
@@ -63,16 +67,24 @@ def _arguments() -> argparse.Namespace:
 
 
 def _evaluate(
-    lm: Any, task: str, limit: int | None, data_dir: str, include: str | None
+    lm: Any, task: str, limit: int | None, arguments: argparse.Namespace, include: str | None = None
 ) -> tuple[list, float]:
     """``task``'s logged samples and the seconds ``simple_evaluate`` took."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=include, metadata={"data_dir": data_dir, "freebaseqa_split": "dev"})
+    metadata = {"data_dir": arguments.data_dir, "freebaseqa_split": "dev"}
+    manager = TaskManager(include_path=include, metadata=metadata)
     start = time.perf_counter()
-    results = simple_evaluate(model=lm, tasks=[task], task_manager=manager, limit=limit, log_samples=True,
-                              bootstrap_iters=0)  # fmt: skip
+    results = simple_evaluate(
+        model=lm,
+        tasks=[task],
+        task_manager=manager,
+        limit=limit,
+        log_samples=True,
+        bootstrap_iters=0,
+        gen_kwargs=f"max_gen_toks={arguments.gen_tokens}",
+    )
     return results["samples"][task], time.perf_counter() - start
 
 
@@ -98,14 +110,14 @@ def main() -> None:
     from llmkick_models.compressed_hf import CompressedHFLM
 
     torch.set_num_threads(arguments.threads)
-    compression = simple_parse_args_string(arguments.compression)
+    compression = {**simple_parse_args_string(arguments.compression), "dtype": arguments.dtype}
     start = time.perf_counter()
     hf = CompressedHFLM(pretrained=arguments.model, device=arguments.device, batch_size=arguments.batch_size,
                         **compression)  # fmt: skip
     hf_start = time.perf_counter() - start
-    hf_freebase, hf_seconds = _evaluate(hf, FREEBASEQA, arguments.limit, arguments.data_dir, None)
+    hf_freebase, hf_seconds = _evaluate(hf, FREEBASEQA, arguments.limit, arguments)
     include = _answers_task(hf_freebase)
-    hf_answers, hf_answers_seconds = _evaluate(hf, ANSWERS, None, arguments.data_dir, include)
+    hf_answers, hf_answers_seconds = _evaluate(hf, ANSWERS, None, arguments, include)
     tokenizer = hf.tokenizer
     del hf
 
@@ -118,16 +130,16 @@ def main() -> None:
         pretrained=arguments.model, device=arguments.device, seed=0, **engine, **compression
     )
     vllm_start = time.perf_counter() - start
-    vllm_freebase, vllm_seconds = _evaluate(vllm, FREEBASEQA, arguments.limit, arguments.data_dir, None)
-    vllm_answers, vllm_answers_seconds = _evaluate(vllm, ANSWERS, None, arguments.data_dir, include)
+    vllm_freebase, vllm_seconds = _evaluate(vllm, FREEBASEQA, arguments.limit, arguments)
+    vllm_answers, vllm_answers_seconds = _evaluate(vllm, ANSWERS, None, arguments, include)
 
     generations = compare_generations(hf_freebase, vllm_freebase)
     gaps = loglikelihood_gaps(
         hf_answers, vllm_answers, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
     )
     mode = "compiled" if arguments.compile else "eager"
-    print(f"model {arguments.model} ({arguments.compression}), device {arguments.device}, "
-          f"{arguments.threads} threads each, vLLM {mode}")  # fmt: skip
+    print(f"model {arguments.model} ({arguments.compression}, {arguments.dtype}), device {arguments.device}, "
+          f"{arguments.threads} threads each, vLLM {mode}, {arguments.gen_tokens} answer tokens")  # fmt: skip
     print(f"FreebaseQA: {generations.documents} questions, generations agree on {generations.agreeing} "
           f"({generations.rate:.2%}; {generations.identical} identical text)")  # fmt: skip
     for diff in generations.differences:

@@ -26,7 +26,7 @@ from typing import Any
 from lm_eval.api.registry import register_model
 
 from llmkick_models.preload_checks import read_config
-from llmkick_models.vllm_checks import VLLMArgs, check_vllm_model_args, import_vllm_model
+from llmkick_models.vllm_checks import VLLMArgs, check_vllm_model_args, import_vllm_model, vllm_version
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +114,13 @@ class CompressedVLLM(VLLM):  # type: ignore[misc, valid-type]
     def get_model_info(self) -> dict[str, Any]:
         """The compression report (``llmkick_compression``, as compressed-hf records it), the dtype vLLM
         runs in and vLLM's version (``llmkick_backend``); land in the results JSON ``config``."""
-        from importlib.metadata import version
-
         model_config = self.model.llm_engine.model_config if hasattr(self, "model") else None
         return {
             "model_dtype": str(getattr(model_config, "dtype", "")).removeprefix("torch."),
             "llmkick_compression": self.compression_info,
             "llmkick_backend": {
                 "engine": "vllm",
-                "vllm_version": version("vllm"),
+                "vllm_version": vllm_version(),
                 "weights": self.weights_folder,
             },
         }

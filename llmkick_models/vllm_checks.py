@@ -206,8 +206,8 @@ def check_parallelism(args: Mapping[str, Any], devices: int, what: str) -> None:
     for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
         value = args.get(name, 1)
         try:
-            sizes[name] = int(value)
-        except (TypeError, ValueError):
+            sizes[name] = int(str(value))  # via str: 2.5 and True are refused, not truncated
+        except ValueError:
             raise CompressionArgumentError(f"{name}={value!r} is not a whole number >= 1") from None
         if sizes[name] < 1:
             raise CompressionArgumentError(f"{name}={value!r} is not a whole number >= 1")

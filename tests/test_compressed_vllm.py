@@ -110,7 +110,7 @@ def test_more_parallelism_than_devices_is_refused() -> None:
     check_parallelism({}, 1, "CPU NUMA nodes (no GPU)")
 
 
-@pytest.mark.parametrize("value", ["0", "two", -1])
+@pytest.mark.parametrize("value", ["0", "two", -1, 2.5, True])
 def test_parallel_sizes_must_be_whole_numbers(value: object) -> None:
     with pytest.raises(CompressionArgumentError, match="is not a whole number >= 1"):
         check_parallelism({"tensor_parallel_size": value}, 8, "CUDA devices")
