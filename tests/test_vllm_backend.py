@@ -201,3 +201,20 @@ def test_a_dense_model_is_handed_over_as_it_is(model_dir: Path, engine_calls: li
 
     CompressedVLLM(pretrained=str(model_dir), method="none")
     assert engine_calls == [{"pretrained": str(model_dir), "revision": None, "dtype": "float32"}]
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_end_to_end_on_the_cpu(model_dir: Path, tmp_path: Path, shared_data: Path) -> None:
+    """benchmarks/gpu_check.sh --cpu: every step of the GPU check, on the tiny model (minutes on 2 cores)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_LIMIT": "8"}
+    done = subprocess.run(
+        [str(script), "--cpu", "--models", str(model_dir), "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for line in ("sparsegpt | ", "FreebaseQA: 8 questions, generations agree on", "vLLM loaded", "done in"):
+        assert line in done.stdout, line
