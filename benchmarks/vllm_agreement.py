@@ -51,6 +51,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="HF folder (Gemma-3-270m in benchmarks/README.md)")
     parser.add_argument("--compression", default="method=magnitude,sparsity=0.2", help="compressed-hf args")
     parser.add_argument("--limit", type=int, default=1000, help="FreebaseQA questions (dev split)")
+    parser.add_argument(
+        "--ll-limit", type=int, default=None, help="answer log-likelihoods (default: --limit)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="compressed-hf's batch size")
     parser.add_argument("--dtype", default="bfloat16", help="weights' dtype for both backends (as the demo)")
     parser.add_argument(
@@ -117,7 +120,7 @@ def main() -> None:
     hf_start = time.perf_counter() - start
     hf_freebase, hf_seconds = _evaluate(hf, FREEBASEQA, arguments.limit, arguments)
     include = _answers_task(hf_freebase)
-    hf_answers, hf_answers_seconds = _evaluate(hf, ANSWERS, None, arguments, include)
+    hf_answers, hf_answers_seconds = _evaluate(hf, ANSWERS, arguments.ll_limit, arguments, include)
     tokenizer = hf.tokenizer
     del hf
 
@@ -131,7 +134,7 @@ def main() -> None:
     )
     vllm_start = time.perf_counter() - start
     vllm_freebase, vllm_seconds = _evaluate(vllm, FREEBASEQA, arguments.limit, arguments)
-    vllm_answers, vllm_answers_seconds = _evaluate(vllm, ANSWERS, None, arguments, include)
+    vllm_answers, vllm_answers_seconds = _evaluate(vllm, ANSWERS, arguments.ll_limit, arguments, include)
 
     generations = compare_generations(hf_freebase, vllm_freebase)
     gaps = loglikelihood_gaps(
