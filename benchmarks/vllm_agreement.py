@@ -63,7 +63,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU check")
     parser.add_argument("--data-dir", default=str(DATA), help="LLM-KICK data dir (FreebaseQA dev split)")
     parser.add_argument(
-        "--max-model-len", type=int, default=2048, help="vLLM's context (KV cache per request)"
+        "--max-model-len",
+        type=int,
+        help="vLLM's context (default: the model's, at most 2048: a small KV cache)",
     )
     parser.add_argument("--compile", action="store_true", help="let vLLM torch.compile (slow start on CPU)")
     return parser.parse_args()
@@ -89,6 +91,13 @@ def _evaluate(
         gen_kwargs=f"max_gen_toks={arguments.gen_tokens}",
     )
     return results["samples"][task], time.perf_counter() - start
+
+
+def _context(model: str) -> int:
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(model)
+    return getattr(getattr(config, "text_config", None) or config, "max_position_embeddings", None) or 2048
 
 
 def _answers_task(samples: list[dict]) -> str:
@@ -128,7 +137,7 @@ def main() -> None:
 
     start = time.perf_counter()
     engine = {} if arguments.compile else {"enforce_eager": True}
-    engine["max_model_len"] = arguments.max_model_len
+    engine["max_model_len"] = arguments.max_model_len or min(2048, _context(arguments.model))
     vllm = CompressedVLLM(
         pretrained=arguments.model, device=arguments.device, seed=0, **engine, **compression
     )
