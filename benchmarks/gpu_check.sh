@@ -84,7 +84,8 @@ packed="$out/packed-gptq4"
 rm -rf "$packed"
 "${EXPORT_PYTHON:-$python}" -m llmkick_models.workflow.cli compress --model "$first" --device "$device" --format compressed-tensors \
   --model_args "method=gptq,bits=4,group_size=64,calibration=random,nsamples=$nsamples,seqlen=$seqlen" --output "$packed"
-"$python" - "$packed" <<'EOF'
+# A file, not stdin: vLLM's spawned workers re-import the main module.
+cat > "$out/serve_packed.py" <<'EOF'
 import sys
 
 if __name__ == "__main__":  # vLLM's workers start with spawn
@@ -100,4 +101,5 @@ if __name__ == "__main__":  # vLLM's workers start with spawn
     [output] = llm.generate(["The capital of France is"], SamplingParams(temperature=0, max_tokens=8))
     print(f"vLLM loaded {sys.argv[1]}: {output.outputs[0].text!r}")
 EOF
+"$python" "$out/serve_packed.py" "$packed"
 echo; echo "gpu_check.sh: done in $(( $(date +%s) - start )) s"
