@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 #: Keep equal to ``[project.entry-points."lm_eval.models"]`` in pyproject.toml.
 MODELS: dict[str, str] = {
     "compressed-hf": "llmkick_models.compressed_hf:CompressedHFLM",
+    "compressed-vllm": "llmkick_models.compressed_vllm:CompressedVLLM",
 }
 _PATCHED_FLAG = "_llmkick_include_path_patch"
 

@@ -185,6 +185,10 @@ class CompressedHFLM(HFLM):
         }
         return cache_key(self._key_parts)
 
+    def save_weights(self, folder: Path) -> None:
+        """Save the compressed model (no tokenizer) as a plain HF folder, as a cache entry holds it."""
+        self._save_for_cache(folder)
+
     def _save_for_cache(self, folder: Path) -> None:
         model = self._model
         if is_int8_spec(self.compression_spec):  # run-time modules: their int8 codes and scales

@@ -220,6 +220,13 @@ def _add_sweep(commands: Subcommands) -> None:
         help="extra compression args, given only to methods that take them (calibration=..)",
     )
     sweep.add_argument("--tasks", required=True, help="lm-eval tasks, e.g. llmkick_exact_match")
+    sweep.add_argument(
+        "--backend",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="what evaluates each point: hf = --model compressed-hf (default); vllm = --model "
+        "compressed-vllm (the same compressed weights served by vLLM; needs the [vllm] extra)",
+    )
     sweep.add_argument("--output", required=True, type=Path, help="run directory (re-run to resume)")
     sweep.add_argument("--no_report", action="store_true", help="do not write the report at the end")
     sweep.add_argument(

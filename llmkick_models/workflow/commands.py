@@ -24,7 +24,7 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     from llmkick_models.workflow.point_processes import SweepInterrupted
     from llmkick_models.workflow.preflight import preflight
     from llmkick_models.workflow.sweep import run_sweep
-    from llmkick_models.workflow.sweep_plan import plan_grid
+    from llmkick_models.workflow.sweep_plan import plan_grid, use_backend
     from llmkick_models.workflow.sweep_report import write_report
 
     grid = plan_grid(args.methods, args.sparsities, args.patterns, args.bits)
@@ -35,6 +35,7 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     passthrough, slots, launcher = plan_workers(args, passthrough)
     plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,
                      lm_eval_args=passthrough)  # fmt: skip
+    use_backend(plan, args.backend, args.devices)
     print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))
     try:
         outcome = run_sweep(plan, args.output, rerun=args.rerun, fail_fast=args.fail_fast, slots=slots,

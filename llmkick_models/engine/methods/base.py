@@ -174,6 +174,9 @@ class CompressionMethod:
     #: ``CompressionSpec`` fields the method fixes whatever the model_args (not options of its own), e.g.
     #: LLM.int8()'s one scale per row: ``{"group_size": None}``; they are recorded in the spec.
     fixed_fields: ClassVar[dict[str, Any]] = {}
+    #: False when the result is not plain weight tensors that ``save_pretrained`` writes and vLLM loads
+    #: (LLM.int8()'s run-time int8 modules): ``--model compressed-vllm`` then refuses the method before load.
+    plain_weights: ClassVar[bool] = True
     #: Why an option this method does not take is refused, for options a user may expect it to take
     #: (e.g. AWQ and ``sparsity``); other options it does not take get the generic message.
     refused_options: ClassVar[Mapping[str, str]] = {}

@@ -53,6 +53,8 @@ class LLMInt8(CompressionMethod):
     name: ClassVar[str] = "llm_int8"
     options = (INT8_BITS, INT8_THRESHOLD, *CALIBRATION_OPTIONS)
     fixed_fields: ClassVar[dict[str, Any]] = {"group_size": None}  # one absmax scale per output row
+    #: vLLM is handed plain weight folders; the int8 modules and their outlier routing are bitsandbytes'.
+    plain_weights: ClassVar[bool] = False
 
     @classmethod
     def check(cls, values: dict[str, Any], given: Mapping[str, Any]) -> None:
