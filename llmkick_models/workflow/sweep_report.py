@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow import paired_stats
+from llmkick_models.workflow.axis_report import axes_section, plot_axes
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
@@ -218,6 +219,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     found = problems(points)
     plots = plot_run(points, run_dir, compared)
     plots += plot_stored_size(points, run_dir, compared)
+    plots += plot_axes(points, run_dir, compared)  # one figure per --grid axis
     sweep = json.loads((run_dir / "sweep.json").read_text())
     stack = run_stack(points)
     warning = stack_warning(stack)
@@ -230,6 +232,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         problems_section(found),
         markdown_table(points, compared),
         *filter(None, [quantization_section(points, compared)]),
+        *filter(None, [axes_section(points, compared)]),
         f"Stored size: {STORAGE_MODEL}\n",
         "## Each point against dense, on the same documents",
         "",
