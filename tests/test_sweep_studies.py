@@ -4,6 +4,7 @@ llmkick-paper preset and --dry-run; the report's table and figure per axis."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from llmkick_models.engine.methods import METHODS, register_method
 from llmkick_models.workflow.cli import main
 from llmkick_models.workflow.fingerprints import fingerprint_changes, point_fingerprint
 from llmkick_models.workflow.grid_axes import check_axes
+from llmkick_models.workflow.model_grid import model_identities, per_model
 from llmkick_models.workflow.preflight import check_compress_args
+from llmkick_models.workflow.run_results import comparisons, load_run
 from llmkick_models.workflow.study_args import parse_compress_args
 from llmkick_models.workflow.sweep_plan import SweepError, plan_grid, point_args
 from llmkick_models.workflow.sweep_report import write_report
@@ -206,3 +209,43 @@ def test_the_report_has_a_table_and_a_figure_per_axis(tmp_path: Path) -> None:
     assert tmp_path / "axis_nsamples.png" in plots and (tmp_path / "axis_nsamples.png").stat().st_size > 0
     data = json.loads((tmp_path / "report.json").read_text())
     assert [p["axes"] for p in data["points"]][1] == {"nsamples": "8"}
+
+
+def test_several_models_each_get_their_points_and_their_own_dense() -> None:
+    grid = per_model(plan_grid(["wanda"], sparsities=[0.5]), ["org/Small-1", "/models/Big"])
+    assert _ids(grid) == ["Small-1--dense", "Small-1--wanda-s0.5", "Big--dense", "Big--wanda-s0.5"]
+    assert point_args(grid.points[3], "dtype=float32", {}) == (
+        "pretrained=/models/Big,dtype=float32,method=wanda,sparsity=0.5"
+    )
+    assert grid.points[3].as_dict()["model"] == "Big" and grid.points[3].series == "Big: wanda"
+    with pytest.raises(SweepError, match=r"^--models: a/m given twice$"):
+        per_model(grid, ["a/m", "a/m"])
+
+
+def test_two_models_of_the_same_weights_are_refused(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_llama_dir, tmp_path / "copy")
+    identities = model_identities([str(tiny_llama_dir)], "")
+    assert point_fingerprint(
+        per_model(plan_grid(["wanda"], sparsities=[0.5]), [str(tiny_llama_dir)]).points[1],
+        {"model": None}, "", {}, identities,
+    )["model"] == identities[str(tiny_llama_dir)]  # fmt: skip
+    with pytest.raises(
+        SweepError, match=rf"^--models: {tiny_llama_dir} and {copy} resolve to the same weights"
+    ):
+        model_identities([str(tiny_llama_dir), str(copy)], "")
+
+
+def test_each_point_is_paired_with_its_own_models_dense_and_each_model_has_a_section(tmp_path: Path) -> None:
+    points = per_model(plan_grid(["wanda"], sparsities=[0.5]), ["org/small", "org/big"]).points
+    write_sweep(tmp_path, points)
+    right = {"small--dense": 6, "small--wanda-s0.5": 5, "big--dense": 9, "big--wanda-s0.5": 8}
+    for point, parameters in zip(points, [1e6, 1e6, 4e6, 4e6], strict=True):
+        answers = [1] * right[point.point_id] + [0] * (10 - right[point.point_id])
+        write_point(tmp_path, point.point_id, {"task_a": {"acc": answers}}, parameters=int(parameters))
+    compared = comparisons(load_run(tmp_path))
+    assert compared[("big--wanda-s0.5", "task_a", "acc,none")].dense == 0.9
+    assert compared[("small--wanda-s0.5", "task_a", "acc,none")].dense == 0.6
+    report, plots = write_report(tmp_path)
+    text = report.read_text()
+    assert "## Model small (`org/small`)" in text and "## Model big (`org/big`)" in text
+    assert tmp_path / "models.png" in plots and tmp_path / "models" / "big" / "plot_task_a.png" in plots

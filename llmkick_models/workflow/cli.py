@@ -196,7 +196,10 @@ def _add_sweep(commands: Subcommands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    sweep.add_argument("--model", required=True, help="pretrained model id or local folder")
+    sweep.add_argument("--model", help="pretrained model id or local folder")
+    sweep.add_argument(
+        "--models", type=_csv(str), default=[], help="several models, each with its own dense, e.g. A,B"
+    )
     sweep.add_argument(
         "--model_args", default="", help="extra HFLM args for every point, e.g. dtype=bfloat16"
     )

@@ -23,10 +23,11 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     """Plan, pre-flight and run a sweep; unknown options go to every lm_eval run; the report at the end."""
     from llmkick_models.workflow.point_processes import SweepInterrupted
     from llmkick_models.workflow.preflight import preflight
-    from llmkick_models.workflow.study_plan import plan_study
+    from llmkick_models.workflow.study_plan import base_model_args, plan_study
     from llmkick_models.workflow.sweep import run_sweep
     from llmkick_models.workflow.sweep_report import write_report
 
+    base = base_model_args(args)
     study = plan_study(args)
     grid = study.grid
     if args.dry_run:
@@ -36,7 +37,6 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     for note in grid.notes:  # before any check or point runs: what the grid left out and why
         print(f"llmkick sweep: {note}")
     points = grid.points
-    base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
     passthrough, slots, launcher = plan_workers(args, passthrough)
     plan = preflight(points, base_model_args=base, tasks=study.tasks, compress_args=study.compress_args,
                      lm_eval_args=passthrough)  # fmt: skip

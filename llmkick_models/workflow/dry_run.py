@@ -7,7 +7,8 @@ import argparse
 from collections import Counter
 from typing import Any
 
-from llmkick_models.workflow.study_plan import Study
+from llmkick_models.workflow.model_grid import model_identities
+from llmkick_models.workflow.study_plan import Study, base_model_args
 from llmkick_models.workflow.sweep_plan import point_args
 
 #: What the estimate counts, printed under it.
@@ -50,10 +51,13 @@ def dry_run(study: Study, args: argparse.Namespace, passthrough: list[str]) -> i
 
     for warning in check_compress_args(study.grid.points, study.compress_args):
         print(f"llmkick sweep: warning: {warning}", file=sys.stderr)
-    base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
+    base = base_model_args(args)
+    model_identities(args.models, base)  # two --models of the same weights are refused here too
+    first = study.grid.points[0].pretrained  # a --models run: the tasks are built with the first model
+    tasks_base = ",".join(filter(None, [f"pretrained={first}" if first else "", base]))
     _, config = parse_lm_eval_options(base, study.tasks, passthrough)
     check_tasks(config)  # names, knobs and judge first: their messages are the clearest
-    counts = task_requests(study.tasks, config, base)
+    counts = task_requests(study.tasks, config, tasks_base)
     total = sum(sum(c.values()) for c in counts.values())
     kinds = Counter[str]()
     for counter in counts.values():

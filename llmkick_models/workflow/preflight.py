@@ -23,6 +23,7 @@ from llmkick_models.arguments import compression_args
 from llmkick_models.engine.methods import method_class, methods_taking
 from llmkick_models.preload_checks import check_model_args
 from llmkick_models.workflow.fingerprints import common_fingerprint, point_fingerprint
+from llmkick_models.workflow.model_grid import model_identities
 from llmkick_models.workflow.sweep_plan import (
     CACHE_ARGS,
     OWN_LM_EVAL_OPTIONS,
@@ -196,7 +197,9 @@ def preflight(
     check_tasks(config)
     common = common_fingerprint(base_model_args, tasks, namespace, config)
     plan = SweepPlan(list(points), base_model_args, tasks, dict(compress_args), list(lm_eval_args), common)
+    models = list(dict.fromkeys(p.pretrained for p in points if p.pretrained))
+    identities = model_identities(models, base_model_args)  # refuses two models of the same weights
     plan.fingerprints = {
-        p.point_id: point_fingerprint(p, common, base_model_args, compress_args) for p in points
+        p.point_id: point_fingerprint(p, common, base_model_args, compress_args, identities) for p in points
     }
     return plan

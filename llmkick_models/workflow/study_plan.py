@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from llmkick_models.engine.methods import METHODS, build_spec
 from llmkick_models.engine.options import CompressionArgumentError
 from llmkick_models.workflow.grid_axes import check_axes
+from llmkick_models.workflow.model_grid import per_model
 from llmkick_models.workflow.study_args import merge_compress_args
 from llmkick_models.workflow.sweep_plan import SweepError, SweepGrid, plan_grid
 
@@ -100,4 +101,16 @@ def plan_study(args: argparse.Namespace) -> Study:
     names = {key.rpartition(":")[2] for key in compress_args}
     axes = check_axes(args.grid, preset.methods, names)
     grid = plan_grid(preset.methods, preset.sparsities, preset.patterns, preset.bits, axes, preset.joint)
+    if args.models:
+        grid = per_model(grid, args.models)
     return Study(grid, preset.tasks, compress_args)
+
+
+def base_model_args(args: argparse.Namespace) -> str:
+    """The model_args every point starts from: ``pretrained=--model`` (a --models run: per point) and
+    --model_args."""
+    if bool(args.model) == bool(args.models):
+        raise SweepError("give --model M (one model) or --models A,B (several), not both nor neither")
+    return ",".join(
+        part for part in (f"pretrained={args.model}" if args.model else "", args.model_args) if part
+    )

@@ -47,14 +47,18 @@ class SweepPoint:
     bits: int | None = None
     #: The values of the --grid axes that reach this point, ``(option, value as given)``, in --grid order.
     settings: tuple[tuple[str, str], ...] = ()
+    #: With --models: the model this point compresses (its ``pretrained=``) and its label in point ids.
+    pretrained: str = ""
+    model: str = ""
 
     @property
     def point_id(self) -> str:
         """File-system safe, human-readable id, e.g. ``dense``, ``wanda-s0.5``, ``sparsegpt-2of4``,
         ``wanda-s0.5-4bit`` (pruned, then quantized), ``wanda-s0.5-nsamples_32`` (a --grid axis)."""
+        prefix = f"{self.model}--" if self.model else ""
         if self.method == "none":
-            return "dense"
-        parts = [self.method]
+            return prefix + "dense"
+        parts = [prefix + self.method]
         if self.pattern:
             parts.append(self.pattern.replace(":", "of"))
         elif self.sparsity is not None:
@@ -69,7 +73,8 @@ class SweepPoint:
         """What the report draws as one line: the method, with the bits of a pruned-then-quantized point
         and every --grid axis value (``wanda+4bit``, ``wanda nsamples=32``)."""
         joint = f"+{self.bits}bit" if self.bits is not None and (self.sparsity or self.pattern) else ""
-        return " ".join([self.method + joint, *(f"{name}={value}" for name, value in self.settings)])
+        label = f"{self.model}: " if self.model else ""
+        return label + " ".join([self.method + joint, *(f"{name}={value}" for name, value in self.settings)])
 
     def model_args(self) -> str:
         """This point's compressed-hf arguments."""
@@ -82,7 +87,8 @@ class SweepPoint:
         """For the report: the point's coordinates."""
         return {"id": self.point_id, "method": self.method, "sparsity": self.sparsity,
                 "pattern": self.pattern, "bits": self.bits, "axes": dict(self.settings),
-                "series": self.series}  # fmt: skip
+                "series": self.series, **({"model": self.model, "pretrained": self.pretrained}
+                                          if self.model else {})}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,8 @@ def point_args(point: SweepPoint, base_model_args: str, compress_args: dict[str,
     """Full --model_args for a point: the base (pretrained=..., dtype=...), the point, and the extra
     compression args meant for its method (:func:`args_for`) that it accepts (calibration args are not
     given to magnitude)."""
+    if point.pretrained:  # a --models run: the base holds no pretrained= of its own
+        base_model_args = ",".join(filter(None, [f"pretrained={point.pretrained}", base_model_args]))
     accepted = accepted_extra_args(point)
     extra = [
         f"{key}={value}" for key, value in args_for(point.method, compress_args).items() if key in accepted
