@@ -72,6 +72,18 @@ def test_bad_grid_axes_are_refused_naming_grid(given: list, methods: list[str], 
         check_axes(given, methods)
 
 
+def test_an_axis_value_is_checked_with_the_compress_args_it_receives() -> None:
+    axes = check_axes([("nsamples", ["8"])], ["magnitude"])
+    with pytest.raises(
+        SweepError, match=r"^point magnitude-s0.5-nsamples_8: nsamples='8' needs calibration="
+    ):
+        plan_grid(["magnitude"], sparsities=[0.5], axes=axes)
+    grid = plan_grid(
+        ["magnitude"], sparsities=[0.5], axes=axes, compress_args={"magnitude:calibration": "c4"}
+    )
+    assert _ids(grid) == ["dense", "magnitude-s0.5-nsamples_8"]
+
+
 def test_a_grid_axis_also_in_compress_args_is_refused() -> None:
     with pytest.raises(UserError, match=r"^--grid nsamples: also set by --compress_args nsamples="):
         check_axes([("nsamples", ["8"])], ["wanda"], {"nsamples"})

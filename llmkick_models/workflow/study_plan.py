@@ -100,7 +100,8 @@ def plan_study(args: argparse.Namespace) -> Study:
         preset = Preset(args.methods, args.sparsities, args.patterns, args.bits, args.tasks, joint=True)
     names = {key.rpartition(":")[2] for key in compress_args}
     axes = check_axes(args.grid, preset.methods, names)
-    grid = plan_grid(preset.methods, preset.sparsities, preset.patterns, preset.bits, axes, preset.joint)
+    grid = plan_grid(preset.methods, preset.sparsities, preset.patterns, preset.bits, axes, preset.joint,
+                     compress_args)  # fmt: skip
     if args.models:
         grid = per_model(grid, args.models)
     return Study(grid, preset.tasks, compress_args)

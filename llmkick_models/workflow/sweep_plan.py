@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,13 +196,15 @@ def plan_grid(
     bits: Iterable[int] = (),
     axes: Sequence[GridAxis] = (),
     joint: bool = True,
+    compress_args: Mapping[str, str] | None = None,
 ) -> SweepGrid:
     """The grid: dense first; every pruning method at every sparsity and pattern, and (with ``joint``)
     each of those pruned, then quantized at each of the ``bits`` the method's quantizer takes; every
     quantization method at each of the ``bits`` its ``bits`` option takes (LLM-KICK's Table 2: method x
     bits); every point at every combination of the --grid ``axes`` its method takes.
 
-    Sparsity 0 is the dense point (listed once).  Every point is validated here, before any run starts;
+    Sparsity 0 is the dense point (listed once).  Every point is validated here, before any run starts
+    (a point with --grid values together with the ``compress_args`` it receives);
     ``notes`` say which ``bits`` a method was not paired with (to be printed before any point runs).
     """
     methods, bits = list(methods), list(dict.fromkeys(bits))
@@ -219,10 +221,14 @@ def plan_grid(
         if not candidates:
             raise SweepError(f"--methods {method}: no --sparsities/--patterns/--bits value applies to it")
         for point in candidates:
+            # an axis value may need a --compress_args beside it (magnitude: nsamples= with calibration=)
+            given = args_for(method, dict(compress_args or {})) if point.settings else {}
+            extra = {
+                k: v for k, v in given.items() if k in accepted_extra_args(point) and k not in CACHE_ARGS
+            }
             try:  # raises, naming the bad value
-                build_spec(
-                    point.method, point.sparsity, point.pattern, bits=point.bits, **dict(point.settings)
-                )
+                build_spec(point.method, point.sparsity, point.pattern, bits=point.bits,
+                           **extra, **dict(point.settings))  # fmt: skip
             except CompressionArgumentError as error:
                 raise SweepError(f"point {point.point_id}: {error}") from None
         points += candidates
