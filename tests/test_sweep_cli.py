@@ -152,15 +152,6 @@ def test_a_quantizer_that_allows_none_of_the_bits_is_refused_naming_bits(int8_on
         plan_grid(["gptq", int8_only], bits=[8, 9])
 
 
-def test_pruning_methods_keep_their_points_and_say_bits_do_not_reach_them() -> None:
-    grid = plan_grid(["wanda", "gptq"], sparsities=[0.5], bits=[4])
-    assert [p.point_id for p in grid.points] == ["dense", "wanda-s0.5", "gptq-4bit"]
-    assert grid.notes == [
-        "wanda: --bits not applied (a pruning method is swept over --sparsities/--patterns only; joint sparse"
-        " + quantized points are not part of the grid)"
-    ]
-
-
 def test_the_plan_notes_are_printed_before_any_check_or_point(
     int8_only: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -335,8 +335,8 @@ def test_hub_model_is_fingerprinted_by_commit(tmp_path: Path, monkeypatch: pytes
         "llmkick_models.storage.cache_key._hub_commit",
         lambda model_id, revision, cache_dir=None: next(commits),
     )
-    first = fingerprints._model_identity({"pretrained": "org/model"})
-    second = fingerprints._model_identity({"pretrained": "org/model"})
+    first = fingerprints.model_identity({"pretrained": "org/model"})
+    second = fingerprints.model_identity({"pretrained": "org/model"})
     assert first["model_id"] == "org/model" and first["commit"] == "a" * 40
     assert fingerprint_changes({"model": first}, {"model": second}) == [
         f"model.commit: '{'a' * 40}' -> '{'b' * 40}'"

@@ -27,6 +27,7 @@ from llmkick_models.workflow.commands import (
     report_command,
     sweep_command,
 )
+from llmkick_models.workflow.study_args import add_study_options
 from llmkick_tasks.errors import UserError
 
 DESCRIPTION = "LLM-KICK for lm-evaluation-harness: sweep compression points, report them, compress a model."
@@ -56,6 +57,11 @@ examples:
   llmkick sweep --model X --methods magnitude,wanda,sparsegpt --sparsities 0,0.3,0.5 --patterns 2:4 \\
       --compress_args calibration=wikitext2,nsamples=64 --tasks llmkick_exact_match,llmkick_wikitext2_ppl \\
       --output runs/x --device cuda:0 --batch_size 16
+  # a calibration-count study: GPTQ calibrated on wikitext2, the others on c4; wanda also 4-bit after pruning
+  llmkick sweep --model X --methods sparsegpt,wanda,gptq --sparsities 0.5 --bits 4 --grid nsamples=8,32,128 \
+      --compress_args calibration=c4 --compress_args gptq:calibration=wikitext2 --tasks t --output runs/n
+  # LLM-KICK's grid: print its points and estimated lm-eval requests, run nothing
+  llmkick sweep --preset llmkick-paper --model X --output runs/paper --dry-run
   # four points at once on a 4-GPU node
   llmkick sweep ... --output runs/x --devices cuda:0,cuda:1,cuda:2,cuda:3
   # two CPU workers sharing the cores
@@ -198,7 +204,10 @@ def _add_sweep(commands: Subcommands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    sweep.add_argument("--model", required=True, help="pretrained model id or local folder")
+    sweep.add_argument("--model", help="pretrained model id or local folder")
+    sweep.add_argument(
+        "--models", type=_csv(str), default=[], help="several models, each with its own dense, e.g. A,B"
+    )
     sweep.add_argument(
         "--model_args", default="", help="extra HFLM args for every point, e.g. dtype=bfloat16"
     )
@@ -213,20 +222,8 @@ def _add_sweep(commands: Subcommands) -> None:
         default=[],
         help="bits for the quantization methods, e.g. 8,4 (each method at those its bits= allows)",
     )
-    sweep.add_argument(
-        "--compress_args",
-        type=_parse_kv,
-        default={},
-        help="extra compression args, given only to methods that take them (calibration=..)",
-    )
-    sweep.add_argument("--tasks", required=True, help="lm-eval tasks, e.g. llmkick_exact_match")
-    sweep.add_argument(
-        "--backend",
-        choices=("hf", "vllm"),
-        default="hf",
-        help="what evaluates each point: hf = --model compressed-hf (default); vllm = --model "
-        "compressed-vllm (the same compressed weights served by vLLM; needs the [vllm] extra)",
-    )
+    add_study_options(sweep)
+    sweep.add_argument("--tasks", default="", help="lm-eval tasks, e.g. llmkick_exact_match")
     sweep.add_argument("--output", required=True, type=Path, help="run directory (re-run to resume)")
     sweep.add_argument("--no_report", action="store_true", help="do not write the report at the end")
     sweep.add_argument(
@@ -341,8 +338,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, passthrough = parser.parse_known_args(argv)
     if args.command != "sweep" and passthrough:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
-    if args.command == "sweep" and not args.methods:
-        parser.error("sweep: --methods is required (e.g. --methods magnitude,wanda)")
     try:
         return _run_command(args, passthrough)
     except user_error_types() as error:

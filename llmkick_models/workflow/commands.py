@@ -23,17 +23,23 @@ def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     """Plan, pre-flight and run a sweep; unknown options go to every lm_eval run; the report at the end."""
     from llmkick_models.workflow.point_processes import SweepInterrupted
     from llmkick_models.workflow.preflight import preflight
+    from llmkick_models.workflow.study_plan import base_model_args, plan_study
     from llmkick_models.workflow.sweep import run_sweep
-    from llmkick_models.workflow.sweep_plan import plan_grid, use_backend
+    from llmkick_models.workflow.sweep_plan import use_backend
     from llmkick_models.workflow.sweep_report import write_report
 
-    grid = plan_grid(args.methods, args.sparsities, args.patterns, args.bits)
+    base = base_model_args(args)
+    study = plan_study(args)
+    grid = study.grid
+    if args.dry_run:
+        from llmkick_models.workflow.dry_run import dry_run
+
+        return dry_run(study, args, passthrough)
     for note in grid.notes:  # before any check or point runs: what the grid left out and why
         print(f"llmkick sweep: {note}")
     points = grid.points
-    base = ",".join(part for part in (f"pretrained={args.model}", args.model_args) if part)
     passthrough, slots, launcher = plan_workers(args, passthrough)
-    plan = preflight(points, base_model_args=base, tasks=args.tasks, compress_args=args.compress_args,
+    plan = preflight(points, base_model_args=base, tasks=study.tasks, compress_args=study.compress_args,
                      lm_eval_args=passthrough)  # fmt: skip
     use_backend(plan, args.backend, args.devices)
     print(f"llmkick sweep: {len(points)} points -> {args.output}: " + ", ".join(p.point_id for p in points))

@@ -42,7 +42,7 @@ def _path_identity(value: Any) -> Any:
     return describe_source(str(path))
 
 
-def _model_identity(base: dict[str, Any]) -> Any:
+def model_identity(base: dict[str, Any]) -> Any:
     """A local model folder by content, a hub id by the commit it resolves to (as the model cache does)."""
     from llmkick_models.storage.cache_key import describe_source
 
@@ -128,7 +128,7 @@ def common_fingerprint(base_model_args: str, tasks: str, namespace: Any, config:
     base = simple_parse_args_string(base_model_args)
     data_dir = _data_dir(namespace, base_model_args)
     return {
-        "model": _model_identity(base),
+        "model": model_identity(base) if "pretrained" in base else None,  # --models: per point
         "tasks": sorted(t.strip() for t in tasks.split(",") if t.strip()),
         "lm_eval_options": json.loads(json.dumps(options, sort_keys=True, default=str)),
         "data_dir": _path_identity(data_dir) if data_dir else None,
@@ -137,14 +137,21 @@ def common_fingerprint(base_model_args: str, tasks: str, namespace: Any, config:
 
 
 def point_fingerprint(
-    point: SweepPoint, common: dict[str, Any], base_model_args: str, compress_args: dict[str, str]
+    point: SweepPoint,
+    common: dict[str, Any],
+    base_model_args: str,
+    compress_args: dict[str, str],
+    models: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The point's full fingerprint: its model_args (parsed, sorted), the calibration file and the rest."""
+    """The point's full fingerprint: its model_args (parsed, sorted), the calibration file and the rest;
+    in a --models run, its own model's identity (``models``: each model's :func:`model_identity`)."""
     from lm_eval.utils import simple_parse_args_string
 
     args = simple_parse_args_string(point_args(point, base_model_args, compress_args))
     model_args = {k: str(v) for k, v in sorted(args.items()) if k not in CACHE_ARGS}
     fingerprint = {"point": point.point_id, "model_args": model_args, **common}
+    if point.pretrained:
+        fingerprint["model"] = (models or {}).get(point.pretrained) or model_identity(args)
     calibration = args.get("calibration")
     if isinstance(calibration, str) and Path(calibration).expanduser().exists():
         fingerprint["calibration_file"] = _path_identity(calibration)

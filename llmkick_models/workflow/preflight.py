@@ -20,9 +20,10 @@ from typing import Any
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
 from llmkick_models.arguments import compression_args
-from llmkick_models.engine.methods import methods_taking
+from llmkick_models.engine.methods import method_class, methods_taking
 from llmkick_models.preload_checks import check_model_args
 from llmkick_models.workflow.fingerprints import common_fingerprint, point_fingerprint
+from llmkick_models.workflow.model_grid import model_identities
 from llmkick_models.workflow.sweep_plan import (
     CACHE_ARGS,
     OWN_LM_EVAL_OPTIONS,
@@ -34,26 +35,39 @@ from llmkick_models.workflow.sweep_plan import (
 )
 
 
+def _check_scope(key: str, name: str, scope: str, methods: list[str]) -> None:
+    """A scoped key (``gptq:calibration``) names a method of the run that takes the option."""
+    if scope not in methods:
+        raise SweepError(f"--compress_args {key}=: method {scope} is not in --methods ({', '.join(methods)})")
+    if not any(option.name == name for option in method_class(scope).accepted_options()):
+        raise SweepError(f"--compress_args {key}=: method {scope} does not take {name}; methods that "
+                         f"take it: {'|'.join(methods_taking(name)) or 'none'}")  # fmt: skip
+
+
 def check_compress_args(points: Sequence[SweepPoint], compress_args: dict[str, str]) -> list[str]:
-    """Refuse --compress_args keys that compressed-hf does not know or that are sweep axes; return a
-    warning for each key that reaches no point of this sweep (printed, so it is never dropped unseen)."""
+    """Refuse --compress_args keys that compressed-hf does not know, that are sweep axes or that are scoped
+    to a method not in the run; return a warning for each key that reaches no point of this sweep (printed,
+    so it is never dropped unseen)."""
     allowed = [name for name in compression_args() if name not in SWEEP_AXES]
+    methods = sorted({p.method for p in points if p.method != "none"})
     for key in compress_args:
-        if key in SWEEP_AXES:
+        scope, _, name = key.rpartition(":")
+        if name in SWEEP_AXES:
             raise SweepError(
-                f"--compress_args {key}=: {key} is a sweep axis; use --methods, --sparsities, --patterns "
+                f"--compress_args {key}=: {name} is a sweep axis; use --methods, --sparsities, --patterns "
                 f"or --bits"
             )
-        if key not in compression_args():
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        if name not in compression_args():
+            close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise SweepError(f"--compress_args: unknown key {key!r}; {hint}allowed: {', '.join(allowed)}")
-    reached = set().union(*(accepted_extra_args(p) for p in points))
+            raise SweepError(f"--compress_args: unknown key {name!r}; {hint}allowed: {', '.join(allowed)}")
+        if scope:
+            _check_scope(key, name, scope, methods)
     warnings = []
     for key in compress_args:
-        if key not in reached:
-            methods = sorted({p.method for p in points if p.method != "none"})
-            takers = "|".join(methods_taking(key)) or "none"
+        scope, _, name = key.rpartition(":")
+        if not any(name in accepted_extra_args(p) for p in points if scope in ("", p.method)):
+            takers = "|".join(methods_taking(name)) or "none"
             warnings.append(
                 f"--compress_args {key}={compress_args[key]} reaches no point of this sweep (methods "
                 f"{', '.join(methods)}; Wanda/magnitude take quantizer options only with bits=); methods "
@@ -183,7 +197,9 @@ def preflight(
     check_tasks(config)
     common = common_fingerprint(base_model_args, tasks, namespace, config)
     plan = SweepPlan(list(points), base_model_args, tasks, dict(compress_args), list(lm_eval_args), common)
+    models = list(dict.fromkeys(p.pretrained for p in points if p.pretrained))
+    identities = model_identities(models, base_model_args)  # refuses two models of the same weights
     plan.fingerprints = {
-        p.point_id: point_fingerprint(p, common, base_model_args, compress_args) for p in points
+        p.point_id: point_fingerprint(p, common, base_model_args, compress_args, identities) for p in points
     }
     return plan

@@ -43,7 +43,9 @@ def quantization_section(points: list[PointResult], compared: dict) -> str:
     dense = dense_point(points)
     for point in ([dense] if dense else []) + quantized:
         size = point_size(point)
-        coords = ("dense", "16") if point is dense else (point.point["method"], str(point.point["bits"]))
+        # the series names any --grid values and the model too (e.g. "big: gptq nsamples=8")
+        line = point.point.get("series") or point.point["method"]
+        coords = ("dense", "16") if point is dense else (line, str(point.point["bits"]))
         row = [*coords, fmt(size.relative), fmt(size.linears_relative)]
         row += [_cell(point, task, metric, compared) for task, metric in columns]
         lines.append("| " + " | ".join(row) + " |")

@@ -99,6 +99,11 @@ def score_axis(axis: Any, metric: str) -> None:
     axis.grid(alpha=0.3)
 
 
+def series(point: PointResult) -> str:
+    """The line a point belongs to: its method, with joint bits and --grid values (older runs: method)."""
+    return point.point.get("series") or point.point["method"]
+
+
 @dataclass
 class _Panels:
     """The run's panels (sparsity, N:M, bits: those with points), their x labels and each method's style."""
@@ -122,7 +127,7 @@ class _Panels:
             "N:M": sorted(patterns, key=lambda s: [int(x) for x in s.split(":")]),
             "bits": sorted({p.point["bits"] for p in groups["bits"]}, reverse=True),
         }
-        methods = sorted({p.point["method"] for p in points if p.point["method"] != "none"})
+        methods = sorted({series(p) for p in points if p.point["method"] != "none"})
         return cls(members, labels, methods, {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)})
 
     def x(self, panel: str, point: PointResult) -> float:
@@ -169,11 +174,9 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
     )  # fmt: skip
     for column, (panel, members) in enumerate(panels.members.items()):
         top, bottom = axes[0][column], axes[1][column] if relative else None
-        group = [m for m in panels.methods if any(p.point["method"] == m for p in members)]
+        group = [m for m in panels.methods if any(series(p) == m for p in members)]
         for k, method in enumerate(group):
-            chosen = sorted(
-                (p for p in members if p.point["method"] == method), key=lambda p: panels.x(panel, p)
-            )
+            chosen = sorted((p for p in members if series(p) == method), key=lambda p: panels.x(panel, p))
             offset = (k - (len(group) - 1) / 2) * (0.006 if panel == "sparsity" else 0.12)
             xs = [panels.x(panel, p) + offset for p in chosen]
             dense_x = 0.0 + offset if panel == "sparsity" else None  # lines start at dense: sparsity 0

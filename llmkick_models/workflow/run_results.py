@@ -279,9 +279,11 @@ def report_columns(points: list[PointResult]) -> dict[tuple[str, str], None]:
     return columns
 
 
-def dense_point(points: list[PointResult]) -> PointResult | None:
-    """The dense (``method=none``) point of the run, if it has one."""
-    return next((p for p in points if p.point["method"] == "none"), None)
+def dense_point(points: list[PointResult], of: PointResult | None = None) -> PointResult | None:
+    """The dense (``method=none``) point of the run, if it has one; in a --models run, the dense of the
+    model of point ``of`` (every comparison pairs a point with its own model's dense only)."""
+    same = (lambda p: p.point.get("model") == of.point.get("model")) if of is not None else (lambda p: True)
+    return next((p for p in points if p.point["method"] == "none" and same(p)), None)
 
 
 def comparisons(
@@ -293,12 +295,10 @@ def comparisons(
     A score that is not a number, or that its samples do not give back (or cannot be checked against
     them), on either side gets no verdict, with the reason.
     """
-    dense = dense_point(points)
     out: dict[tuple[str, str, str], Comparison | str] = {}
-    if dense is None:
-        return out
     for point in points:
-        if point is dense:
+        dense = dense_point(points, point)
+        if dense is None or point is dense:
             continue
         for task, metric in list(report_columns(points) if columns is None else columns):
             key = (point.point["id"], task, metric)

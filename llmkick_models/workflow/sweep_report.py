@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow import paired_stats
+from llmkick_models.workflow.axis_report import axes_section, plot_axes
 from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, comparison_json, deciding_cell
 from llmkick_models.workflow.distinct_tokens import distinct_json, distinct_section, distinct_statistics
 from llmkick_models.workflow.lost_examples import lost_documents, lost_section
+from llmkick_models.workflow.model_report import models_section, plot_models
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
@@ -231,11 +233,13 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     points = load_run(run_dir)
     compared = comparisons(points)
     found = problems(points)
-    plots = plot_run(points, run_dir, compared)
+    per_model, model_plots = models_section(points, compared, run_dir)  # --models: a section per model
+    plots = plot_models(points, run_dir, compared) if model_plots else plot_run(points, run_dir, compared)
     plots += plot_stored_size(points, run_dir, compared)
     groups = breakdowns(points)
     by_group = breakdown_comparisons(points, groups)
     group_plots = plot_breakdowns(points, groups, by_group, run_dir)
+    plots += plot_axes(points, run_dir, compared)  # one figure per --grid axis
     sweep = json.loads((run_dir / "sweep.json").read_text())
     stack = run_stack(points)
     warning = stack_warning(stack)
@@ -250,6 +254,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         problems_section(found),
         markdown_table(points, compared),
         *filter(None, [quantization_section(points, compared)]),
+        *filter(None, [axes_section(points, compared), per_model]),
         f"Stored size: {STORAGE_MODEL}\n",
         "## Each point against dense, on the same documents",
         "",
@@ -263,6 +268,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))
+    plots += model_plots
     data = report_json(points, compared, sweep, found, {
         "readings": readings_json(points, groups, by_group), "distinct_tokens": distinct_json(distinct),
         "lost": [entry.as_dict() for entry in lost],
