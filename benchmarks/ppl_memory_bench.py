@@ -11,7 +11,12 @@ its own process (peak RSS is its own), on the same windows, and the scores are c
 * without it, a model with Gemma 3's 262,144-entry vocabulary (tiny otherwise: 2 layers, hidden 64, so the
   logits are all that weighs) scores random-token windows through compressed-hf's loglikelihood path.
 
-    python benchmarks/ppl_memory_bench.py [--model DIR] [--batch 16] [--windows 16] [--threads 1]
+    python benchmarks/ppl_memory_bench.py [--model DIR] [--dtype bfloat16] [--batch 16] [--windows 16]
+                                          [--threads 1]
+
+Printed per path: peak RSS, the wall and CPU seconds of the scoring itself (CPU time is what to compare on a
+loaded machine; one thread), the whole run's seconds; then the ratios and the largest relative difference of
+a window's log-likelihood between the two paths.
 """
 
 from __future__ import annotations
@@ -44,38 +49,32 @@ def _build_model(folder: Path, vocab: int, seqlen: int) -> None:
     build_tokenizer().save_pretrained(folder)
 
 
-def _random_windows(args: argparse.Namespace) -> tuple[list[float], float, dict[str, Any]]:
-    """Per-window log-likelihoods of ``args.windows`` random-token windows, the seconds they took, and how
-    they were scored."""
+def _random_windows(args: argparse.Namespace) -> tuple[list[float], dict[str, Any]]:
+    """Per-window log-likelihoods of ``args.windows`` random-token windows, and how they were scored."""
     import torch
 
     from llmkick_models.compressed_hf import CompressedHFLM
 
-    lm = CompressedHFLM(pretrained=args.folder, device="cpu", batch_size=args.batch, max_length=args.seqlen)
+    lm = CompressedHFLM(pretrained=args.folder, device="cpu", batch_size=args.batch, **_model_args(args))
     generator = torch.Generator().manual_seed(0)
     vocab = lm.model.config.vocab_size
     requests = []
     for _ in range(args.windows):
         window = torch.randint(1, vocab - 1, (args.seqlen,), generator=generator).tolist()
         requests.append((None, [lm.prefix_token_id], window))
-    start = time.perf_counter()
     scores = lm._loglikelihood_tokens(requests, disable_tqdm=True)
-    seconds = time.perf_counter() - start
-    return [ll for ll, _ in scores], seconds, lm.get_model_info()["llmkick_scoring"]
+    return [ll for ll, _ in scores], lm.get_model_info()["llmkick_scoring"]
 
 
-def _task_windows(args: argparse.Namespace) -> tuple[list[float], float, dict[str, Any]]:
-    """``llmkick_wikitext2_ppl``'s per-window log-likelihoods through lm-eval, the seconds spent scoring
-    them, and how they were scored."""
+def _task_windows(args: argparse.Namespace) -> tuple[list[float], dict[str, Any]]:
+    """``llmkick_wikitext2_ppl``'s per-window log-likelihoods through lm-eval, and how they were scored."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    model_args = {"pretrained": args.folder, "max_length": args.seqlen}
+    model_args = {"pretrained": args.folder, **_model_args(args)}
     # the task cuts windows with the model's tokenizer, found from the model args (lm-eval's CLI passes them)
     metadata = {**model_args, "data_dir": str(args.data.parent), "wikitext2_windows": args.windows}
     metadata["wikitext2_seqlen"] = args.seqlen
-    scoring_seconds = _time_scoring()
-    start = time.perf_counter()
     results = simple_evaluate(
         model="compressed-hf",
         model_args=model_args,
@@ -85,25 +84,27 @@ def _task_windows(args: argparse.Namespace) -> tuple[list[float], float, dict[st
         batch_size=args.batch,
         log_samples=True,
     )
-    args.total_seconds = time.perf_counter() - start  # load, windows and scoring
     samples = sorted(results["samples"]["llmkick_wikitext2_ppl"], key=lambda sample: sample["doc_id"])
-    scores = [float(sample["filtered_resps"][0][0]) for sample in samples]
-    return scores, sum(scoring_seconds), results["config"]["llmkick_scoring"]
+    return [float(sample["filtered_resps"][0][0]) for sample in samples], results["config"]["llmkick_scoring"]
 
 
-def _time_scoring() -> list[float]:
-    """Seconds spent in compressed-hf's loglikelihood scoring from now on (one entry per call)."""
+def _model_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_length": args.seqlen, **({"dtype": args.dtype} if args.dtype else {})}
+
+
+def _time_scoring() -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each call of compressed-hf's loglikelihood scoring from now on."""
     from llmkick_models.compressed_hf import CompressedHFLM
 
-    spent: list[float] = []
+    spent: list[tuple[float, float]] = []
     original = CompressedHFLM._loglikelihood_tokens
 
     def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return original(self, *args, **kwargs)
         finally:
-            spent.append(time.perf_counter() - start)
+            spent.append((time.perf_counter() - start, time.process_time() - cpu))
 
     CompressedHFLM._loglikelihood_tokens = timed  # type: ignore[method-assign]
     return spent
@@ -114,24 +115,29 @@ def _worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     os.environ["LLMKICK_SCORING"] = args.worker
-    scores, seconds, scoring = (_task_windows if args.model else _random_windows)(args)
+    spent = _time_scoring()
+    start = time.perf_counter()
+    scores, scoring = (_task_windows if args.model else _random_windows)(args)
     print(json.dumps({
-        "path": args.worker, "peak_mib": rss_mib(), "seconds": seconds, "scores": scores, "scoring": scoring,
-        "total_seconds": getattr(args, "total_seconds", seconds),
+        "path": args.worker, "peak_mib": rss_mib(), "seconds": sum(wall for wall, _ in spent),
+        "cpu_seconds": sum(cpu for _, cpu in spent), "total_seconds": time.perf_counter() - start,
+        "scores": scores, "scoring": scoring,
     }))  # fmt: skip
 
 
 def _report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
     old, new = runs["full-logits"], runs["chunked"]
     what = args.model or f"a 2-layer model with a {args.vocab}-entry vocabulary"
-    print(f"{what}: {len(new['scores'])} windows of {args.seqlen} tokens, --batch_size {args.batch}, "
-          f"{args.threads} thread(s)")  # fmt: skip
+    print(f"{what} ({args.dtype or 'its saved dtype'}): {len(new['scores'])} windows of {args.seqlen} "
+          f"tokens, --batch_size {args.batch}, {args.threads} thread(s)")  # fmt: skip
     for run in (old, new):
-        print(f"  {run['path']:<12} peak RSS {run['peak_mib']:7.0f} MiB   scoring {run['seconds']:7.1f} s "
-              f"(whole run {run['total_seconds']:.1f} s)   {json.dumps(run['scoring'])}")  # fmt: skip
+        print(f"  {run['path']:<12} peak RSS {run['peak_mib']:6.0f} MiB; scoring {run['seconds']:6.1f} s "
+              f"wall, {run['cpu_seconds']:6.1f} s CPU (whole run {run['total_seconds']:.1f} s)  "
+              f"{json.dumps(run['scoring'])}")  # fmt: skip
     worst = max(abs(a - b) / abs(b) for a, b in zip(new["scores"], old["scores"], strict=True))
-    memory, speed = new["peak_mib"] / old["peak_mib"], new["seconds"] / old["seconds"]
-    print(f"chunked / full-logits: peak RSS {memory:.2f}x, time {speed:.2f}x; "
+    memory = new["peak_mib"] / old["peak_mib"]
+    wall, cpu = new["seconds"] / old["seconds"], new["cpu_seconds"] / old["cpu_seconds"]
+    print(f"chunked / full-logits: peak RSS {memory:.2f}x, scoring time {wall:.2f}x wall, {cpu:.2f}x CPU; "
           f"largest relative difference of a window's log-likelihood {worst:.2e}")  # fmt: skip
 
 
@@ -145,6 +151,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", help="the model's dtype (compressed-hf's dtype=), e.g. bfloat16")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,6 +165,8 @@ def main() -> None:
             _build_model(Path(tmp), args.vocab, args.seqlen)
         forwarded = [f"--folder={folder}", f"--seqlen={args.seqlen}", f"--windows={args.windows}",
                      f"--batch={args.batch}", f"--threads={args.threads}", f"--data={args.data}"]  # fmt: skip
+        if args.dtype:
+            forwarded.append(f"--dtype={args.dtype}")
         if args.model:
             forwarded += ["--model", args.model]
         runs = {path: run_worker(__file__, path, forwarded) for path in PATHS}

@@ -26,6 +26,10 @@ from llmkick_models.head_split import HeadSplit
 
 log = logging.getLogger(__name__)
 
+#: Fewest rows the LM head is applied to: BLAS computes a product of 1-3 rows with another kernel (a
+#: matrix-vector one) whose sums round differently from the full forward pass's, by ~1e-5 of a logit.
+MIN_HEAD_ROWS = 16
+
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
 
 
@@ -125,7 +129,12 @@ def _score_positions(
     greedy = torch.full((hidden.shape[0],), -1, dtype=torch.long, device=hidden.device)
     for start in range(0, len(wanted), chunk):
         positions = wanted[start : start + chunk]
-        log_probs = torch.log_softmax(split.logits(hidden.index_select(0, positions)), dim=-1, dtype=dtype)
+        rows = positions
+        if len(rows) < min(MIN_HEAD_ROWS, chunk):  # repeat the last row (within the chunk); copies dropped
+            rows = torch.cat([rows, rows[-1:].expand(min(MIN_HEAD_ROWS, chunk) - len(rows))])
+        logits = split.logits(hidden.index_select(0, rows))
+        log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)[: len(positions)]
+        del logits
         if pair_values is None:
             pair_values = torch.empty(len(pair_positions), dtype=log_probs.dtype, device=hidden.device)
         greedy[positions] = log_probs.argmax(dim=-1)
