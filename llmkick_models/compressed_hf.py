@@ -58,6 +58,11 @@ class CompressedHFLM(HFLM):
     dtype: HFLM's ``softmax_dtype``, which sets both the log-softmax's dtype and that of the per-request
     sum of token log-probs, defaults here to that instead of the logits' dtype.  An explicit
     ``softmax_dtype=`` is used as given.  Which one was used is recorded as ``llmkick_scoring``.
+
+    Loglikelihood requests are scored from the final hidden states, the LM head applied to a chunk of
+    positions at a time within the logits budget (:mod:`llmkick_models.logits_budget`), so that no
+    ``batch x tokens x vocab`` tensor exists; ``llmkick_scoring["logits"]`` says whether this path or
+    lm-eval's full logits scored the run.
     """
 
     def __init__(

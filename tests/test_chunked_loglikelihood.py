@@ -200,6 +200,16 @@ def test_a_model_without_a_separate_body_falls_back(
     assert reason == "LlamaForCausalLM has no separate body and LM head (base_model / get_output_embeddings)"
 
 
+def test_a_sequence_to_sequence_model_is_not_split(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu")
+    monkeypatch.setattr(
+        lm, "backend", "seq2seq"
+    )  # its scored logits come from the decoder, not a body + head
+    assert lm._resolve_scoring() == {"logits": "full", "full_logits_reason": "a seq2seq model"}
+
+
 def test_the_scoring_switch_is_checked_before_loading(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
