@@ -137,11 +137,12 @@ def _score_positions(
         del logits
         if pair_values is None:
             pair_values = torch.empty(len(pair_positions), dtype=log_probs.dtype, device=hidden.device)
-        greedy[positions] = log_probs.argmax(dim=-1)
+        head_device = log_probs.device  # the head may sit on another device than the body's output
+        greedy[positions] = log_probs.argmax(dim=-1).to(greedy.device)
         inside = (pair_positions >= positions[0]) & (pair_positions <= positions[-1])
-        pair_values[inside] = log_probs[
-            torch.searchsorted(positions, pair_positions[inside]), pair_tokens[inside]
-        ]
+        chunk_rows = torch.searchsorted(positions, pair_positions[inside])
+        picked = log_probs[chunk_rows.to(head_device), pair_tokens[inside].to(head_device)]
+        pair_values[inside] = picked.to(pair_values.device)
         del log_probs  # before the next chunk's logits exist
     assert pair_values is not None  # every request scores at least one token
     return list(pair_values.split([len(item.positions) for item in scored])), greedy
