@@ -104,7 +104,7 @@ def score_requests(
                 scored.append(_Scored(member_str, positions, tokens))
         with forward_context(lm):
             log_probs, greedy = _score_positions(
-                split, hidden.reshape(rows * length, -1), scored, chunk, lm.softmax_dtype
+                split, hidden.reshape(rows * length, -1), scored, chunk, _Buffers(lm.softmax_dtype)
             )
         del hidden
         for item, values in zip(scored, log_probs, strict=True):
@@ -118,10 +118,11 @@ def score_requests(
 
 
 def _score_positions(
-    split: HeadSplit, hidden: torch.Tensor, scored: list[_Scored], chunk: int, dtype: torch.dtype | None
+    split: HeadSplit, hidden: torch.Tensor, scored: list[_Scored], chunk: int, buffers: _Buffers
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Each request's token log-probabilities (in ``dtype``; None: the logits'), and the greedy token at
-    every position of ``hidden`` (-1 where nothing is scored), with at most ``chunk`` positions' logits."""
+    """Each request's token log-probabilities (in the buffers' dtype; None: the logits'), and the greedy
+    token at every position of ``hidden`` (-1 where nothing is scored), with at most ``chunk`` positions'
+    logits."""
     pair_positions = torch.cat([item.positions for item in scored])
     pair_tokens = torch.cat([item.tokens for item in scored])
     wanted = torch.unique(pair_positions)  # sorted
@@ -132,9 +133,7 @@ def _score_positions(
         rows = positions
         if len(rows) < min(MIN_HEAD_ROWS, chunk):  # repeat the last row (within the chunk); copies dropped
             rows = torch.cat([rows, rows[-1:].expand(min(MIN_HEAD_ROWS, chunk) - len(rows))])
-        logits = split.logits(hidden.index_select(0, rows))
-        log_probs = torch.log_softmax(logits, dim=-1, dtype=dtype)[: len(positions)]
-        del logits
+        log_probs = buffers.log_softmax(split.logits(hidden.index_select(0, rows)))[: len(positions)]
         if pair_values is None:
             pair_values = torch.empty(len(pair_positions), dtype=log_probs.dtype, device=hidden.device)
         head_device = log_probs.device  # the head may sit on another device than the body's output
@@ -146,6 +145,39 @@ def _score_positions(
         del log_probs  # before the next chunk's logits exist
     assert pair_values is not None  # every request scores at least one token
     return list(pair_values.split([len(item.positions) for item in scored])), greedy
+
+
+class _Buffers:
+    """A chunk's log-softmax (and the ``dtype`` copy of 16-bit logits) in buffers reused by every chunk of a
+    batch (and freed before the next batch's forward pass): a fresh ~100 MB tensor per chunk is faulted in
+    page by page each time, which on a CPU costs about five times the log-softmax itself."""
+
+    def __init__(self, dtype: torch.dtype | None) -> None:
+        self.dtype = dtype
+        self.out: torch.Tensor | None = None
+        self.copy: torch.Tensor | None = None
+
+    def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """``log_softmax(logits, dim=-1, dtype=dtype)`` (the same values), valid until the next call."""
+        dtype = self.dtype or logits.dtype
+        rows = logits.shape[0]
+        out = self.out
+        if (
+            out is None
+            or out.shape[0] < rows
+            or out.shape[1:] != logits.shape[1:]
+            or out.device != logits.device
+        ):
+            out = self.out = torch.empty(logits.shape, dtype=dtype, device=logits.device)
+            self.copy = None
+        source = logits
+        if logits.dtype != dtype:
+            if self.copy is None:
+                self.copy = torch.empty_like(out)
+            source = self.copy[:rows]
+            source.copy_(logits)
+        torch.log_softmax(source, dim=-1, out=out[:rows])
+        return out[:rows]
 
 
 @contextlib.contextmanager
