@@ -79,6 +79,12 @@ def score_requests(
     for batch in reorder.get_batched(n=batch_size, batch_fn=batch_fn):
         inputs, spans = [], []
         for _, context, continuation in batch:
+            if not context or not 0 < len(continuation) <= lm.max_length:  # HFLM asserts the same
+                raise ValueError(
+                    f"loglikelihood request with a {len(context)}-token context and a {len(continuation)}-"
+                    f"token continuation: both must be non-empty, the continuation at most "
+                    f"max_length={lm.max_length}"
+                )
             window = (context + continuation)[-(lm.max_length + 1) :][:-1]
             if len(context) + len(continuation) > lm.max_length + 1:
                 log.warning("loglikelihood request of %d tokens cut from the left to the model's %d",

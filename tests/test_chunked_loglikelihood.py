@@ -200,6 +200,12 @@ def test_a_model_without_a_separate_body_falls_back(
     assert reason == "LlamaForCausalLM has no separate body and LM head (base_model / get_output_embeddings)"
 
 
+def test_a_continuation_longer_than_the_window_is_refused(tiny_llama_dir: Path) -> None:
+    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", max_length=16)
+    with pytest.raises(ValueError, match=r"17-token continuation: .* at most max_length=16"):
+        lm._loglikelihood_tokens([(None, [lm.prefix_token_id], list(range(5, 22)))], disable_tqdm=True)
+
+
 def test_a_sequence_to_sequence_model_is_not_split(
     tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
