@@ -53,10 +53,8 @@ def test_bad_budget_fails_before_the_model_loads(monkeypatch: pytest.MonkeyPatch
         CompressedHFLM(pretrained=str(tmp_path / "no-such-model"))
 
 
-def test_cut_batches_give_the_same_scores(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SCORING_ENV, "full-logits")
-    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4)
-    requests = [(("", ""), [lm.prefix_token_id], list(range(5 + i, 45 + i))) for i in range(6)]
+def _batch_sizes(lm: CompressedHFLM, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch size of every full-logits forward pass of ``lm`` from now on."""
     seen: list[int] = []
     original = lm._model_call
 
@@ -65,6 +63,14 @@ def test_cut_batches_give_the_same_scores(tiny_llama_dir: Path, monkeypatch: pyt
         return original(inps, *args, **kwargs)
 
     monkeypatch.setattr(lm, "_model_call", spy)
+    return seen
+
+
+def test_cut_batches_give_the_same_scores(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SCORING_ENV, "full-logits")
+    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4)
+    requests = [(("", ""), [lm.prefix_token_id], list(range(5 + i, 45 + i))) for i in range(6)]
+    seen = _batch_sizes(lm, monkeypatch)
     full = lm._loglikelihood_tokens(requests)
     assert max(seen) == 4
     seen.clear()
@@ -82,14 +88,7 @@ def test_a_16_bit_model_is_budgeted_for_its_float32_log_softmax(
     lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4, dtype="bfloat16")
     assert lm.softmax_dtype == torch.float32
     requests = [(("", ""), [lm.prefix_token_id], list(range(5 + i, 45 + i))) for i in range(6)]
-    seen: list[int] = []
-    original = lm._model_call
-
-    def spy(inps: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        seen.append(inps.shape[0])
-        return original(inps, *args, **kwargs)
-
-    monkeypatch.setattr(lm, "_model_call", spy)
+    seen = _batch_sizes(lm, monkeypatch)
     per_sequence = 40 * lm.model.config.vocab_size * (2 + 3 * 4)  # 40 tokens, bf16 logits + 3 float32
     monkeypatch.setenv(BUDGET_ENV, str(2.5 * per_sequence / 2**20))  # room for two such sequences
     lm._loglikelihood_tokens(requests)
