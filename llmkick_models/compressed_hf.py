@@ -20,10 +20,18 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from llmkick_models.arguments import check_calibration_memory, parse_cache_flag
+from llmkick_models.chunked_loglikelihood import forward_context, score_requests
 from llmkick_models.engine.calibration import calibration_tokens, load_documents, model_context_length
 from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.report import CompressionReport
-from llmkick_models.logits_budget import bounded_batch_size, budget_bytes, bytes_per_logit
+from llmkick_models.head_split import HeadSplit, check_split, split_head
+from llmkick_models.logits_budget import (
+    bounded_batch_size,
+    budget_bytes,
+    bytes_per_logit,
+    chunk_positions,
+    scoring_method,
+)
 from llmkick_models.preload_checks import check_model_args, hidden_size
 from llmkick_models.storage.cache_key import cache_key, describe_source
 from llmkick_models.storage.cache_verify import verify_loaded
@@ -52,6 +60,11 @@ class CompressedHFLM(HFLM):
     dtype: HFLM's ``softmax_dtype``, which sets both the log-softmax's dtype and that of the per-request
     sum of token log-probs, defaults here to that instead of the logits' dtype.  An explicit
     ``softmax_dtype=`` is used as given.  Which one was used is recorded as ``llmkick_scoring``.
+
+    Loglikelihood requests are scored from the final hidden states, the LM head applied to a chunk of
+    positions at a time within the logits budget (:mod:`llmkick_models.logits_budget`), so that no
+    ``batch x tokens x vocab`` tensor exists; ``llmkick_scoring["logits"]`` says whether this path or
+    lm-eval's full logits scored the run.
     """
 
     def __init__(
@@ -68,7 +81,11 @@ class CompressedHFLM(HFLM):
         kwargs = checked.load_args
         if self.compression_spec.calibration is not None and isinstance(pretrained, str):
             check_calibration_memory(self.compression_spec, hidden_size(checked.config))
-        budget_bytes()  # a malformed $LLMKICK_LOGITS_BUDGET_MB fails here, before anything loads
+        budget_bytes()  # a malformed $LLMKICK_LOGITS_BUDGET_MB or $LLMKICK_SCORING fails here, before loading
+        scoring_method()
+        #: how loglikelihood requests are scored (found on first use; lands in the results)
+        self._scoring: dict[str, Any] | None = None
+        self._head_split: HeadSplit | None = None
         use_cache = True if cache is None else parse_cache_flag(cache)
         self._model_cache = ModelCache(llmkick_cache_dir) if use_cache else None
         #: how this run got its weights: compressed now, or loaded from the cache (lands in the results)
@@ -224,14 +241,57 @@ class CompressedHFLM(HFLM):
     def _loglikelihood_tokens(
         self, requests: list[Any], disable_tqdm: bool = False, override_bs: int | None = None
     ) -> list[tuple[float, bool]]:
+        """Continuations scored from the final hidden states, the LM head applied to a budgeted chunk of
+        positions at a time (:mod:`llmkick_models.chunked_loglikelihood`); where the model cannot be split at
+        its head, or ``$LLMKICK_SCORING=full-logits``, HFLM's full logits in batches cut to the budget."""
+        if requests and self._resolve_scoring()["logits"] == "chunked":
+            assert self._head_split is not None
+            chunk = chunk_positions(self._vocab(), self.model.dtype, self.softmax_dtype, budget_bytes())
+            return score_requests(self, self._head_split, requests, chunk, disable_tqdm, override_bs)
+        return self._full_logits(requests, disable_tqdm, override_bs)
+
+    def _resolve_scoring(self) -> dict[str, Any]:
+        """Whether requests are scored in chunks: asked for, and the model's split checked on a probe."""
+        if self._scoring is not None:
+            return self._scoring
+        reason = None
+        if scoring_method() == "full-logits":
+            reason = "$LLMKICK_SCORING=full-logits"
+        elif self.backend != "causal":
+            reason = f"a {self.backend} model"
+        else:
+            split = split_head(self.model)
+            if isinstance(split, str):
+                reason = split
+            else:
+                with forward_context(self):
+                    reason = check_split(self.model, split, self._vocab(), self.device)
+                self._head_split = None if reason else split
+        if reason is None:
+            self._scoring = {"logits": "chunked"}
+        else:
+            self._scoring = {"logits": "full", "full_logits_reason": reason}
+            if not reason.startswith("$"):
+                log.warning(
+                    "llmkick: loglikelihood falls back to lm-eval's full logits (batches cut to the logits "
+                    "budget): %s", reason,
+                )  # fmt: skip
+        return self._scoring
+
+    def _vocab(self) -> int:
+        head = self.model.get_output_embeddings()
+        return head.weight.shape[0] if head is not None else self.model.config.vocab_size
+
+    def _full_logits(
+        self, requests: list[Any], disable_tqdm: bool, override_bs: int | None
+    ) -> list[tuple[float, bool]]:
         """HFLM's scoring, in batches cut to the logits budget (see :mod:`llmkick_models.logits_budget`)."""
         requested = self.batch_size_per_gpu
         if not isinstance(requested, int) or not requests:  # "auto": lm-eval probes memory itself
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         longest = min(max(len(context) + len(continuation) for _, context, continuation in requests) - 1,
                       self.max_length)  # fmt: skip
-        head = self.model.get_output_embeddings()
-        vocab = head.weight.shape[0] if head is not None else self.model.config.vocab_size
+        vocab = self._vocab()
         per_logit = bytes_per_logit(self.model.dtype, self.softmax_dtype)
         bounded = bounded_batch_size(requested, longest, vocab, per_logit, budget_bytes())
         if bounded == requested:
@@ -254,6 +314,7 @@ class CompressedHFLM(HFLM):
         info["llmkick_scoring"] = {
             "softmax_dtype": str(self.softmax_dtype).removeprefix("torch."),
             "softmax_dtype_from": self._softmax_dtype_from,
+            **self._resolve_scoring(),
         }
         if self.compression_report is not None:
             info["llmkick_compression"] = {**self.compression_report.to_dict(), "cache": self.cache_info}

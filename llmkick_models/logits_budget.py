@@ -1,14 +1,16 @@
-"""A memory bound for lm-eval's loglikelihood batches, whatever the vocabulary.
+"""A memory bound for loglikelihood scoring, whatever the vocabulary.
 
-HFLM scores a batch by materializing ``log_softmax(logits)`` over the whole batch: ``batch x tokens x vocab``
-values, twice (the logits and their log-softmax), while the previous batch's log-softmax is still alive (its
-loop variable), so three such tensors at the peak; four when the log-softmax is taken in a wider dtype than
-the logits' (compressed-hf's float32 scoring of a 16-bit model), which first makes a converted copy.  With a
-262k vocabulary (Gemma 3) and 2048-token windows one sequence's logits are 2.1 GB in float32, and
-``--batch_size 16`` asks for ~64 GB (measured: ``benchmarks/ppl_memory_bench.py``).  compressed-hf therefore
-cuts each loglikelihood batch to as many sequences as fit a logits budget (at least one), logging when it
-does; scores are unchanged (lm-eval scores each sequence on its own).  The budget is
-``$LLMKICK_LOGITS_BUDGET_MB`` (default 2048 MiB); ``--batch_size auto`` is left to lm-eval's own memory probe.
+lm-eval's HFLM scores a batch by materializing ``log_softmax(logits)`` over the whole batch: ``batch x tokens
+x vocab`` values, several times over (the logits, a float32 copy of 16-bit ones, their log-softmax, and the
+previous batch's log-softmax still bound to its loop variable).  With a 262k vocabulary (Gemma 3) and
+2048-token windows one sequence's logits are 2.1 GB in float32, and ``--batch_size 16`` asks for ~64 GB.
+
+compressed-hf therefore scores from the final hidden states (:mod:`llmkick_models.chunked_loglikelihood`):
+the LM head runs on a chunk of scored positions at a time, and the budget bounds that chunk (``positions x
+vocab`` logits, their float32 copy and log-softmax); the batch is lm-eval's.  Where a model cannot be split
+at its head, or ``$LLMKICK_SCORING=full-logits`` asks for lm-eval's own path, the budget instead cuts each
+batch to as many sequences as fit it (at least one).  Scores are the same either way.  The budget is
+``$LLMKICK_LOGITS_BUDGET_MB`` (default 256 MiB).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import torch
 from llmkick_tasks.errors import UserError
 
 BUDGET_ENV = "LLMKICK_LOGITS_BUDGET_MB"
-DEFAULT_BUDGET_MB = 2048
+DEFAULT_BUDGET_MB = 256
+SCORING_ENV = "LLMKICK_SCORING"
+#: ``$LLMKICK_SCORING`` values: scoring from the hidden states in chunks (default), or lm-eval's full logits.
+SCORING_METHODS = ("chunked", "full-logits")
 
 
 def budget_bytes() -> int:
@@ -35,6 +40,14 @@ def budget_bytes() -> int:
     if value <= 0:
         raise UserError(f"${BUDGET_ENV}={given!r}: allowed a positive number of MiB")
     return int(value * 2**20)
+
+
+def scoring_method() -> str:
+    """``$LLMKICK_SCORING`` (one of :data:`SCORING_METHODS`), ``chunked`` when unset."""
+    given = os.environ.get(SCORING_ENV) or SCORING_METHODS[0]
+    if given not in SCORING_METHODS:
+        raise UserError(f"${SCORING_ENV}={given!r}: allowed {' or '.join(SCORING_METHODS)}")
+    return given
 
 
 def bytes_per_logit(model_dtype: torch.dtype, softmax_dtype: torch.dtype | None) -> int:
@@ -52,3 +65,12 @@ def bounded_batch_size(batch_size: int, longest: int, vocab: int, per_logit: int
     """The largest batch (<= ``batch_size``, >= 1) whose ``longest x vocab`` logits fit ``budget`` bytes."""
     per_sequence = max(1, longest) * vocab * per_logit
     return max(1, min(batch_size, budget // per_sequence))
+
+
+def chunk_positions(vocab: int, model_dtype: torch.dtype, softmax_dtype: torch.dtype, budget: int) -> int:
+    """How many positions' logits one LM-head chunk may hold (>= 1): each costs ``vocab`` logits in the
+    model's dtype, their copy in ``softmax_dtype`` when that differs, and their log-softmax."""
+    logit = torch.finfo(model_dtype).bits // 8 if model_dtype.is_floating_point else 4
+    softmax = torch.finfo(softmax_dtype).bits // 8
+    per_position = vocab * (logit + softmax + (softmax if softmax_dtype != model_dtype else 0))
+    return max(1, budget // per_position)

@@ -1,4 +1,5 @@
-"""compressed-hf cuts loglikelihood batches to a logits memory budget; scores do not change."""
+"""On lm-eval's full-logits path (``$LLMKICK_SCORING=full-logits``, or a model that cannot be split at its
+head) compressed-hf cuts loglikelihood batches to a logits memory budget; scores do not change."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import pytest
 import torch
 
 from llmkick_models.compressed_hf import CompressedHFLM
-from llmkick_models.logits_budget import BUDGET_ENV, bounded_batch_size, budget_bytes, bytes_per_logit
+from llmkick_models.logits_budget import (
+    BUDGET_ENV,
+    SCORING_ENV,
+    bounded_batch_size,
+    budget_bytes,
+    bytes_per_logit,
+    chunk_positions,
+)
 
 
 def test_batch_is_cut_to_the_budget() -> None:
@@ -21,9 +29,16 @@ def test_batch_is_cut_to_the_budget() -> None:
     assert bytes_per_logit(torch.bfloat16, torch.float32) == 2 + 3 * 4
 
 
+def test_the_chunk_is_cut_to_the_budget() -> None:
+    # float32: the logits and their log-softmax; bfloat16: the logits, their float32 copy, its log-softmax
+    assert chunk_positions(262_144, torch.float32, torch.float32, budget=256 * 2**20) == 128
+    assert chunk_positions(262_144, torch.bfloat16, torch.float32, budget=10 * 262_144 * 5) == 5
+    assert chunk_positions(262_144, torch.float32, torch.float32, budget=1) == 1  # never below one position
+
+
 def test_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(BUDGET_ENV, raising=False)
-    assert budget_bytes() == 2048 * 2**20
+    assert budget_bytes() == 256 * 2**20
     monkeypatch.setenv(BUDGET_ENV, "64")
     assert budget_bytes() == 64 * 2**20
     for bad in ("0", "lots"):
@@ -43,7 +58,7 @@ def _six_40_token_requests(lm: CompressedHFLM) -> list:
 
 
 def _batch_sizes(lm: CompressedHFLM, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The batch size of every forward pass ``lm`` makes from now on, appended as they run."""
+    """The batch size of every full-logits forward pass of ``lm`` from now on, appended as they run."""
     seen: list[int] = []
     original = lm._model_call
 
@@ -56,6 +71,7 @@ def _batch_sizes(lm: CompressedHFLM, monkeypatch: pytest.MonkeyPatch) -> list[in
 
 
 def test_cut_batches_give_the_same_scores(tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SCORING_ENV, "full-logits")
     lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4)
     requests = _six_40_token_requests(lm)
     seen = _batch_sizes(lm, monkeypatch)
@@ -72,6 +88,7 @@ def test_cut_batches_give_the_same_scores(tiny_llama_dir: Path, monkeypatch: pyt
 def test_a_16_bit_model_is_budgeted_for_its_float32_log_softmax(
     tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(SCORING_ENV, "full-logits")
     lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4, dtype="bfloat16")
     assert lm.softmax_dtype == torch.float32
     requests = _six_40_token_requests(lm)

@@ -82,7 +82,7 @@ def test_bfloat16_windows_are_scored_in_float32(bf16_model_dir: Path) -> None:
     assert single == pytest.approx(expected, rel=1e-3)
     assert rolling == pytest.approx(expected, rel=1e-3)
     scoring = lm.get_model_info()["llmkick_scoring"]
-    assert scoring == {"softmax_dtype": "float32", "softmax_dtype_from": "default"}
+    assert scoring == {"softmax_dtype": "float32", "softmax_dtype_from": "default", "logits": "chunked"}
 
 
 def test_an_explicit_softmax_dtype_is_used_and_recorded(bf16_model_dir: Path) -> None:
@@ -98,7 +98,7 @@ def test_an_explicit_softmax_dtype_is_used_and_recorded(bf16_model_dir: Path) ->
     single, _ = _score(lm, texts)
     assert float(torch.tensor(single[0]).bfloat16()) == single[0]  # the user's dtype, rounding and all
     scoring = lm.get_model_info()["llmkick_scoring"]
-    assert scoring == {"softmax_dtype": "bfloat16", "softmax_dtype_from": "model_args"}
+    assert scoring == {"softmax_dtype": "bfloat16", "softmax_dtype_from": "model_args", "logits": "chunked"}
 
 
 def test_a_float64_model_is_not_scored_narrower(tiny_llama_dir: Path) -> None:
