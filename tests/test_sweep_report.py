@@ -127,6 +127,29 @@ def _grouped_point(run_dir: Path, point_id: str, correct: list[int], ppl_ll: lis
     return folder
 
 
+def test_planned_points_without_results_are_listed_not_dropped(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    planned = [*FOUR_POINTS, SweepPoint("wanda", 0.5), SweepPoint("gptq", bits=8)]
+    write_sweep(tmp_path, planned, "task_a,ppl")
+    failed = tmp_path / "points" / "wanda-s0.5"
+    failed.mkdir(parents=True)
+    log = "Traceback (most recent call last):\n  ...\nValueError: folding failed\n\n"
+    (failed / "lm_eval.log").write_text(log)
+    text, data = _report(tmp_path)
+    assert "## Points without results (2)" in text
+    expected = "- **wanda-s0.5**: failed — `ValueError: folding failed` (log: `points/wanda-s0.5/lm_eval.log`"
+    assert expected in text
+    assert "- **gptq-8bit**: not run yet" in text
+    assert data["unfinished"] == [
+        {"point": "wanda-s0.5", "state": "failed", "last_log_line": "ValueError: folding failed",
+         "log": "points/wanda-s0.5/lm_eval.log"},
+        {"point": "gptq-8bit", "state": "not run", "last_log_line": None, "log": None},
+    ]  # fmt: skip
+    write_sweep(tmp_path, FOUR_POINTS, "task_a,ppl")  # every planned point finished: no such section
+    text, data = _report(tmp_path)
+    assert "Points without results" not in text and data["unfinished"] == []
+
+
 def test_report_pairs_points_with_dense_on_the_same_documents(tmp_path: Path) -> None:
     write_sweep(tmp_path, [SweepPoint(), SweepPoint("magnitude", 0.1), SweepPoint("magnitude", 0.4)])
     dense = [1] * 200 + [0] * 400

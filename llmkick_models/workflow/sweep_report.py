@@ -52,6 +52,7 @@ from llmkick_models.workflow.run_results import (
 from llmkick_models.workflow.sample_checks import Finding, numeric_scores
 from llmkick_models.workflow.size_plot import plot_stored_size
 from llmkick_models.workflow.stored_size import STORAGE_MODEL, point_size
+from llmkick_models.workflow.unfinished_points import unfinished_points, unfinished_section
 
 REPORT_SCHEMA = "llmkick-report/1"
 
@@ -245,6 +246,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     warning = stack_warning(stack)
     lost = lost_documents(points, compared)
     distinct = distinct_statistics(points)
+    unfinished = unfinished_points(run_dir)
     body = [
         f"# llmkick sweep: {sweep.get('base_model_args', '')}",
         "",
@@ -252,6 +254,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         "",
         *([warning, ""] if warning else []),
         problems_section(found),
+        *filter(None, [unfinished_section(unfinished)]),
         markdown_table(points, compared),
         *filter(None, [quantization_section(points, compared)]),
         *filter(None, [axes_section(points, compared), per_model]),
@@ -272,6 +275,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     data = report_json(points, compared, sweep, found, {
         "readings": readings_json(points, groups, by_group), "distinct_tokens": distinct_json(distinct),
         "lost": [entry.as_dict() for entry in lost],
+        "unfinished": [entry.as_dict() for entry in unfinished],
     })  # fmt: skip
     (run_dir / "report.json").write_text(json.dumps(data, indent=1, allow_nan=False))
     return report, plots + group_plots
