@@ -184,9 +184,10 @@ def test_sweep_backend_vllm_runs_compressed_vllm_and_fingerprints_it(
     from lm_eval._cli.harness import HarnessCLI
 
     from llmkick_models.workflow import sweep
+    from llmkick_models.workflow.backend import use_backend
     from llmkick_models.workflow.fingerprints import fingerprint_changes
     from llmkick_models.workflow.preflight import preflight
-    from llmkick_models.workflow.sweep_plan import plan_points, use_backend
+    from llmkick_models.workflow.sweep_plan import plan_points
 
     points = plan_points(["magnitude"], [0.5])
     plan = preflight(points, base_model_args=f"pretrained={tiny_llama_dir},max_model_len=256",
@@ -210,8 +211,9 @@ def test_sweep_backend_vllm_runs_compressed_vllm_and_fingerprints_it(
 def test_sweep_backend_vllm_checks_every_point_before_running(
     tiny_llama_dir: Path, local_task_dir: Path, fake_vllm: None
 ) -> None:
+    from llmkick_models.workflow.backend import use_backend
     from llmkick_models.workflow.preflight import preflight
-    from llmkick_models.workflow.sweep_plan import SweepError, plan_points, use_backend
+    from llmkick_models.workflow.sweep_plan import SweepError, plan_points
 
     plan = preflight(plan_points(["magnitude"], [0.5]), base_model_args=f"pretrained={tiny_llama_dir},"
                      "gpu_memory_utilisation=0.5", tasks="local_fixture_choice", compress_args={},
@@ -278,8 +280,9 @@ def test_vllm_names_that_other_tools_use_for_our_options_stay_vllm_s(fake_vllm: 
 def test_sweep_backend_vllm_refuses_devices(
     tiny_llama_dir: Path, local_task_dir: Path, fake_vllm: None
 ) -> None:
+    from llmkick_models.workflow.backend import use_backend
     from llmkick_models.workflow.preflight import preflight
-    from llmkick_models.workflow.sweep_plan import SweepError, plan_points, use_backend
+    from llmkick_models.workflow.sweep_plan import SweepError, plan_points
 
     plan = preflight(plan_points(["magnitude"], [0.5]), base_model_args=f"pretrained={tiny_llama_dir}",
                      tasks="local_fixture_choice", compress_args={},

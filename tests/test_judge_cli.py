@@ -320,8 +320,8 @@ def test_rejudge_reproduces_the_run_and_a_second_judge_writes_a_second_result(
 def test_rejudge_a_sweep_run_feeds_its_report(runs, judged_data: Path, tmp_path: Path) -> None:
     import shutil
 
+    from llmkick_models.workflow.main_table import markdown_table
     from llmkick_models.workflow.run_results import load_run
-    from llmkick_models.workflow.sweep_report import markdown_table
 
     first, _, _ = runs
     run_dir = tmp_path / "sweep"

@@ -14,9 +14,10 @@ import pytest
 from report_fixtures import compression_report, edit_score, samples_file, write_point, write_sweep
 
 from llmkick_models.engine.methods import build_spec
+from llmkick_models.workflow.main_table import markdown_table
 from llmkick_models.workflow.run_results import headline_metrics, load_run
 from llmkick_models.workflow.sweep_plan import SweepPoint
-from llmkick_models.workflow.sweep_report import markdown_table, write_report
+from llmkick_models.workflow.sweep_report import write_report
 
 FOUR_POINTS = [
     SweepPoint(),

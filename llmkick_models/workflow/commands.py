@@ -21,11 +21,11 @@ class UsageError(UserError):
 
 def sweep_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     """Plan, pre-flight and run a sweep; unknown options go to every lm_eval run; the report at the end."""
+    from llmkick_models.workflow.backend import use_backend
     from llmkick_models.workflow.point_processes import SweepInterrupted
     from llmkick_models.workflow.preflight import preflight
     from llmkick_models.workflow.study_plan import base_model_args, plan_study
     from llmkick_models.workflow.sweep import run_sweep
-    from llmkick_models.workflow.sweep_plan import use_backend
     from llmkick_models.workflow.sweep_report import write_report
 
     base = base_model_args(args)

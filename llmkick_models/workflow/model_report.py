@@ -28,8 +28,8 @@ def _parameters(points: list[PointResult]) -> float | None:
 def models_section(points: list[PointResult], compared: dict, run_dir: Path) -> tuple[str, list[Path]]:
     """Markdown, one section per model (its main table and its plots under ``models/<label>/``), and the
     plots written; nothing for a one-model run."""
+    from llmkick_models.workflow.main_table import markdown_table
     from llmkick_models.workflow.report_plots import plot_run
-    from llmkick_models.workflow.sweep_report import markdown_table
 
     blocks, plots = [], []
     for label, members in run_models(points).items():

@@ -6,16 +6,13 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 # compressed-hf's own argument names: the one place the sweep takes them from.
 from llmkick_models.engine.methods import METHODS, build_spec, method_class
 from llmkick_models.engine.options import CompressionArgumentError, Option
 from llmkick_models.workflow.grid_axes import GridAxis, id_part
 from llmkick_tasks.errors import UserError
-
-if TYPE_CHECKING:
-    from llmkick_models.workflow.preflight import SweepPlan
 
 QUANTIZATION_ARGS = frozenset({"bits"})
 #: Set by the sweep grid itself (--methods, --sparsities, --patterns, --bits), never by --compress_args.
@@ -32,8 +29,6 @@ COSMETIC_LM_EVAL_OPTIONS = frozenset({
     "trackio_args", "hf_hub_log_args", "check_integrity", "metadata", "model", "model_args", "tasks",
     "output_path", "use_cache",
 })  # fmt: skip
-#: ``llmkick sweep --backend``: the lm-eval model that evaluates every point.
-BACKENDS = {"hf": "compressed-hf", "vllm": "compressed-vllm"}
 LOG_TAIL_LINES = 25
 KILL_GRACE_S = 10.0
 
@@ -281,45 +276,3 @@ def point_args(point: SweepPoint, base_model_args: str, compress_args: dict[str,
         f"{key}={value}" for key, value in args_for(point.method, compress_args).items() if key in accepted
     ]
     return ",".join(part for part in (base_model_args, point.model_args(), *extra) if part)
-
-
-def use_backend(plan: SweepPlan, backend: str, devices: Iterable[str] | None = None) -> None:
-    """Evaluate every point of ``plan`` with ``backend``'s lm-eval model (``hf``, compressed-hf: as planned).
-
-    For ``vllm``: vLLM must be importable and every point's model_args pass compressed-vllm's own checks
-    (vLLM argument names, the method, the parallelism) before any point runs.  The model is added last to
-    the pass-through options (lm-eval keeps the last ``--model``) and to every point's fingerprint, with
-    vLLM's version, so that a point evaluated by one backend is never reused for the other.
-    """
-    if backend == "hf":
-        return
-    if devices:
-        # vLLM places a model on the GPUs it sees, not on a worker's --device.
-        raise SweepError(
-            "--backend vllm does not take --devices: vLLM uses the GPUs that CUDA_VISIBLE_DEVICES shows it "
-            "(tensor_parallel_size= in --model_args spreads one point over them); run the points one after "
-            "another, or one Slurm job per point"
-        )
-    from lm_eval.utils import simple_parse_args_string
-
-    from llmkick_models.vllm_checks import (
-        VLLMMissingError,
-        check_vllm_model_args,
-        import_vllm_model,
-        vllm_version,
-    )
-
-    try:
-        vllm_model = import_vllm_model()
-    except VLLMMissingError as error:
-        raise SweepError(f"--backend vllm: {error}") from None
-    for point in plan.points:
-        args = simple_parse_args_string(point_args(point, plan.base_model_args, plan.compress_args))
-        args.pop("pretrained", None)
-        try:
-            check_vllm_model_args(args, vllm_model)
-        except ValueError as error:
-            raise SweepError(f"point {point.point_id}: {error}") from None
-    plan.lm_eval_args.extend(["--model", BACKENDS[backend]])
-    for fingerprint in plan.fingerprints.values():
-        fingerprint["backend"] = {"model": BACKENDS[backend], "vllm": vllm_version()}
