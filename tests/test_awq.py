@@ -365,3 +365,48 @@ def test_groups_left_unscaled_are_logged_once(calibration, caplog: pytest.LogCap
         "method=awq: no op before model.layers.0.self_attn.o_proj (and the same linears of the following "
         "blocks) absorbs a per-channel scale; they are rounded without AWQ scales, as the reference does"
     ]
+
+
+@pytest.mark.parametrize(
+    ("gains", "scales"),
+    [
+        ((0.5, 1.5), (1.0, 300.0)),  # w' = (1 + w)/s − 1 near −1: bfloat16 keeps ~2^-9 of 1 + w'
+        ((10.0, 30.0), (0.25, 4.0)),  # |w| as on Gemma-3-270m: 1 + w/s within 2% of (1 + w)/s
+    ],
+)
+def test_gemma_norms_absorb_scales_in_bfloat16(
+    calibration, monkeypatch: pytest.MonkeyPatch, gains: tuple[float, float], scales: tuple[float, float]
+) -> None:
+    """Gemma 3's norms multiply by (1 + w).  In bfloat16 the form must still be told apart from y·w when
+    |w| is large (the check runs in float32), and large scales, whose folded 1 + w' bfloat16 rounds by tens
+    of percent, are matched by the linears' columns taking the scale the stored norm realises: the folding
+    check passes, every group is scaled, and the logits stay within twice the bfloat16 model's own distance
+    from float32."""
+    generator = torch.Generator().manual_seed(0)
+    low, high = scales
+
+    def random_scales(W, magnitude, H, config, grid) -> ScaleChoice:
+        return ScaleChoice(0.5, torch.rand(W.shape[1], generator=generator) * (high - low) + low, [])
+
+    monkeypatch.setattr(awq, "search_scales", random_scales)
+    monkeypatch.setattr(awq, "quantize_scaled", lambda W, H, config, clip: (W, None, None))
+    model = _tiny("gemma3")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("input_layernorm.weight", "pre_feedforward_layernorm.weight")):
+                parameter.uniform_(*gains)  # the norms that absorb scales
+    ids = calibration.input_ids[:2]
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+        unfolded = model.to(torch.bfloat16)(input_ids=ids).logits.float()
+    report = compress_model(
+        model, build_spec("awq", group_size=16, calibration="random"), calibration=calibration
+    )
+    with torch.no_grad():
+        folded = model(input_ids=ids).logits.float()
+
+    def off(logits: torch.Tensor) -> float:
+        return float((logits - reference).norm() / reference.norm())
+
+    assert off(folded) < 2 * off(unfolded)
+    assert all("awq_alpha" in layer.extra for layer in report.layers)

@@ -23,7 +23,8 @@ on the first calibration sample (``methods.awq``) and undone, with an error, if 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ class AWQFoldingError(ValueError):
 #: Relative tolerance of the numeric checks (a wrong op is off by O(1); float32 round-off is ~1e-6).
 _TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-8}
 _HALF_TOLERANCE = 2e-2
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -63,24 +65,35 @@ class ScaleSink:
     module: nn.Module
     rows: slice
 
-    def fold(self, s: torch.Tensor) -> None:
-        """Divide the op's output channels by ``s`` (in place, in the parameters' dtype)."""
+    def fold(self, s: torch.Tensor) -> torch.Tensor:
+        """Divide the op's output channels by ``s`` (in place, in the parameters' dtype); returns the
+        divisor the stored weights realise per channel (float32), for the linears' columns to match.
+
+        A norm's weight is one number per channel, so its rounding is undone exactly by multiplying the
+        columns by the realised divisor instead of ``s``: in (1 + w) form, w' = (1 + w)/s − 1 lies near −1
+        for large s, where half precision keeps only ~2^-9 of 1 + w' (tens of percent of it)."""
         if self.kind == "linear":
             weight = TargetLinear(self.name, self.module, -1).weight
             weight[self.rows].div_(s.to(weight.device, weight.dtype).unsqueeze(1))
             bias = getattr(self.module, "bias", None)
             if bias is not None:
                 bias.data[self.rows].div_(s.to(bias.device, bias.dtype))
-            return
+            return s.float()  # rounded element by element: no per-channel correction exists
         weight = self.module.weight.data
         scale = s.to(weight.device, torch.float32)
-        if self.kind == "norm_offset":
-            weight.copy_(((1 + weight.float()) / scale - 1).to(weight.dtype))
-        else:
-            weight.copy_((weight.float() / scale).to(weight.dtype))
+        offset = 1.0 if self.kind == "norm_offset" else 0.0
+        gain = weight.float() + offset
+        target = gain / scale
+        if offset:  # 1 + w' must not round to 0 (a live channel silenced): keep it at least one ulp of 1
+            eps = torch.finfo(weight.dtype).eps
+            tiny = (target.abs() < eps) & (gain != 0)
+            target = torch.where(tiny, torch.full_like(target, eps).copysign(target), target)
+        weight.copy_((target - offset).to(weight.dtype))
+        realised = torch.where(gain == 0, scale, gain / (weight.float() + offset))
         bias = getattr(self.module, "bias", None)
         if bias is not None:
-            bias.data.copy_((bias.data.float() / scale).to(bias.dtype))
+            bias.data.copy_((bias.data.float() / realised).to(bias.dtype))
+        return realised.to(s.device)
 
     def parameters(self) -> list[torch.Tensor]:
         """The tensors ``fold`` changes (to save and restore)."""
@@ -94,6 +107,38 @@ class ScaleSink:
 def tolerance(dtype: torch.dtype) -> float:
     """Relative tolerance of a folding check for weights of ``dtype``."""
     return _TOLERANCE.get(dtype, _HALF_TOLERANCE)
+
+
+def _upcast(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dtype in _HALF_DTYPES:
+        return value.float()
+    if isinstance(value, tuple | list):
+        return type(value)(_upcast(v) for v in value)
+    return value
+
+
+@contextmanager
+def in_float32(block: nn.Module) -> Iterator[None]:
+    """Run ``block`` on copies of its parameters inside the context, half-precision ones upcast (exactly)
+    to float32 as are its floating inputs; on exit the very same stored tensors, untouched, are back.
+
+    A folding check compares two forwards; in half precision each forward's own round-off, amplified
+    where a block is ill-conditioned (a norm of a near-zero attention output), reaches tens of percent on
+    Gemma 3, while the folded weights themselves differ from the original only by their storage rounding."""
+    stored = {p: p.data for p in block.parameters()}
+    for parameter, data in stored.items():
+        parameter.data = data.to(torch.float32 if data.dtype in _HALF_DTYPES else data.dtype, copy=True)
+
+    def upcast(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        return _upcast(args), {k: _upcast(v) for k, v in kwargs.items()}
+
+    handle = block.register_forward_pre_hook(upcast, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for parameter, data in stored.items():
+            parameter.data = data
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -164,18 +209,18 @@ def _norm_kind(name: str, module: nn.Module, x: torch.Tensor | None, width: int,
         )
     generator = torch.Generator().manual_seed(0)
     s = torch.rand(width, generator=generator).add_(0.5).to(weight.device)
-    expected = module(x).float() / s
+    # In float32 and by the smaller error: in half precision y·(1 + w/s) passes for y·(1 + w)/s within
+    # the half tolerance when |w| is large (Gemma 3's norms reach |w| ≈ 60), and the wrong form is chosen.
+    with in_float32(module):
+        expected = module(x).float() / s
+    errors: dict[str, float] = {}
     for kind in ("norm", "norm_offset"):
-        sink = ScaleSink(name, kind, module, slice(None))
-        saved = [p.clone() for p in sink.parameters()]
-        sink.fold(s)
-        try:
-            ok = relative_difference(module(x), expected) <= tolerance(weight.dtype)
-        finally:
-            for p, old in zip(sink.parameters(), saved, strict=True):
-                p.copy_(old)
-        if ok:
-            return kind
+        with in_float32(module):  # the trial fold lands on float32 copies: the stored weights never change
+            ScaleSink(name, kind, module, slice(None)).fold(s)
+            errors[kind] = relative_difference(module(x), expected)
+    best = min(errors, key=errors.__getitem__)
+    if errors[best] <= tolerance(torch.float32):
+        return best
     raise AWQFoldingError(
         f"method=awq cannot fold its scales into {name} ({type(module).__name__}), which produces the input "
         f"of {group}: dividing its weight by s (or 1 + weight, as Gemma's norms) does not divide its output "

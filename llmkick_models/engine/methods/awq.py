@@ -33,6 +33,7 @@ from llmkick_models.engine.awq_folding import (
     SinkLayout,
     bind,
     find_sinks,
+    in_float32,
     relative_difference,
     tolerance,
 )
@@ -148,11 +149,11 @@ class AWQ(CompressionMethod):
             W = torch.cat([originals[id(job)] for job in jobs])
             H, magnitude = stats.hessian.to(device), stats.feature_abs_mean.to(device)
             choices.append(search_scales(W, magnitude, H, config, spec.option("awq_grid")))
-        row_scales = _fold_checked(block, sinks, choices)
+        row_scales, column_scales = _fold_checked(block, sinks, choices)
         results = []
-        for jobs, stats, choice in zip(block.groups, statistics, choices, strict=True):
+        for jobs, stats, choice, scales in zip(block.groups, statistics, choices, column_scales, strict=True):
             H = stats.hessian.to(device)
-            columns = torch.ones(H.shape[0], device=device) if choice is None else choice.scales.to(device)
+            columns = torch.ones(H.shape[0], device=device) if scales is None else scales.to(device)
             facts = config.facts() | ({"awq_scaled": 0.0} if choice is None else {"awq_alpha": choice.alpha})
             group_results = []
             for job in jobs:
@@ -192,28 +193,35 @@ def _quantize(
 
 def _fold_checked(
     block: BlockJob, sinks: list[ScaleSink | None], choices: list[ScaleChoice | None]
-) -> dict[int, torch.Tensor]:
-    """Fold every chosen scale (sink's output channels ÷ s, the group's columns × s); the block's output
-    on the first calibration sample must not change, else everything is put back and the block named.
-    Returns the row scale each linear received as a sink, by module id."""
+) -> tuple[dict[int, torch.Tensor], list[torch.Tensor | None]]:
+    """Fold every chosen scale (sink's output channels ÷ s, the group's columns × s, s as the sink's
+    stored weights realise it); the block's output on the first calibration sample must not change, else
+    everything is put back and the block named.  Returns the row scale each linear received as a sink, by
+    module id, and each group's realised column scales (None: unscaled)."""
     touched = [p for sink in sinks if sink is not None for p in sink.parameters()]
     touched += [job.target.weight for jobs in block.groups for job in jobs]
     saved = [t.clone() for t in touched]
+    dtype = block.groups[0][0].target.weight.dtype  # storage rounding of the folded weights
     row_scales: dict[int, torch.Tensor] = {}
+    column_scales: list[torch.Tensor | None] = []
     with torch.no_grad():
-        before = block.probe()
+        with in_float32(block.block):  # compare the folding, not two half-precision forwards' round-off
+            before = block.probe()
         for jobs, sink, choice in zip(block.groups, sinks, choices, strict=True):
             if sink is None or choice is None:
+                column_scales.append(None)
                 continue
-            sink.fold(choice.scales)
+            scales = sink.fold(choice.scales)
+            column_scales.append(scales)
             if sink.kind == "linear":
                 rows = _row_scale(sink, row_scales)
-                rows[sink.rows] /= choice.scales.to(rows.device)
+                rows[sink.rows] /= scales.to(rows.device)
             for job in jobs:
                 weight = job.target.weight
-                weight.mul_(choice.scales.to(weight.device, weight.dtype))
-        difference = relative_difference(block.probe(), before)
-        if difference > tolerance(before.dtype):
+                weight.copy_((weight.float() * scales.to(weight.device)).to(weight.dtype))  # one rounding
+        with in_float32(block.block):
+            difference = relative_difference(block.probe(), before)
+        if difference > tolerance(dtype):
             for tensor, old in zip(touched, saved, strict=True):
                 tensor.copy_(old)
             raise AWQFoldingError(
@@ -222,7 +230,7 @@ def _fold_checked(
                 f"were put back. This architecture computes something between those ops and the linears "
                 f"that does not commute with a per-channel scale"
             )
-    return row_scales
+    return row_scales, column_scales
 
 
 def _row_scale(sink: ScaleSink, row_scales: dict[int, torch.Tensor]) -> torch.Tensor:
