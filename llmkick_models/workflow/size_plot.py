@@ -47,20 +47,22 @@ def plot_stored_size(points: list[PointResult], out_dir: Path, compared: dict) -
     plt = pyplot()
     rows = math.ceil(len(columns) / PANELS_PER_ROW)
     width = min(len(columns), PANELS_PER_ROW)
-    figure, axes = plt.subplots(rows, width, figsize=(5.2 * width, 4.2 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, width, figsize=(5.2 * width, 4.2 * rows + 0.8), squeeze=False)
     methods = sorted({p.point["method"] for p, _ in sized})
     colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
     for index, (task, metric) in enumerate(columns):
         axis = axes[index // PANELS_PER_ROW][index % PANELS_PER_ROW]
         _draw_panel(axis, MetricView(points, compared, task, metric), sized, colors, share)
         axis.set_title(f"{task} — {metric.split(',')[0]}", fontsize=9)
-        if index == 0:
-            axis.legend(fontsize=7)
     for spare in range(len(columns), rows * width):
         axes[spare // PANELS_PER_ROW][spare % PANELS_PER_ROW].set_visible(False)
     title = "Score vs stored size (whole model, relative to dense 16-bit; storage model in report.json)"
     figure.suptitle(f"{title}\n(bars: paired 95% interval vs dense)", fontsize=10)
-    figure.tight_layout()
+    # One legend below the panels: inside a panel it hides points (every corner can hold some).
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    legend_rows = math.ceil(len(labels) / 4)
+    figure.tight_layout(rect=(0, 0.035 * legend_rows + 0.02, 1, 1))
     path = out_dir / "plot_stored_size.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
