@@ -22,7 +22,8 @@
 #   DEMO_GEN_TOKENS (answer tokens, default 8), DEMO_PARALLEL (points at once, default 2),
 #   DEMO_BITS (bits of the quantization methods in DEMO_METHODS, default none).
 #
-# Quantization vs pruning (LLM-KICK's Table 2): DEMO_METHODS=magnitude,wanda,gptq,rtn DEMO_BITS=8.  Use 8 bits
+# Quantization vs pruning (LLM-KICK's Table 2): DEMO_METHODS=magnitude,wanda,gptq,awq,llm_int8 DEMO_BITS=8
+# (pruning methods with bits also give joint pruned + 8-bit points).  Use 8 bits
 # on this model: it is a dequantized 4-bit GGUF (Q4_K_M), so a 4-bit re-quantization compounds two grids and
 # says little about 4-bit quantization of a float model (measured, 1000 questions, bfloat16: GPTQ 4-bit g128
 # -81%, RTN 4-bit -60%; GPTQ and RTN 8-bit answer 82 and 86 where dense answers 83; see README).
