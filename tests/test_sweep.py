@@ -62,6 +62,7 @@ def test_compression_args_only_reach_methods_that_take_them() -> None:
     assert point_args(SweepPoint("none"), "pretrained=m", {"percdamp": "0.1"}) == "pretrained=m,method=none"
 
 
+@pytest.mark.e2e
 def test_sweep_end_to_end_and_resume(tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = [

@@ -53,6 +53,7 @@ def _scores(run_dir: Path) -> dict[str, dict[str, float]]:
     return {point: _results(run_dir / "points" / point)["results"][MTBENCH] for point in POINTS}
 
 
+@pytest.mark.e2e
 def test_failed_judge_keeps_the_answers_and_the_rerun_does_not_generate_again(
     chat_model: Path, judged_data: Path, tmp_path: Path
 ) -> None:
