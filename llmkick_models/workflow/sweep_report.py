@@ -206,7 +206,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     warning = stack_warning(stack)
     lost = lost_documents(points, compared)
     distinct = distinct_statistics(points)
-    unfinished = unfinished_points(run_dir)
+    unfinished = unfinished_points(run_dir, sweep["points"])  # sweep.json, read once above
     body = [
         f"# llmkick sweep: {sweep.get('base_model_args', '')}",
         "",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 #: Characters of a failed point's last log line shown in report.md (report.json keeps the whole line).
 SHOWN_CHARACTERS = 300
@@ -29,10 +29,9 @@ def _last_line(log: Path) -> str:
     return lines[-1] if lines else "(empty log)"
 
 
-def unfinished_points(run_dir: Path) -> list[UnfinishedPoint]:
-    """Every point of ``sweep.json`` without results, in the sweep's order: ``failed`` when its lm-eval log
-    exists (the last line of the log, typically the error), ``not run`` otherwise."""
-    planned = json.loads((run_dir / "sweep.json").read_text())["points"]
+def unfinished_points(run_dir: Path, planned: list[dict[str, Any]]) -> list[UnfinishedPoint]:
+    """Every planned point (``sweep.json``'s ``points``) without results, in the sweep's order: ``failed``
+    when its lm-eval log exists (the last line of the log, typically the error), ``not run`` otherwise."""
     out = []
     for point in planned:
         folder = run_dir / "points" / point["id"]
