@@ -154,21 +154,27 @@ def download_file(url: str) -> Path:
         raise offline_error(url, error) from error
 
 
-def load_hub_split(path: str, name: str | None, split: str) -> datasets.Dataset:
-    """One split of a Hub dataset, downloading only that split's files when the dataset is parquet.
+def read_hub_split(path: str, name: str | None, split: str, revision: str | None = None) -> datasets.Dataset:
+    """One split of a Hub dataset at ``revision``, downloading only that split's files when it is parquet.
 
     ``load_dataset(path, name, split=...)`` downloads and prepares EVERY split of the config; for
     TriviaQA rc that is the multi-gigabyte train split with all its evidence.  The builder already knows
     which data files belong to which split, so for parquet datasets only ``split``'s files are loaded.
+    Errors are the ``datasets`` library's own (see :func:`load_hub_split` for the user-facing one).
     """
+    builder = datasets.load_dataset_builder(path, name, revision=revision)
+    files = list((builder.config.data_files or {}).get(split) or [])
+    if files and all(str(file).endswith(".parquet") for file in files):
+        return datasets.load_dataset(
+            "parquet", data_files={split: files}, split=split, features=builder.info.features
+        )
+    return datasets.load_dataset(path, name, split=split, revision=revision)
+
+
+def load_hub_split(path: str, name: str | None, split: str, revision: str | None = None) -> datasets.Dataset:
+    """:func:`read_hub_split`, with an unreachable dataset reported by :func:`offline_error`."""
     try:
-        builder = datasets.load_dataset_builder(path, name)
-        files = list((builder.config.data_files or {}).get(split) or [])
-        if files and all(str(file).endswith(".parquet") for file in files):
-            return datasets.load_dataset(
-                "parquet", data_files={split: files}, split=split, features=builder.info.features
-            )
-        return datasets.load_dataset(path, name, split=split)
+        return read_hub_split(path, name, split, revision)
     except Exception as error:
         raise offline_error(f"{path} ({name}, {split} split)", error) from error
 
@@ -184,6 +190,7 @@ __all__ = [
     "load_hub_split",
     "local_benchmark_dir",
     "offline_error",
+    "read_hub_split",
     "register_benchmark",
     "resolve_data_dir",
     "to_dataset",
