@@ -144,14 +144,15 @@ def offline_error(what: str, error: Exception) -> RuntimeError:
     )
 
 
-def download_file(url: str) -> Path:
-    """Download ``url`` into the ``datasets`` cache (once) and return the local path."""
+def download_file(url: str, what: str | None = None) -> Path:
+    """Download ``url`` into the ``datasets`` cache (once) and return the local path; ``what`` names it in
+    the error (default: the URL)."""
     from datasets.utils.file_utils import cached_path
 
     try:
         return Path(cached_path(url))
     except Exception as error:  # network, offline mode, HTTP errors: all need the same advice
-        raise offline_error(url, error) from error
+        raise offline_error(what or url, error) from error
 
 
 def read_hub_split(path: str, name: str | None, split: str, revision: str | None = None) -> datasets.Dataset:

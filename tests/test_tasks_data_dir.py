@@ -128,7 +128,7 @@ def test_freebaseqa_from_the_official_release(tmp_path: Path, monkeypatch: pytes
     folder = write_freebaseqa(tmp_path)
     fetched = []
 
-    def fake_download(url: str) -> Path:
+    def fake_download(url: str, what: str | None = None) -> Path:
         fetched.append(url)
         name = url.rsplit("/", 1)[1]
         if not (folder / name).exists():
