@@ -146,7 +146,8 @@ def offline_error(what: str, error: Exception) -> RuntimeError:
 
 def download_file(url: str, what: str | None = None) -> Path:
     """Download ``url`` into the ``datasets`` cache (once) and return the local path; ``what`` names it in
-    the error (default: the URL)."""
+    the error (default: the URL).
+    """
     from datasets.utils.file_utils import cached_path
 
     try:
