@@ -252,3 +252,31 @@ def test_an_unreachable_hub_dataset_names_it_and_the_data_dir_override(task: str
         'give the tasks a local data dir: --metadata \'{"data_dir": "/path"}\' or $LLMKICK_DATA_DIR'
         in message
     )
+
+
+# The Hub revisions the task YAMLs pin, each a commit other public projects pin for the same dataset.
+PINNED = {
+    "cais/mmlu": "c30699e8356da336a370243923dbaf21066bb9fe",
+    "mandarjoshi/trivia_qa": "0f7faf33a3908546c6fd5b73a660e0f8ff173c2f",
+    "Salesforce/wikitext": "b08601e04326c79dfdd32d625aee71d232d685c3",
+}
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "llmkick_mmlu_virology",
+        "llmkick_mmlu_ll_anatomy",
+        "llmkick_triviaqa_closed",
+        "llmkick_triviaqa_open",
+        "llmkick_wikitext2_ppl",
+        "llmkick_wikitext2_ppl_articles",
+    ],
+)
+def test_hub_datasets_are_pinned_to_the_revision_the_readme_names(task: str) -> None:
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(task_manager({}).task_index[task].yaml_path, resolve_func=False)
+    assert config["dataset_kwargs"]["revision"] == PINNED[config["dataset_path"]]
+    readme = " ".join((TASKS_DIR / "README.md").read_text(encoding="utf-8").split())  # lines rewrapped
+    assert f"`{config['dataset_path']}` at `{PINNED[config['dataset_path']]}`" in readme
