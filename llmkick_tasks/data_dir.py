@@ -1,14 +1,18 @@
 """Where the LLM-KICK task data comes from: a local data directory, or the canonical public sources.
 
-Every llmkick task loads its documents through a ``custom_dataset`` function, which lm-eval calls with the
-task's metadata (the YAML ``metadata`` block, then ``--model_args``, then ``--metadata``; later wins).
-The data source is chosen here, once for all benchmarks:
+The tasks on a Hugging Face Hub dataset (MMLU, TriviaQA, WikiText-2) name it in their YAML
+(``dataset_path`` / ``dataset_name``, a pinned ``revision``) and read it through
+:class:`llmkick_tasks.hub_task.HubTask`; the others (FreebaseQA, the judged tasks) load their documents
+through a ``custom_dataset`` function.  lm-eval hands both the task's metadata (the YAML ``metadata`` block,
+then ``--model_args``, then ``--metadata``; later wins).  The data source is chosen here, once for all
+benchmarks:
 
 1. ``--metadata '{"data_dir": "/path"}'`` (or ``TaskManager(metadata={"data_dir": ...})``);
 2. otherwise the environment variable ``LLMKICK_DATA_DIR``;
-3. otherwise the canonical public sources: the official FreebaseQA release on GitHub, ``cais/mmlu`` and
-   ``mandarjoshi/trivia_qa`` on the Hugging Face Hub.  All go through the ``datasets`` cache, so they are
-   downloaded once and honour ``HF_DATASETS_OFFLINE``.
+3. otherwise the canonical public sources: ``cais/mmlu``, ``mandarjoshi/trivia_qa`` and
+   ``Salesforce/wikitext`` on the Hugging Face Hub, the official FreebaseQA release on GitHub (no Hub
+   copy loads without a script).  All go through the ``datasets`` cache, so they are downloaded once and
+   honour ``HF_DATASETS_OFFLINE``.
 
 A local data directory holds each benchmark in its ORIGINAL release layout (``LAYOUTS``), one folder per
 benchmark.  A directory that is named but missing, a missing file, or a file that does not parse is an

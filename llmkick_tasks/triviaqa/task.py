@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EVIDENCE_CONFIGS = ("rc", "unfiltered")  # configs whose rows carry evidence (the others are *.nocontext)
-
 
 class TriviaQATask(HubTask):
     """A TriviaQA rc task on the validation split: the Hub's rows, or the data dir's release files."""
@@ -34,7 +32,7 @@ class TriviaQATask(HubTask):
 
     def load_local(self, folder: Path) -> dict[str, datasets.Dataset]:
         """The validation split (``qa/*-dev.json``) of ``<data dir>/triviaqa`` in the Hub's layout."""
-        with_evidence = self.DATASET_NAME in EVIDENCE_CONFIGS
+        with_evidence = not str(self.DATASET_NAME).endswith(".nocontext")  # the Hub's names: rc, rc.nocontext
         return {"validation": release_dataset(folder, "dev", with_evidence)}
 
 
