@@ -1,14 +1,18 @@
 """Where the LLM-KICK task data comes from: a local data directory, or the canonical public sources.
 
-Every llmkick task loads its documents through a ``custom_dataset`` function, which lm-eval calls with the
-task's metadata (the YAML ``metadata`` block, then ``--model_args``, then ``--metadata``; later wins).
-The data source is chosen here, once for all benchmarks:
+The tasks on a Hugging Face Hub dataset (MMLU, TriviaQA, WikiText-2) name it in their YAML
+(``dataset_path`` / ``dataset_name``, a pinned ``revision``) and read it through
+:class:`llmkick_tasks.hub_task.HubTask`; the others (FreebaseQA, the judged tasks) load their documents
+through a ``custom_dataset`` function.  lm-eval hands both the task's metadata (the YAML ``metadata`` block,
+then ``--model_args``, then ``--metadata``; later wins).  The data source is chosen here, once for all
+benchmarks:
 
 1. ``--metadata '{"data_dir": "/path"}'`` (or ``TaskManager(metadata={"data_dir": ...})``);
 2. otherwise the environment variable ``LLMKICK_DATA_DIR``;
-3. otherwise the canonical public sources: the official FreebaseQA release on GitHub, ``cais/mmlu`` and
-   ``mandarjoshi/trivia_qa`` on the Hugging Face Hub.  All go through the ``datasets`` cache, so they are
-   downloaded once and honour ``HF_DATASETS_OFFLINE``.
+3. otherwise the canonical public sources: ``cais/mmlu``, ``mandarjoshi/trivia_qa`` and
+   ``Salesforce/wikitext`` on the Hugging Face Hub, the official FreebaseQA release on GitHub (no Hub
+   copy loads without a script).  All go through the ``datasets`` cache, so they are downloaded once and
+   honour ``HF_DATASETS_OFFLINE``.
 
 A local data directory holds each benchmark in its ORIGINAL release layout (``LAYOUTS``), one folder per
 benchmark.  A directory that is named but missing, a missing file, or a file that does not parse is an
@@ -144,31 +148,39 @@ def offline_error(what: str, error: Exception) -> RuntimeError:
     )
 
 
-def download_file(url: str) -> Path:
-    """Download ``url`` into the ``datasets`` cache (once) and return the local path."""
+def download_file(url: str, what: str | None = None) -> Path:
+    """Download ``url`` into the ``datasets`` cache (once) and return the local path; ``what`` names it in
+    the error (default: the URL).
+    """
     from datasets.utils.file_utils import cached_path
 
     try:
         return Path(cached_path(url))
     except Exception as error:  # network, offline mode, HTTP errors: all need the same advice
-        raise offline_error(url, error) from error
+        raise offline_error(what or url, error) from error
 
 
-def load_hub_split(path: str, name: str | None, split: str) -> datasets.Dataset:
-    """One split of a Hub dataset, downloading only that split's files when the dataset is parquet.
+def read_hub_split(path: str, name: str | None, split: str, revision: str | None = None) -> datasets.Dataset:
+    """One split of a Hub dataset at ``revision``, downloading only that split's files when it is parquet.
 
     ``load_dataset(path, name, split=...)`` downloads and prepares EVERY split of the config; for
     TriviaQA rc that is the multi-gigabyte train split with all its evidence.  The builder already knows
     which data files belong to which split, so for parquet datasets only ``split``'s files are loaded.
+    Errors are the ``datasets`` library's own (see :func:`load_hub_split` for the user-facing one).
     """
+    builder = datasets.load_dataset_builder(path, name, revision=revision)
+    files = list((builder.config.data_files or {}).get(split) or [])
+    if files and all(str(file).endswith(".parquet") for file in files):
+        return datasets.load_dataset(
+            "parquet", data_files={split: files}, split=split, features=builder.info.features
+        )
+    return datasets.load_dataset(path, name, split=split, revision=revision)
+
+
+def load_hub_split(path: str, name: str | None, split: str, revision: str | None = None) -> datasets.Dataset:
+    """:func:`read_hub_split`, with an unreachable dataset reported by :func:`offline_error`."""
     try:
-        builder = datasets.load_dataset_builder(path, name)
-        files = list((builder.config.data_files or {}).get(split) or [])
-        if files and all(str(file).endswith(".parquet") for file in files):
-            return datasets.load_dataset(
-                "parquet", data_files={split: files}, split=split, features=builder.info.features
-            )
-        return datasets.load_dataset(path, name, split=split)
+        return read_hub_split(path, name, split, revision)
     except Exception as error:
         raise offline_error(f"{path} ({name}, {split} split)", error) from error
 
@@ -184,6 +196,7 @@ __all__ = [
     "load_hub_split",
     "local_benchmark_dir",
     "offline_error",
+    "read_hub_split",
     "register_benchmark",
     "resolve_data_dir",
     "to_dataset",

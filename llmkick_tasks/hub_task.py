@@ -6,8 +6,9 @@ dataset and config), the Hub's split names, documents shaped by ``process_docs``
 (``--metadata '{"data_dir": ...}'`` or ``$LLMKICK_DATA_DIR``), the rows come from the benchmark's
 release files there, read into the Hub's column layout and split names (:meth:`HubTask.load_local`), so
 the YAML turns them into the same documents as it turns the Hub's rows.  Without a data dir lm-eval loads
-the Hub dataset itself; when that fails (offline, nothing cached) the error names the dataset and the
-data-dir override.
+the Hub dataset itself (``dataset_kwargs`` such as ``revision`` included), or, when the class names
+``SPLITS``, only those splits' files are loaded (a config's other splits can be gigabytes the task never
+reads); when that fails (offline, nothing cached) the error names the dataset and the data-dir override.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from lm_eval.api.task import ConfigurableTask
 
-from llmkick_tasks.data_dir import local_benchmark_dir, offline_error
+from llmkick_tasks.data_dir import local_benchmark_dir, offline_error, read_hub_split
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,6 +29,8 @@ class HubTask(ConfigurableTask):
     """A YAML task on a Hub dataset whose rows a data dir can provide instead (see the module docstring)."""
 
     BENCHMARK: ClassVar[str]  # the benchmark's folder in the data dir (llmkick_tasks.data_dir)
+    # The Hub splits to load, or None for lm-eval's own download (every split of the config).
+    SPLITS: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         config = dict(config or {})
@@ -45,7 +48,14 @@ class HubTask(ConfigurableTask):
             self.dataset = self.load_local(folder)
             return
         try:
-            super().download(dataset_kwargs, **kwargs)
+            if self.SPLITS is None:
+                super().download(dataset_kwargs, **kwargs)
+            else:
+                revision = (dataset_kwargs or {}).get("revision")
+                self.dataset = {
+                    split: read_hub_split(self.DATASET_PATH, self.DATASET_NAME, split, revision)
+                    for split in self.SPLITS
+                }
         except Exception as error:  # network, offline mode, missing cache: the same advice
             raise offline_error(
                 f"the Hub dataset {self.DATASET_PATH} ({self.DATASET_NAME})", error

@@ -202,7 +202,9 @@ def write_triviaqa(root: Path, folder_name: str = "triviaqa") -> Path:
         }
         if domain == "web":
             (folder / "evidence" / "web" / "7" / f"{qid}.txt").write_text(TRIVIAQA_WEB_TEXT.format(qid=qid))
-            record["SearchResults"] = [{"Filename": f"7/{qid}.txt", "Rank": 0, "Title": "t", "Url": "u"}]
+            record["SearchResults"] = [
+                {"Description": "d", "Filename": f"7/{qid}.txt", "Rank": 0, "Title": "t", "Url": "u"}
+            ]
         data[domain].append(record)
     for domain, records in data.items():
         for split, rows in (("dev", records), ("train", records[:1])):

@@ -75,11 +75,18 @@ def test_hub_split_downloads_only_that_split(monkeypatch: pytest.MonkeyPatch) ->
         ],
         "validation": ["hf://datasets/x/rc/validation-00000-of-00001.parquet"],
     }
-    monkeypatch.setattr(datasets, "load_dataset_builder", lambda path, name: _FakeBuilder(files))
+    builders = []
+
+    def builder(path: str, name: str, revision: str | None, files: dict = files) -> _FakeBuilder:
+        builders.append((path, name, revision))
+        return _FakeBuilder(files)
+
+    monkeypatch.setattr(datasets, "load_dataset_builder", builder)
     monkeypatch.setattr(
         datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or "ds"
     )
-    assert data_dir.load_hub_split("x", "rc", "validation") == "ds"
+    assert data_dir.load_hub_split("x", "rc", "validation", revision="abc123") == "ds"
+    assert builders == [("x", "rc", "abc123")]  # the data files of the pinned revision
     assert calls == [
         (
             ("parquet",),
@@ -89,10 +96,10 @@ def test_hub_split_downloads_only_that_split(monkeypatch: pytest.MonkeyPatch) ->
     # not parquet (or no file list): the ordinary load of one split
     calls.clear()
     monkeypatch.setattr(
-        datasets, "load_dataset_builder", lambda path, name: _FakeBuilder({"test": ["a.json"]})
+        datasets, "load_dataset_builder", lambda path, name, revision: _FakeBuilder({"test": ["a.json"]})
     )
-    data_dir.load_hub_split("y", "cfg", "test")
-    assert calls == [(("y", "cfg"), {"split": "test"})]
+    data_dir.load_hub_split("y", "cfg", "test", revision="abc123")
+    assert calls == [(("y", "cfg"), {"split": "test", "revision": "abc123"})]
 
 
 def test_other_benchmarks_plug_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +128,7 @@ def test_freebaseqa_from_the_official_release(tmp_path: Path, monkeypatch: pytes
     folder = write_freebaseqa(tmp_path)
     fetched = []
 
-    def fake_download(url: str) -> Path:
+    def fake_download(url: str, what: str | None = None) -> Path:
         fetched.append(url)
         name = url.rsplit("/", 1)[1]
         if not (folder / name).exists():
@@ -140,8 +147,9 @@ def test_freebaseqa_from_the_official_release(tmp_path: Path, monkeypatch: pytes
 
 def test_triviaqa_from_the_hub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
+    from task_fixtures import task_manager
 
-    from llmkick_tasks.triviaqa import loader as triviaqa
+    from llmkick_tasks import hub_task
 
     row = {
         "question": " Who was the man behind The Chipmunks? ",
@@ -168,12 +176,15 @@ def test_triviaqa_from_the_hub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     calls = []
 
-    def fake_split(path: str, name: str, split: str) -> datasets.Dataset:
-        calls.append((path, name, split))
+    def fake_split(path: str, name: str, split: str, revision: str | None) -> datasets.Dataset:
+        calls.append((path, name, split, revision))
         return datasets.Dataset.from_list([row])
 
-    monkeypatch.setattr(triviaqa, "load_hub_split", fake_split)
-    closed = triviaqa.load_closed_book()["validation"][0]
+    def first_doc(task: str, metadata: dict) -> dict:
+        return task_manager(metadata).load([task])["tasks"][task].test_docs()[0]
+
+    monkeypatch.setattr(hub_task, "read_hub_split", fake_split)
+    closed = first_doc("llmkick_triviaqa_closed", {})
     assert closed == {
         "question_id": "tc_2",
         "question": "Who was the man behind The Chipmunks?",
@@ -181,9 +192,11 @@ def test_triviaqa_from_the_hub_schema(monkeypatch: pytest.MonkeyPatch) -> None:
         "aliases": ["David Seville", "david seville"],
         "evidence": "",
     }
-    opened = triviaqa.load_open_book(evidence_tokens=10)["validation"][0]  # no tokenizer: 40 characters
+    opened = first_doc("llmkick_triviaqa_open", {"evidence_tokens": 10})  # no tokenizer: 40 characters
     assert opened["evidence"] == ("First search result. " * 2)[:40]
+    # Only the validation split, at the pinned revision; closed book downloads no evidence.
+    revision = "0f7faf33a3908546c6fd5b73a660e0f8ff173c2f"
     assert calls == [
-        ("mandarjoshi/trivia_qa", "rc.nocontext", "validation"),  # closed book: no evidence downloaded
-        ("mandarjoshi/trivia_qa", "rc", "validation"),
+        ("mandarjoshi/trivia_qa", "rc.nocontext", "validation", revision),
+        ("mandarjoshi/trivia_qa", "rc", "validation", revision),
     ]

@@ -10,7 +10,7 @@ import pytest
 from llmkick_tasks.data_dir import DataLayoutError
 from llmkick_tasks.freebaseqa import loader as freebaseqa
 from llmkick_tasks.mmlu import utils as mmlu
-from llmkick_tasks.triviaqa import loader as triviaqa
+from llmkick_tasks.triviaqa.release import release_rows
 
 PAIRS = [
     ("Who wrote the play Hamlet?", "William Shakespeare"),
@@ -110,11 +110,11 @@ def _record(i: int, question: str, value: str, aliases: list[str] | None) -> dic
 
 def test_triviaqa_needs_aliases_and_unswapped_fields(tmp_path: Path) -> None:
     good = [_record(i, q, a, [a]) for i, (q, a) in enumerate(PAIRS)]
-    assert len(triviaqa.read_release(_triviaqa(tmp_path / "good", good))) == len(PAIRS)
+    assert len(release_rows(_triviaqa(tmp_path / "good", good))) == len(PAIRS)
     no_aliases = [_record(i, q, a, None) for i, (q, a) in enumerate(PAIRS)]
     with pytest.raises(DataLayoutError, match=r"has no Answer\.Aliases"):
-        triviaqa.read_release(_triviaqa(tmp_path / "bare", no_aliases))
+        release_rows(_triviaqa(tmp_path / "bare", no_aliases))
     swapped = [_record(i, a, q, [q]) for i, (q, a) in enumerate(PAIRS)]
     with pytest.raises(DataLayoutError, match="Question and Answer look swapped") as error:
-        triviaqa.read_release(_triviaqa(tmp_path / "swapped", swapped))
+        release_rows(_triviaqa(tmp_path / "swapped", swapped))
     assert "triviaqa/qa/{web,wikipedia}-{train,dev}.json" in str(error.value)

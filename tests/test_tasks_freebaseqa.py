@@ -259,3 +259,21 @@ def test_num_fewshot_draws_shots_from_the_held_out_questions_only(task_data_dir:
         assert question.startswith("Please give answer to this question:")
         assert question.endswith("The answer is")
     assert results["configs"]["llmkick_freebaseqa"]["metadata"]["freebaseqa_fewshot_holdout"] == 2
+
+
+@pytest.mark.parametrize("task", ["llmkick_freebaseqa", "llmkick_freebaseqa_paper"])
+def test_without_a_data_dir_and_offline_the_error_names_the_release_and_the_override(task: str) -> None:
+    # conftest sets HF_DATASETS_OFFLINE=1: the GitHub release cannot be fetched, and there is no Hub copy.
+    with pytest.raises(RuntimeError) as error:
+        task_manager({}).load([task])
+    split = "train" if task.endswith("paper") else "eval"
+    url = f"https://raw.githubusercontent.com/kelvin-jiang/FreebaseQA/master/FreebaseQA-{split}.json"
+    message = str(error.value)
+    assert message.startswith(
+        f"could not fetch the official FreebaseQA release {url} (FreebaseQA has no Hugging Face Hub copy "
+        "that `datasets` loads without a loading script) ("
+    )
+    assert (
+        'give the tasks a local data dir: --metadata \'{"data_dir": "/path"}\' or $LLMKICK_DATA_DIR'
+        in message
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import transformers
@@ -17,12 +18,15 @@ from task_fixtures import (
     TRIVIAQA_WIKI_TEXT,
     ScriptedLM,
     evaluate,
+    task_manager,
     triviaqa_validation_order,
     write_triviaqa,
 )
 
 from llmkick_tasks.data_dir import DataLayoutError
-from llmkick_tasks.triviaqa import loader, utils
+from llmkick_tasks.triviaqa import evidence
+from llmkick_tasks.triviaqa.documents import CHARS_PER_TOKEN, hub_raw_doc
+from llmkick_tasks.triviaqa.release import release_rows
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +38,23 @@ def _n_tokens(tokenizer: transformers.PreTrainedTokenizerBase, text: str) -> int
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def task_docs(task: str, **metadata: Any) -> list[dict[str, Any]]:
+    """The documents of ``task`` built with ``metadata`` (as lm-eval builds them)."""
+    return list(task_manager(metadata).load([task])["tasks"][task].test_docs())
+
+
 def test_release_layout_reads_validation_in_hub_order(
     task_data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level("WARNING"):
-        docs = loader.read_release(task_data_dir / "triviaqa", "dev", with_evidence=True)
+        rows = release_rows(task_data_dir / "triviaqa", "dev", with_evidence=True)
+    docs = [hub_raw_doc(row, True) for row in rows]
     assert [doc.question_id for doc in docs] == triviaqa_validation_order()
     first = docs[0]
     assert first.aliases == ["Paris", "Paris, France", "paris", "paris, france"]  # value, aliases, normalized
     # the missing first entity page is skipped (and reported); the next one is used
     assert "Missing_Page.txt is missing" in caplog.text
+    assert rows[0]["entity_pages"]["filename"] == ["tq-0.txt"]
     wiki, web = TRIVIAQA_WIKI_TEXT.format(qid="tq-0").strip(), TRIVIAQA_WEB_TEXT.format(qid="tq-0").strip()
     assert first.evidence == wiki + "\n\n" + web
     wikipedia_doc = next(doc for doc in docs if doc.question_id == "tq-2")
@@ -51,38 +62,38 @@ def test_release_layout_reads_validation_in_hub_order(
 
 
 def test_closed_book_has_no_evidence(task_data_dir: Path) -> None:
-    data = utils.load_closed_book(data_dir=str(task_data_dir))["validation"]
-    assert data.num_rows == len(TRIVIAQA_DEV)
-    assert set(data.column_names) == {"question_id", "question", "answer", "aliases", "evidence"}
-    assert set(data["evidence"]) == {""}
+    docs = task_docs("llmkick_triviaqa_closed", data_dir=str(task_data_dir))
+    assert len(docs) == len(TRIVIAQA_DEV)
+    assert set(docs[0]) == {"question_id", "question", "answer", "aliases", "evidence"}
+    assert {doc["evidence"] for doc in docs} == {""}
 
 
 def test_folder_names_of_the_archive_and_the_sample(tmp_path: Path) -> None:
     write_triviaqa(tmp_path, "triviaqa_sample")
-    assert utils.load_closed_book(data_dir=str(tmp_path))["validation"].num_rows == len(TRIVIAQA_DEV)
+    assert len(task_docs("llmkick_triviaqa_closed", data_dir=str(tmp_path))) == len(TRIVIAQA_DEV)
 
 
 def test_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(DataLayoutError, match=r"no triviaqa folder in the data dir.*triviaqa_sample"):
-        utils.load_closed_book(data_dir=str(tmp_path))
+        task_docs("llmkick_triviaqa_closed", data_dir=str(tmp_path))
     folder = write_triviaqa(tmp_path)
     (folder / "qa" / "web-dev.json").write_text(json.dumps({"Data": [{"Question": "no answer"}]}))
     with pytest.raises(DataLayoutError, match=r"not a TriviaQA rc question file.*web-dev\.json"):
-        utils.load_closed_book(data_dir=str(tmp_path))
+        task_docs("llmkick_triviaqa_closed", data_dir=str(tmp_path))
     for name in ("web-dev.json", "wikipedia-dev.json"):
         (folder / "qa" / name).unlink()
     with pytest.raises(DataLayoutError, match=r"no TriviaQA rc question file for the dev split") as error:
-        utils.load_closed_book(data_dir=str(tmp_path))
+        task_docs("llmkick_triviaqa_closed", data_dir=str(tmp_path))
     assert "triviaqa/qa/{web,wikipedia}-{train,dev}.json" in str(error.value)
     folder = write_triviaqa(tmp_path / "other")
     shutil.rmtree(folder / "evidence" / "web")
     with pytest.raises(DataLayoutError, match=r"evidence folder missing.*evidence/web"):
-        utils.load_open_book(data_dir=str(tmp_path / "other"), evidence_tokens=100)
+        task_docs("llmkick_triviaqa_open", data_dir=str(tmp_path / "other"), evidence_tokens=100)
 
 
 class TestEvidenceBudget:
     def test_cut_is_a_prefix_within_the_token_budget(self, tokenizer) -> None:
-        budget = loader.EvidenceBudget(50, tokenizer, max_length=10_000)
+        budget = evidence.EvidenceBudget(50, tokenizer, max_length=10_000)
         text = "The quick brown fox jumps over the lazy dog. " * 200
         cut = budget.cut(text, 50)
         assert text.startswith(cut)
@@ -91,30 +102,34 @@ class TestEvidenceBudget:
         assert budget.cut(text, 0) == ""
 
     def test_per_question_budget_leaves_room_for_question_and_answer(self, tokenizer) -> None:
-        budget = loader.EvidenceBudget(10_000, tokenizer, max_length=256)
+        budget = evidence.EvidenceBudget(10_000, tokenizer, max_length=256)
         question = "Who was the next British Prime Minister after Arthur Balfour?"
         allowed = budget.tokens_for(question)
-        prompt = "\n\n" + loader.OPEN_BOOK_QUESTION.format(question=question)
-        assert allowed + _n_tokens(tokenizer, prompt) + loader.MAX_GEN_TOKS <= 256
-        assert allowed >= 256 - _n_tokens(tokenizer, prompt) - loader.MAX_GEN_TOKS - loader.MARGIN_TOKENS - 2
-        assert loader.EvidenceBudget(20, tokenizer, max_length=256).tokens_for(question) == 20  # knob wins
-        assert loader.EvidenceBudget(20, tokenizer, max_length=10).tokens_for(question) == 0  # no room at all
+        prompt = "\n\n" + evidence.OPEN_BOOK_QUESTION.format(question=question)
+        assert allowed + _n_tokens(tokenizer, prompt) + evidence.MAX_GEN_TOKS <= 256
+        assert (
+            allowed >= 256 - _n_tokens(tokenizer, prompt) - evidence.MAX_GEN_TOKS - evidence.MARGIN_TOKENS - 2
+        )
+        assert evidence.EvidenceBudget(20, tokenizer, max_length=256).tokens_for(question) == 20  # knob wins
+        assert (
+            evidence.EvidenceBudget(20, tokenizer, max_length=10).tokens_for(question) == 0
+        )  # no room at all
 
     def test_from_model_args(self, tiny_llama_dir: Path) -> None:
-        budget = loader.EvidenceBudget.from_metadata(
+        budget = evidence.EvidenceBudget.from_metadata(
             {"pretrained": str(tiny_llama_dir), "evidence_tokens": 64}
         )
         assert budget.tokenizer is not None and budget.max_length == 256  # the tiny model's context
-        budget = loader.EvidenceBudget.from_metadata(
+        budget = evidence.EvidenceBudget.from_metadata(
             {"pretrained": str(tiny_llama_dir), "max_length": 128, "evidence_tokens": 64}
         )
         assert budget.max_length == 128  # --model_args max_length wins, as in lm-eval's HFLM
 
     def test_without_tokenizer_falls_back_to_characters(self, tmp_path: Path) -> None:
-        budget = loader.EvidenceBudget.from_metadata({"evidence_tokens": 10})
+        budget = evidence.EvidenceBudget.from_metadata({"evidence_tokens": 10})
         assert budget.tokenizer is None
-        assert budget.cut("x" * 1000, budget.tokens_for("q")) == "x" * 10 * loader.CHARS_PER_TOKEN
-        missing = loader.EvidenceBudget.from_metadata(
+        assert budget.cut("x" * 1000, budget.tokens_for("q")) == "x" * 10 * CHARS_PER_TOKEN
+        missing = evidence.EvidenceBudget.from_metadata(
             {"pretrained": str(tmp_path / "none"), "evidence_tokens": 10}
         )
         assert missing.tokenizer is None
@@ -122,13 +137,13 @@ class TestEvidenceBudget:
     @pytest.mark.parametrize("value", [-1, 1.5, "768", True])
     def test_bad_knob(self, value: object) -> None:
         with pytest.raises(ValueError, match="evidence_tokens must be a non-negative integer"):
-            loader.EvidenceBudget.from_metadata({"evidence_tokens": value})
+            evidence.EvidenceBudget.from_metadata({"evidence_tokens": value})
 
     def test_yaml_reserves_what_it_generates(self) -> None:
         template = yaml.safe_load(
             (TASKS_DIR / "triviaqa" / "_triviaqa_template_yaml").read_text().replace("!function", "")
         )
-        assert template["generation_kwargs"]["max_gen_toks"] == loader.MAX_GEN_TOKS
+        assert template["generation_kwargs"]["max_gen_toks"] == evidence.MAX_GEN_TOKS
         assert "evidence_tokens: 768" in (TASKS_DIR / "triviaqa" / "triviaqa_open.yaml").read_text()
 
 
@@ -181,13 +196,21 @@ def test_open_book_budget_in_tokens_of_the_model(
 
 
 def test_real_sample_loads(shared_data: Path, tiny_llama_dir: Path) -> None:
-    closed = utils.load_closed_book(data_dir=str(shared_data))["validation"]
-    assert closed["question_id"] == ["tc_2", "tc_33", "tc_33", "tc_40"]  # web-dev, then wikipedia-dev
+    closed = task_docs("llmkick_triviaqa_closed", data_dir=str(shared_data))
+    assert [doc["question_id"] for doc in closed] == [
+        "tc_2",
+        "tc_33",
+        "tc_33",
+        "tc_40",
+    ]  # web, then wikipedia
     assert "sunset boulevard" in closed[1]["aliases"]
-    data = utils.load_open_book(
-        data_dir=str(shared_data), pretrained=str(tiny_llama_dir), evidence_tokens=768
+    opened = task_docs(
+        "llmkick_triviaqa_open",
+        data_dir=str(shared_data),
+        pretrained=str(tiny_llama_dir),
+        evidence_tokens=768,
     )
-    evidence = data["validation"]["evidence"]
+    evidence = [doc["evidence"] for doc in opened]
     assert evidence[0].startswith("Alvin and the Chipmunks")  # tc_2 has only search results
     assert evidence[1].startswith("Andrew Lloyd Webber")  # entity page first
     assert all(0 < len(text) < 2000 for text in evidence)  # cut to the tiny model's 256-token context

@@ -13,7 +13,6 @@ Marked ``lm_eval_tests``, as ``test_lm_eval_task_tests.py``.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from test_tasks_hub import write_hub_folder
 from llmkick_models.workflow.upstream_tasks import defined_names, write_upstream_folder
 from llmkick_tasks.mmlu.utils import FEATURES as MMLU_FEATURES
 from llmkick_tasks.mmlu.utils import SUBJECTS, parse_csv
+from llmkick_tasks.triviaqa.release import release_dataset
 from llmkick_tasks.wikitext2.data import local_rows, split_articles
 
 pytestmark = pytest.mark.lm_eval_tests
@@ -52,48 +52,6 @@ def lm_eval_tree(root: Path) -> Path:
     return root / f"lm_eval-{LM_EVAL_VERSION}"
 
 
-def _hub_answer(answer: dict) -> dict:
-    return {
-        "aliases": answer.get("Aliases") or [],
-        "normalized_aliases": answer.get("NormalizedAliases") or [],
-        "matched_wiki_entity_name": "",
-        "normalized_matched_wiki_entity_name": "",
-        "normalized_value": answer.get("NormalizedValue", ""),
-        "type": answer.get("Type", ""),
-        "value": answer["Value"],
-    }
-
-
-def _evidence(folder: Path, entries: list[dict], key: str) -> dict[str, list[str]]:
-    texts = [
-        (folder / e["Filename"]).read_text(encoding="utf-8")
-        for e in entries
-        if (folder / e["Filename"]).is_file()
-    ]
-    return {"filename": [e["Filename"] for e in entries][: len(texts)], key: texts}
-
-
-def triviaqa_hub_rows(sample: Path) -> datasets.Dataset:
-    """The rc validation rows (web-dev, then wikipedia-dev) of the release sample, in the Hub's columns."""
-    rows = []
-    for domain in ("web", "wikipedia"):
-        for record in json.loads((sample / "qa" / f"{domain}-dev.json").read_text(encoding="utf-8"))["Data"]:
-            rows.append(
-                {
-                    "question": record["Question"],
-                    "question_id": record["QuestionId"],
-                    "answer": _hub_answer(record["Answer"]),
-                    "entity_pages": _evidence(
-                        sample / "evidence" / "wikipedia", record.get("EntityPages") or [], "wiki_context"
-                    ),
-                    "search_results": _evidence(
-                        sample / "evidence" / "web", record.get("SearchResults") or [], "search_context"
-                    ),
-                }
-            )
-    return datasets.Dataset.from_list(rows)
-
-
 def local_hub(shared: Path, root: Path) -> tuple[dict[str, Path], dict[str, int]]:
     """Local Hub-layout copies of the folder's datasets (Hub id -> folder), and each task's document count."""
     mmlu = {
@@ -105,18 +63,22 @@ def local_hub(shared: Path, root: Path) -> tuple[dict[str, Path], dict[str, int]
         }
         for subject in SUBJECTS
     }
-    trivia = triviaqa_hub_rows(shared / "triviaqa_sample")
+    sample = shared / "triviaqa_sample"
+    trivia = {
+        "rc": release_dataset(sample, "dev", True),
+        "rc.nocontext": release_dataset(sample, "dev", False),
+    }
     wikitext = local_rows(shared / "wikitext2")
     hubs = {
         "cais/mmlu": write_hub_folder(root / "cais_mmlu", mmlu),
         "mandarjoshi/trivia_qa": write_hub_folder(
-            root / "trivia_qa", {"rc": {"validation": trivia}, "rc.nocontext": {"validation": trivia}}
+            root / "trivia_qa", {name: {"validation": rows} for name, rows in trivia.items()}
         ),
         "Salesforce/wikitext": write_hub_folder(
             root / "wikitext", {"wikitext-2-raw-v1": {"test": datasets.Dataset.from_dict({"text": wikitext})}}
         ),
     }
-    counts = {"llmkick_triviaqa_closed": len(trivia), "llmkick_triviaqa_open": len(trivia)}
+    counts = {"llmkick_triviaqa_closed": len(trivia["rc"]), "llmkick_triviaqa_open": len(trivia["rc"])}
     counts["llmkick_wikitext2_ppl_articles"] = len(split_articles(wikitext))
     for subject, splits in mmlu.items():
         counts[f"llmkick_mmlu_{subject}"] = counts[f"llmkick_mmlu_ll_{subject}"] = len(splits["test"])

@@ -108,17 +108,17 @@ def test_generated_scoring_is_the_plugins(folder: Path) -> None:
         )
 
 
-def test_generated_documents_are_the_plugins(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmkick_tasks.triviaqa import loader
+def test_generated_documents_are_the_plugins(folder: Path) -> None:
+    from llmkick_tasks.triviaqa import documents
+    from llmkick_tasks.triviaqa.evidence import EvidenceBudget, open_book_docs
     from llmkick_tasks.wikitext2 import data
 
     rows = datasets.Dataset.from_list([TRIVIAQA_ROW, NO_EVIDENCE])
-    monkeypatch.setattr(loader, "load_hub_split", lambda path, name, split: rows)
     upstream = generated(folder, "triviaqa/utils.py")
-    assert list(upstream.process_closed_book(rows)) == list(loader.load_closed_book()["validation"])
+    assert list(upstream.process_closed_book(rows)) == list(documents.process_closed_book(rows))
     # No tokenizer in the plugin's metadata: its evidence cut is the upstream one, in characters.
     opened = list(upstream.process_open_book(rows))
-    assert opened == list(loader.load_open_book()["validation"])
+    assert opened == list(open_book_docs(rows, EvidenceBudget.from_metadata({})))
     assert len(opened[0]["evidence"]) == 3072 - 1 and opened[1]["evidence"] == ""  # rstrip of "Wiki. "
     text = datasets.Dataset.from_dict({"text": WIKITEXT_ROWS})
     articles = generated(folder, "wikitext2/utils.py").process_articles(text)

@@ -31,10 +31,20 @@ BUNDLES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ),
         ("llmkick_tasks.scoring", ("_normalized_aliases", "exact_match", "token_f1", "lenient_match")),
         ("llmkick_tasks.triviaqa.utils", ("score", "process_results")),
-        ("llmkick_tasks.triviaqa.loader", ("RawDoc", "_aliases", "_first", "hub_raw_doc")),
+        ("llmkick_tasks.data_dir", ("to_dataset",)),
         (
-            "llmkick_models.workflow.upstream_glue",
-            ("EVIDENCE_CHARACTERS", "process_closed_book", "process_open_book"),
+            "llmkick_tasks.triviaqa.documents",
+            (
+                "EVIDENCE_CHARACTERS",
+                "FEATURES",
+                "RawDoc",
+                "_aliases",
+                "_first",
+                "hub_raw_doc",
+                "open_book",
+                "process_closed_book",
+                "process_open_book",
+            ),
         ),
     ],
     "wikitext2/utils.py": [
@@ -55,7 +65,7 @@ IMPORTS = (
     (r"\bdatasets\.", "import datasets"),
 )
 # Used in annotations only: imported for type checkers alone (lm-eval's lint asks for that).
-TYPING_ONLY = (r"\b(Iterable|Mapping)\b", "from collections.abc import {}")
+TYPING_ONLY = (r"\b(Callable|Iterable|Mapping)\b", "from collections.abc import {}")
 DOCSTRINGS = {
     "mmlu/utils.py": "MMLU (LLM-KICK's generative protocol): scoring of the one generated letter.",
     "triviaqa/utils.py": "TriviaQA rc (LLM-KICK's ICRA task): documents from the Hub rows, and scoring.",

@@ -97,9 +97,11 @@ DEVIATIONS = (
     "(as LLM-KICK did; lm-eval's `mmlu` puts `anatomy` under STEM, here it is under other); category "
     "scores are micro-averages (`weight_by_size`). Shots are the first 5 dev questions in file order.",
     "**Data** comes from the Hub (`cais/mmlu`; `mandarjoshi/trivia_qa`, `rc.nocontext` for closed book "
-    "and `rc` for open book, validation = web-dev then wikipedia-dev) rather than the release files the "
-    "scripts read; the rows are the same. No revision is pinned. Note that lm-eval prepares every split of "
-    "a config: `rc` includes the multi-gigabyte train split with its evidence.",
+    "and `rc` for open book, validation = web-dev then wikipedia-dev; `Salesforce/wikitext`, "
+    "`wikitext-2-raw-v1`) rather than the release files the "
+    "scripts read; the rows are the same. Each dataset is read at a pinned revision (`dataset_kwargs: "
+    "revision:` in the YAMLs), a commit other public evaluation code pins for it. Note that lm-eval prepares "
+    "every split of a config: `rc` includes the multi-gigabyte train split with its evidence.",
     "**Decoding** is greedy everywhere (the paper sampled only for its judged tasks, which are not here).",
 )
 

@@ -5,7 +5,9 @@ Document schema (every format, every source)::
     {"question_id": str, "question": str, "answers": list[str]}   # answers: all aliases, first = canonical
 
 Sources: a local data dir (``llmkick_tasks.data_dir``) with ``FreebaseQA-{split}.json`` (preferred),
-``.tab`` or ``.txt``; otherwise the official JSON release on GitHub.
+``.tab`` or ``.txt``; otherwise the official JSON release on GitHub.  There is no Hub dataset to read
+instead: the canonical ``freebase_qa`` (``KelvinJiang/freebase_qa``) is a loading script, which current
+``datasets`` refuses, and no script-free copy of it was found.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 BENCHMARK = "freebaseqa"
 SPLITS = FREEBASEQA_SPLITS
 RELEASE_URL = "https://raw.githubusercontent.com/kelvin-jiang/FreebaseQA/master/FreebaseQA-{split}.json"
+# Why the release is fetched from GitHub, for the error when it cannot be.
+NO_HUB_COPY = "FreebaseQA has no Hugging Face Hub copy that `datasets` loads without a loading script"
 FORMATS = (".json", ".tab", ".txt")  # preference order when a split exists in several formats
 # A .txt/.tab file where more than this fraction of lines is unusable is not a FreebaseQA file.
 MAX_SKIPPED_FRACTION = 0.5
@@ -231,7 +235,8 @@ def read_split(split: str, folder: Path | None, required: bool = True) -> list[d
         raise ValueError(f"unknown FreebaseQA split {split!r}; known: {', '.join(SPLITS)}")
     if folder is None:
         try:
-            return parse_json(download_file(RELEASE_URL.format(split=split)))
+            url = RELEASE_URL.format(split=split)
+            return parse_json(download_file(url, f"the official FreebaseQA release {url} ({NO_HUB_COPY})"))
         except RuntimeError:
             if required:
                 raise

@@ -1,6 +1,7 @@
-"""TriviaQA rc for lm-eval: the functions the task YAMLs name; loaders and evidence budget are :mod:`.loader`.
+"""TriviaQA rc for lm-eval: the functions and classes the task YAMLs name.
 
-Document schema (both sources)::
+Documents: :mod:`.documents`; release files in the Hub's layout: :mod:`.release`; the open-book evidence
+budget: :mod:`.evidence`; the task classes: :mod:`.task`.  Document schema (both sources)::
 
     {"question_id": str, "question": str, "answer": str, "aliases": list[str], "evidence": str}
 """
@@ -10,13 +11,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks import scoring
-from llmkick_tasks.triviaqa.loader import load_closed_book, load_open_book
+from llmkick_tasks.triviaqa.documents import process_closed_book, process_open_book
+from llmkick_tasks.triviaqa.task import TriviaQAOpenTask, TriviaQATask
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 
-__all__ = ["load_closed_book", "load_open_book", "process_results", "score"]
+__all__ = [
+    "TriviaQAOpenTask",
+    "TriviaQATask",
+    "process_closed_book",
+    "process_open_book",
+    "process_results",
+    "score",
+]
 
 
 def score(continuation: str, aliases: list[str]) -> dict[str, float]:
