@@ -20,7 +20,7 @@ def route_logs_through_lm_eval(logger_name: str) -> None:
 
 
 #: lm-eval warnings that are emitted once per (sub)task although they say the same thing every time;
-#: llmkick's MMLU alone has 57 subtasks, all of which load their data through a ``custom_dataset`` function.
+#: llmkick's MMLU alone has 57 subtasks, and each repeats the warning about the metadata it was given.
 REPEATED_TASK_WARNINGS: tuple[str, ...] = ("Custom kwargs can be passed to `--metadata`",)
 
 
