@@ -13,7 +13,10 @@ from re import _parser as sre_parse  # type: ignore[attr-defined]
 import pytest
 from judge_fixtures import no_ambient_judge  # noqa: F401 - autouse fixture, shared
 from judge_server import JudgeServer
+from lm_eval.tasks import TaskManager
 
+import llmkick_tasks
+from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.client import JudgeClient
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
@@ -192,6 +195,8 @@ def test_the_server_receives_the_regex_and_the_cache_keeps_the_two_apart(tmp_pat
     assert len(bodies) == 2
     assert "structured_outputs" not in bodies[0]
     assert bodies[1]["structured_outputs"] == {"regex": call.request.reply_regex}
+    # Reference answers are free text whatever the judge's reply format.
+    assert "structured_outputs" not in protocol.reference_request("A question?").payload()
 
 
 @pytest.mark.parametrize(
@@ -208,6 +213,18 @@ def test_openai_itself_is_refused_naming_the_knob(metadata: dict, environ: dict)
     message = str(error.value)
     assert message.startswith("llmkick_x: judge_reply_format='regex' needs a judge server that honours")
     assert "vLLM >= 0.10" in message and "judge_reply_format='free'" in message
+
+
+def test_openai_itself_is_refused_before_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pre-flight check that runs before lm-eval loads the model refuses it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    manager = TaskManager(
+        include_path=str(Path(llmkick_tasks.__file__).parent),
+        include_defaults=False,
+        metadata={"judge_reply_format": "regex"},
+    )
+    with pytest.raises(JudgeConfigError, match=r"^llmkick_summarization: judge_reply_format='regex' needs"):
+        preflight.check_requested_tasks(["llmkick_summarization"], manager)
 
 
 def test_a_bad_value_names_the_knob_and_the_choices() -> None:
