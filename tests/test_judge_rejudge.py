@@ -235,6 +235,22 @@ def test_a_failing_judge_leaves_nothing_written(
     assert rejudged(run) == []
 
 
+def test_the_reply_format_given_to_rejudging_reaches_every_request(
+    judged_data: Path, docs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--metadata '{"judge_reply_format": "regex"}'``: every verdict is constrained, and recorded."""
+    run = save_run(tmp_path / "run", judged_data, docs, **{VICUNA: {}, MTBENCH: {}})
+    metadata = json.dumps({"judge_reply_format": "regex"})
+    with JudgeServer(scripted_reply) as server:
+        use_judge(monkeypatch, server, tmp_path / "cache.sqlite")
+        assert main(["judge", str(run), "--metadata", metadata, "--label", "constrained"]) == 0
+        bodies = [received.body for received in server.received]
+    assert bodies and all("regex" in body["structured_outputs"] for body in bodies)
+    for task in (VICUNA, MTBENCH):
+        results = json.loads((run / f"rejudged_{task}_constrained_{DATE}.json").read_text())
+        assert results["configs"][task]["metadata"]["judge"]["reply_format"] == "regex"
+
+
 def cache_rows(path: Path) -> list[str]:
     with sqlite3.connect(path) as db:
         return [row[0] for row in db.execute("SELECT response FROM responses")]

@@ -88,6 +88,8 @@ def test_judge_settings_come_from_the_declared_environment_variables(tmp_path: P
         "judge_cache": str(tmp_path / "cache.sqlite"),
         "judge_templates": str(tmp_path),
         "reference_model": "env-reference",
+        # "regex" is refused on OpenAI, which this loop's judge is; test_judge_reply_format sets it.
+        "judge_reply_format": "free",
     }
     with_env = [knob for knob in JUDGE_KNOBS if knob.env]
     assert {knob.name for knob in with_env} == set(valid)

@@ -14,6 +14,10 @@ stop) is an error of that request, asked again like a transient failure (at most
 times), then failed naming the judge, its server, the HTTP status and a short excerpt of the body. Cache
 entries that fail the same check (written by older versions) are treated as misses. Text from a server is
 redacted (:meth:`.config.JudgeSettings.redact`) before it reaches a message or a log line.
+
+A request may carry a reply regex (``judge_reply_format=regex``): it is sent as vLLM's
+``structured_outputs: {"regex": ...}`` field (through the openai client's ``extra_body``) and, being part of
+the payload, of the cache key, so a constrained reply is never served for a free request or the reverse.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ T = TypeVar("T")
 # v2: the key also holds the server and the judging protocol (v1 keys reused replies across servers).
 CACHE_KEY_VERSION = "llmkick-judge-v2"
 RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
+# vLLM's (>= 0.10) request field for a reply constraint; the openai client sends it through ``extra_body``.
+STRUCTURED_OUTPUTS = "structured_outputs"
 # Backoff before asking again after an invalid reply: as the openai client's (0.5 s doubling, up to 8 s).
 INVALID_REPLY_BACKOFF_S = 0.5
 INVALID_REPLY_MAX_BACKOFF_S = 8.0
@@ -76,6 +82,7 @@ class ChatRequest:
     temperature: float
     max_tokens: int
     protocol: str = ""  # the judging protocol that built the request (part of the key, not sent)
+    reply_regex: str | None = None  # the reply must match it in full (vLLM structured outputs); None: free
 
     @classmethod
     def build(
@@ -85,6 +92,7 @@ class ChatRequest:
         temperature: float,
         max_tokens: int,
         protocol: str = "",
+        reply_regex: str | None = None,
     ) -> ChatRequest:
         """A request from OpenAI-style ``[{"role": ..., "content": ...}]`` messages."""
         return cls(
@@ -93,16 +101,20 @@ class ChatRequest:
             float(temperature),
             int(max_tokens),
             protocol,
+            reply_regex,
         )
 
     def payload(self) -> dict[str, Any]:
         """The JSON body sent to ``/chat/completions`` (also what the cache stores)."""
-        return {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": role, "content": content} for role, content in self.messages],
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
         }
+        if self.reply_regex is not None:
+            body[STRUCTURED_OUTPUTS] = {"regex": self.reply_regex}
+        return body
 
     def cache_key(self, server: str) -> str:
         """sha256 of the judge identity: ``server`` (:func:`.config.server_identity`), protocol, payload.
@@ -292,10 +304,14 @@ class JudgeClient:
 
     async def _send(self, session: _Session, request: ChatRequest, key: str) -> ChatResult:
         payload = request.payload()
+        standard = {name: value for name, value in payload.items() if name != STRUCTURED_OUTPUTS}
+        extra = {name: value for name, value in payload.items() if name == STRUCTURED_OUTPUTS}
         for attempt in range(self.settings.retries + 1):
             try:
                 async with session.semaphore:
-                    raw = await session.api.chat.completions.with_raw_response.create(**payload)
+                    raw = await session.api.chat.completions.with_raw_response.create(
+                        **standard, extra_body=extra or None
+                    )
             except openai.APIError as error:
                 self.stats.failed += 1
                 # No chaining: the openai error's message holds the server's body verbatim.

@@ -27,6 +27,8 @@ from llmkick_tasks.judge.knobs import (
     JUDGE_KNOBS,
     JUDGED_DATA_KNOBS,
     MAX_TOKENS,
+    REPLY_FORMAT,
+    REPLY_FREE,
     TEMPERATURE,
 )
 from llmkick_tasks.knobs import Knob, KnobError
@@ -92,6 +94,7 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 OPENAI_URL = "https://api.openai.com/v1"
+OPENAI_HOST = "api.openai.com"
 
 
 def server_identity(url: str | None) -> str:
@@ -154,6 +157,7 @@ class JudgeSettings:
     templates_dir: Path | None = None
     swap: bool = False
     protocol: str = "llmkick"
+    reply_format: str = REPLY_FREE
     reference_model: str = DEFAULT_OPENAI_REFERENCE
     reference_temperature: float = 0.0
     reference_max_tokens: int = 1024
@@ -192,6 +196,7 @@ class JudgeSettings:
             "templates": str(self.templates_dir) if self.templates_dir else "built-in",
             "swap": self.swap,
             "protocol": self.protocol,
+            "reply_format": self.reply_format,
             "reference_model": self.reference_model,
             "api_key_from": self.api_key_env or "none (keyless server)",
         }
@@ -219,6 +224,7 @@ class JudgeSettings:
         key_env = next((name for name in (ENV_API_KEY, ENV_OPENAI_API_KEY) if env.get(name)), None)
         base_url = values["base_url"] = _checked_base_url(values["base_url"], key_env, task)
         model = values["model"] = _judge_model(values["model"], base_url, task)
+        _check_reply_format(values["reply_format"], base_url, task)
         if values["reference_model"] is None:
             # On OpenAI the paper's reference model exists; on a private server the judge model writes them.
             values["reference_model"] = DEFAULT_OPENAI_REFERENCE if base_url is None else model
@@ -272,6 +278,16 @@ def _checked_base_url(base_url: str | None, key_env: str | None, task: str) -> s
             f"{task}: judge base URL must be http(s)://host..., got {redact_url(base_url)!r}"
         )
     return base_url
+
+
+def _check_reply_format(reply_format: str, base_url: str | None, task: str) -> None:
+    """Refuse a constrained reply on OpenAI's own API, which rejects the request field that carries it."""
+    if reply_format != REPLY_FREE and urlsplit(server_identity(base_url)).hostname == OPENAI_HOST:
+        raise JudgeConfigError(
+            f"{task}: {REPLY_FORMAT.name}={reply_format!r} needs a judge server that honours vLLM's "
+            f"structured outputs (vLLM >= 0.10); OpenAI's API ({redact_url(base_url) or OPENAI_URL}) rejects "
+            f"the field. Use {REPLY_FORMAT.name}={REPLY_FREE!r} or a vLLM judge (judge_base_url)."
+        )
 
 
 def _judge_model(model: str | None, base_url: str | None, task: str) -> str:

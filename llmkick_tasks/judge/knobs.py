@@ -18,6 +18,7 @@ ENV_OPENAI_BASE_URL = "OPENAI_BASE_URL"
 ENV_CACHE = "LLMKICK_JUDGE_CACHE"
 ENV_TEMPLATES = "LLMKICK_JUDGE_TEMPLATES"
 ENV_REFERENCE_MODEL = "LLMKICK_REFERENCE_MODEL"
+ENV_REPLY_FORMAT = "LLMKICK_JUDGE_REPLY_FORMAT"
 
 # GPT-4-class judge when talking to OpenAI itself; an OpenAI-compatible server must name its model.
 DEFAULT_OPENAI_JUDGE = "gpt-4o"
@@ -25,6 +26,10 @@ DEFAULT_OPENAI_JUDGE = "gpt-4o"
 DEFAULT_OPENAI_REFERENCE = "gpt-3.5-turbo"
 # Judging protocols: llmkick's own templates, LLM-KICK's release files, FastChat's MT-Bench judge prompts.
 PROTOCOLS = ("llmkick", "paper", "fastchat")
+# What the judge may reply: anything (`free`), or only the score layout its prompt asks for (`regex`, sent as
+# vLLM's structured outputs).
+REPLY_FREE, REPLY_REGEX = "free", "regex"
+REPLY_FORMATS = (REPLY_FREE, REPLY_REGEX)
 
 BASE_URL = Knob(
     "judge_base_url",
@@ -101,6 +106,15 @@ PROTOCOL = Knob(
     "how the judge is asked (see [Protocols](#protocols-llmkick-paper-fastchat))",
     field="protocol",
 )
+REPLY_FORMAT = Knob(
+    "judge_reply_format",
+    choice(REPLY_FORMATS),
+    REPLY_FREE,
+    "`regex`: the judge may only reply with the scores its prompt asks for (vLLM >= 0.10 servers; see "
+    "[Constrained replies](#constrained-replies-judge_reply_formatregex))",
+    env=(ENV_REPLY_FORMAT,),
+    field="reply_format",
+)
 REFERENCE_MODEL = Knob(
     "reference_model",
     TEXT,
@@ -138,6 +152,7 @@ JUDGE_KNOBS = (
     TEMPLATES,
     SWAP,
     PROTOCOL,
+    REPLY_FORMAT,
     REFERENCE_MODEL,
     REFERENCE_TEMPERATURE,
     REFERENCE_MAX_TOKENS,

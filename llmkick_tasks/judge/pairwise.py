@@ -10,7 +10,14 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkick_tasks.judge.parsing import Parsed, parse_dimensions, parse_pair
+from llmkick_tasks.judge.parsing import (
+    PAIR_REPLY,
+    TUPLE_REPLY,
+    Parsed,
+    dimensions_reply,
+    parse_dimensions,
+    parse_pair,
+)
 from llmkick_tasks.judge.protocols import (
     COUNTERS,
     MODEL_FIRST,
@@ -69,6 +76,10 @@ class PairwiseProtocol(JudgeProtocol):
     def prefer(self, doc: Mapping[str, Any]) -> str:
         """Which score line wins when a reply holds several (see :func:`parse_pair`)."""
         return "first"
+
+    def reply_regex(self, template: str) -> str:
+        """One ``s1 s2`` line per dimension (:func:`parse_pair` / :func:`parse_dimensions` read it)."""
+        return PAIR_REPLY if len(self.DIMENSIONS) == 1 else dimensions_reply(len(self.DIMENSIONS))
 
     def combine(self, doc: Mapping[str, Any], calls: Sequence[JudgeCall], parsed: Sequence[Parsed]) -> dict:
         """Model and reference score per dimension, averaged over the judged orders."""
@@ -159,6 +170,8 @@ class InstructionProtocol(PairwiseProtocol):
     GROUPS = VICUNA_CATEGORIES
     WIN_RATE = True
     TEMPLATES = ("instruction_general", "instruction_coding", "instruction_math")
+    # The prompt that asks for the judge's own solution first and the scores as a tuple at the end.
+    MATH_TEMPLATE: ClassVar[str] = "instruction_math"
 
     def template_for(self, doc: Mapping[str, Any]) -> str:
         """``instruction_coding`` / ``instruction_math`` for those categories, else the general one."""
@@ -176,7 +189,11 @@ class InstructionProtocol(PairwiseProtocol):
 
     def prefer(self, doc: Mapping[str, Any]) -> str:
         """The math judge solves the problem first and gives its verdict last."""
-        return "last" if self.template_for(doc) == "instruction_math" else "first"
+        return "last" if self.template_for(doc) == self.MATH_TEMPLATE else "first"
+
+    def reply_regex(self, template: str) -> str:
+        """The math prompt's ``(s1, s2)`` tuple, else an ``s1 s2`` line."""
+        return TUPLE_REPLY if template == self.MATH_TEMPLATE else super().reply_regex(template)
 
     def variables(self, doc: Mapping[str, Any], answer_1: str, answer_2: str) -> dict[str, str]:
         """The question and the two answers."""

@@ -16,6 +16,13 @@ whole reply unparsable (it is not clipped).  Accepted layouts:
 * four dimensions (summarization): the first four score-pair lines, in the template's order, or labelled
   by dimension (``Coherence: 8 7``) in any order.
 * single rating (MT-Bench): ``[[7]]`` (also ``Rating: [[7]]``), or a line ``Rating: 7`` / ``Rating: 7/10``.
+
+Each layout a judge prompt asks for also has a reply regex here (:data:`PAIR_REPLY`,
+:data:`TUPLE_REPLY`, :func:`dimensions_reply`, :data:`RATING_REPLY`): the language a constrained judge
+(``judge_reply_format=regex``) may answer in.  The scores come first, as whole numbers 1-10, then at most
+one bounded line of explanation without a digit (so it can never add or change a score).  Every string
+such a regex matches in full parses, with the parser next to it, to the scores it starts with; the tests
+enumerate both directions.
 """
 
 from __future__ import annotations
@@ -50,6 +57,28 @@ _RATING_LINE = re.compile(
     rf"^\s*(?:overall\s+)?rating\s*[:=]\s*\**\s*{_NUMBER}\s*\**\s*\.?\s*$", re.IGNORECASE
 )
 _DECORATION = "*_`#>"
+
+# Constrained replies (see the module docstring): plain regex syntax that vLLM's structured-output backends
+# and Python's ``re`` read alike.  The explanation holds no digit and no newline, and is bounded: a small
+# judge given a free tail rambles until max_tokens.
+_SCORE_REPLY = r"([1-9]|10)"
+_EXPLANATION_REPLY = r"(\n\n[^0-9\n]{1,300})?"
+#: One line ``s1 s2`` (Assistant 1 first), then an optional explanation: read by :func:`parse_pair`.
+PAIR_REPLY = rf"{_SCORE_REPLY} {_SCORE_REPLY}{_EXPLANATION_REPLY}"
+#: One line ``(s1, s2)``, a Python tuple, then an optional explanation: read by :func:`parse_pair`.
+TUPLE_REPLY = rf"\({_SCORE_REPLY}, {_SCORE_REPLY}\){_EXPLANATION_REPLY}"
+#: ``Rating: [[n]]``, then an optional explanation: read by :func:`parse_rating`.
+RATING_REPLY = rf"Rating: \[\[{_SCORE_REPLY}\]\]{_EXPLANATION_REPLY}"
+
+
+def dimensions_reply(count: int) -> str:
+    """``count`` lines ``s1 s2`` (one per dimension, in order), then an optional explanation: read by
+    :func:`parse_dimensions`.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    pair = rf"{_SCORE_REPLY} {_SCORE_REPLY}"
+    return "\n".join([pair] * count) + _EXPLANATION_REPLY
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkick_tasks.judge.client import ChatRequest
+from llmkick_tasks.judge.knobs import REPLY_REGEX
 
 if TYPE_CHECKING:
     from llmkick_tasks.judge.config import JudgeSettings
@@ -148,6 +149,14 @@ class JudgeProtocol(ABC):
         sampling = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
         return {"protocol": self.settings.protocol, "files": files, "sampling": sampling}
 
+    @abstractmethod
+    def reply_regex(self, template: str) -> str:
+        """The full-match regex of a reply to ``template`` that :meth:`parse` reads (from :mod:`.parsing`)."""
+
+    def constraint(self, template: str) -> str | None:
+        """The reply regex a request of ``template`` carries: only with ``judge_reply_format=regex``."""
+        return self.reply_regex(template) if self.settings.reply_format == REPLY_REGEX else None
+
     def judge_request(self, template: str, **variables: str) -> ChatRequest:
         """A judge request from template ``template``."""
         messages = self.templates.messages(template, **variables)
@@ -157,6 +166,7 @@ class JudgeProtocol(ABC):
             self.settings.temperature,
             self.settings.max_tokens,
             protocol=self.settings.protocol,
+            reply_regex=self.constraint(template),
         )
 
     def reference_request(self, prompt: str) -> ChatRequest:

@@ -215,13 +215,13 @@ class ReleaseMixin:
     files: dict[str, str] = field(default_factory=dict)
 
     def release_request(
-        self, settings: JudgeSettings, name: str, variables: Mapping[str, str]
+        self, settings: JudgeSettings, name: str, variables: Mapping[str, str], reply_regex: str | None
     ) -> ChatRequest:
-        """The request of prompt ``name`` filled with ``variables``."""
+        """The request of prompt ``name`` filled with ``variables``; ``reply_regex``: its constraint."""
         prompt = self.prompts[name]
         return ChatRequest.build(
             settings.model, prompt.messages(variables), prompt.temperature, prompt.max_tokens,
-            protocol=settings.protocol,
+            protocol=settings.protocol, reply_regex=reply_regex,
         )  # fmt: skip
 
     def describe_release(self) -> dict[str, Any]:
@@ -253,7 +253,7 @@ class PaperSummarizationProtocol(SummarizationProtocol):
 
     def judge_request(self, template: str, **variables: str) -> ChatRequest:
         """The release prompt of ``template`` (a bin) filled in."""
-        return self.release.release_request(self.settings, template, variables)
+        return self.release.release_request(self.settings, template, variables, self.constraint(template))
 
     def describe(self) -> dict[str, Any]:
         """Protocol, files and sampling."""
@@ -265,6 +265,7 @@ class PaperInstructionProtocol(InstructionProtocol):
 
     TEMPLATES = ()
     CATEGORIES = ("general", "coding", "math")
+    MATH_TEMPLATE = "math"  # the release's math prompt asks for "a Python tuple" of the two scores
 
     def __init__(
         self, settings: JudgeSettings, templates: Any, metadata: Mapping[str, Any] | None = None
@@ -279,13 +280,9 @@ class PaperInstructionProtocol(InstructionProtocol):
         category = str(doc.get("category", "")).lower()
         return category if category in ("coding", "math") else "general"
 
-    def prefer(self, doc: Mapping[str, Any]) -> str:
-        """The math prompt asks for the judge's own solution first and the tuple after it."""
-        return "last" if self.template_for(doc) == "math" else "first"
-
     def judge_request(self, template: str, **variables: str) -> ChatRequest:
         """The release prompt of ``template`` (a category) filled in."""
-        return self.release.release_request(self.settings, template, variables)
+        return self.release.release_request(self.settings, template, variables, self.constraint(template))
 
     def describe(self) -> dict[str, Any]:
         """Protocol, files and sampling."""
@@ -341,9 +338,13 @@ class FastChatMTBenchProtocol(MTBenchProtocol):
         first = "single-math-v1" if math else "single-v1"
         second = f"{first}-multi-turn"
         return [
-            JudgeCall("turn1", first, self.release.release_request(self.settings, first, variables)),
-            JudgeCall("turn2", second, self.release.release_request(self.settings, second, variables)),
+            JudgeCall("turn1", first, self.release_request(first, variables)),
+            JudgeCall("turn2", second, self.release_request(second, variables)),
         ]
+
+    def release_request(self, name: str, variables: Mapping[str, str]) -> ChatRequest:
+        """The request of judge prompt ``name``, constrained as ``judge_reply_format`` says."""
+        return self.release.release_request(self.settings, name, variables, self.constraint(name))
 
     def describe(self) -> dict[str, Any]:
         """Protocol, file and sampling."""

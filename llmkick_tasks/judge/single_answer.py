@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmkick_tasks.judge.parsing import Parsed, parse_rating
+from llmkick_tasks.judge.parsing import RATING_REPLY, Parsed, parse_rating
 from llmkick_tasks.judge.protocols import (
     COUNTERS,
     JudgeCall,
@@ -83,6 +83,10 @@ class MTBenchProtocol(JudgeProtocol):
     def parse(self, doc: Mapping[str, Any], call: JudgeCall, reply: str) -> Parsed:
         """A ``[[rating]]``."""
         return parse_rating(reply)
+
+    def reply_regex(self, template: str) -> str:
+        """``Rating: [[n]]`` (what every MT-Bench judge prompt ends with) first."""
+        return RATING_REPLY
 
     def combine(self, doc: Mapping[str, Any], calls: Sequence[JudgeCall], parsed: Sequence[Parsed]) -> dict:
         """Rating per turn."""
