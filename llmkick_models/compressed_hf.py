@@ -26,6 +26,8 @@ from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.head_split import HeadSplit, check_split, split_head
 from llmkick_models.logits_budget import (
+    body_row_bytes,
+    body_rows,
     bounded_batch_size,
     budget_bytes,
     bytes_per_logit,
@@ -63,7 +65,8 @@ class CompressedHFLM(HFLM):
 
     Loglikelihood requests are scored from the final hidden states, the LM head applied to a chunk of
     positions at a time within the logits budget (:mod:`llmkick_models.logits_budget`), so that no
-    ``batch x tokens x vocab`` tensor exists; ``llmkick_scoring["logits"]`` says whether this path or
+    ``batch x tokens x vocab`` tensor exists, and the model's body on as many rows of a batch at a time as the
+    same budget holds of its activations; ``llmkick_scoring["logits"]`` says whether this path or
     lm-eval's full logits scored the run.
     """
 
@@ -242,12 +245,20 @@ class CompressedHFLM(HFLM):
         self, requests: list[Any], disable_tqdm: bool = False, override_bs: int | None = None
     ) -> list[tuple[float, bool]]:
         """Continuations scored from the final hidden states, the LM head applied to a budgeted chunk of
-        positions at a time (:mod:`llmkick_models.chunked_loglikelihood`); where the model cannot be split at
+        positions at a time and the body to as many rows of a batch as the budget holds of its activations
+        (:mod:`llmkick_models.chunked_loglikelihood`); where the model cannot be split at
         its head, or ``$LLMKICK_SCORING=full-logits``, HFLM's full logits in batches cut to the budget."""
         if requests and self._resolve_scoring()["logits"] == "chunked":
             assert self._head_split is not None
-            chunk = chunk_positions(self._vocab(), self.model.dtype, self.softmax_dtype, budget_bytes())
-            return score_requests(self, self._head_split, requests, chunk, disable_tqdm, override_bs)
+            budget = budget_bytes()
+            chunk = chunk_positions(self._vocab(), self.model.dtype, self.softmax_dtype, budget)
+            config = self.model.config
+            config = config.get_text_config() if hasattr(config, "get_text_config") else config
+
+            def rows(length: int) -> int:  # the body's activations within the same budget as a chunk
+                return body_rows(body_row_bytes(config, self.model.dtype, length), budget)
+
+            return score_requests(self, self._head_split, requests, chunk, rows, disable_tqdm, override_bs)
         return self._full_logits(requests, disable_tqdm, override_bs)
 
     def _resolve_scoring(self) -> dict[str, Any]:
