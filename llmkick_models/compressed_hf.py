@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -250,15 +251,10 @@ class CompressedHFLM(HFLM):
         its head, or ``$LLMKICK_SCORING=full-logits``, HFLM's full logits in batches cut to the budget."""
         if requests and self._resolve_scoring()["logits"] == "chunked":
             assert self._head_split is not None
-            budget = budget_bytes()
-            chunk = chunk_positions(self._vocab(), self.model.dtype, self.softmax_dtype, budget)
-            config = self.model.config
-            config = config.get_text_config() if hasattr(config, "get_text_config") else config
-
-            def rows(length: int) -> int:  # the body's activations within the same budget as a chunk
-                return body_rows(body_row_bytes(config, self.model.dtype, length), budget)
-
-            return score_requests(self, self._head_split, requests, chunk, rows, disable_tqdm, override_bs)
+            chunk = chunk_positions(self._vocab(), self.model.dtype, self.softmax_dtype, budget_bytes())
+            return score_requests(
+                self, self._head_split, requests, chunk, self._body_rows, disable_tqdm, override_bs
+            )
         return self._full_logits(requests, disable_tqdm, override_bs)
 
     def _resolve_scoring(self) -> dict[str, Any]:
@@ -280,6 +276,9 @@ class CompressedHFLM(HFLM):
                 self._head_split = None if reason else split
         if reason is None:
             self._scoring = {"logits": "chunked"}
+            if body_row_bytes(self._text_config(), self.model.dtype, 1) is None:
+                log.warning("llmkick: the model's config names no hidden_size: its body runs on lm-eval's "
+                            "whole batches, their activations not bounded by the logits budget")  # fmt: skip
         else:
             self._scoring = {"logits": "full", "full_logits_reason": reason}
             if not reason.startswith("$"):
@@ -288,6 +287,16 @@ class CompressedHFLM(HFLM):
                     "budget): %s", reason,
                 )  # fmt: skip
         return self._scoring
+
+    def _body_rows(self, length: int) -> int:
+        """How many rows of ``length`` tokens one forward pass of the body may take: as many as the logits
+        budget holds of their estimated activations (all of lm-eval's batch when the config gives none)."""
+        row_bytes = body_row_bytes(self._text_config(), self.model.dtype, length)
+        return body_rows(row_bytes, budget_bytes()) if row_bytes is not None else sys.maxsize
+
+    def _text_config(self) -> Any:
+        config = self.model.config
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
 
     def _vocab(self) -> int:
         head = self.model.get_output_embeddings()

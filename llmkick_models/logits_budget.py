@@ -79,16 +79,19 @@ def chunk_positions(vocab: int, model_dtype: torch.dtype, softmax_dtype: torch.d
     return max(1, budget // per_position)
 
 
-def body_row_bytes(config: Any, dtype: torch.dtype, length: int) -> int:
+def body_row_bytes(config: Any, dtype: torch.dtype, length: int) -> int | None:
     """An upper estimate of what one row of ``length`` tokens adds to a forward pass of the model's body
-    (``config``: its text config).  Without gradients a layer's activations are freed before the next layer
-    runs, so this is one layer's: per token the MLP's two projections and their product (3 x intermediate
-    size), four hidden-size tensors (residual, normed input, attention and MLP outputs), the queries, keys and
-    values, and a row of attention scores per head (``heads x length``; fused attention kernels skip them)."""
-    hidden = config.hidden_size
-    heads = config.num_attention_heads
+    (``config``: its text config), None when the config names no ``hidden_size``.  Without gradients a layer's
+    activations are freed before the next layer runs, so this is one layer's: per token the MLP's two
+    projections and their product (3 x intermediate size), four hidden-size tensors (residual, normed input,
+    attention and MLP outputs), the queries, keys and values, and a row of attention scores per head
+    (``heads x length``; fused attention kernels skip them)."""
+    hidden = getattr(config, "hidden_size", None)
+    if not hidden:
+        return None
+    heads = getattr(config, "num_attention_heads", None) or 0  # none: an attention-free body (Mamba)
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    head_dim = getattr(config, "head_dim", None) or (hidden // heads if heads else 0)
     intermediate = getattr(config, "intermediate_size", None) or 4 * hidden  # GPT-2's n_inner=None: 4x
     per_token = 3 * intermediate + 4 * hidden + (heads + 2 * kv_heads) * head_dim + heads * length
     return per_token * length * dtype.itemsize
