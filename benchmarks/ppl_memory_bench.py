@@ -1,7 +1,8 @@
 """Peak memory and time of perplexity scoring with a large vocabulary: chunked LM head vs full logits.
 
 compressed-hf scores ``llmkick_wikitext2_ppl`` windows either from the final hidden states with the LM head
-applied a chunk of positions at a time (the default), or through lm-eval's full logits
+applied a chunk of positions at a time and the body to as many windows at a time as the budget holds of
+their activations (the default), or through lm-eval's full logits
 (``$LLMKICK_SCORING=full-logits``, batches cut to the logits budget, at least one window).  Each path runs in
 its own process (peak RSS is its own), on the same windows, and the scores are compared.
 
@@ -12,7 +13,7 @@ its own process (peak RSS is its own), on the same windows, and the scores are c
   logits are all that weighs) scores random-token windows through compressed-hf's loglikelihood path.
 
     python benchmarks/ppl_memory_bench.py [--model DIR] [--dtype bfloat16] [--batch 16] [--windows 16]
-                                          [--threads 1]
+                                          [--threads 1] [--paths chunked|full-logits|both]
 
 Printed per path: peak RSS, the wall and CPU seconds of the scoring itself (CPU time is what to compare on a
 loaded machine; one thread), the whole run's seconds; then the ratios and the largest relative difference of
@@ -126,14 +127,17 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> None:
-    old, new = runs["full-logits"], runs["chunked"]
     what = args.model or f"a 2-layer model with a {args.vocab}-entry vocabulary"
-    print(f"{what} ({args.dtype or 'its saved dtype'}): {len(new['scores'])} windows of {args.seqlen} "
+    windows = len(next(iter(runs.values()))["scores"])
+    print(f"{what} ({args.dtype or 'its saved dtype'}): {windows} windows of {args.seqlen} "
           f"tokens, --batch_size {args.batch}, {args.threads} thread(s)")  # fmt: skip
-    for run in (old, new):
+    for run in runs.values():
         print(f"  {run['path']:<12} peak RSS {run['peak_mib']:6.0f} MiB; scoring {run['seconds']:6.1f} s "
               f"wall, {run['cpu_seconds']:6.1f} s CPU (whole run {run['total_seconds']:.1f} s)  "
               f"{json.dumps(run['scoring'])}")  # fmt: skip
+    if len(runs) < len(PATHS):
+        return
+    old, new = runs["full-logits"], runs["chunked"]
     worst = max(abs(a - b) / abs(b) for a, b in zip(new["scores"], old["scores"], strict=True))
     memory = new["peak_mib"] / old["peak_mib"]
     wall, cpu = new["seconds"] / old["seconds"], new["cpu_seconds"] / old["cpu_seconds"]
@@ -152,6 +156,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", help="the model's dtype (compressed-hf's dtype=), e.g. bfloat16")
+    parser.add_argument(
+        "--paths", choices=[*PATHS, "both"], default="both", help="run one path only (no ratios)"
+    )
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -169,7 +176,8 @@ def main() -> None:
             forwarded.append(f"--dtype={args.dtype}")
         if args.model:
             forwarded += ["--model", args.model]
-        runs = {path: run_worker(__file__, path, forwarded) for path in PATHS}
+        paths = PATHS if args.paths == "both" else (args.paths,)
+        runs = {path: run_worker(__file__, path, forwarded) for path in paths}
     _report(args, runs)
 
 

@@ -2,18 +2,19 @@
 
 HFLM runs the whole model on a batch and takes the log-softmax of all ``batch x tokens x vocab`` logits.
 Here the model's body runs on the same batch (lm-eval's batching: same order, same batch sizes, same
-one-token-continuation grouping), and only the positions that score a continuation token go through the LM
-head, ``chunk`` positions at a time: each chunk's logits get the architecture's post-head transforms, a
-log-softmax in ``softmax_dtype``, and give up the continuation tokens' log-probabilities and the greedy
-tokens before the next chunk is made.  Each request's log-probabilities are summed in ``softmax_dtype``, as
-HFLM does.
+one-token-continuation grouping; a batch whose activations exceed the budget in sub-batches of rows, each
+padded to the batch's length and scored before the next runs), and only the positions that score a
+continuation token go through the LM head, ``chunk`` positions at a time: each chunk's logits get the
+architecture's post-head transforms, a log-softmax in ``softmax_dtype``, and give up the continuation tokens'
+log-probabilities and the greedy tokens before the next chunk is made.  Each request's log-probabilities are
+summed in ``softmax_dtype``, as HFLM does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +59,13 @@ def score_requests(
     split: HeadSplit,
     requests: list[Request],
     chunk: int,
+    body_rows: Callable[[int], int],
     disable_tqdm: bool,
     override_bs: int | None,
 ) -> list[tuple[float, bool]]:
     """``(log-likelihood, greedy)`` per request, as HFLM's ``_loglikelihood_tokens`` returns them, for a
-    causal ``lm`` (an HFLM) whose model splits as ``split``; at most ``chunk`` positions' logits at a time."""
+    causal ``lm`` (an HFLM) whose model splits as ``split``; at most ``chunk`` positions' logits at a time,
+    the body run on at most ``body_rows(padded length)`` rows of a batch at a time."""
     reorder = Collator(
         requests, sort_fn=_sort_key, group_by="contexts" if lm.logits_cache else None, group_fn=_group_key
     )
@@ -75,7 +78,6 @@ def score_requests(
     progress = tqdm(
         total=len(requests), disable=disable_tqdm or lm.rank != 0, desc="Running loglikelihood requests"
     )
-    placeholder = torch.empty(1, 1, 1)  # Collator.get_cache wants logits; only its bookkeeping is used
     for batch in reorder.get_batched(n=batch_size, batch_fn=batch_fn):
         inputs, spans = [], []
         for _, context, continuation in batch:
@@ -92,35 +94,58 @@ def score_requests(
             inputs.append(torch.tensor(window, dtype=torch.long, device=lm.device))
             spans.append((len(window), len(continuation)))
         padded = max(length for length, _ in spans)
-        with forward_context(lm):
-            hidden = split.hidden_states(pad_and_concat(padded, inputs, padding_side="right"))
-        rows, length = hidden.shape[0], hidden.shape[1]
-        scored: list[_Scored] = []
-        for row, ((request_str, context, continuation), (inplen, _)) in enumerate(
-            zip(batch, spans, strict=True)
-        ):
-            end = row * length + inplen + (length - padded)  # the position after the last scored one
-            for member_str, member_continuation, _ in reorder.get_cache(
-                req_str=request_str, cxt_toks=context, cont_toks=continuation, logits=placeholder
+        # Every sub-batch is padded to the whole batch's length: each row is computed as in one forward pass.
+        step = body_rows(padded)
+        for first in range(0, len(batch), step):
+            rows = slice(first, first + step)
+            for answer in _score_rows(
+                lm, split, reorder, batch[rows], inputs[rows], spans[rows], padded, chunk
             ):
-                # A grouped request may have a shorter continuation: it is scored on the last positions.
-                count = len(member_continuation)
-                positions = torch.arange(end - count, end, device=hidden.device)
-                tokens = torch.tensor(member_continuation, dtype=torch.long, device=hidden.device)
-                scored.append(_Scored(member_str, positions, tokens))
-        with forward_context(lm):
-            log_probs, greedy = _score_positions(
-                split, hidden.reshape(rows * length, -1), scored, chunk, _Buffers(lm.softmax_dtype)
-            )
-        del hidden
-        for item, values in zip(scored, log_probs, strict=True):
-            answer = (float(values.sum()), bool((greedy[item.positions] == item.tokens).all()))
-            results.append(answer)
-            if item.request_str is not None:  # rolling windows are cached per document by the caller
-                lm.cache_hook.add_partial("loglikelihood", item.request_str, answer)
-            progress.update(1)
+                results.append(answer)
+                progress.update(1)
     progress.close()
     return reorder.get_original(results)
+
+
+def _score_rows(
+    lm: Any,
+    split: HeadSplit,
+    reorder: Collator,
+    batch: list[Request],
+    inputs: list[torch.Tensor],
+    spans: list[tuple[int, int]],
+    padded: int,
+    chunk: int,
+) -> list[tuple[float, bool]]:
+    """The answers of the requests of ``batch``'s rows (and of those lm-eval grouped with them), in
+    ``reorder``'s order, from one forward pass of the body on the rows padded to ``padded`` tokens."""
+    with forward_context(lm):
+        hidden = split.hidden_states(pad_and_concat(padded, inputs, padding_side="right"))
+    rows, length = hidden.shape[0], hidden.shape[1]
+    scored: list[_Scored] = []
+    placeholder = torch.empty(1, 1, 1)  # Collator.get_cache wants logits; only its bookkeeping is used
+    for row, ((request_str, context, continuation), (inplen, _)) in enumerate(zip(batch, spans, strict=True)):
+        end = row * length + inplen + (length - padded)  # the position after the last scored one
+        for member_str, member_continuation, _ in reorder.get_cache(
+            req_str=request_str, cxt_toks=context, cont_toks=continuation, logits=placeholder
+        ):
+            # A grouped request may have a shorter continuation: it is scored on the last positions.
+            count = len(member_continuation)
+            positions = torch.arange(end - count, end, device=hidden.device)
+            tokens = torch.tensor(member_continuation, dtype=torch.long, device=hidden.device)
+            scored.append(_Scored(member_str, positions, tokens))
+    with forward_context(lm):
+        log_probs, greedy = _score_positions(
+            split, hidden.reshape(rows * length, -1), scored, chunk, _Buffers(lm.softmax_dtype)
+        )
+    del hidden
+    answers = []
+    for item, values in zip(scored, log_probs, strict=True):
+        answer = (float(values.sum()), bool((greedy[item.positions] == item.tokens).all()))
+        answers.append(answer)
+        if item.request_str is not None:  # rolling windows are cached per document by the caller
+            lm.cache_hook.add_partial("loglikelihood", item.request_str, answer)
+    return answers
 
 
 def _score_positions(
@@ -155,8 +180,9 @@ def _score_positions(
 
 class _Buffers:
     """A chunk's log-softmax (and the ``dtype`` copy of 16-bit logits) in buffers reused by every chunk of a
-    batch (and freed before the next batch's forward pass): a fresh ~100 MB tensor per chunk is faulted in
-    page by page each time, which on a CPU costs about five times the log-softmax itself."""
+    sub-batch (and freed before the next sub-batch's forward pass, whose activations the budget also bounds):
+    a fresh ~100 MB tensor per chunk is faulted in page by page each time, which on a CPU costs about five
+    times the log-softmax itself."""
 
     def __init__(self, dtype: torch.dtype | None) -> None:
         self.dtype = dtype

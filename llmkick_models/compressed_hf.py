@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.head_split import HeadSplit, check_split, split_head
 from llmkick_models.logits_budget import (
+    body_row_bytes,
+    body_rows,
     bounded_batch_size,
     budget_bytes,
     bytes_per_logit,
@@ -63,7 +66,8 @@ class CompressedHFLM(HFLM):
 
     Loglikelihood requests are scored from the final hidden states, the LM head applied to a chunk of
     positions at a time within the logits budget (:mod:`llmkick_models.logits_budget`), so that no
-    ``batch x tokens x vocab`` tensor exists; ``llmkick_scoring["logits"]`` says whether this path or
+    ``batch x tokens x vocab`` tensor exists, and the model's body on as many rows of a batch at a time as the
+    same budget holds of its activations; ``llmkick_scoring["logits"]`` says whether this path or
     lm-eval's full logits scored the run.
     """
 
@@ -242,12 +246,15 @@ class CompressedHFLM(HFLM):
         self, requests: list[Any], disable_tqdm: bool = False, override_bs: int | None = None
     ) -> list[tuple[float, bool]]:
         """Continuations scored from the final hidden states, the LM head applied to a budgeted chunk of
-        positions at a time (:mod:`llmkick_models.chunked_loglikelihood`); where the model cannot be split at
+        positions at a time and the body to as many rows of a batch as the budget holds of its activations
+        (:mod:`llmkick_models.chunked_loglikelihood`); where the model cannot be split at
         its head, or ``$LLMKICK_SCORING=full-logits``, HFLM's full logits in batches cut to the budget."""
         if requests and self._resolve_scoring()["logits"] == "chunked":
             assert self._head_split is not None
             chunk = chunk_positions(self._vocab(), self.model.dtype, self.softmax_dtype, budget_bytes())
-            return score_requests(self, self._head_split, requests, chunk, disable_tqdm, override_bs)
+            return score_requests(
+                self, self._head_split, requests, chunk, self._body_rows, disable_tqdm, override_bs
+            )
         return self._full_logits(requests, disable_tqdm, override_bs)
 
     def _resolve_scoring(self) -> dict[str, Any]:
@@ -269,6 +276,9 @@ class CompressedHFLM(HFLM):
                 self._head_split = None if reason else split
         if reason is None:
             self._scoring = {"logits": "chunked"}
+            if body_row_bytes(self._text_config(), self.model.dtype, 1) is None:
+                log.warning("llmkick: the model's config names no hidden_size: its body runs on lm-eval's "
+                            "whole batches, their activations not bounded by the logits budget")  # fmt: skip
         else:
             self._scoring = {"logits": "full", "full_logits_reason": reason}
             if not reason.startswith("$"):
@@ -277,6 +287,16 @@ class CompressedHFLM(HFLM):
                     "budget): %s", reason,
                 )  # fmt: skip
         return self._scoring
+
+    def _body_rows(self, length: int) -> int:
+        """How many rows of ``length`` tokens one forward pass of the body may take: as many as the logits
+        budget holds of their estimated activations (all of lm-eval's batch when the config gives none)."""
+        row_bytes = body_row_bytes(self._text_config(), self.model.dtype, length)
+        return body_rows(row_bytes, budget_bytes()) if row_bytes is not None else sys.maxsize
+
+    def _text_config(self) -> Any:
+        config = self.model.config
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
 
     def _vocab(self) -> int:
         head = self.model.get_output_embeddings()

@@ -7,15 +7,18 @@ previous batch's log-softmax still bound to its loop variable).  With a 262k voc
 
 compressed-hf therefore scores from the final hidden states (:mod:`llmkick_models.chunked_loglikelihood`):
 the LM head runs on a chunk of scored positions at a time, and the budget bounds that chunk (``positions x
-vocab`` logits, their float32 copy and log-softmax); the batch is lm-eval's.  Where a model cannot be split
-at its head, or ``$LLMKICK_SCORING=full-logits`` asks for lm-eval's own path, the budget instead cuts each
-batch to as many sequences as fit it (at least one).  Scores are the same either way.  The budget is
-``$LLMKICK_LOGITS_BUDGET_MB`` (default 256 MiB).
+vocab`` logits, their float32 copy and log-softmax).  The batch is lm-eval's, but the model's body runs on
+as many of its rows at a time as the same budget holds of the body's activations (:func:`body_rows`: 16
+windows of 2048 tokens are ~1.1 GiB for Gemma-3-270m in float32), each sub-batch scored before the next one
+runs.  Where a model cannot be split at its head, or ``$LLMKICK_SCORING=full-logits`` asks for lm-eval's own
+path, the budget instead cuts each batch to as many sequences as fit their logits (at least one).  Scores
+are the same either way.  The budget is ``$LLMKICK_LOGITS_BUDGET_MB`` (default 256 MiB).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -74,3 +77,26 @@ def chunk_positions(vocab: int, model_dtype: torch.dtype, softmax_dtype: torch.d
     softmax = torch.finfo(softmax_dtype).bits // 8
     per_position = vocab * (logit + softmax + (softmax if softmax_dtype != model_dtype else 0))
     return max(1, budget // per_position)
+
+
+def body_row_bytes(config: Any, dtype: torch.dtype, length: int) -> int | None:
+    """An upper estimate of what one row of ``length`` tokens adds to a forward pass of the model's body
+    (``config``: its text config), None when the config names no ``hidden_size``.  Without gradients a layer's
+    activations are freed before the next layer runs, so this is one layer's: per token the MLP's two
+    projections and their product (3 x intermediate size), four hidden-size tensors (residual, normed input,
+    attention and MLP outputs), the queries, keys and values, and a row of attention scores per head
+    (``heads x length``; fused attention kernels skip them)."""
+    hidden = getattr(config, "hidden_size", None)
+    if not hidden:
+        return None
+    heads = getattr(config, "num_attention_heads", None) or 0  # none: an attention-free body (Mamba)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or (hidden // heads if heads else 0)
+    intermediate = getattr(config, "intermediate_size", None) or 4 * hidden  # GPT-2's n_inner=None: 4x
+    per_token = 3 * intermediate + 4 * hidden + (heads + 2 * kv_heads) * head_dim + heads * length
+    return per_token * length * dtype.itemsize
+
+
+def body_rows(row_bytes: int, budget: int) -> int:
+    """How many rows one forward pass of the body may take (>= 1): as many as ``budget`` holds."""
+    return max(1, budget // max(1, row_bytes))

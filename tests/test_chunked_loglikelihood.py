@@ -2,7 +2,8 @@
 
 The scores must equal lm-eval's full-logits path (``$LLMKICK_SCORING=full-logits``) on every tiny
 architecture, on architectures that transform the head's output (Gemma's soft-capping, Cohere's and
-Granite's scaling), and the LM head must never see more positions than the logits budget allows.
+Granite's scaling), and the LM head must never see more positions than the logits budget allows, nor the
+model's body more rows of a batch than the same budget holds of their estimated activations.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import transformers
 
 from llmkick_models.compressed_hf import CompressedHFLM
-from llmkick_models.logits_budget import BUDGET_ENV, SCORING_ENV, chunk_positions
+from llmkick_models.logits_budget import BUDGET_ENV, SCORING_ENV, body_row_bytes, chunk_positions
 from tiny_models import ARCHITECTURES, build_tokenizer
 
 #: Tiny configs of architectures whose forward pass transforms the LM head's output.
@@ -96,10 +97,16 @@ def _head_positions(lm: CompressedHFLM) -> list[int]:
 
 
 def _assert_chunked_equals_full(
-    lm: CompressedHFLM, monkeypatch: pytest.MonkeyPatch, chunk: int = 7, extra: list[Any] | None = None
+    lm: CompressedHFLM,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int = 7,
+    extra: list[Any] | None = None,
+    sub_batches: bool = True,
 ) -> None:
-    """Chunked and full-logits scores agree within 1e-6 relative, greedy flags exactly, and the LM head
-    never sees more than ``chunk`` positions (7 by default: windows and batches span several chunks)."""
+    """Chunked and full-logits scores agree within 1e-6 relative, greedy flags exactly, the LM head never
+    sees more than ``chunk`` positions (7 by default: windows and batches span several chunks), and the
+    body runs on sub-batches of lm-eval's batches (``sub_batches``: their activations are beyond so small a
+    budget)."""
     requests = _requests(lm) + (extra or [])
     # The reference is lm-eval's own full-logits path on the same batches (a batch cut changes the padded
     # lengths, and with them the rounding of the forward pass, by ~1e-5 of a log-prob on a real model).
@@ -111,8 +118,11 @@ def _assert_chunked_equals_full(
     _use(lm, monkeypatch, "chunked")
     assert lm.get_model_info()["llmkick_scoring"]["logits"] == "chunked"
     seen = _head_positions(lm)
+    bodies = _body_rows(lm)
     chunked = lm._loglikelihood_tokens(requests, disable_tqdm=True)
     assert seen and max(seen) == chunk
+    # the reference ran lm-eval's whole batches; a budget this small runs the body on fewer rows at a time
+    assert (max(bodies) < lm.batch_size_per_gpu) == sub_batches
     assert [ll for ll, _ in chunked] == pytest.approx([ll for ll, _ in full], rel=1e-6)
     assert [greedy for _, greedy in chunked] == [greedy for _, greedy in full]
     assert any(greedy for _, greedy in full) and not all(greedy for _, greedy in full)
@@ -142,26 +152,57 @@ def test_a_bfloat16_model_is_scored_the_same(tiny_llama_dir: Path, monkeypatch: 
     _assert_chunked_equals_full(lm, monkeypatch)
 
 
-def test_the_batch_is_lm_evals_and_the_budget_bounds_the_chunk(
+def _body_rows(lm: CompressedHFLM) -> list[int]:
+    """Rows per forward pass of the model's body, recorded from now on."""
+    seen: list[int] = []
+    lm.model.base_model.register_forward_pre_hook(
+        lambda _module, args, kwargs: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    return seen
+
+
+def _windows(lm: CompressedHFLM) -> list[Any]:
+    """Six perplexity-style requests: 40-token windows (lm-eval's batches of 4 and 2 at ``batch_size=4``)."""
+    return [(None, [lm.prefix_token_id], list(range(5 + i, 45 + i))) for i in range(6)]
+
+
+def test_the_budget_bounds_the_chunk_and_the_body_runs_one_window_at_a_time(
     tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4)
-    requests = [(None, [lm.prefix_token_id], list(range(5 + i, 45 + i))) for i in range(6)]
     # 0.05 MiB: ~17 positions of a 384-entry vocabulary, less than one 40-token window (the full-logits
-    # path would cut the batch to one sequence)
+    # path would cut the batch to one sequence), and less than one window's activations
     monkeypatch.setenv(BUDGET_ENV, "0.05")
     _use(lm, monkeypatch, "chunked")
-    bodies: list[int] = []
-    lm.model.base_model.register_forward_pre_hook(
-        lambda _module, args, kwargs: bodies.append(kwargs["input_ids"].shape[0]), with_kwargs=True
-    )
+    assert body_row_bytes(lm.model.config, torch.float32, 40) > 0.05 * 2**20
+    bodies = _body_rows(lm)
     heads = _head_positions(lm)
-    lm._loglikelihood_tokens(requests, disable_tqdm=True)
-    assert bodies == [4, 2]  # lm-eval's batches of 4
+    lm._loglikelihood_tokens(_windows(lm), disable_tqdm=True)
+    assert bodies == [1] * 6  # lm-eval's batches of 4 and 2, one row per forward pass
     chunk = chunk_positions(lm._vocab(), torch.float32, torch.float32, int(0.05 * 2**20))
     assert 1 < chunk < 40 and max(heads) == chunk
-    # each batch's 40-token windows in as many chunks as its positions need (a short last one is padded)
-    assert len(heads) == math.ceil(4 * 40 / chunk) + math.ceil(2 * 40 / chunk)
+    # each window in as many chunks as its positions need (a short last one is padded)
+    assert len(heads) == 6 * math.ceil(40 / chunk)
+
+
+def test_a_batch_beyond_the_budget_runs_in_sub_batches_with_the_same_scores(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4)
+    requests = _windows(lm)
+    _use(lm, monkeypatch, "chunked")
+    whole_bodies = _body_rows(lm)
+    whole = lm._loglikelihood_tokens(requests, disable_tqdm=True)  # the default budget holds a batch of 4
+    assert whole_bodies == [4, 2]
+    # a budget of two and a half windows' activations: sub-batches of two rows, each padded to its batch
+    monkeypatch.setenv(BUDGET_ENV, str(2.5 * body_row_bytes(lm.model.config, torch.float32, 40) / 2**20))
+    bodies = _body_rows(lm)
+    heads = _head_positions(lm)
+    split = lm._loglikelihood_tokens(requests, disable_tqdm=True)
+    assert bodies == [2, 2, 2]
+    assert heads == [80, 80, 80]  # each sub-batch scored on its own (the budget holds its 80 positions)
+    assert [ll for ll, _ in split] == pytest.approx([ll for ll, _ in whole], rel=1e-6)
+    assert [greedy for _, greedy in split] == [greedy for _, greedy in whole]
 
 
 def test_an_unknown_head_transform_falls_back_to_the_full_logits(
@@ -244,4 +285,5 @@ def test_gemma3_270m_chunked_scores_equal_the_full_logits(monkeypatch: pytest.Mo
     generator = torch.Generator().manual_seed(1)
     windows = [(None, [lm.prefix_token_id], torch.randint(3, 262_000, (512,), generator=generator).tolist())
                for _ in range(2)]  # fmt: skip
-    _assert_chunked_equals_full(lm, monkeypatch, chunk=100, extra=windows)
+    # a 100-position chunk's budget holds the activations of 8 windows of 512 tokens: no sub-batches
+    _assert_chunked_equals_full(lm, monkeypatch, chunk=100, extra=windows, sub_batches=False)

@@ -3,7 +3,9 @@ head) compressed-hf cuts loglikelihood batches to a logits memory budget; scores
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from llmkick_models.compressed_hf import CompressedHFLM
 from llmkick_models.logits_budget import (
     BUDGET_ENV,
     SCORING_ENV,
+    body_row_bytes,
+    body_rows,
     bounded_batch_size,
     budget_bytes,
     bytes_per_logit,
@@ -34,6 +38,46 @@ def test_the_chunk_is_cut_to_the_budget() -> None:
     assert chunk_positions(262_144, torch.float32, torch.float32, budget=256 * 2**20) == 128
     assert chunk_positions(262_144, torch.bfloat16, torch.float32, budget=10 * 262_144 * 5) == 5
     assert chunk_positions(262_144, torch.float32, torch.float32, budget=1) == 1  # never below one position
+
+
+def test_the_body_rows_are_cut_to_the_budget() -> None:
+    # Gemma-3-270m's shape: per token 3 x 2048 (MLP) + 4 x 640 + (4 + 2 x 1) x 256 (q, k, v) + 4 x 2048 scores
+    gemma = SimpleNamespace(hidden_size=640, intermediate_size=2048, num_attention_heads=4,
+                            num_key_value_heads=1, head_dim=256)  # fmt: skip
+    per_token = 3 * 2048 + 4 * 640 + 6 * 256 + 4 * 2048
+    assert body_row_bytes(gemma, torch.float32, 2048) == per_token * 2048 * 4
+    assert body_row_bytes(gemma, torch.bfloat16, 2048) == per_token * 2048 * 2
+    assert (
+        body_rows(per_token * 2048 * 4, 256 * 2**20) == 1
+        and body_rows(per_token * 2048 * 2, 256 * 2**20) == 3
+    )
+    assert body_rows(10**12, 1) == 1  # never below one row
+    # no attention heads (attention-free), no MLP width (GPT-2: 4 x hidden), no hidden size: no estimate
+    assert (
+        body_row_bytes(SimpleNamespace(hidden_size=64), torch.float32, 10) == (4 * 64 * 3 + 4 * 64) * 10 * 4
+    )
+    assert body_row_bytes(SimpleNamespace(d_model=64), torch.float32, 10) is None
+
+
+def test_a_config_without_a_hidden_size_runs_whole_batches_with_a_warning(
+    tiny_llama_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import llmkick_models.compressed_hf as compressed_hf
+
+    monkeypatch.setattr(compressed_hf, "body_row_bytes", lambda config, dtype, length: None)
+    monkeypatch.setenv(BUDGET_ENV, "0.01")  # far below a row's activations, were they estimated
+    lm = CompressedHFLM(pretrained=str(tiny_llama_dir), device="cpu", batch_size=4)
+    bodies: list[int] = []
+    lm.model.base_model.register_forward_pre_hook(
+        lambda _module, args, kwargs: bodies.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    with caplog.at_level(logging.WARNING):
+        lm._loglikelihood_tokens(
+            [(None, [lm.prefix_token_id], list(range(5 + i, 25 + i))) for i in range(6)], disable_tqdm=True
+        )
+    assert bodies[-2:] == [4, 2]  # after the split's probe: lm-eval's batches
+    assert ("llmkick: the model's config names no hidden_size: its body runs on lm-eval's whole batches, "
+            "their activations not bounded by the logits budget") in caplog.text  # fmt: skip
 
 
 def test_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -186,6 +186,39 @@ def test_fingerprint_covers_tasks_options_compression_and_data(
     assert fingerprint_changes(None, plan.fingerprints["dense"])[0].startswith("no fingerprint")
 
 
+def test_the_scoring_method_is_in_the_fingerprint(
+    tiny_llama_dir: Path, local_task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMKICK_SCORING", raising=False)
+    plan = _plan(tiny_llama_dir, local_task_dir)
+    assert plan.common["environment"] == {"LLMKICK_SCORING": "chunked"}
+    _mark_finished(plan, tmp_path)
+    monkeypatch.setenv("LLMKICK_SCORING", "chunked")  # the default, named: the same setting
+    assert stale_points(_plan(tiny_llama_dir, local_task_dir), tmp_path) == {}
+
+    monkeypatch.setenv("LLMKICK_SCORING", "full-logits")  # scores differ in the last digits: not reused
+    changed = stale_points(_plan(tiny_llama_dir, local_task_dir), tmp_path)
+    assert changed == {
+        point: ["environment.LLMKICK_SCORING: 'chunked' -> 'full-logits'"]
+        for point in ("dense", "wanda-2of4")
+    }
+
+    older = (
+        tmp_path / "points" / "dense" / "fingerprint.json"
+    )  # as an llmkick that did not record it wrote it
+    written = json.loads(older.read_text())
+    del written["environment"]
+    older.write_text(json.dumps(written))
+    monkeypatch.delenv("LLMKICK_SCORING")
+    assert stale_points(_plan(tiny_llama_dir, local_task_dir), tmp_path) == {
+        "dense": ["environment.LLMKICK_SCORING: (absent) -> 'chunked'"]
+    }
+
+    monkeypatch.setenv("LLMKICK_SCORING", "fast")
+    with pytest.raises(ValueError, match=r"\$LLMKICK_SCORING='fast': allowed chunked or full-logits"):
+        _plan(tiny_llama_dir, local_task_dir)
+
+
 def test_misspelled_compress_args_stop_before_point_1(
     tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -108,6 +108,15 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _environment() -> dict[str, str]:
+    """The environment variables that change a point's numbers, as the point's lm-eval will read them (it
+    inherits the sweep's environment): ``$LLMKICK_SCORING`` (chunked or full-logits scoring differ in the
+    last digits), resolved so that unset and its default are the same setting; a bad value fails here."""
+    from llmkick_models.logits_budget import SCORING_ENV, scoring_method
+
+    return {SCORING_ENV: scoring_method()}
+
+
 def common_fingerprint(base_model_args: str, tasks: str, namespace: Any, config: Any) -> dict[str, Any]:
     """What determines every point's numbers besides the point itself."""
     from lm_eval.utils import simple_parse_args_string
@@ -132,6 +141,7 @@ def common_fingerprint(base_model_args: str, tasks: str, namespace: Any, config:
         "tasks": sorted(t.strip() for t in tasks.split(",") if t.strip()),
         "lm_eval_options": json.loads(json.dumps(options, sort_keys=True, default=str)),
         "data_dir": _path_identity(data_dir) if data_dir else None,
+        "environment": _environment(),
         "versions": _versions(),
     }
 
