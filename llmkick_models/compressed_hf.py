@@ -27,6 +27,7 @@ from llmkick_models.engine.compress import compress_model
 from llmkick_models.engine.report import CompressionReport
 from llmkick_models.head_split import HeadSplit, check_split, split_head
 from llmkick_models.logits_budget import (
+    body_budget_bytes,
     body_row_bytes,
     body_rows,
     bounded_batch_size,
@@ -289,10 +290,11 @@ class CompressedHFLM(HFLM):
         return self._scoring
 
     def _body_rows(self, length: int) -> int:
-        """How many rows of ``length`` tokens one forward pass of the body may take: as many as the logits
-        budget holds of their estimated activations (all of lm-eval's batch when the config gives none)."""
+        """How many rows of ``length`` tokens one forward pass of the body may take: as many as the body's
+        budget on this device holds of their estimated activations (all of lm-eval's batch when the config
+        gives none)."""
         row_bytes = body_row_bytes(self._text_config(), self.model.dtype, length)
-        return body_rows(row_bytes, budget_bytes()) if row_bytes is not None else sys.maxsize
+        return body_rows(row_bytes, body_budget_bytes(self.device)) if row_bytes is not None else sys.maxsize
 
     def _text_config(self) -> Any:
         config = self.model.config

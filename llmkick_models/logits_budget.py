@@ -97,6 +97,18 @@ def body_row_bytes(config: Any, dtype: torch.dtype, length: int) -> int | None:
     return per_token * length * dtype.itemsize
 
 
+def body_budget_bytes(device: torch.device | str) -> int:
+    """The activation budget of one forward pass of the body on ``device``: ``$LLMKICK_LOGITS_BUDGET_MB`` when
+    set; else the default on the CPU (host memory is what the bound protects), and on an accelerator half of
+    the device memory free now, at least the default -- there small sub-batches cost throughput, and its
+    memory is reported exactly, unlike a shared host's."""
+    device = torch.device(device)
+    if os.environ.get(BUDGET_ENV) not in (None, "") or device.type != "cuda":
+        return budget_bytes()
+    free, _total = torch.cuda.mem_get_info(device)
+    return max(budget_bytes(), free // 2)
+
+
 def body_rows(row_bytes: int, budget: int) -> int:
     """How many rows one forward pass of the body may take (>= 1): as many as ``budget`` holds."""
     return max(1, budget // max(1, row_bytes))

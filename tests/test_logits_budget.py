@@ -14,6 +14,7 @@ from llmkick_models.compressed_hf import CompressedHFLM
 from llmkick_models.logits_budget import (
     BUDGET_ENV,
     SCORING_ENV,
+    body_budget_bytes,
     body_row_bytes,
     body_rows,
     bounded_batch_size,
@@ -141,3 +142,17 @@ def test_a_16_bit_model_is_budgeted_for_its_float32_log_softmax(
     monkeypatch.setenv(BUDGET_ENV, str(2.5 * per_sequence / 2**20))  # room for two such sequences
     lm._loglikelihood_tokens(requests)
     assert seen == [2, 2, 2]
+
+
+def test_the_body_budget_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU keeps the default (host memory is what is protected); a GPU gets half its free memory, so
+    lm-eval's batches are not cut into small sub-batches there; an explicit budget wins everywhere."""
+    monkeypatch.delenv("LLMKICK_LOGITS_BUDGET_MB", raising=False)
+    free = 40 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * 2**30))
+    assert body_budget_bytes("cpu") == budget_bytes() == 256 * 2**20
+    assert body_budget_bytes(torch.device("cuda", 0)) == free // 2
+    free = 100 * 2**20  # a nearly full GPU still gets the default, not less
+    assert body_budget_bytes("cuda:0") == 256 * 2**20
+    monkeypatch.setenv("LLMKICK_LOGITS_BUDGET_MB", "64")
+    assert body_budget_bytes("cuda:0") == body_budget_bytes("cpu") == 64 * 2**20
