@@ -53,7 +53,10 @@ class MetricView:
 
     @property
     def dense(self) -> PointResult | None:
-        """The run's dense point."""
+        """The dense point of the figure's points, which are one model's (a --models run is drawn per model:
+        one dense line for several models would pair points with another model's dense)."""
+        if len({p.point.get("model") for p in self.points}) > 1:
+            raise ValueError("a figure against dense takes one model's points; draw each model on its own")
         return dense_point(self.points)
 
     def value(self, point: PointResult | None) -> float | None:
@@ -97,6 +100,13 @@ def score_axis(axis: Any, metric: str) -> None:
         axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     axis.set_ylabel(metric.split(",")[0])
     axis.grid(alpha=0.3)
+
+
+def model_prefix(points: list[PointResult]) -> str:
+    """``"LABEL: "`` when the points are one model's of a --models run (its figure names the model, which
+    its file name under ``models/LABEL/`` alone would not show once the PNG is opened), else ``""``."""
+    labels = {p.point.get("model") or "" for p in points}
+    return f"{labels.pop()}: " if len(labels) == 1 and "" not in labels else ""
 
 
 def series(point: PointResult) -> str:
@@ -156,7 +166,8 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
         view = MetricView(points, compared, task, metric)
         name = metric.split(",")[0]
         figure = _draw_metric(plt, view, panels, next((c for c in columns if is_perplexity(c[1])), None))
-        figure.suptitle(f"{task} — {name}\n(bars: paired 95% interval vs dense)", fontsize=10)
+        figure.suptitle(f"{model_prefix(points)}{task} — {name}\n(bars: paired 95% interval vs dense)",
+                        fontsize=10)  # fmt: skip
         figure.tight_layout()
         stem = task if len([c for c in columns if c[0] == task]) == 1 else f"{task}_{name}"
         written.append(out_dir / f"plot_{stem}.png")
