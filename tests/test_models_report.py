@@ -116,9 +116,9 @@ def test_the_tables_against_dense_are_in_each_models_section(tmp_path: Path) -> 
     assert "Dense reference: `big--dense`" in big
     quantization = _section(big, "### Quantization: method × bits against dense").splitlines()
     assert quantization[4].startswith("| dense | 16 | 1 | 1 | 0.9 |")
-    assert quantization[5].startswith("| big: gptq nsamples=8 | 4 | ") and "0.85 · -5.6% [" in quantization[5]
+    assert quantization[5].startswith("| gptq nsamples=8 | 4 | ") and "0.85 · -5.6% [" in quantization[5]
     axis = _section(big, "### Axis nsamples")
-    assert "| big: dense | – | 0.9 |" in axis and "small" not in axis
+    assert "| dense | – | 0.9 |" in axis and "| wanda s0.5 | 8 | 0.7 " in axis and "small" not in axis
     assert "![models/big/plot_stored_size](models/big/plot_stored_size.png)" in big
     assert "## Quantization" not in text.split("## Model small")[0]  # no table of both models' points
 

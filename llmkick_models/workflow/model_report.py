@@ -116,7 +116,7 @@ def models_section(
 def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> list[Path]:
     """``models.png``: per headline metric, the score (top) and the relative change from the model's own
     dense (bottom) against the model's parameter count, one line per method setting (dense included)."""
-    from llmkick_models.workflow.report_plots import pyplot
+    from llmkick_models.workflow.report_plots import pyplot, series
 
     models = run_models(points)
     sizes = {label: _parameters(members) for label, members in models.items()}
@@ -132,8 +132,7 @@ def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> lis
                 score = point.trusted_score(task, metric)
                 found = compared.get((point.point["id"], task, metric))
                 change = found.relative if isinstance(found, Comparison) else None
-                line = point.point.get("series", "").removeprefix(f"{label}: ")
-                line = "dense" if point.point["method"] == "none" else line
+                line = "dense" if point.point["method"] == "none" else series(point)
                 if score is not None:
                     lines.setdefault(line, []).append((sizes[label] or 0.0, score, change))
         for line, values in sorted(lines.items()):

@@ -110,8 +110,11 @@ def model_prefix(points: list[PointResult]) -> str:
 
 
 def series(point: PointResult) -> str:
-    """The line a point belongs to: its method, with joint bits and --grid values (older runs: method)."""
-    return point.point.get("series") or point.point["method"]
+    """The line a point belongs to: its method, with joint bits and --grid values (older runs: method);
+    without the model of a --models run, which the figure or section that shows it names."""
+    name = point.point.get("series") or point.point["method"]
+    model = point.point.get("model")
+    return name.removeprefix(f"{model}: ") if model else name
 
 
 @dataclass
