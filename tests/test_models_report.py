@@ -5,6 +5,7 @@ answers, so a point paired with the other model's dense shows."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,7 @@ def test_the_tables_against_dense_are_in_each_models_section(tmp_path: Path) -> 
     assert "| dense | – | 0.9 |" in axis and "| wanda s0.5 | 8 | 0.7 " in axis and "small" not in axis
     assert "![models/big/plot_stored_size](models/big/plot_stored_size.png)" in big
     assert "## Quantization" not in text.split("## Model small")[0]  # no table of both models' points
+    assert "## Each point against its own model's dense, on the same documents" in text
 
 
 def test_the_readings_pair_each_point_with_its_own_models_dense(tmp_path: Path) -> None:
@@ -145,3 +147,16 @@ def test_the_readings_pair_each_point_with_its_own_models_dense(tmp_path: Path) 
     assert "quantization" not in data and "distinct_tokens" not in data  # per model only
     [entry] = [e for e in data["lost"] if e["point"] == "big--wanda-s0.5-nsamples_8"]
     assert entry["documents"][0]["dense_answer"] == "big dense answer is number 14 today"
+
+
+def test_a_model_without_its_dense_gets_no_verdict_and_is_still_named(tmp_path: Path) -> None:
+    _two_model_run(tmp_path)
+    shutil.rmtree(tmp_path / "points" / "big--dense")
+    report, _ = write_report(tmp_path)
+    text = report.read_text()
+    assert "big (`org/big`)" in text.splitlines()[0]
+    big = _section(text, "## Model big (`org/big`)")
+    assert "This model has no finished dense point: its points get no verdict." in big
+    assert "| big--gptq-4bit-nsamples_8 | gptq | – | – | 4 | 0 | 0.8145 | 0.85 |" in big  # no verdict mark
+    assert "No dense point among these points: matching verdicts need one." in big
+    assert "**big--dense**: not run yet" in text

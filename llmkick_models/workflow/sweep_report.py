@@ -62,6 +62,8 @@ from llmkick_models.workflow.stored_size import STORAGE_MODEL, point_size
 from llmkick_models.workflow.unfinished_points import unfinished_points, unfinished_section
 
 REPORT_SCHEMA = "llmkick-report/1"
+#: What a point of a --models run is compared with.
+OWN_DENSE = "its own model's dense"
 
 
 def problems_section(found: list[tuple[str, Finding]]) -> str:
@@ -229,7 +231,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         *filter(None, [unfinished_section(unfinished)]),
         *overview,
         f"Stored size: {STORAGE_MODEL}\n",
-        "## Each point against dense, on the same documents",
+        f"## Each point against {OWN_DENSE if models else 'dense'}, on the same documents",
         "",
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
         *[figure_link(plot, run_dir) for plot in top],
