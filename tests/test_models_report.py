@@ -68,17 +68,17 @@ def _dense_levels(figure: Any) -> list[float]:
 
 
 @pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[float]]:
-    """Per figure written (its path under the run, as posix), the dense levels it draws."""
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Per figure written (its path under the run, as posix), the figure (still written)."""
     from matplotlib.figure import Figure
 
-    found: dict[str, list[float]] = {}
+    found: dict[str, Any] = {}
     save = Figure.savefig
 
     def capture(figure: Figure, path: object, *args: object, **kwargs: object) -> None:
         where = Path(str(path))
         found["/".join(where.parts[-3:] if where.parent.parent.name == "models" else where.parts[-1:])] = (
-            _dense_levels(figure)
+            figure
         )
         save(figure, path, *args, **kwargs)
 
@@ -96,14 +96,14 @@ def test_the_title_names_every_model(tmp_path: Path) -> None:
 
 
 def test_every_figure_against_dense_is_drawn_per_model_with_its_own_dense(
-    tmp_path: Path, drawn: dict[str, list[float]]
+    tmp_path: Path, drawn: dict[str, Any]
 ) -> None:
     _two_model_run(tmp_path)
     _, plots = write_report(tmp_path)
     for model, dense in [("small", 0.6), ("big", 0.9)]:
         for name in ("plot_qa.png", "plot_stored_size.png", "axis_nsamples.png"):
             assert tmp_path / "models" / model / name in plots
-            levels = drawn[f"models/{model}/{name}"]
+            levels = _dense_levels(drawn[f"models/{model}/{name}"])
             assert levels and levels == [pytest.approx(dense)] * len(levels), (model, name, levels)
     # no figure against dense at the top of the run: it would hold two models' points and one dense
     assert {name for name in drawn if "/" not in name} == {"models.png"}
@@ -160,3 +160,36 @@ def test_a_model_without_its_dense_gets_no_verdict_and_is_still_named(tmp_path: 
     assert "| big--gptq-4bit-nsamples_8 | gptq | – | – | 4 | 0 | 0.8145 | 0.85 |" in big  # no verdict mark
     assert "No dense point among these points: matching verdicts need one." in big
     assert "**big--dense**: not run yet" in text
+
+
+def _legend_labels(axis: Any) -> list[str]:
+    legend = axis.get_legend()
+    return [] if legend is None else [text.get_text() for text in legend.get_texts()]
+
+
+def test_each_series_is_named_in_a_legend_of_the_panel_it_is_drawn_in(tmp_path: Path, drawn: dict) -> None:
+    _two_model_run(tmp_path)
+    write_report(tmp_path)
+    sparsity, bits = drawn["models/big/plot_qa.png"].axes[:2]  # the top row: scores
+    assert "wanda nsamples=8" in _legend_labels(sparsity)  # the model is in the figure's title, not here
+    assert _legend_labels(bits) == ["gptq nsamples=32", "gptq nsamples=8"]  # drawn only in the bits panel
+    assert drawn["models/big/plot_qa.png"].texts[0].get_text().startswith("big: qa — acc")
+
+
+def test_the_cross_model_figure_keeps_each_series_color_and_names_the_models(
+    tmp_path: Path, drawn: dict
+) -> None:
+    _two_model_run(tmp_path)
+    write_report(tmp_path)
+    top, bottom = drawn["models.png"].axes
+    colors = {line.get_label(): line.get_color() for line in top.get_lines()}
+    changes = {line.get_label(): (line.get_color(), list(line.get_ydata())) for line in bottom.get_lines()
+               if not line.get_label().startswith("_")}  # fmt: skip
+    assert set(changes) == set(colors) and len(colors) == 7  # dense and six settings
+    assert all(changes[label][0] == colors[label] for label in colors)
+    assert changes["dense"][1] == [0.0, 0.0]
+    assert changes["wanda nsamples=8"][1] == [pytest.approx(-100 / 3), pytest.approx(-200 / 9)]  # 8/12, 14/18
+    assert [tick.get_text() for tick in bottom.get_xticklabels()] == [
+        f"small\n{2 * N:.3g}",
+        f"big\n{4 * N:.3g}",
+    ]

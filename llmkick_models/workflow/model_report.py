@@ -115,8 +115,13 @@ def models_section(
 
 def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> list[Path]:
     """``models.png``: per headline metric, the score (top) and the relative change from the model's own
-    dense (bottom) against the model's parameter count, one line per method setting (dense included)."""
-    from llmkick_models.workflow.report_plots import pyplot, series
+    dense (bottom; dense itself at 0) against the model's parameter count, each model's ticks named, one
+    line per method setting in one color in both panels, dense in black; one legend below the panels."""
+    import math
+
+    from matplotlib.ticker import NullLocator
+
+    from llmkick_models.workflow.report_plots import pyplot, score_axis, series, style_changes
 
     models = run_models(points)
     sizes = {label: _parameters(members) for label, members in models.items()}
@@ -124,30 +129,43 @@ def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> lis
         return []
     plt = pyplot()
     columns = list(report_columns(points))
-    figure, axes = plt.subplots(2, len(columns), figsize=(5 * len(columns), 7), squeeze=False, sharex="col")
+    names = sorted({series(p) for p in points if p.point["method"] != "none"})
+    colors = {"dense": "black", **{name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}}
+    figure, axes = plt.subplots(2, len(columns), figsize=(5 * len(columns), 7.5), squeeze=False, sharex="col")
     for column, (task, metric) in enumerate(columns):
+        top, bottom = axes[0][column], axes[1][column]
         lines: dict[str, list[tuple[float, float, float | None]]] = {}
         for label, members in models.items():
             for point in members:
                 score = point.trusted_score(task, metric)
                 found = compared.get((point.point["id"], task, metric))
-                change = found.relative if isinstance(found, Comparison) else None
-                line = "dense" if point.point["method"] == "none" else series(point)
+                dense = point.point["method"] == "none"
+                change = 0.0 if dense else found.relative if isinstance(found, Comparison) else None
                 if score is not None:
-                    lines.setdefault(line, []).append((sizes[label] or 0.0, score, change))
-        for line, values in sorted(lines.items()):
+                    lines.setdefault("dense" if dense else series(point), []).append(
+                        (sizes[label] or 0.0, score, change)
+                    )
+        for line, values in sorted(lines.items(), key=lambda item: (item[0] != "dense", item[0])):
             values.sort()
-            axes[0][column].plot([v[0] for v in values], [v[1] for v in values], marker="o", label=line)
+            top.plot(
+                [v[0] for v in values], [v[1] for v in values], marker="o", color=colors[line], label=line
+            )
             changed = [(v[0], 100 * v[2]) for v in values if v[2] is not None]
             if changed:
-                axes[1][column].plot(*zip(*changed, strict=True), marker="o", label=line)
-        axes[0][column].set_title(f"{task} — {metric.split(',')[0]}", fontsize=9)
-        axes[0][column].legend(fontsize=7)
-        axes[1][column].axhspan(-5, 5, color="grey", alpha=0.15)
-        axes[1][column].set_ylabel("change from dense (%)")
-        axes[1][column].set_xlabel("parameters")
-        axes[1][column].set_xscale("log")
-    figure.tight_layout()
+                bottom.plot(*zip(*changed, strict=True), marker="o", color=colors[line], label=line)
+        top.set_title(f"{task} — {metric.split(',')[0]}", fontsize=9)
+        score_axis(top, metric)
+        style_changes(bottom)
+        bottom.set_xscale("log")
+        bottom.set_xticks(list(sizes.values()), [f"{label}\n{size:.3g}" for label, size in sizes.items()])
+        bottom.xaxis.set_minor_locator(NullLocator())
+        bottom.set_xlabel("parameters (model_num_parameters)")
+    # One legend below the panels, as the size figure: inside a panel it hides points.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    per_row = min(4, 2 * len(columns))  # as many as the figure's width holds
+    figure.legend(handles, labels, loc="lower center", ncol=per_row, fontsize=7, frameon=False)
+    figure.suptitle("Across models: each point against its own model's dense", fontsize=10)
+    figure.tight_layout(rect=(0, 0.03 * math.ceil(len(labels) / per_row) + 0.02, 1, 1))
     written = run_dir / "models.png"
     figure.savefig(written, dpi=110)
     plt.close(figure)

@@ -186,6 +186,7 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
         2 if relative else 1, len(panels.members), figsize=(5.2 * len(panels.members), 7 if relative else 4),
         squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 2]} if relative else None,
     )  # fmt: skip
+    shown: tuple[set[str], set[str]] = (set(), set())  # legend entries already given (top, bottom)
     for column, (panel, members) in enumerate(panels.members.items()):
         top, bottom = axes[0][column], axes[1][column] if relative else None
         group = [m for m in panels.methods if any(series(p) == m for p in members)]
@@ -197,13 +198,23 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
             _draw_series(view, (xs, dense_x), chosen, (top, bottom), panels.style(method, k), perplexity)
         dense_lines(top, view)
         if bottom is not None:
-            _style_changes(bottom, column)
+            style_changes(bottom)
+            new_legend(bottom, shown[1], ncol=2)
         _style_x(bottom if bottom is not None else top, panel, panels.labels[panel])
         score_axis(top, view.metric)
         top.set_title(panel if len(panels.members) > 1 else "")
-        if column == 0:
-            top.legend(fontsize=7)
+        new_legend(top, shown[0])
     return figure
+
+
+def new_legend(axis: Any, shown: set[str], ncol: int = 1) -> None:
+    """A legend of the panel's entries that no panel to its left has given (added to ``shown``): a series
+    drawn only in a later panel (a quantizer in the bits panel) is named where it is drawn."""
+    entries = [(handle, label) for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
+               if label not in shown]  # fmt: skip
+    if entries:
+        axis.legend([h for h, _ in entries], [label for _, label in entries], fontsize=7, ncol=ncol)
+        shown.update(label for _, label in entries)
 
 
 def _draw_series(
@@ -263,7 +274,7 @@ def _draw_changes(
                         [r[3] for r in rows]], linestyle=line, **style)  # fmt: skip
 
 
-def _style_changes(bottom: Any, column: int) -> None:
+def style_changes(bottom: Any) -> None:
     """The change-from-dense axis: the ±5% band, signed percents, symlog beyond ±100% when needed."""
     from matplotlib.ticker import FuncFormatter
 
@@ -279,8 +290,6 @@ def _style_changes(bottom: Any, column: int) -> None:
         bottom.set_yticks([t for t in SYMLOG_TICKS if low <= t <= high])
     bottom.yaxis.set_major_formatter(FuncFormatter(_percent))
     bottom.grid(alpha=0.3)
-    if column == 0:
-        bottom.legend(fontsize=7, ncol=2)
 
 
 def _style_x(axis: Any, panel: str, labels: list[Any]) -> None:
