@@ -193,3 +193,22 @@ def test_the_cross_model_figure_keeps_each_series_color_and_names_the_models(
         f"small\n{2 * N:.3g}",
         f"big\n{4 * N:.3g}",
     ]
+
+
+def test_the_by_group_figure_is_drawn_per_model_with_its_own_dense(tmp_path: Path, drawn: dict) -> None:
+    points = per_model(plan_grid(["wanda"], sparsities=[0.5]), ["org/small", "org/big"]).points
+    write_sweep(tmp_path, points, "summ")
+    for point in points:
+        level = (6.0 if point.model == "small" else 9.0) - (1.0 if point.sparsity else 0.0)
+        summ = {"coherence": [level] * 12, "coherence_short": [level] * 6 + [None] * 6,
+                "coherence_long": [None] * 6 + [level] * 6}  # fmt: skip
+        write_point(tmp_path, point.point_id, {"summ": summ}, judged={"summ": "summarization"})
+    report, plots = write_report(tmp_path)
+    for model, dense in [("small", 6.0), ("big", 9.0)]:
+        assert tmp_path / "models" / model / "plot_summ_by_group.png" in plots
+        levels = _dense_levels(drawn[f"models/{model}/plot_summ_by_group.png"])
+        assert levels and levels == [dense] * len(levels)
+        assert (
+            f"![models/{model}/plot_summ_by_group](models/{model}/plot_summ_by_group.png)"
+            in report.read_text()
+        )
