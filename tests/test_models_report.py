@@ -123,6 +123,7 @@ def test_the_tables_against_dense_are_in_each_models_section(tmp_path: Path) -> 
     assert "![models/big/plot_stored_size](models/big/plot_stored_size.png)" in big
     assert "## Quantization" not in text.split("## Model small")[0]  # no table of both models' points
     assert "## Each point against its own model's dense, on the same documents" in text
+    assert text.index("## Across models\n\n![models](models.png)") < text.index("## Model small")
 
 
 def test_the_readings_pair_each_point_with_its_own_models_dense(tmp_path: Path) -> None:

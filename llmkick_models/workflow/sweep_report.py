@@ -205,9 +205,10 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     found = problems(points)
     sweep = json.loads((run_dir / "sweep.json").read_text())
     per_model, plots, models = models_section(points, compared, run_dir)
-    if models:  # the cross-model figure; every figure and table against dense is in the model sections
+    if models:  # the cross-model figure first; every figure and table against dense is in the model sections
         top = plot_models(points, run_dir, compared)
-        overview = [per_model]
+        across = ["## Across models", "", *[figure_link(plot, run_dir) for plot in top], ""] if top else []
+        overview = [*across, per_model]
     else:
         top = [*plot_run(points, run_dir, compared), *plot_stored_size(points, run_dir, compared),
                *plot_axes(points, run_dir, compared)]  # fmt: skip
@@ -234,7 +235,7 @@ def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
         f"## Each point against {OWN_DENSE if models else 'dense'}, on the same documents",
         "",
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
-        *[figure_link(plot, run_dir) for plot in top],
+        *[figure_link(plot, run_dir) for plot in ([] if models else top)],
         "",
         *filter(None, [readings_section(points, groups, by_group)]),
         *[figure_link(plot, run_dir) + "\n" for plot in group_plots],
