@@ -189,7 +189,10 @@ def test_the_cross_model_figure_keeps_each_series_color_and_names_the_models(
     assert set(changes) == set(colors) and len(colors) == 7  # dense and six settings
     assert all(changes[label][0] == colors[label] for label in colors)
     assert changes["dense"][1] == [0.0, 0.0]
-    assert changes["wanda nsamples=8"][1] == [pytest.approx(-100 / 3), pytest.approx(-200 / 9)]  # 8/12, 14/18
+    assert changes["wanda-s0.5-nsamples_8"][1] == [
+        pytest.approx(-100 / 3),
+        pytest.approx(-200 / 9),
+    ]  # 8/12, 14/18
     assert [tick.get_text() for tick in bottom.get_xticklabels()] == [
         f"small\n{2 * N:.3g}",
         f"big\n{4 * N:.3g}",
@@ -213,3 +216,25 @@ def test_the_by_group_figure_is_drawn_per_model_with_its_own_dense(tmp_path: Pat
             f"![models/{model}/plot_summ_by_group](models/{model}/plot_summ_by_group.png)"
             in report.read_text()
         )
+
+
+def test_the_cross_model_figure_draws_a_line_per_setting_and_a_dense_only_model_gets_no_figure(
+    tmp_path: Path, drawn: dict
+) -> None:
+    points = per_model(plan_grid(["wanda"], sparsities=[0.2, 0.5]), ["org/small", "org/big"]).points
+    write_sweep(tmp_path, points, "qa")
+    for point in points[:4]:  # big's pruned points are not run yet
+        right = {None: 12, 0.2: 11, 0.5: 8}[point.sparsity] + (6 if point.model == "big" else 0)
+        write_point(tmp_path, point.point_id, {"qa": {"acc": [1] * right + [0] * (DOCUMENTS - right)}},
+                    parameters=(2 if point.model == "small" else 4) * N)  # fmt: skip
+    report, plots = write_report(tmp_path)
+    top = drawn["models.png"].axes[0]
+    lines = {line.get_label(): list(line.get_xdata()) for line in top.get_lines()}
+    assert lines == {
+        "dense": [2 * N, 4 * N],
+        "wanda-s0.2": [2 * N],
+        "wanda-s0.5": [2 * N],
+    }  # not one wanda line
+    assert all("models/big" not in str(plot) for plot in plots)
+    big = _section(report.read_text(), "## Model big (`org/big`)")
+    assert "Dense reference: `big--dense`" in big and "![" not in big

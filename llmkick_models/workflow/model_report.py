@@ -86,10 +86,11 @@ def models_section(
 
     blocks, plots, data = [], [], []
     for label, members in run_models(points).items():
+        compressed = any(p.point["method"] != "none" for p in members)  # else no figure: nothing to draw
         written = each_model(members, run_dir, lambda m, folder: [
             *plot_run(m, folder, compared), *plot_stored_size(m, folder, compared),
             *plot_axes(m, folder, compared),
-        ])  # fmt: skip
+        ]) if compressed else []  # fmt: skip
         plots += written
         pretrained = members[0].point.get("pretrained", label)
         dense = dense_point(members)
@@ -116,12 +117,13 @@ def models_section(
 def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> list[Path]:
     """``models.png``: per headline metric, the score (top) and the relative change from the model's own
     dense (bottom; dense itself at 0) against the model's parameter count, each model's ticks named, one
-    line per method setting in one color in both panels, dense in black; one legend below the panels."""
+    line per point setting (its id without the model: ``wanda-s0.5``) in one color in both panels, dense in
+    black; one legend below the panels."""
     import math
 
     from matplotlib.ticker import NullLocator
 
-    from llmkick_models.workflow.report_plots import pyplot, score_axis, series, style_changes
+    from llmkick_models.workflow.report_plots import pyplot, score_axis, style_changes
 
     models = run_models(points)
     sizes = {label: _parameters(members) for label, members in models.items()}
@@ -129,7 +131,8 @@ def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> lis
         return []
     plt = pyplot()
     columns = list(report_columns(points))
-    names = sorted({series(p) for p in points if p.point["method"] != "none"})
+    names = sorted({p.point["id"].removeprefix(f"{p.point['model']}--") for p in points
+                    if p.point["method"] != "none"})  # fmt: skip
     colors = {"dense": "black", **{name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}}
     figure, axes = plt.subplots(2, len(columns), figsize=(5 * len(columns), 7.5), squeeze=False, sharex="col")
     for column, (task, metric) in enumerate(columns):
@@ -141,10 +144,10 @@ def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> lis
                 found = compared.get((point.point["id"], task, metric))
                 dense = point.point["method"] == "none"
                 change = 0.0 if dense else found.relative if isinstance(found, Comparison) else None
+                # A line joins the same setting across models: the point id without the model's label.
+                setting = "dense" if dense else point.point["id"].removeprefix(f"{label}--")
                 if score is not None:
-                    lines.setdefault("dense" if dense else series(point), []).append(
-                        (sizes[label] or 0.0, score, change)
-                    )
+                    lines.setdefault(setting, []).append((sizes[label] or 0.0, score, change))
         for line, values in sorted(lines.items(), key=lambda item: (item[0] != "dense", item[0])):
             values.sort()
             top.plot(
