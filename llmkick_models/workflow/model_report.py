@@ -107,7 +107,8 @@ def models_section(
                    ""]  # fmt: skip
         data.append({
             "label": label, "pretrained": pretrained, "dense": dense.point["id"] if dense else None,
-            "parameters": _parameters(members), "points": [p.point["id"] for p in members],
+            "parameters": None if (count := _parameters(members)) is None else int(count),
+            "points": [p.point["id"] for p in members],
             "quantization": quantization_json(members, compared),
             "figures": [plot.relative_to(run_dir).as_posix() for plot in written],
         })  # fmt: skip
