@@ -240,3 +240,17 @@ def test_the_cross_model_figure_draws_a_line_per_setting_and_a_dense_only_model_
     assert all("models/big" not in str(plot) for plot in plots)
     big = _section(report.read_text(), "## Model big (`org/big`)")
     assert "Dense reference: `big--dense`" in big and "![" not in big
+
+
+def test_the_change_legend_is_below_its_panel_where_it_hides_no_point(tmp_path: Path, drawn: dict) -> None:
+    _two_model_run(tmp_path)
+    write_report(tmp_path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = drawn["models/big/plot_qa.png"]
+    renderer = FigureCanvasAgg(figure).get_renderer()  # the figure is closed once written
+    changes = figure.axes[2]  # the bottom row's first panel
+    assert changes.get_ylabel() == "change from dense (%)"
+    legend = changes.get_legend().get_window_extent(renderer)
+    assert legend.y1 <= changes.get_window_extent(renderer).y0
+    assert legend.y0 >= 0  # still inside the figure

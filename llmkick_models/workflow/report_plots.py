@@ -199,7 +199,8 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
         dense_lines(top, view)
         if bottom is not None:
             style_changes(bottom)
-            new_legend(bottom, shown[1], ncol=2)
+            # below the panel: the changes (perplexity's thousands of percent) fill every corner of it
+            new_legend(bottom, shown[1], ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.3))
         _style_x(bottom if bottom is not None else top, panel, panels.labels[panel])
         score_axis(top, view.metric)
         top.set_title(panel if len(panels.members) > 1 else "")
@@ -207,13 +208,13 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
     return figure
 
 
-def new_legend(axis: Any, shown: set[str], ncol: int = 1) -> None:
+def new_legend(axis: Any, shown: set[str], ncol: int = 1, **where: Any) -> None:
     """A legend of the panel's entries that no panel to its left has given (added to ``shown``): a series
     drawn only in a later panel (a quantizer in the bits panel) is named where it is drawn."""
     entries = [(handle, label) for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
                if label not in shown]  # fmt: skip
     if entries:
-        axis.legend([h for h, _ in entries], [label for _, label in entries], fontsize=7, ncol=ncol)
+        axis.legend([h for h, _ in entries], [label for _, label in entries], fontsize=7, ncol=ncol, **where)
         shown.update(label for _, label in entries)
 
 
