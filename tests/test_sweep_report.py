@@ -151,6 +151,22 @@ def test_planned_points_without_results_are_listed_not_dropped(tmp_path: Path) -
     assert "Points without results" not in text and data["unfinished"] == []
 
 
+def test_a_point_with_a_log_while_a_sweep_holds_the_run_may_be_running(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    _fake_run(tmp_path)
+    write_sweep(tmp_path, [*FOUR_POINTS, SweepPoint("wanda", 0.5)], "task_a,ppl")
+    (tmp_path / "points" / "wanda-s0.5").mkdir(parents=True)
+    (tmp_path / "points" / "wanda-s0.5" / "lm_eval.log").write_text("Running loglikelihood requests:  24%\n")
+    with FileLock(str(tmp_path / ".sweep.lock")):  # as a running llmkick sweep holds it
+        text, data = _report(tmp_path)
+    assert "A sweep is running in this run directory (it holds `.sweep.lock`)" in text
+    assert "- **wanda-s0.5**: running or failed — `Running loglikelihood requests:  24%`" in text
+    assert data["unfinished"][0]["state"] == "running or failed"
+    text, data = _report(tmp_path)  # the sweep is gone: the point failed
+    assert "- **wanda-s0.5**: failed — " in text and data["unfinished"][0]["state"] == "failed"
+
+
 def test_report_pairs_points_with_dense_on_the_same_documents(tmp_path: Path) -> None:
     write_sweep(tmp_path, [SweepPoint(), SweepPoint("magnitude", 0.1), SweepPoint("magnitude", 0.4)])
     dense = [1] * 200 + [0] * 400

@@ -200,6 +200,31 @@ def test_dry_run_prints_the_points_and_the_requests_and_runs_nothing(
     assert out[8].startswith("per point: ~16 requests (generate_until 4, loglikelihood 12)")
 
 
+def test_dry_run_of_several_models_counts_each_with_its_own_tokenizer(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tiny_models import build_tokenizer
+
+    bytewise = shutil.copytree(tiny_llama_dir, tmp_path / "bytewise")
+    build_tokenizer(vocab_size=260).save_pretrained(bytewise)  # ~one token per byte: more windows
+    data = tmp_path / "data" / "wikitext2"
+    data.mkdir(parents=True)
+    (data / "test.txt").write_text(" = Title = \n" + "The capital of France is Paris . \n" * 40)
+    metadata = json.dumps({"data_dir": str(tmp_path / "data"), "wikitext2_seqlen": 16})
+    code = main(["sweep", "--models", f"{tiny_llama_dir},{bytewise}", "--output", str(tmp_path / "run"),
+                 "--methods", "wanda", "--sparsities", "0.5", "--tasks", "llmkick_wikitext2_ppl",
+                 "--metadata", metadata, "--dry-run"])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    counted = {line.split(":")[0]: int(line.split("~")[1].split()[0]) for line in out if "per point" in line}
+    small, large = counted[f"per point of {tiny_llama_dir.name}"], counted["per point of bytewise"]
+    assert code == 0 and large > small > 0
+    assert out[1].startswith(f"  {tiny_llama_dir.name}--dense: pretrained={tiny_llama_dir}") and out[
+        1
+    ].endswith(f"; ~{small} requests")
+    assert out[4].startswith("  bytewise--wanda-s0.5: ") and out[4].endswith(f"; ~{large} requests")
+    assert out[-1].startswith(f"all points: ~{2 * small + 2 * large} requests.")
+
+
 def test_the_report_has_a_table_and_a_figure_per_axis(tmp_path: Path) -> None:
     axes = check_axes([("nsamples", ["8", "32"])], ["wanda", "sparsegpt"])
     points = plan_grid(["wanda", "sparsegpt"], sparsities=[0.5], axes=axes).points

@@ -28,8 +28,7 @@ def _line(point: PointResult, axis: str) -> str:
     rest = [f"{k}={v}" for k, v in coords.get("axes", {}).items() if k != axis]
     where = coords["pattern"] or (f"s{coords['sparsity']:g}" if coords["sparsity"] is not None else "")
     bits = f"{coords['bits']}bit" if coords["bits"] is not None else ""
-    model = f"{coords['model']}:" if coords.get("model") else ""  # a --models run
-    return " ".join(filter(None, [model, coords["method"], where, bits, *rest]))
+    return " ".join(filter(None, [coords["method"], where, bits, *rest]))  # a --models run: per model
 
 
 def _cell(point: PointResult, task: str, metric: str, compared: dict) -> str:
@@ -48,9 +47,8 @@ def axes_section(points: list[PointResult], compared: dict) -> str:
     for axis, values in axes.items():
         header = ["line", axis, *(f"{task} ({metric.split(',')[0]})" for task, metric in columns)]
         lines = [f"## Axis {axis}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for dense in [p for p in points if p.point["method"] == "none"]:  # each model's own
-            label = f"{dense.point['model']}: dense" if dense.point.get("model") else "dense"
-            lines.append(f"| {label} | – | " + " | ".join(_cell(dense, t, m, {}) for t, m in columns) + " |")
+        if (dense := dense_point(points)) is not None:  # the one model's (a --models run: per model)
+            lines.append("| dense | – | " + " | ".join(_cell(dense, t, m, {}) for t, m in columns) + " |")
         members = [p for p in points if axis in p.point.get("axes", {})]
         members.sort(key=lambda p: (_line(p, axis), values.index(p.point["axes"][axis])))
         for point in members:
@@ -73,7 +71,7 @@ def _x_positions(values: list[str]) -> tuple[list[float], bool]:
 def plot_axes(points: list[PointResult], out_dir: Path, compared: dict) -> list[Path]:
     """One PNG per --grid axis (``axis_<name>.png``): per headline metric a panel of score vs the axis
     value, one line per series, dense as a dashed line."""
-    from llmkick_models.workflow.report_plots import pyplot
+    from llmkick_models.workflow.report_plots import model_prefix, pyplot
 
     written = []
     columns = list(report_columns(points))
@@ -93,6 +91,8 @@ def plot_axes(points: list[PointResult], out_dir: Path, compared: dict) -> list[
             panel.set_title(task, fontsize=9)
             panel.grid(alpha=0.3)
             panel.legend(fontsize=7)
+        if model_prefix(points):  # a --models run: each model's figure, against its own dense
+            figure.suptitle(f"{model_prefix(points)}score vs {axis}", fontsize=10)
         figure.tight_layout()
         written.append(out_dir / f"axis_{axis}.png")
         figure.savefig(written[-1], dpi=110)

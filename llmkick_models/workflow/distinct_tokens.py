@@ -126,29 +126,15 @@ def _cell(entry: dict[str, Any]) -> str:
     return f"{fmt(result.point)} · {relative_cell(result)}{left_out}"
 
 
-def distinct_section(found: dict[str, dict[str, Any]], points: list[PointResult]) -> str:
-    """report.md's section: per generation task, the headline score and the statistics per point."""
+def distinct_section(parts: list[tuple[str, dict[str, dict[str, Any]], list[PointResult]]]) -> str:
+    """report.md's section: per generation task, the headline score and the statistics per point; one
+    table per model of a --models run (``parts``: each model's label, its statistics, its points; one
+    part with label ``""`` for a one-model run)."""
     blocks = []
-    for task, entries in found.items():
-        metric = _headline(points, task)[0]
-        if "reason" in entries:
-            blocks.append(f"### {task}\n\nNo statistics: {entries['reason']}")
-            continue
-        header = ["point", metric.split(",")[0], "tokens", "unique tokens", "distinct-2"]
-        lines = [f"### {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for point in points:
-            if point.point["method"] == "none":
-                cells = [fmt(entries["dense"][name]) for name in STATISTICS]
-            elif (entry := entries["points"].get(point.point["id"])) is None:
-                continue
-            else:
-                cells = [f"– ({entry['reason']})", "", ""] if "reason" in entry else [
-                    _cell(entry[name]) for name in STATISTICS
-                ]  # fmt: skip
-            lines.append(
-                "| " + " | ".join([point.point["id"], fmt(point.score(task, metric)), *cells]) + " |"
-            )
-        blocks.append("\n".join(lines))
+    for label, found, points in parts:
+        for task, entries in found.items():
+            title = f"### {label} · {task}" if label else f"### {task}"
+            blocks.append(_distinct_table(title, entries, points, task))
     if not blocks:
         return ""
     intro = (
@@ -157,7 +143,28 @@ def distinct_section(found: dict[str, dict[str, Any]], points: list[PointResult]
         f" documents: the point's value · its change from dense [95% interval]. Tokens: {TOKENIZATION}."
         " Answers of fewer than 2 words have no distinct-2 and are left out of that comparison."
     )
+    if len(parts) > 1:
+        intro += " Each model's points against its own dense."
     return intro + "\n\n" + "\n\n".join(blocks) + "\n"
+
+
+def _distinct_table(title: str, entries: dict[str, Any], points: list[PointResult], task: str) -> str:
+    metric = _headline(points, task)[0]
+    if "reason" in entries:
+        return f"{title}\n\nNo statistics: {entries['reason']}"
+    header = ["point", metric.split(",")[0], "tokens", "unique tokens", "distinct-2"]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for point in points:
+        if point.point["method"] == "none":
+            cells = [fmt(entries["dense"][name]) for name in STATISTICS]
+        elif (entry := entries["points"].get(point.point["id"])) is None:
+            continue
+        else:
+            cells = [f"– ({entry['reason']})", "", ""] if "reason" in entry else [
+                _cell(entry[name]) for name in STATISTICS
+            ]  # fmt: skip
+        lines.append("| " + " | ".join([point.point["id"], fmt(point.score(task, metric)), *cells]) + " |")
+    return "\n".join(lines)
 
 
 def _no_verdict(value: Any) -> Any:

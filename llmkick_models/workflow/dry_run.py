@@ -15,7 +15,8 @@ from llmkick_models.workflow.sweep_plan import point_args
 ESTIMATE_NOTE = (
     "requests: the instances lm-eval's own tasks build up front for one point (documents x requests per "
     "document: one per answer choice, one per generation, one per rolling-loglikelihood document), with "
-    "this command's --limit; the same for every point. Not counted: the token windows a "
+    "this command's --limit; the same for every point of a model (a --models run counts each model with its "
+    "own tokenizer). Not counted: the token windows a "
     "loglikelihood_rolling document is split into, the judge's calls of judged tasks, and requests built "
     "during the run (MT-Bench's second turn)"
 )
@@ -53,21 +54,30 @@ def dry_run(study: Study, args: argparse.Namespace, passthrough: list[str]) -> i
         print(f"llmkick sweep: warning: {warning}", file=sys.stderr)
     base = base_model_args(args)
     model_identities(args.models, base)  # two --models of the same weights are refused here too
-    first = study.grid.points[0].pretrained  # a --models run: the tasks are built with the first model
-    tasks_base = ",".join(filter(None, [f"pretrained={first}" if first else "", base]))
     _, config = parse_lm_eval_options(base, study.tasks, passthrough)
     check_tasks(config)  # names, knobs and judge first: their messages are the clearest
-    counts = task_requests(study.tasks, config, tasks_base)
-    total = sum(sum(c.values()) for c in counts.values())
-    kinds = Counter[str]()
-    for counter in counts.values():
-        kinds.update(counter)
-    breakdown = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
     points = study.grid.points
+    # Each model's tasks are built with its own model args: the perplexity windows are cut with its tokenizer.
+    counts = {
+        model: task_requests(
+            study.tasks, config, ",".join(filter(None, [f"pretrained={model}" * bool(model), base]))
+        )
+        for model in dict.fromkeys(point.pretrained for point in points)
+    }
+    totals = {model: sum(sum(c.values()) for c in found.values()) for model, found in counts.items()}
     print(f"{len(points)} points, tasks {study.tasks}:")
     for point in points:
-        print(f"  {point.point_id}: {point_args(point, base, study.compress_args)}; ~{total} requests")
-    print(f"per point: ~{total} requests ({breakdown}); per task: "
-          + ", ".join(f"{task} {sum(c.values())}" for task, c in counts.items()))  # fmt: skip
-    print(f"all points: ~{total * len(points)} requests. {ESTIMATE_NOTE}.")
+        args_of = point_args(point, base, study.compress_args)
+        print(f"  {point.point_id}: {args_of}; ~{totals[point.pretrained]} requests")
+    labels = {point.pretrained: point.model for point in points}
+    for model, found in counts.items():
+        kinds = Counter[str]()
+        for counter in found.values():
+            kinds.update(counter)
+        breakdown = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        which = f" of {labels[model]}" if labels[model] else ""
+        print(f"per point{which}: ~{totals[model]} requests ({breakdown}); per task: "
+              + ", ".join(f"{task} {sum(c.values())}" for task, c in found.items()))  # fmt: skip
+    total = sum(totals[point.pretrained] for point in points)
+    print(f"all points: ~{total} requests. {ESTIMATE_NOTE}.")
     return 0

@@ -88,10 +88,10 @@ def _lost(dense: PointResult, point: PointResult, task: str, metric: str) -> Los
 
 def lost_documents(points: list[PointResult], compared: dict) -> list[Lost]:
     """For every paired 0/1 comparison of a task that is not judged, the documents the point lost."""
-    dense = dense_point(points)
     by_id = {p.point["id"]: p for p in points}
     out = []
     for (point_id, task, metric), result in compared.items():
+        dense = dense_point(points, by_id[point_id])  # a --models run: the point's own model's dense
         if dense is None or not isinstance(result, Comparison) or result.losses is None:
             continue
         if not is_judged(dense.results, task):

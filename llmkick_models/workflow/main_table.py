@@ -35,7 +35,9 @@ def markdown_table(points: list[PointResult], compared: dict | None = None) -> s
             row.append(cell)
         lines.append("| " + " | ".join(row) + " |")
     if dense is None:
-        legend = "\nNo dense point in this run: matching verdicts need one."
+        legend = (
+            "\nNo dense point among these points: matching verdicts need one."  # a --models run: per model
+        )
     else:
         legend = (
             f"\n✓ matching, ✗ not matching, ~ inconclusive: the 95% interval of the change from dense"

@@ -7,6 +7,7 @@ from typing import Any
 
 from llmkick_models.workflow.paired_stats import NO_VERDICT, Comparison
 from llmkick_models.workflow.report_format import PROBLEM_MARK, SYMBOLS, fmt, relative_cell
+from llmkick_models.workflow.report_plots import series
 from llmkick_models.workflow.run_results import PointResult, dense_point, report_columns
 from llmkick_models.workflow.stored_size import point_size
 
@@ -43,8 +44,7 @@ def quantization_section(points: list[PointResult], compared: dict) -> str:
     dense = dense_point(points)
     for point in ([dense] if dense else []) + quantized:
         size = point_size(point)
-        # the series names any --grid values and the model too (e.g. "big: gptq nsamples=8")
-        line = point.point.get("series") or point.point["method"]
+        line = series(point)  # with any --grid values (e.g. "gptq nsamples=8")
         coords = ("dense", "16") if point is dense else (line, str(point.point["bits"]))
         row = [*coords, fmt(size.relative), fmt(size.linears_relative)]
         row += [_cell(point, task, metric, compared) for task, metric in columns]

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.workflow.readings import Breakdown
-from llmkick_models.workflow.report_plots import MARKERS, MetricView, dense_lines, pyplot, score_axis
+from llmkick_models.workflow.report_plots import (
+    MARKERS,
+    MetricView,
+    dense_lines,
+    model_prefix,
+    pyplot,
+    score_axis,
+)
 from llmkick_models.workflow.run_results import PointResult
 
 #: Panels per row before the groups wrap (MT-Bench has 2 turns and 8 categories).
@@ -81,7 +88,8 @@ def plot_breakdowns(
         for index in range(len(panels), rows * columns):
             axes[index // columns][index % columns].set_visible(False)
         axes[0][0].legend(fontsize=7)
-        figure.suptitle(f"{breakdown.task} by group (bars: paired 95% interval vs dense)", fontsize=10)
+        title = f"{model_prefix(points)}{breakdown.task} by group"
+        figure.suptitle(f"{title} (bars: paired 95% interval vs dense)", fontsize=10)
         figure.tight_layout()
         written.append(out_dir / f"plot_{breakdown.task}_by_group.png")
         figure.savefig(written[-1], dpi=100)

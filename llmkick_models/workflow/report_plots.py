@@ -53,7 +53,10 @@ class MetricView:
 
     @property
     def dense(self) -> PointResult | None:
-        """The run's dense point."""
+        """The dense point of the figure's points, which are one model's (a --models run is drawn per model:
+        one dense line for several models would pair points with another model's dense)."""
+        if len({p.point.get("model") for p in self.points}) > 1:
+            raise ValueError("a figure against dense takes one model's points; draw each model on its own")
         return dense_point(self.points)
 
     def value(self, point: PointResult | None) -> float | None:
@@ -99,9 +102,19 @@ def score_axis(axis: Any, metric: str) -> None:
     axis.grid(alpha=0.3)
 
 
+def model_prefix(points: list[PointResult]) -> str:
+    """``"LABEL: "`` when the points are one model's of a --models run (its figure names the model, which
+    its file name under ``models/LABEL/`` alone would not show once the PNG is opened), else ``""``."""
+    labels = {p.point.get("model") or "" for p in points}
+    return f"{labels.pop()}: " if len(labels) == 1 and "" not in labels else ""
+
+
 def series(point: PointResult) -> str:
-    """The line a point belongs to: its method, with joint bits and --grid values (older runs: method)."""
-    return point.point.get("series") or point.point["method"]
+    """The line a point belongs to: its method, with joint bits and --grid values (older runs: method);
+    without the model of a --models run, which the figure or section that shows it names."""
+    name = point.point.get("series") or point.point["method"]
+    model = point.point.get("model")
+    return name.removeprefix(f"{model}: ") if model else name
 
 
 @dataclass
@@ -156,7 +169,8 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
         view = MetricView(points, compared, task, metric)
         name = metric.split(",")[0]
         figure = _draw_metric(plt, view, panels, next((c for c in columns if is_perplexity(c[1])), None))
-        figure.suptitle(f"{task} — {name}\n(bars: paired 95% interval vs dense)", fontsize=10)
+        figure.suptitle(f"{model_prefix(points)}{task} — {name}\n(bars: paired 95% interval vs dense)",
+                        fontsize=10)  # fmt: skip
         figure.tight_layout()
         stem = task if len([c for c in columns if c[0] == task]) == 1 else f"{task}_{name}"
         written.append(out_dir / f"plot_{stem}.png")
@@ -172,6 +186,7 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
         2 if relative else 1, len(panels.members), figsize=(5.2 * len(panels.members), 7 if relative else 4),
         squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 2]} if relative else None,
     )  # fmt: skip
+    shown: tuple[set[str], set[str]] = (set(), set())  # legend entries already given (top, bottom)
     for column, (panel, members) in enumerate(panels.members.items()):
         top, bottom = axes[0][column], axes[1][column] if relative else None
         group = [m for m in panels.methods if any(series(p) == m for p in members)]
@@ -183,13 +198,24 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
             _draw_series(view, (xs, dense_x), chosen, (top, bottom), panels.style(method, k), perplexity)
         dense_lines(top, view)
         if bottom is not None:
-            _style_changes(bottom, column)
+            style_changes(bottom)
+            # below the panel: the changes (perplexity's thousands of percent) fill every corner of it
+            new_legend(bottom, shown[1], ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.3))
         _style_x(bottom if bottom is not None else top, panel, panels.labels[panel])
         score_axis(top, view.metric)
         top.set_title(panel if len(panels.members) > 1 else "")
-        if column == 0:
-            top.legend(fontsize=7)
+        new_legend(top, shown[0])
     return figure
+
+
+def new_legend(axis: Any, shown: set[str], ncol: int = 1, **where: Any) -> None:
+    """A legend of the panel's entries that no panel to its left has given (added to ``shown``): a series
+    drawn only in a later panel (a quantizer in the bits panel) is named where it is drawn."""
+    entries = [(handle, label) for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
+               if label not in shown]  # fmt: skip
+    if entries:
+        axis.legend([h for h, _ in entries], [label for _, label in entries], fontsize=7, ncol=ncol, **where)
+        shown.update(label for _, label in entries)
 
 
 def _draw_series(
@@ -249,7 +275,7 @@ def _draw_changes(
                         [r[3] for r in rows]], linestyle=line, **style)  # fmt: skip
 
 
-def _style_changes(bottom: Any, column: int) -> None:
+def style_changes(bottom: Any) -> None:
     """The change-from-dense axis: the ±5% band, signed percents, symlog beyond ±100% when needed."""
     from matplotlib.ticker import FuncFormatter
 
@@ -265,8 +291,6 @@ def _style_changes(bottom: Any, column: int) -> None:
         bottom.set_yticks([t for t in SYMLOG_TICKS if low <= t <= high])
     bottom.yaxis.set_major_formatter(FuncFormatter(_percent))
     bottom.grid(alpha=0.3)
-    if column == 0:
-        bottom.legend(fontsize=7, ncol=2)
 
 
 def _style_x(axis: Any, panel: str, labels: list[Any]) -> None:

@@ -28,7 +28,14 @@ from llmkick_models.workflow.deciding_size import DECIDING_NOTE, POWER, comparis
 from llmkick_models.workflow.distinct_tokens import distinct_json, distinct_section, distinct_statistics
 from llmkick_models.workflow.lost_examples import lost_documents, lost_section
 from llmkick_models.workflow.main_table import markdown_table
-from llmkick_models.workflow.model_report import models_section, plot_models
+from llmkick_models.workflow.model_report import (
+    each_model,
+    figure_link,
+    model_parts,
+    models_section,
+    plot_models,
+    run_title,
+)
 from llmkick_models.workflow.paired_stats import MATCHING_TOLERANCE, Comparison
 from llmkick_models.workflow.point_stack import run_stack, stack_section, stack_warning
 from llmkick_models.workflow.quantization_table import quantization_json, quantization_section
@@ -55,6 +62,8 @@ from llmkick_models.workflow.stored_size import STORAGE_MODEL, point_size
 from llmkick_models.workflow.unfinished_points import unfinished_points, unfinished_section
 
 REPORT_SCHEMA = "llmkick-report/1"
+#: What a point of a --models run is compared with.
+OWN_DENSE = "its own model's dense"
 
 
 def problems_section(found: list[tuple[str, Finding]]) -> str:
@@ -120,7 +129,7 @@ def report_json(
     readings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable report (schema documented in the README); strict JSON (no NaN).  ``readings``:
-    further top-level sections (``lost``, ...)."""
+    further top-level sections (``quantization``, ``lost``, ``models``, ...)."""
     columns = report_columns(points)
     out_points = []
     for point in points:
@@ -156,7 +165,6 @@ def report_json(
         "headlines": [{"task": task, "metric": metric.split(",")[0]} for task, metric in columns],
         "storage_model": STORAGE_MODEL,
         "points": out_points,
-        "quantization": quantization_json(points, compared),
         **(readings or {}),
     })  # fmt: skip
 
@@ -190,52 +198,64 @@ def strict_json(data: Any) -> Any:
 
 def write_report(run_dir: Path) -> tuple[Path, list[Path]]:
     """Write ``report.md``, ``report.json`` and the ``plot_*.png`` figures into the run directory: the
-    verdicts, then the readings (by group, distinct tokens, lost documents)."""
+    verdicts, then the readings (by group, distinct tokens, lost documents).  A --models run: a section per
+    model, whose tables and figures (under ``models/<label>/``) hold that model's points and its dense."""
     points = load_run(run_dir)
     compared = comparisons(points)
     found = problems(points)
-    per_model, model_plots = models_section(points, compared, run_dir)  # --models: a section per model
-    plots = plot_models(points, run_dir, compared) if model_plots else plot_run(points, run_dir, compared)
-    plots += plot_stored_size(points, run_dir, compared)
+    sweep = json.loads((run_dir / "sweep.json").read_text())
+    per_model, plots, models = models_section(points, compared, run_dir)
+    if models:  # the cross-model figure first; every figure and table against dense is in the model sections
+        top = plot_models(points, run_dir, compared)
+        across = ["## Across models", "", *[figure_link(plot, run_dir) for plot in top], ""] if top else []
+        overview = [*across, per_model]
+    else:
+        top = [*plot_run(points, run_dir, compared), *plot_stored_size(points, run_dir, compared),
+               *plot_axes(points, run_dir, compared)]  # fmt: skip
+        sections = [quantization_section(points, compared), axes_section(points, compared)]
+        overview = [markdown_table(points, compared), *filter(None, sections)]
     groups = breakdowns(points)
     by_group = breakdown_comparisons(points, groups)
-    group_plots = plot_breakdowns(points, groups, by_group, run_dir)
-    plots += plot_axes(points, run_dir, compared)  # one figure per --grid axis
-    sweep = json.loads((run_dir / "sweep.json").read_text())
+    group_plots = each_model(points, run_dir, lambda m, folder: plot_breakdowns(m, groups, by_group, folder))
     stack = run_stack(points)
     warning = stack_warning(stack)
     lost = lost_documents(points, compared)
-    distinct = distinct_statistics(points)
+    distinct = [(label, distinct_statistics(members), members) for label, members in model_parts(points)]
     unfinished = unfinished_points(run_dir, sweep["points"])  # sweep.json, read once above
     body = [
-        f"# llmkick sweep: {sweep.get('base_model_args', '')}",
+        run_title(sweep),
         "",
         f"Tasks: `{sweep.get('tasks', '')}`; extra lm-eval args: `{' '.join(sweep.get('lm_eval_args', []))}`",
         "",
         *([warning, ""] if warning else []),
         problems_section(found),
         *filter(None, [unfinished_section(unfinished)]),
-        markdown_table(points, compared),
-        *filter(None, [quantization_section(points, compared)]),
-        *filter(None, [axes_section(points, compared), per_model]),
+        *overview,
         f"Stored size: {STORAGE_MODEL}\n",
-        "## Each point against dense, on the same documents",
+        f"## Each point against {OWN_DENSE if models else 'dense'}, on the same documents",
         "",
         comparison_tables(points, compared) or "No comparison: the run has no dense point.\n",
-        *[f"![{plot.stem}]({plot.name})" for plot in plots],
+        *[figure_link(plot, run_dir) for plot in ([] if models else top)],
         "",
         *filter(None, [readings_section(points, groups, by_group)]),
-        *[f"![{plot.stem}]({plot.name})\n" for plot in group_plots],
-        *filter(None, [distinct_section(distinct, points), lost_section(lost)]),
+        *[figure_link(plot, run_dir) + "\n" for plot in group_plots],
+        *filter(None, [distinct_section(distinct), lost_section(lost)]),
         stack_section(stack),
     ]
     report = run_dir / "report.md"
     report.write_text("\n".join(body))
-    plots += model_plots
-    data = report_json(points, compared, sweep, found, {
-        "readings": readings_json(points, groups, by_group), "distinct_tokens": distinct_json(distinct),
+    readings: dict[str, Any] = {
+        "readings": readings_json(points, groups, by_group),
         "lost": [entry.as_dict() for entry in lost],
         "unfinished": [entry.as_dict() for entry in unfinished],
-    })  # fmt: skip
+    }
+    if models:  # what compares with one dense is per model
+        for entry, (_, statistics, _) in zip(models, distinct, strict=True):
+            entry["distinct_tokens"] = distinct_json(statistics)
+        readings["models"] = models
+    else:
+        readings |= {"quantization": quantization_json(points, compared),
+                     "distinct_tokens": distinct_json(distinct[0][1])}  # fmt: skip
+    data = report_json(points, compared, sweep, found, readings)
     (run_dir / "report.json").write_text(json.dumps(data, indent=1, allow_nan=False))
-    return report, plots + group_plots
+    return report, top + plots + group_plots
