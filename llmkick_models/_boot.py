@@ -121,7 +121,7 @@ def patch_task_manager(manager_module: ModuleType) -> None:
 def install_preflight(module: ModuleType) -> None:
     """Wrap ``simple_evaluate``: judged llmkick tasks refuse a run (no judge, a broken judge template, a bad
     knob) before the model is loaded — lm-eval loads the model first and builds the tasks afterwards."""
-    from llmkick_tasks.judge.preflight import install
+    from llmkick_tasks.preflight import install
 
     install(module)
 

@@ -148,7 +148,7 @@ def check_tasks(config: Any) -> Any:
     """Check the tasks' --metadata knobs, resolve the task names with lm-eval's TaskManager (unknown names
     listed) and check the judge."""
     from llmkick_tasks.judge.config import JudgeConfigError
-    from llmkick_tasks.judge.preflight import check_requested_tasks
+    from llmkick_tasks.preflight import check_requested_tasks
     from llmkick_tasks.run_metadata import check_run_metadata
 
     try:
