@@ -63,6 +63,8 @@ BROKEN = [
      "--metadata '{\"freebaseqa_split\": ...}')"),
     ("freebaseqa/FreebaseQA-train.json", ["llmkick_freebaseqa"], {"freebaseqa_split": "train"},
      "no file for the train split"),
+    # the paper task evaluates train through its YAML's dataset_kwargs (release_split: train)
+    ("freebaseqa/FreebaseQA-train.json", ["llmkick_freebaseqa_paper"], {}, "no file for the train split"),
     ("mmlu/dev/anatomy_dev.csv", ["llmkick_mmlu"], {}, "missing MMLU file for subject 'anatomy'"),
     ("triviaqa/evidence/web", ["llmkick_triviaqa_open"], {}, "evidence folder missing (open book)"),
     ("triviaqa/qa", ["llmkick_triviaqa_closed"], {}, "no TriviaQA rc question file for the dev split"),
