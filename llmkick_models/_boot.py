@@ -10,7 +10,7 @@ has it, or its signature lacks a parameter the patch relies on), why it exists a
   ``pyproject.toml`` already declares (EleutherAI/lm-evaluation-harness#4013, merged, not yet released);
 * task path (``TaskManager.__init__``): replaced by the ``lm_eval.tasks`` entry point (#4015, proposed);
   it steps aside by itself once lm-eval discovers plugin task directories;
-* judged pre-flight (``simple_evaluate``), model hand-off (``evaluate``) and the warning filter: entry points
+* pre-flight (``simple_evaluate``), model hand-off (``evaluate``) and the warning filter: entry points
   do not replace them; they stay until lm-eval offers what each docstring below names.
 
 Rules: standard library only, no work at start-up beyond appending one finder, and never raise: a broken
@@ -119,9 +119,10 @@ def patch_task_manager(manager_module: ModuleType) -> None:
 
 
 def install_preflight(module: ModuleType) -> None:
-    """Wrap ``simple_evaluate``: judged llmkick tasks refuse a run (no judge, a broken judge template, a bad
-    knob) before the model is loaded — lm-eval loads the model first and builds the tasks afterwards."""
-    from llmkick_tasks.judge.preflight import install
+    """Wrap ``simple_evaluate``: llmkick tasks refuse a run (missing local data files, no judge, a broken
+    judge template, a bad knob) before the model is loaded — lm-eval loads the model first and builds the
+    tasks afterwards."""
+    from llmkick_tasks.preflight import install
 
     install(module)
 
@@ -188,7 +189,7 @@ PATCHES: tuple[Patch, ...] = (
         "lm_eval.evaluator:simple_evaluate",
         ("model_args", "tasks", "task_manager", "metadata"),
         install_preflight,
-        "refuse a judged run without a judge (and bad knobs) before the model loads, not after",
+        "refuse missing data files, a judged run without a judge, or bad knobs before the model loads",
         "a pre-run validation hook for tasks in lm-eval, or tasks built before the model is loaded",
     ),
     Patch(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import datasets
 
@@ -32,10 +32,17 @@ from llmkick_tasks.errors import UserError
 from llmkick_tasks.run_metadata import DATA_DIR
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 log = logging.getLogger(__name__)
+
+#: The attribute by which a task's ``custom_dataset`` function or ``class:`` names its data-file check, a
+#: callable ``(task_config, metadata) -> None`` that resolves the local files its splits read (raising the
+#: loader's own :class:`DataLayoutError`) without parsing them; ``llmkick_tasks.preflight`` calls it
+#: before the model is loaded.
+CHECK_DATA_FILES = "llmkick_check_data_files"
+_Loader = TypeVar("_Loader", bound="Callable[..., Any]")
 
 METADATA_KEY = DATA_DIR.name
 ENV_VAR = DATA_DIR.env[0]
@@ -132,6 +139,22 @@ def local_benchmark_dir(metadata: Mapping[str, Any] | None, benchmark: str) -> P
     return None if data_dir is None else benchmark_dir(data_dir, benchmark)
 
 
+def checks_data_files(resolver: Callable[..., object]) -> Callable[[_Loader], _Loader]:
+    """Mark a ``custom_dataset`` loader with ``resolver``, the function the loader itself calls to find its
+    local files: the pre-flight calls it with the loader's own arguments (metadata, then ``dataset_kwargs``,
+    as lm-eval calls ``custom_dataset``).
+    """
+
+    def check(config: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        resolver(**dict(metadata), **dict(config.get("dataset_kwargs") or {}))
+
+    def mark(loader: _Loader) -> _Loader:
+        setattr(loader, CHECK_DATA_FILES, check)
+        return loader
+
+    return mark
+
+
 def to_dataset(docs: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
     """A ``datasets.Dataset`` of ``docs`` with exactly ``features`` (also when ``docs`` is empty)."""
     return datasets.Dataset.from_dict(
@@ -186,11 +209,13 @@ def load_hub_split(path: str, name: str | None, split: str, revision: str | None
 
 
 __all__ = [
+    "CHECK_DATA_FILES",
     "ENV_VAR",
     "FOLDER_NAMES",
     "LAYOUTS",
     "DataLayoutError",
     "benchmark_dir",
+    "checks_data_files",
     "download_file",
     "layout_error",
     "load_hub_split",

@@ -20,6 +20,7 @@ from lm_eval.api.task import ConfigurableTask
 from llmkick_tasks.data_dir import local_benchmark_dir, offline_error, read_hub_split
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     import datasets
@@ -40,6 +41,22 @@ class HubTask(ConfigurableTask):
     def load_local(self, folder: Path) -> datasets.DatasetDict | dict[str, datasets.Dataset]:
         """The splits of ``dataset_name`` read from the release files in ``folder``, in the Hub's layout."""
         raise NotImplementedError
+
+    @classmethod
+    def local_files(cls, folder: Path, dataset_name: str | None) -> list[Path]:
+        """The release files in ``folder`` that :meth:`load_local` reads for ``dataset_name``, found (not
+        parsed) by the same code; a :class:`~llmkick_tasks.data_dir.DataLayoutError` when one is missing.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def llmkick_check_data_files(cls, config: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        """The pre-flight's data check (``data_dir.CHECK_DATA_FILES``): with a data dir, :meth:`local_files`
+        of the task's ``dataset_name``; nothing for the Hub (its download errors are its own).
+        """
+        folder = local_benchmark_dir(metadata, cls.BENCHMARK)
+        if folder is not None:
+            cls.local_files(folder, config.get("dataset_name"))
 
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         """Rows from the data dir when one is configured, else from the Hub (as lm-eval loads them)."""

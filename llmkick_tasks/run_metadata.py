@@ -2,7 +2,7 @@
 
 lm-eval builds the tasks (and so runs their loaders) only after loading the model, so a typo in a knob
 value would otherwise cost a model load — and, through ``compressed-hf``, a compression.  The pre-flight
-wrapper of ``simple_evaluate`` (:mod:`llmkick_tasks.judge.preflight`) and the sweep's pre-flight call
+wrapper of ``simple_evaluate`` (:mod:`llmkick_tasks.preflight`) and the sweep's pre-flight call
 :func:`check_run_metadata` first; the task loaders read their values through the same declarations.  The
 judge's knobs are declared in :mod:`llmkick_tasks.judge.knobs` and checked with the judge.
 """

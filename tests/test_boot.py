@@ -170,7 +170,8 @@ def test_every_patch_is_installed_in_lm_eval(tasks_dir: str) -> None:
     import lm_eval.evaluator
     import lm_eval.tasks.manager
 
-    from llmkick_tasks.judge import chat, preflight
+    from llmkick_tasks import preflight
+    from llmkick_tasks.judge import chat
 
     assert getattr(lm_eval.evaluator.simple_evaluate, preflight.INSTALLED_FLAG, False)
     assert getattr(lm_eval.evaluator.evaluate, chat.INSTALLED_FLAG, False)

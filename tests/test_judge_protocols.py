@@ -23,8 +23,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 import llmkick_tasks
+from llmkick_tasks import preflight
 from llmkick_tasks.data_dir import DataLayoutError
-from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings
 from llmkick_tasks.judge.protocol_choice import make_protocol
 from llmkick_tasks.judge.templates import TemplateError

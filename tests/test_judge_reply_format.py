@@ -16,7 +16,7 @@ from judge_server import JudgeServer
 from lm_eval.tasks import TaskManager
 
 import llmkick_tasks
-from llmkick_tasks.judge import preflight
+from llmkick_tasks import preflight
 from llmkick_tasks.judge.cache import ResponseCache
 from llmkick_tasks.judge.client import JudgeClient
 from llmkick_tasks.judge.config import JudgeConfigError, JudgeSettings

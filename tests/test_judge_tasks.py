@@ -29,8 +29,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 import llmkick_tasks
+from llmkick_tasks import preflight
 from llmkick_tasks.data_dir import DataLayoutError
-from llmkick_tasks.judge import preflight
 from llmkick_tasks.judge.client import JudgeRequestError
 from llmkick_tasks.judge.config import JudgeConfigError
 from llmkick_tasks.judge.pairwise import SummarizationProtocol

@@ -225,7 +225,7 @@ def test_bad_knobs_fail_before_the_model_is_loaded(tmp_path: Path, metadata: dic
     import lm_eval.evaluator
     from lm_eval.tasks import TaskManager
 
-    from llmkick_tasks.judge import preflight
+    from llmkick_tasks import preflight
 
     module = types.ModuleType("evaluator_copy")
     module.simple_evaluate = lm_eval.evaluator.simple_evaluate

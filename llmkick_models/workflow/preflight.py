@@ -146,9 +146,9 @@ def parse_lm_eval_options(base_model_args: str, tasks: str, lm_eval_args: Sequen
 
 def check_tasks(config: Any) -> Any:
     """Check the tasks' --metadata knobs, resolve the task names with lm-eval's TaskManager (unknown names
-    listed) and check the judge."""
+    listed) and check the judge and the tasks' local data files (``llmkick_tasks.preflight``)."""
     from llmkick_tasks.judge.config import JudgeConfigError
-    from llmkick_tasks.judge.preflight import check_requested_tasks
+    from llmkick_tasks.preflight import check_requested_tasks
     from llmkick_tasks.run_metadata import check_run_metadata
 
     try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 
 from llmkick_tasks.data_dir import (
+    checks_data_files,
     download_file,
     layout_error,
     local_benchmark_dir,
@@ -226,13 +227,48 @@ def split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
+def _check_known(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown FreebaseQA split {split!r}; known: {', '.join(SPLITS)}")
+
+
+def local_split_file(folder: Path, split: str) -> Path:
+    """:func:`split_file`, or the layout error naming the splits ``folder`` does have."""
+    path = split_file(folder, split)
+    if path is None:
+        present = [other for other in SPLITS if split_file(folder, other) is not None]
+        raise layout_error(
+            BENCHMARK,
+            folder / f"FreebaseQA-{split}.json",
+            f"no file for the {split} split (.json/.tab/.txt; the folder has "
+            f"{', '.join(present) or 'no split'}; evaluate another with --metadata "
+            f"'{{\"{FREEBASEQA_SPLIT.name}\": ...}}')",
+        )
+    return path
+
+
+def evaluated_split(
+    release_split: str = "eval", first_n: int | None = None, **metadata: Any
+) -> tuple[str, Path | None]:
+    """The split :func:`load_freebaseqa` evaluates and the local folder it reads (``None``: the official
+    release online); with a folder, the split's file must be in it (checked, not parsed).
+
+    Takes the loader's arguments, so the pre-flight can call it as lm-eval calls the loader.
+    """
+    split = FREEBASEQA_SPLIT.read(metadata) or release_split
+    _check_known(split)
+    folder = local_benchmark_dir(metadata, BENCHMARK)
+    if folder is not None:
+        local_split_file(folder, split)
+    return split, folder
+
+
 def read_split(split: str, folder: Path | None, required: bool = True) -> list[dict[str, Any]] | None:
     """Documents of ``split``, from ``folder`` when given, else from the official release.
 
     With ``required=False`` a split that is not available gives ``None`` instead of an error.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown FreebaseQA split {split!r}; known: {', '.join(SPLITS)}")
+    _check_known(split)
     if folder is None:
         try:
             url = RELEASE_URL.format(split=split)
@@ -241,19 +277,8 @@ def read_split(split: str, folder: Path | None, required: bool = True) -> list[d
             if required:
                 raise
             return None
-    path = split_file(folder, split)
-    if path is None:
-        if required:
-            present = [other for other in SPLITS if split_file(folder, other) is not None]
-            raise layout_error(
-                BENCHMARK,
-                folder / f"FreebaseQA-{split}.json",
-                f"no file for the {split} split (.json/.tab/.txt; the folder has "
-                f"{', '.join(present) or 'no split'}; evaluate another with --metadata "
-                f"'{{\"{FREEBASEQA_SPLIT.name}\": ...}}')",
-            )
-        return None
-    return PARSERS[path.suffix](path)
+    path = local_split_file(folder, split) if required else split_file(folder, split)
+    return None if path is None else PARSERS[path.suffix](path)
 
 
 def hold_out(docs: list[dict[str, Any]], count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -271,6 +296,7 @@ def hold_out(docs: list[dict[str, Any]], count: int) -> tuple[list[dict[str, Any
     return evaluated, pool
 
 
+@checks_data_files(evaluated_split)
 def load_freebaseqa(
     release_split: str = "eval", first_n: int | None = None, **metadata: Any
 ) -> datasets.DatasetDict:
@@ -288,9 +314,8 @@ def load_freebaseqa(
     ``freebaseqa_fewshot_holdout: N`` the pool is instead N evenly spaced questions of the evaluated split,
     removed from the evaluated questions before ``first_n`` applies.
     """
-    split = FREEBASEQA_SPLIT.read(metadata) or release_split
+    split, folder = evaluated_split(release_split, **metadata)
     holdout = FREEBASEQA_HOLDOUT.read(metadata)
-    folder = local_benchmark_dir(metadata, BENCHMARK)
     docs = read_split(split, folder)
     if holdout is not None:
         docs, pool = hold_out(docs, holdout)

@@ -19,13 +19,13 @@ from typing import Any
 
 import datasets
 
+from llmkick_tasks.data_dir import checks_data_files
 from llmkick_tasks.judge.data import (
     answer_turns,
     as_dataset,
     fetch_jsonl,
-    first_existing,
     layout_error,
-    local_dir,
+    local_question_files,
     read_jsonl,
     read_reference_file,
 )
@@ -77,15 +77,18 @@ def _attach(docs: list[dict[str, Any]], references: dict[str, list[str]], source
             doc["reference"], doc["reference_source"] = turns[0], source
 
 
+def question_files(reference_file: str | None = None, **metadata: Any) -> tuple[Path, Path | None] | None:
+    """The local question and reference files :func:`load_vicuna80` reads (its arguments), or ``None``."""
+    return local_question_files(metadata, BENCHMARK, REFERENCE_NAMES)
+
+
+@checks_data_files(question_files)
 def load_vicuna80(reference_file: str | None = None, **metadata: Any) -> datasets.DatasetDict:
     """lm-eval ``custom_dataset``: the 80 questions with their reference answers where known."""
-    folder = local_dir(metadata, BENCHMARK)
-    if folder is not None:
-        questions = folder / "question.jsonl"
-        if not questions.is_file():
-            raise layout_error(BENCHMARK, questions, "missing question file")
+    local = question_files(**metadata)
+    if local is not None:
+        questions, answers = local
         docs = parse_questions(read_jsonl(questions, BENCHMARK), questions)
-        answers = first_existing(folder, REFERENCE_NAMES)
         if answers is not None:
             references = {}
             for record in read_jsonl(answers, BENCHMARK):

@@ -121,6 +121,21 @@ def first_existing(folder: Path, names: Iterable[str]) -> Path | None:
     return next((folder / name for name in names if (folder / name).is_file()), None)
 
 
+def local_question_files(
+    metadata: Mapping[str, Any] | None, benchmark: str, reference_names: Iterable[str]
+) -> tuple[Path, Path | None] | None:
+    """``question.jsonl`` of ``benchmark``'s data-dir folder (it must exist) and its first reference file
+    among ``reference_names`` (optional); ``None`` when the public sources are used.  Nothing is read.
+    """
+    folder = local_dir(metadata, benchmark)
+    if folder is None:
+        return None
+    questions = folder / "question.jsonl"
+    if not questions.is_file():
+        raise layout_error(benchmark, questions, "missing question file")
+    return questions, first_existing(folder, reference_names)
+
+
 def fetch_jsonl(url: str, benchmark: str) -> list[dict[str, Any]]:
     """A JSON-lines file from a public URL (downloaded once into the datasets cache)."""
     return read_jsonl(download_file(url), benchmark)

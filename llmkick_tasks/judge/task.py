@@ -5,7 +5,7 @@ A judged task is an ordinary YAML task whose ``class:`` is one of the classes be
 1. builds without a judge, as lm-eval's own task tests build every task (a bare ``TaskManager()``); the
    judge (:class:`~.config.JudgeSettings`) is resolved and its templates compiled when the requests are
    built, before anything is generated.  A run through ``simple_evaluate`` (the CLI) is refused earlier
-   still, before the model is loaded, by the llmkick pre-flight check (:mod:`.preflight`);
+   still, before the model is loaded, by the llmkick pre-flight check (:mod:`llmkick_tasks.preflight`);
 2. derives ``metric_list`` and ``process_results`` from its protocol class, so metric names live in one
    place;
 3. judges in a filter (:class:`JudgeFilter`): lm-eval hands a filter every response of the task at once,

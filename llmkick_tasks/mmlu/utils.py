@@ -105,8 +105,6 @@ FEATURES = datasets.Features(
 
 def parse_csv(path: Path, subject: str) -> list[dict[str, Any]]:
     """Documents of one original MMLU CSV (no header; question, A, B, C, D, answer letter)."""
-    if not path.is_file():
-        raise layout_error(BENCHMARK, path, f"missing MMLU file for subject {subject!r}")
     docs = []
     try:
         with path.open(encoding="utf-8", newline="") as handle:
@@ -137,16 +135,28 @@ class MMLUTask(HubTask):
 
     BENCHMARK = BENCHMARK
 
+    @classmethod
+    def split_files(cls, folder: Path, subject: str) -> dict[str, Path]:
+        """The release CSV of each split (``SPLIT_FOLDERS``) of ``subject`` in ``folder``; each must exist."""
+        if subject not in SUBJECTS:
+            raise ValueError(f"unknown MMLU subject {subject!r}; known: {', '.join(SUBJECTS)}")
+        files = {split: folder / name / f"{subject}_{name}.csv" for split, name in SPLIT_FOLDERS.items()}
+        for path in files.values():
+            if not path.is_file():
+                raise layout_error(BENCHMARK, path, f"missing MMLU file for subject {subject!r}")
+        return files
+
+    @classmethod
+    def local_files(cls, folder: Path, dataset_name: str | None) -> list[Path]:
+        """The test and dev CSVs of the subject ``dataset_name`` (:meth:`split_files`)."""
+        return list(cls.split_files(folder, str(dataset_name)).values())
+
     def load_local(self, folder: Path) -> datasets.DatasetDict:
         """The ``test`` and ``dev`` splits of the task's subject from ``<data dir>/mmlu``."""
         subject = str(self.DATASET_NAME)
-        if subject not in SUBJECTS:
-            raise ValueError(f"unknown MMLU subject {subject!r}; known: {', '.join(SUBJECTS)}")
+        files = self.split_files(folder, subject)
         return datasets.DatasetDict(
-            {
-                split: to_dataset(parse_csv(folder / name / f"{subject}_{name}.csv", subject), FEATURES)
-                for split, name in SPLIT_FOLDERS.items()
-            }
+            {split: to_dataset(parse_csv(path, subject), FEATURES) for split, path in files.items()}
         )
 
 

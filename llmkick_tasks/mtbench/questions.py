@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 
+from llmkick_tasks.data_dir import checks_data_files
 from llmkick_tasks.judge.data import (
     answer_turns,
     as_dataset,
     fetch_jsonl,
-    first_existing,
     layout_error,
-    local_dir,
+    local_question_files,
     read_jsonl,
 )
 
@@ -82,14 +82,17 @@ def _references(records: list[dict[str, Any]]) -> dict[str, list[str]]:
     }
 
 
+def question_files(**metadata: Any) -> tuple[Path, Path | None] | None:
+    """The local question and reference files :func:`load_mtbench` reads (its arguments), or ``None``."""
+    return local_question_files(metadata, BENCHMARK, REFERENCE_NAMES)
+
+
+@checks_data_files(question_files)
 def load_mtbench(**metadata: Any) -> datasets.DatasetDict:
     """lm-eval ``custom_dataset``: the 80 two-turn questions with reference answers where known."""
-    folder = local_dir(metadata, BENCHMARK)
-    if folder is not None:
-        questions = folder / "question.jsonl"
-        if not questions.is_file():
-            raise layout_error(BENCHMARK, questions, "missing question file")
-        answers = first_existing(folder, REFERENCE_NAMES)
+    local = question_files(**metadata)
+    if local is not None:
+        questions, answers = local
         references = _references(read_jsonl(answers, BENCHMARK)) if answers else {}
         docs = parse_questions(read_jsonl(questions, BENCHMARK), references, questions)
     else:

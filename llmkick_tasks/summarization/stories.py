@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 
-from llmkick_tasks.data_dir import load_hub_split
+from llmkick_tasks.data_dir import checks_data_files, load_hub_split
 from llmkick_tasks.judge.config import read_knob
 from llmkick_tasks.judge.data import (
     as_dataset,
@@ -105,21 +105,38 @@ def _story(story_id: str, bin_name: str, article: str, highlights: list[str]) ->
     }
 
 
-def read_local(folder: Path) -> list[dict[str, Any]]:
-    """Every story of ``folder/{small,mid,large}``, folder order then file-name order."""
-    stories = []
+def story_files(folder: Path) -> list[tuple[str, Path]]:
+    """(bin, file) of every ``.story`` file of ``folder/{small,mid,large}``, folder order then file-name
+    order; every bin folder must exist and at least one story too.  Nothing is read.
+    """
+    files = []
     for bin_name in BINS:
         bin_dir = folder / bin_name
         if not bin_dir.is_dir():
             raise layout_error(BENCHMARK, bin_dir, "missing length-bin folder")
-        for path in sorted(bin_dir.glob("*.story")):
-            article, highlights = parse_story(path.read_text(encoding="utf-8", errors="replace"))
-            if not article:
-                raise layout_error(BENCHMARK, path, "story has no article text before its @highlight lines")
-            stories.append(_story(path.stem, bin_name, article, highlights))
-    if not stories:
+        files += [(bin_name, path) for path in sorted(bin_dir.glob("*.story"))]
+    if not files:
         raise layout_error(BENCHMARK, folder, "no .story files found")
+    return files
+
+
+def read_local(folder: Path) -> list[dict[str, Any]]:
+    """Every story of :func:`story_files`."""
+    stories = []
+    for bin_name, path in story_files(folder):
+        article, highlights = parse_story(path.read_text(encoding="utf-8", errors="replace"))
+        if not article:
+            raise layout_error(BENCHMARK, path, "story has no article text before its @highlight lines")
+        stories.append(_story(path.stem, bin_name, article, highlights))
     return stories
+
+
+def local_stories(
+    stories_per_bin: int = DEFAULT_STORIES_PER_BIN, reference_file: str | None = None, **metadata: Any
+) -> list[tuple[str, Path]] | None:
+    """The story files :func:`load_summarization` reads (its arguments), or ``None`` for the public source."""
+    folder = local_dir(metadata, BENCHMARK)
+    return None if folder is None else story_files(folder)
 
 
 def release_bins(stories: list[dict[str, Any]], per_bin: int) -> list[dict[str, Any]]:
@@ -175,6 +192,7 @@ def read_hub(per_bin: int) -> list[dict[str, Any]]:
     return select_stories([s for b in BINS for s in by_bin[b]], per_bin)
 
 
+@checks_data_files(local_stories)
 def load_summarization(
     stories_per_bin: int = DEFAULT_STORIES_PER_BIN, reference_file: str | None = None, **metadata: Any
 ) -> datasets.DatasetDict:

@@ -159,9 +159,11 @@ def _check_not_swapped(path: Path, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def release_rows(folder: Path, split: str = "dev", with_evidence: bool = False) -> list[dict[str, Any]]:
-    """Rows of ``qa/{web,wikipedia}-{split}.json`` under ``folder`` in the Hub's layout (``rc`` with
-    evidence, ``rc.nocontext`` without).
+def release_files(
+    folder: Path, split: str = "dev", with_evidence: bool = False
+) -> tuple[list[Path], Path | None, Path | None]:
+    """The question files of ``split`` under ``folder`` that exist (at least one must) and the
+    Wikipedia / web evidence folders (``None`` without evidence; they must exist with it).
     """
     qa_files = [folder / "qa" / f"{domain}-{split}.json" for domain in DOMAINS]
     present = [path for path in qa_files if path.is_file()]
@@ -175,6 +177,14 @@ def release_rows(folder: Path, split: str = "dev", with_evidence: bool = False) 
         for evidence in (wiki, web):
             if not evidence.is_dir():
                 raise layout_error(BENCHMARK, evidence, "evidence folder missing (open book)")
+    return present, wiki, web
+
+
+def release_rows(folder: Path, split: str = "dev", with_evidence: bool = False) -> list[dict[str, Any]]:
+    """Rows of ``qa/{web,wikipedia}-{split}.json`` under ``folder`` in the Hub's layout (``rc`` with
+    evidence, ``rc.nocontext`` without).
+    """
+    present, wiki, web = release_files(folder, split, with_evidence)
     rows: list[dict[str, Any]] = []
     for path in present:
         try:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmkick_tasks.hub_task import HubTask
 from llmkick_tasks.triviaqa.evidence import EvidenceBudget, open_book_docs
-from llmkick_tasks.triviaqa.release import BENCHMARK, release_dataset
+from llmkick_tasks.triviaqa.release import BENCHMARK, release_dataset, release_files
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,10 +30,20 @@ class TriviaQATask(HubTask):
     BENCHMARK = BENCHMARK
     SPLITS = ("validation",)
 
+    @staticmethod
+    def with_evidence(dataset_name: str | None) -> bool:
+        """Whether the Hub config ``dataset_name`` carries evidence (the Hub's names: rc, rc.nocontext)."""
+        return not str(dataset_name).endswith(".nocontext")
+
+    @classmethod
+    def local_files(cls, folder: Path, dataset_name: str | None) -> list[Path]:
+        """The dev question files, and the evidence folders of an open-book config."""
+        questions, *evidence = release_files(folder, "dev", cls.with_evidence(dataset_name))
+        return [*questions, *(path for path in evidence if path is not None)]
+
     def load_local(self, folder: Path) -> dict[str, datasets.Dataset]:
         """The validation split (``qa/*-dev.json``) of ``<data dir>/triviaqa`` in the Hub's layout."""
-        with_evidence = not str(self.DATASET_NAME).endswith(".nocontext")  # the Hub's names: rc, rc.nocontext
-        return {"validation": release_dataset(folder, "dev", with_evidence)}
+        return {"validation": release_dataset(folder, "dev", self.with_evidence(self.DATASET_NAME))}
 
 
 class TriviaQAOpenTask(TriviaQATask):

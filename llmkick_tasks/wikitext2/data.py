@@ -68,11 +68,12 @@ def split_articles(lines: Iterable[str]) -> list[dict[str, str]]:
     return documents
 
 
-def _local_lines(folder: Path) -> list[str]:
+def local_file(folder: Path) -> Path:
+    """The release test file of ``folder`` (the first of ``LOCAL_NAMES`` present)."""
     for name in LOCAL_NAMES:
         path = folder / name
         if path.is_file():
-            return path.read_text(encoding="utf-8").splitlines()
+            return path
     raise layout_error(BENCHMARK, folder, f"no WikiText-2 test file ({' or '.join(LOCAL_NAMES)})")
 
 
@@ -80,7 +81,7 @@ def local_rows(folder: Path) -> list[str]:
     """The release file of ``folder`` as the Hub's rows: one per line, a text line keeps its newline."""
     from llmkick_tasks.wikitext2.windows import release_rows
 
-    return release_rows(_local_lines(folder))
+    return release_rows(local_file(folder).read_text(encoding="utf-8").splitlines())
 
 
 def process_articles(rows: datasets.Dataset) -> datasets.Dataset:

@@ -18,7 +18,7 @@ import datasets
 from llmkick_tasks.data_dir import to_dataset
 from llmkick_tasks.hub_task import HubTask
 from llmkick_tasks.run_metadata import WIKITEXT2_ARTICLES
-from llmkick_tasks.wikitext2.data import BENCHMARK, local_rows
+from llmkick_tasks.wikitext2.data import BENCHMARK, local_file, local_rows
 from llmkick_tasks.wikitext2.windows import FEATURES, NoTokenizerError, load_windows
 
 if TYPE_CHECKING:
@@ -29,6 +29,11 @@ class WikiText2Task(HubTask):
     """A task on the WikiText-2 test rows: the Hub's, or the data dir's release file as the same rows."""
 
     BENCHMARK = BENCHMARK
+
+    @classmethod
+    def local_files(cls, folder: Path, dataset_name: str | None) -> list[Path]:
+        """The release test file (:func:`~llmkick_tasks.wikitext2.data.local_file`)."""
+        return [local_file(folder)]
 
     def load_local(self, folder: Path) -> dict[str, datasets.Dataset]:
         """The test split of ``<data dir>/wikitext2`` in the Hub's layout (one ``text`` row per line)."""
