@@ -26,6 +26,7 @@ and loading the data repeats the file resolution, which covers callers that bypa
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 from collections.abc import Iterable, Mapping
@@ -106,9 +107,9 @@ def _data_check(target: Any) -> Callable[[Mapping[str, Any], Mapping[str, Any]],
         module = Path(target.rsplit(".", 1)[0]).resolve()
         if not module.is_relative_to(PACKAGE_DIR):
             return None  # another plugin's task: importing its code here is not ours to do
-        from lm_eval.tasks._yaml_loader import _import_fun_from_str  # how lm-eval resolves `!function`
-
-        target = _import_fun_from_str(target)
+        # Our own module, so imported by its package name (lm-eval's `!function` resolver is private).
+        package = ".".join((PACKAGE_DIR.name, *module.relative_to(PACKAGE_DIR).parts))
+        target = getattr(importlib.import_module(package), target.rsplit(".", 1)[1], None)
     return getattr(target, CHECK_DATA_FILES, None)
 
 
