@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkick_models.arguments import CACHE_ARGS, compression_args, reject_foreign_names
-from llmkick_models.engine.methods import build_spec, method_class, option_names
+from llmkick_models.engine.methods import METHODS, build_spec, method_class, option_names
 from llmkick_models.engine.options import CompressionArgumentError
 from llmkick_models.engine.spec import CompressionSpec
 
@@ -64,8 +64,9 @@ def check_vllm_model_args(args: Mapping[str, Any], vllm_model: type) -> VLLMArgs
     # Other tools' names for our options, unless vLLM takes the name itself (its KV-cache block_size).
     reject_foreign_names(arg for arg in engine if arg not in accepted)
     check_vllm_args(engine, accepted, (*compression_args(), *WEIGHT_SOURCE_ARGS))
+    # Before the spec: what vLLM cannot serve is refused as such, not for a dependency it would need.
+    check_servable(str(compression.get("method", "none")))
     spec = build_spec(**{k: v for k, v in compression.items() if k not in CACHE_ARGS})
-    check_servable(spec)
     check_parallelism(engine, *devices_present())
     return VLLMArgs(spec, compression, weight_source, engine)
 
@@ -178,12 +179,13 @@ def check_vllm_args(args: Iterable[str], accepted: Collection[str], also_known: 
         )
 
 
-def check_servable(spec: CompressionSpec) -> None:
-    """Refuse a method whose compressed model is not plain weight tensors (vLLM loads only those)."""
-    if getattr(method_class(spec.method), PLAIN_WEIGHTS_ATTRIBUTE, True):
+def check_servable(method: str) -> None:
+    """Refuse a method whose compressed model is not plain weight tensors (vLLM loads only those); an
+    unknown method is left to the spec's own check."""
+    if method not in METHODS or getattr(method_class(method), PLAIN_WEIGHTS_ATTRIBUTE, True):
         return
     raise CompressionArgumentError(
-        f"compressed-vllm: method={spec.method} does not leave plain weight tensors that vLLM can load; "
+        f"compressed-vllm: method={method} does not leave plain weight tensors that vLLM can load; "
         f"evaluate it with --model compressed-hf"
     )
 

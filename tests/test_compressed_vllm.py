@@ -6,6 +6,7 @@ What needs vLLM itself (the engine, agreement with compressed-hf, the MT-Bench h
 
 from __future__ import annotations
 
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 from typing import ClassVar
@@ -13,7 +14,7 @@ from typing import ClassVar
 import pytest
 
 from llmkick_models.arguments import compression_args
-from llmkick_models.engine.methods import METHODS, build_spec, method_class
+from llmkick_models.engine.methods import METHODS, method_class
 from llmkick_models.engine.methods.magnitude import Magnitude
 from llmkick_models.engine.options import CompressionArgumentError
 from llmkick_models.vllm_checks import (
@@ -78,7 +79,7 @@ def test_a_method_without_plain_weights_is_refused_naming_compressed_hf(
 ) -> None:
     monkeypatch.setitem(METHODS, "notplain", NotPlain)
     with pytest.raises(CompressionArgumentError) as raised:
-        check_servable(build_spec("notplain", 0.5))
+        check_servable("notplain")
     assert str(raised.value) == (
         "compressed-vllm: method=notplain does not leave plain weight tensors that vLLM can load; "
         "evaluate it with --model compressed-hf"
@@ -87,18 +88,22 @@ def test_a_method_without_plain_weights_is_refused_naming_compressed_hf(
 
 @pytest.mark.parametrize("method", [m for m in METHODS if not method_class(m).always_quantizes()])
 def test_built_in_pruning_methods_are_served(method: str) -> None:
-    check_servable(build_spec(method, None if method == "none" else 0.5))
+    check_servable(method)
 
 
 def test_quantizing_methods_are_served() -> None:
-    check_servable(build_spec("gptq", bits=4))
-    check_servable(build_spec("rtn", bits=4))
-    check_servable(build_spec("awq", bits=4))
+    check_servable("gptq")
+    check_servable("rtn")
+    check_servable("awq")
 
 
-def test_llm_int8_is_refused_naming_compressed_hf() -> None:
+def test_llm_int8_is_refused_naming_compressed_hf(monkeypatch: pytest.MonkeyPatch, fake_vllm: None) -> None:
+    """Refused as unservable even where bitsandbytes is missing (installing it would not help vLLM)."""
+    from llmkick_models import vllm_checks
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
     with pytest.raises(CompressionArgumentError, match="method=llm_int8 does not leave plain weight tensors"):
-        check_servable(build_spec("llm_int8", bits=8))
+        vllm_checks.check_vllm_model_args({"method": "llm_int8", "bits": 8}, FakeVLLM)
 
 
 def test_more_parallelism_than_devices_is_refused() -> None:
