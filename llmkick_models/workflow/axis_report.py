@@ -71,7 +71,7 @@ def _x_positions(values: list[str]) -> tuple[list[float], bool]:
 def plot_axes(points: list[PointResult], out_dir: Path, compared: dict) -> list[Path]:
     """One PNG per --grid axis (``axis_<name>.png``): per headline metric a panel of score vs the axis
     value, one line per series, dense as a dashed line."""
-    from llmkick_models.workflow.report_plots import model_prefix, pyplot
+    from llmkick_models.workflow.report_plots import model_prefix, pyplot, save_figure
 
     written = []
     columns = list(report_columns(points))
@@ -94,9 +94,7 @@ def plot_axes(points: list[PointResult], out_dir: Path, compared: dict) -> list[
         if model_prefix(points):  # a --models run: each model's figure, against its own dense
             figure.suptitle(f"{model_prefix(points)}score vs {axis}", fontsize=10)
         figure.tight_layout()
-        written.append(out_dir / f"axis_{axis}.png")
-        figure.savefig(written[-1], dpi=110)
-        plt.close(figure)
+        written.append(save_figure(plt, figure, out_dir / f"axis_{axis}.png"))
     return written
 
 

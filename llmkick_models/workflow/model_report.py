@@ -120,11 +120,16 @@ def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> lis
     dense (bottom; dense itself at 0) against the model's parameter count, each model's ticks named, one
     line per point setting (its id without the model: ``wanda-s0.5``) in one color in both panels, dense in
     black; one legend below the panels."""
-    import math
 
     from matplotlib.ticker import NullLocator
 
-    from llmkick_models.workflow.report_plots import pyplot, score_axis, style_changes
+    from llmkick_models.workflow.report_plots import (
+        legend_below,
+        pyplot,
+        save_figure,
+        score_axis,
+        style_changes,
+    )
 
     models = run_models(points)
     sizes = {label: _parameters(members) for label, members in models.items()}
@@ -164,13 +169,6 @@ def plot_models(points: list[PointResult], run_dir: Path, compared: dict) -> lis
         bottom.set_xticks(list(sizes.values()), [f"{label}\n{size:.3g}" for label, size in sizes.items()])
         bottom.xaxis.set_minor_locator(NullLocator())
         bottom.set_xlabel("parameters (model_num_parameters)")
-    # One legend below the panels, as the size figure: inside a panel it hides points.
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    per_row = min(4, 2 * len(columns))  # as many as the figure's width holds
-    figure.legend(handles, labels, loc="lower center", ncol=per_row, fontsize=7, frameon=False)
     figure.suptitle("Across models: each point against its own model's dense", fontsize=10)
-    figure.tight_layout(rect=(0, 0.03 * math.ceil(len(labels) / per_row) + 0.02, 1, 1))
-    written = run_dir / "models.png"
-    figure.savefig(written, dpi=110)
-    plt.close(figure)
-    return [written]
+    legend_below(figure, axes[0][0], ncol=min(4, 2 * len(columns)))  # as many as the figure's width holds
+    return [save_figure(plt, figure, run_dir / "models.png")]

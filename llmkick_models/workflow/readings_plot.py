@@ -17,6 +17,7 @@ from llmkick_models.workflow.report_plots import (
     dense_lines,
     model_prefix,
     pyplot,
+    save_figure,
     score_axis,
 )
 from llmkick_models.workflow.run_results import PointResult
@@ -91,7 +92,5 @@ def plot_breakdowns(
         title = f"{model_prefix(points)}{breakdown.task} by group"
         figure.suptitle(f"{title} (bars: paired 95% interval vs dense)", fontsize=10)
         figure.tight_layout()
-        written.append(out_dir / f"plot_{breakdown.task}_by_group.png")
-        figure.savefig(written[-1], dpi=100)
-        plt.close(figure)
+        written.append(save_figure(plt, figure, out_dir / f"plot_{breakdown.task}_by_group.png", dpi=100))
     return written

@@ -173,9 +173,7 @@ def plot_run(points: list[PointResult], out_dir: Path, compared: dict | None = N
                         fontsize=10)  # fmt: skip
         figure.tight_layout()
         stem = task if len([c for c in columns if c[0] == task]) == 1 else f"{task}_{name}"
-        written.append(out_dir / f"plot_{stem}.png")
-        figure.savefig(written[-1], dpi=110)
-        plt.close(figure)
+        written.append(save_figure(plt, figure, out_dir / f"plot_{stem}.png"))
     return written
 
 
@@ -206,6 +204,21 @@ def _draw_metric(plt: Any, view: MetricView, panels: _Panels, perplexity: tuple[
         top.set_title(panel if len(panels.members) > 1 else "")
         new_legend(top, shown[0])
     return figure
+
+
+def legend_below(figure: Any, axis: Any, ncol: int, row_height: float = 0.03) -> None:
+    """One figure legend of ``axis``'s entries below the panels (inside a panel it hides points: every corner
+    can hold some), and the panels laid out above it."""
+    handles, labels = axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, row_height * math.ceil(len(labels) / ncol) + 0.02, 1, 1))
+
+
+def save_figure(plt: Any, figure: Any, path: Path, dpi: int = 110) -> Path:
+    """Write ``figure`` to ``path`` and close it (pyplot keeps every open figure alive otherwise)."""
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
 
 
 def new_legend(axis: Any, shown: set[str], ncol: int = 1, **where: Any) -> None:

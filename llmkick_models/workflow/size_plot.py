@@ -7,7 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from llmkick_models.workflow.report_plots import MetricView, dense_lines, model_prefix, pyplot, score_axis
+from llmkick_models.workflow.report_plots import (
+    MetricView,
+    dense_lines,
+    legend_below,
+    model_prefix,
+    pyplot,
+    save_figure,
+    score_axis,
+)
 from llmkick_models.workflow.run_results import PointResult, report_columns
 from llmkick_models.workflow.stored_size import point_size
 
@@ -58,15 +66,8 @@ def plot_stored_size(points: list[PointResult], out_dir: Path, compared: dict) -
         axes[spare // PANELS_PER_ROW][spare % PANELS_PER_ROW].set_visible(False)
     title = "Score vs stored size (whole model, relative to dense 16-bit; storage model in report.json)"
     figure.suptitle(f"{model_prefix(points)}{title}\n(bars: paired 95% interval vs dense)", fontsize=10)
-    # One legend below the panels: inside a panel it hides points (every corner can hold some).
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    legend_rows = math.ceil(len(labels) / 4)
-    figure.tight_layout(rect=(0, 0.035 * legend_rows + 0.02, 1, 1))
-    path = out_dir / "plot_stored_size.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path]
+    legend_below(figure, axes[0][0], ncol=4, row_height=0.035)
+    return [save_figure(plt, figure, out_dir / "plot_stored_size.png")]
 
 
 def _draw_panel(
