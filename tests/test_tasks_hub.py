@@ -22,6 +22,8 @@ from task_fixtures import (
     write_triviaqa,
 )
 
+from llmkick_models.workflow.upstream_offline import write_hub_folder
+
 MMLU_FEATURES = datasets.Features(  # cais/mmlu's columns
     {
         "question": datasets.Value("string"),
@@ -37,19 +39,6 @@ def private_datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     """A datasets cache of each test's own: ``datasets`` keys local-folder builds by folder name and config,
     so a build left by an earlier run with other rows could otherwise be served."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets_cache")
-
-
-def write_hub_folder(root: Path, configs: dict[str, dict[str, datasets.Dataset]]) -> Path:
-    """A dataset folder in the Hub's layout: ``<config>/<split>-00000-of-00001.parquet`` + README configs."""
-    card = ["---", "configs:"]
-    for config, splits in configs.items():
-        card += [f"- config_name: {config}", "  data_files:"]
-        for split, rows in splits.items():
-            (root / config).mkdir(parents=True, exist_ok=True)
-            rows.to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
-            card += [f"  - split: {split}", f"    path: {config}/{split}-*"]
-    (root / "README.md").write_text("\n".join([*card, "---", ""]))
-    return root
 
 
 def load_task(name: str, metadata: dict[str, Any]) -> Any:

@@ -13,14 +13,13 @@ Marked ``lm_eval_tests``, as ``test_lm_eval_task_tests.py``.
 
 from __future__ import annotations
 
-import os
+import json
+import re
 import subprocess
 import sys
-import sysconfig
 import tarfile
 from pathlib import Path
 
-import datasets
 import pytest
 from test_lm_eval_task_tests import (
     CACHE,
@@ -30,13 +29,10 @@ from test_lm_eval_task_tests import (
     lm_eval_sdist_file,
     run_lm_eval_task_tests,
 )
-from test_tasks_hub import write_hub_folder
 
+from llmkick_models.workflow.cli import main
+from llmkick_models.workflow.upstream_offline import local_hub, point_at_local_hub, without_llmkick_env
 from llmkick_models.workflow.upstream_tasks import defined_names, write_upstream_folder
-from llmkick_tasks.mmlu.utils import FEATURES as MMLU_FEATURES
-from llmkick_tasks.mmlu.utils import SUBJECTS, parse_csv
-from llmkick_tasks.triviaqa.release import release_dataset
-from llmkick_tasks.wikitext2.data import local_rows, split_articles
 
 pytestmark = pytest.mark.lm_eval_tests
 
@@ -52,51 +48,6 @@ def lm_eval_tree(root: Path) -> Path:
     return root / f"lm_eval-{LM_EVAL_VERSION}"
 
 
-def local_hub(shared: Path, root: Path) -> tuple[dict[str, Path], dict[str, int]]:
-    """Local Hub-layout copies of the folder's datasets (Hub id -> folder), and each task's document count."""
-    mmlu = {
-        subject: {
-            split: datasets.Dataset.from_list(
-                parse_csv(shared / "mmlu" / split / f"{subject}_{split}.csv", subject), features=MMLU_FEATURES
-            )
-            for split in ("test", "dev")
-        }
-        for subject in SUBJECTS
-    }
-    sample = shared / "triviaqa_sample"
-    trivia = {
-        "rc": release_dataset(sample, "dev", True),
-        "rc.nocontext": release_dataset(sample, "dev", False),
-    }
-    wikitext = local_rows(shared / "wikitext2")
-    hubs = {
-        "cais/mmlu": write_hub_folder(root / "cais_mmlu", mmlu),
-        "mandarjoshi/trivia_qa": write_hub_folder(
-            root / "trivia_qa", {name: {"validation": rows} for name, rows in trivia.items()}
-        ),
-        "Salesforce/wikitext": write_hub_folder(
-            root / "wikitext", {"wikitext-2-raw-v1": {"test": datasets.Dataset.from_dict({"text": wikitext})}}
-        ),
-    }
-    counts = {"llmkick_triviaqa_closed": len(trivia["rc"]), "llmkick_triviaqa_open": len(trivia["rc"])}
-    counts["llmkick_wikitext2_ppl_articles"] = len(split_articles(wikitext))
-    for subject, splits in mmlu.items():
-        counts[f"llmkick_mmlu_{subject}"] = counts[f"llmkick_mmlu_ll_{subject}"] = len(splits["test"])
-    return hubs, counts
-
-
-def without_project_python(tree: Path) -> dict[str, str]:
-    """The environment of a ``python -S`` that sees the lm-eval tree and the venv's packages, not llmkick."""
-    site = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(PYTHONPATH=os.pathsep.join([str(tree), *dict.fromkeys(site)]), PYTHONNOUSERSITE="1")
-    env.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    # A cache of its own: `datasets` reuses a cached build of another local folder with the same name and
-    # config (seen with test_tasks_hub's 12-row "wikitext" folder).
-    env["HF_DATASETS_CACHE"] = str(tree.parent / "datasets_cache")
-    return env
-
-
 def test_the_pull_request_folder_passes_lm_evals_task_tests_without_llmkick(
     shared_data: Path, tmp_path: Path
 ) -> None:
@@ -104,16 +55,11 @@ def test_the_pull_request_folder_passes_lm_evals_task_tests_without_llmkick(
     folder = tree / "lm_eval" / "tasks" / "llmkick"
     write_upstream_folder(folder)
     hubs, counts = local_hub(shared_data, tmp_path / "hub")
-    for path in folder.rglob("*"):
-        if path.is_file() and path.suffix != ".py" and path.name != "README.md":
-            text = path.read_text(encoding="utf-8")
-            for hub_id, local in hubs.items():
-                text = text.replace(f"dataset_path: {hub_id}\n", f"dataset_path: {local}\n")
-            path.write_text(text, encoding="utf-8")
+    point_at_local_hub(folder, hubs)
     tasks = sorted(name for name in counts if name in defined_names(folder))
     assert len(tasks) == 117, tasks
 
-    env = without_project_python(tree)
+    env = without_llmkick_env(tree)
     probe = "import lm_eval, sys\ntry:\n import llmkick_tasks\nexcept ImportError:\n print(lm_eval.__file__)"
     seen = subprocess.run(
         [sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -141,3 +87,38 @@ def test_the_pull_request_folder_passes_lm_evals_lint(tmp_path: Path) -> None:
     ):
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_upstream_score_runs_the_folder_without_llmkick_and_fills_its_results_table(
+    shared_data: Path, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """``llmkick upstream-score`` scores the folder's own tasks (lm-eval run with ``python -S -P``), and its
+    results JSON fills the folder's README: documents counted, the local data named, the limit stated."""
+    tasks = "llmkick_triviaqa,llmkick_mmlu_ll_virology,llmkick_mmlu_anatomy,llmkick_wikitext2_ppl_articles"
+    lm_eval_args = ["--model", "hf", "--model_args", f"pretrained={tiny_llama_dir}", "--tasks", tasks]
+    work = tmp_path / "work"
+    assert (
+        main(
+            ["upstream-score", str(work), "--data_dir", str(shared_data), "--", *lm_eval_args, "--limit", "2"]
+        )
+        == 0
+    )
+    (results,) = (work / "results").rglob("results_*.json")
+    data = json.loads(results.read_text())
+    # The tasks came from the copied folder, not from the plugin: their YAML paths are in the tree.
+    assert {name: config["dataset_path"] for name, config in data["configs"].items()} == {
+        "llmkick_mmlu_anatomy": str(work / "hub" / "cais_mmlu"),
+        "llmkick_mmlu_ll_virology": str(work / "hub" / "cais_mmlu"),
+        "llmkick_triviaqa_closed": str(work / "hub" / "trivia_qa"),
+        "llmkick_triviaqa_open": str(work / "hub" / "trivia_qa"),
+        "llmkick_wikitext2_ppl_articles": str(work / "hub" / "wikitext"),
+    }
+    assert main(["upstream-tasks", str(tmp_path / "out"), "--results", str(results)]) == 0
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "**limit 2 per task: not the full data**" in readme and "**not read from the Hub**" in readme
+    assert re.search(
+        r"\| llmkick_triviaqa_closed \| exact_match \| [0-9.]+ \| [0-9.]+ \| 2 of 4 \| – \|", readme
+    )
+    assert re.search(
+        r"\| llmkick_wikitext2_ppl_articles \| word_perplexity \| [0-9.]+ \| N/A \| 2 of 62 \|", readme
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from test_tasks_hub import WIKITEXT_ROWS
 
 from llmkick_models.workflow.cli import UserErrorExit, main
+from llmkick_models.workflow.upstream_readme import HUB_IDS
 from llmkick_models.workflow.upstream_tasks import write_upstream_folder
 
 TRIVIAQA_ROW: dict[str, Any] = {
@@ -141,13 +143,69 @@ def test_the_yamls_name_nothing_of_the_plugin(folder: Path) -> None:
 def test_results_table_from_an_lm_eval_results_file(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     scores = {"alias": "x", "acc,none": 0.25, "acc_stderr,none": 0.01, "letter_rate,none": 0.9}
-    config = {"model": "hf", "model_args": "pretrained=tiny", "limit": 10}
+    config = {"model": "hf", "model_args": "pretrained=tiny", "limit": 10.0}
     results.write_text(json.dumps({"results": {"llmkick_mmlu": scores}, "config": config}))
     assert main(["upstream-tasks", str(tmp_path / "out"), "--results", str(results)]) == 0
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "| llmkick_mmlu | acc | 0.2500 | 0.0100 | 0.471 |" in readme
-    assert "| llmkick_mmlu | letter_rate | 0.9000 |  | – |" in readme
-    assert "`pretrained=tiny` — **limit 10: not the full data**" in readme and "To be filled" not in readme
+    assert "| llmkick_mmlu | acc | 0.2500 | 0.0100 |  | 0.471 |" in readme
+    assert "| llmkick_mmlu | letter_rate | 0.9000 |  |  | – |" in readme
+    assert "`pretrained=tiny` — **limit 10 per task: not the full data**." in readme
+    assert "To be filled" not in readme and "not read from the Hub" not in readme
+
+
+def test_results_table_counts_documents_and_says_where_the_data_came_from(tmp_path: Path) -> None:
+    """A group's documents are its subjects' summed; a local dataset_path is named; the note is shown."""
+    results = tmp_path / "results.json"
+    data = {
+        "results": {
+            "llmkick_mmlu": {"acc,none": 0.3},
+            "llmkick_triviaqa_closed": {"exact_match,none": 0.0, "exact_match_stderr,none": 0.0},
+        },
+        "group_subtasks": {
+            "llmkick_mmlu": ["llmkick_mmlu_stem"],
+            "llmkick_mmlu_stem": ["llmkick_mmlu_anatomy", "llmkick_mmlu_virology"],
+        },
+        "n-samples": {
+            "llmkick_mmlu_anatomy": {"original": 135, "effective": 40},
+            "llmkick_mmlu_virology": {"original": 166, "effective": 40},
+            "llmkick_triviaqa_closed": {"original": 4, "effective": 4},
+        },
+        "configs": {
+            "llmkick_mmlu_anatomy": {"dataset_path": "/data/hub/cais_mmlu"},
+            "llmkick_triviaqa_closed": {"dataset_path": "mandarjoshi/trivia_qa"},
+        },
+        "config": {"model": "hf", "model_args": "pretrained=m", "limit": None},
+        "lm_eval_version": "0.4.13",
+        "date": 1796569848.57,
+    }
+    results.write_text(json.dumps(data))
+    note = "m is SmolLM2-135M-Instruct dequantized from its Q4_1 GGUF."
+    out = tmp_path / "out"
+    assert main(["upstream-tasks", str(out), "--results", str(results), "--results_note", note]) == 0
+    readme = (out / "README.md").read_text()
+    assert "| llmkick_mmlu | acc | 0.3000 |  | 80 of 301 | 0.471 |" in readme
+    assert "| llmkick_triviaqa_closed | exact_match | 0.0000 | 0.0000 | 4 of 4 | – |" in readme
+    assert "Model: `hf` with `pretrained=m` (lm-eval 0.4.13, run on 2026-12-06)." in readme
+    assert note in readme and "not the full data" not in readme
+    assert "**not read from the Hub** — `dataset_path` was `/data/hub/cais_mmlu`" in readme
+
+
+def test_a_results_note_without_results_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(UserErrorExit):
+        main(["upstream-tasks", str(tmp_path / "out"), "--results_note", "a model"])
+    assert "--results_note describes the model of --results: give --results too" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_hub_ids_the_results_table_knows_are_those_the_yamls_read(tmp_path: Path) -> None:
+    write_upstream_folder(tmp_path / "out")
+    paths = set()
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file() and path.suffix != ".py" and path.name != "README.md":
+            paths.update(re.findall(r"^dataset_path: (\S+)$", path.read_text(), re.MULTILINE))
+    assert paths == HUB_IDS
 
 
 @pytest.mark.parametrize(

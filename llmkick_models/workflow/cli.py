@@ -187,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument(
         "--results", type=Path, help="an lm-eval results JSON for the README's results table"
     )
+    upstream.add_argument(
+        "--results_note", help="a sentence under the results table's model line (what the model is)"
+    )
+    score = commands.add_parser(
+        "upstream-score",
+        help="score the pull-request folder offline, without llmkick: WORK --data_dir D -- <lm_eval args>",
+    )
+    score.add_argument("work", type=Path, help="a new or empty folder (tree, Hub-layout data, results)")
+    score.add_argument("--data_dir", type=Path, required=True, help="a data dir in the release layout")
     return parser
 
 
@@ -336,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [arg for arg in argv if arg != "--debug"]
     parser = build_parser()
     args, passthrough = parser.parse_known_args(argv)
-    if args.command != "sweep" and passthrough:
+    if args.command == "upstream-score":
+        passthrough = [arg for arg in passthrough if arg != "--"]
+    elif args.command != "sweep" and passthrough:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     try:
         return _run_command(args, passthrough)
@@ -381,8 +392,17 @@ def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
     if args.command == "upstream-tasks":
         from llmkick_models.workflow.upstream_tasks import write_upstream_folder
 
-        written = write_upstream_folder(args.dir, args.results)
+        written = write_upstream_folder(args.dir, args.results, args.results_note)
         print(f"llmkick upstream-tasks: wrote {len(written)} files into {args.dir}")
+        return 0
+    if args.command == "upstream-score":
+        from llmkick_models.workflow.upstream_offline import score_offline
+
+        results = score_offline(args.work, args.data_dir, passthrough)
+        print(
+            f"llmkick upstream-score: results in {results}\nfill the folder's README with: "
+            f"llmkick upstream-tasks DIR --results {results}"
+        )
         return 0
     if args.command == "convert-gguf":
         from llmkick_models.storage.gguf import convert_gguf

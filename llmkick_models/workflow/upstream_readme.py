@@ -4,6 +4,7 @@ table (read from an lm-eval results JSON when one is given)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ SUMMARY_TASKS = (
     "llmkick_triviaqa_open",
     "llmkick_wikitext2_ppl_articles",
 )
+# The Hub datasets the YAMLs read.
+HUB_IDS = {"cais/mmlu", "mandarjoshi/trivia_qa", "Salesforce/wikitext"}
 # The paper's dense Vicuna-7B numbers this folder can be compared with: (task, metric) -> value.
 PAPER = {("llmkick_mmlu", "acc"): "0.471"}
 
@@ -124,8 +127,41 @@ def load_results(path: Path) -> dict[str, Any]:
     return data
 
 
-def results_table(data: dict[str, Any] | None) -> str:
-    """The results section: a table from ``data`` (an lm-eval results JSON), or a to-be-filled note."""
+def documents(data: dict[str, Any], task: str) -> tuple[int, int] | None:
+    """(documents scored, documents the task has) for ``task``, summed over a group's subtasks; ``None``
+    when the results file does not count them."""
+    counts = data.get("n-samples") or {}
+    if task in counts:
+        return int(counts[task]["effective"]), int(counts[task]["original"])
+    members = (data.get("group_subtasks") or {}).get(task)
+    if not members:
+        return None
+    parts = [documents(data, member) for member in members]
+    if any(part is None for part in parts):
+        return None
+    return sum(part[0] for part in parts), sum(part[1] for part in parts)  # type: ignore[index]
+
+
+def data_source(data: dict[str, Any]) -> str | None:
+    """A line saying where the scored documents came from, when not (only) from the Hub ids of the YAMLs."""
+    paths = {
+        str(config.get("dataset_path"))
+        for name, config in (data.get("configs") or {}).items()
+        if name.startswith("llmkick_")
+    }
+    local = sorted(path for path in paths if path not in HUB_IDS)
+    if not local:
+        return None
+    return (
+        "Data: **not read from the Hub** — `dataset_path` was "
+        + ", ".join(f"`{path}`" for path in local)
+        + " (local copies in the Hub's layout)."
+    )
+
+
+def results_table(data: dict[str, Any] | None, note: str | None = None) -> str:
+    """The results section: a table from ``data`` (an lm-eval results JSON), or a to-be-filled note.
+    ``note``: a sentence printed under the model line (what the model is, where its weights came from)."""
     if data is None:
         return (
             "**To be filled.** No model has been scored with this folder yet. Run, for example,\n"
@@ -138,16 +174,31 @@ def results_table(data: dict[str, Any] | None) -> str:
     model = config.get("model_args") or data.get("model_name") or "unknown model"
     lines = [f"Model: `{config.get('model', '?')}` with `{model}`"]
     if config.get("limit") is not None:
-        lines[0] += f" — **limit {config['limit']}: not the full data**"
-    lines += ["", "| task | metric | value | stderr | paper (Vicuna-7B, dense) |", "|---|---|---|---|---|"]
+        lines[0] += f" — **limit {config['limit']:g} per task: not the full data**"
+    versions = [f"lm-eval {data['lm_eval_version']}"] if data.get("lm_eval_version") else []
+    if data.get("transformers_version"):
+        versions.append(f"transformers {data['transformers_version']}")
+    if isinstance(data.get("date"), int | float):  # lm-eval writes the run's start as a Unix time
+        versions.append(f"run on {datetime.fromtimestamp(data['date'], UTC):%Y-%m-%d}")
+    lines[0] += f" ({', '.join(versions)})." if versions else "."
+    lines += [line for line in (note, data_source(data)) if line]
+    lines = ["\n\n".join(lines)]
+    lines += [
+        "",
+        "| task | metric | value | stderr | documents | paper (Vicuna-7B, dense) |",
+        "|---|---|---|---|---|---|",
+    ]
     for task in SUMMARY_TASKS:
+        counted = documents(data, task)
+        shown = "" if counted is None else f"{counted[0]:,} of {counted[1]:,}"
         for key, value in (data["results"].get(task) or {}).items():
             metric, _, flt = key.partition(",")
             if metric == "alias" or metric.endswith("_stderr") or not isinstance(value, int | float):
                 continue
             stderr = data["results"][task].get(f"{metric}_stderr,{flt}", "")
             stderr = f"{stderr:.4f}" if isinstance(stderr, int | float) else str(stderr or "")
-            lines.append(f"| {task} | {metric} | {value:.4f} | {stderr} | {PAPER.get((task, metric), '–')} |")
+            paper = PAPER.get((task, metric), "–")
+            lines.append(f"| {task} | {metric} | {value:.4f} | {stderr} | {shown} | {paper} |")
     lines += ["", "The paper's number is comparable only when the model above is dense Vicuna-7B."]
     return "\n".join(lines)
 
@@ -156,11 +207,14 @@ def _items(entries: dict[str, str]) -> str:
     return "\n".join(f"* `{name}`: {text}" for name, text in entries.items())
 
 
-def readme(names: list[str], left_out: dict[str, str], results: dict[str, Any] | None) -> str:
+def readme(
+    names: list[str], left_out: dict[str, str], results: dict[str, Any] | None, note: str | None = None
+) -> str:
     """The folder's README: paper, citation, groups/tags/tasks, checklist, deviations, results, changelog.
 
     ``names``: the task and group names the folder defines (every one the README describes must be
-    among them); ``left_out``: tasks of the plugin not in the folder -> why.
+    among them); ``left_out``: tasks of the plugin not in the folder -> why; ``results`` and ``note``: see
+    :func:`results_table`.
     """
     described = [
         *GROUPS,
@@ -216,7 +270,7 @@ If other tasks on this dataset are already supported:
 
 ### Results
 
-{results_table(results)}
+{results_table(results, note)}
 
 ### Changelog
 

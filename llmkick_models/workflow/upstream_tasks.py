@@ -119,13 +119,17 @@ def check_output_dir(folder: Path) -> None:
         )
 
 
-def write_upstream_folder(folder: Path, results_path: Path | None = None) -> list[Path]:
+def write_upstream_folder(
+    folder: Path, results_path: Path | None = None, results_note: str | None = None
+) -> list[Path]:
     """Write the pull-request folder into ``folder`` (new or empty) and return the files written.
 
     ``results_path``: an lm-eval results JSON of these tasks, for the README's results table; without it
-    the table is marked as still to be filled.
+    the table is marked as still to be filled.  ``results_note``: a sentence under the table's model line.
     """
     check_output_dir(folder)
+    if results_note and results_path is None:
+        raise UserError("--results_note describes the model of --results: give --results too")
     results = None if results_path is None else load_results(results_path)  # refused before any writing
     files: dict[Path, str] = {}
     for pattern in YAML_FILES:
@@ -144,6 +148,6 @@ def write_upstream_folder(folder: Path, results_path: Path | None = None) -> lis
         files[folder / name] = _group_yaml(TASKS_DIR / name, available)
         (folder / name).write_text(files[folder / name], encoding="utf-8")
     tasks = defined_names(folder)
-    files[folder / "README.md"] = readme(tasks, LEFT_OUT, results)
+    files[folder / "README.md"] = readme(tasks, LEFT_OUT, results, results_note)
     (folder / "README.md").write_text(files[folder / "README.md"], encoding="utf-8")
     return sorted(files)
