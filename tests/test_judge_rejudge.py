@@ -37,6 +37,7 @@ from llmkick_models.workflow.cli import main
 from llmkick_models.workflow.run_results import load_run
 from llmkick_models.workflow.sweep_plan import SweepPoint
 from llmkick_models.workflow.sweep_report import write_report
+from llmkick_tasks.errors import UserFileNotFoundError
 
 VICUNA = "llmkick_instruction_vicuna80"
 MTBENCH = "llmkick_mtbench"
@@ -520,3 +521,19 @@ def test_a_moved_rejudged_sweep_reported_from_another_directory_finds_its_sample
         f"results disagree with samples: {edited} reports {VICUNA} score,judge = 6.0, recomputed from "
         f"{load_run(copy)[0].check.samples.path(VICUNA)}: {NEW_DENSE_SCORE!r}"
     )
+
+
+def test_a_rejudged_copy_moved_away_from_its_sweep_is_refused_before_anything_is_drawn(
+    generated: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its samples stay in the sweep's points: reported alone, every score would be 'samples missing' and
+    every figure empty (what the report drew before)."""
+    run = build_sweep(generated, tmp_path / "sweep")
+    alone = tmp_path / "alone"
+    shutil.copytree(rejudge_sweep(run, tmp_path, generated[1], monkeypatch, tmp_path / "cache.sqlite"), alone)
+    before = sorted(path.name for path in alone.iterdir())
+    with pytest.raises(
+        UserFileNotFoundError, match=rf"{alone} is a re-judged copy of a sweep \(llmkick judge\)"
+    ):
+        write_report(alone)
+    assert sorted(path.name for path in alone.iterdir()) == before

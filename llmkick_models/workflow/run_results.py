@@ -23,6 +23,7 @@ from llmkick_models.workflow.sample_checks import (
     children,
     leaf_tasks,
     numeric_scores,
+    rejudged_tasks,
 )
 from llmkick_tasks.errors import UserFileNotFoundError
 
@@ -189,7 +190,26 @@ def load_run(run_dir: Path) -> list[PointResult]:
             loaded.append(_load_point(point, point_dir))
     if not loaded:
         raise UserFileNotFoundError(f"{run_dir} holds no finished point yet")
+    check_rejudged_parent(run_dir, loaded)
     return loaded
+
+
+def check_rejudged_parent(run_dir: Path, points: list[PointResult]) -> None:
+    """Refuse a re-judged copy (``llmkick judge``'s ``rejudged/<label>/``) moved away from the sweep it
+    re-judged: its samples stay in that sweep's points, so not one of them would be found (one missing file
+    is a point's problem, listed in the report; all of them missing is the wrong folder)."""
+    sources = [
+        (point.point["id"], task, rejudged.source)
+        for point in points
+        for task, rejudged in rejudged_tasks(point.results, point.point_dir).items()
+    ]
+    if sources and not any(source.exists() for _, _, source in sources):
+        point_id, task, source = sources[0]
+        raise UserFileNotFoundError(
+            f"{run_dir} is a re-judged copy of a sweep (llmkick judge) whose samples are in that sweep, "
+            f"which is not where it was ({point_id} · {task} reads {source}); report on it inside the "
+            "sweep's rejudged/ folder, or copy the whole sweep"
+        )
 
 
 def problems(points: list[PointResult]) -> list[tuple[str, Finding]]:
