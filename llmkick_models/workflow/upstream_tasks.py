@@ -14,13 +14,15 @@ evaluated model's tokenizer) and the judged tasks (an LLM judge, and MT-Bench's 
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 import llmkick_tasks
 from llmkick_models.workflow.upstream_bundle import BUNDLES, bundle
-from llmkick_models.workflow.upstream_readme import load_results, readme
+from llmkick_models.workflow.upstream_readme import RECORDED_NOTE, RECORDED_RESULTS, load_results, readme
 from llmkick_tasks.errors import UserError
 
 TASKS_DIR = Path(llmkick_tasks.__file__).resolve().parent
@@ -100,6 +102,42 @@ def defined_names(folder: Path) -> list[str]:
     return names
 
 
+class _TaskYamlLoader(yaml.SafeLoader):
+    """A YAML loader that keeps lm-eval's ``!function`` tags as their text (only the data is read here)."""
+
+
+_TaskYamlLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def _task_config(path: Path) -> dict:
+    config = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader) or {}
+    if "include" not in config:
+        return config
+    merged = _task_config(path.parent / config.pop("include"))
+    merged.update(config)
+    return merged
+
+
+def task_versions(folder: Path) -> dict[str, float]:
+    """Each task of the YAMLs under ``folder`` -> its ``metadata.version`` (its includes followed)."""
+    versions = {}
+    for path in sorted(folder.rglob("*.yaml")):
+        config = _task_config(path)
+        if isinstance(config.get("task"), str):
+            versions[config["task"]] = float((config.get("metadata") or {}).get("version", 0))
+    return versions
+
+
+def stale_versions(results: dict, versions: dict[str, float]) -> list[str]:
+    """The tasks ``results`` scored at another version than ``versions`` (the folder's): their scores may
+    not carry over."""
+    return [
+        f"{task} (scored at version {scored}, the folder's is {versions[task]:g})"
+        for task, scored in sorted((results.get("versions") or {}).items())
+        if task in versions and float(scored) != versions[task]
+    ]
+
+
 def _group_yaml(path: Path, available: set[str]) -> str:
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     dropped = [name for name in config["task"] if name not in available]
@@ -120,17 +158,29 @@ def check_output_dir(folder: Path) -> None:
 
 
 def write_upstream_folder(
-    folder: Path, results_path: Path | None = None, results_note: str | None = None
+    folder: Path, results_paths: Sequence[Path] = RECORDED_RESULTS, results_note: str | None = None
 ) -> list[Path]:
     """Write the pull-request folder into ``folder`` (new or empty) and return the files written.
 
-    ``results_path``: an lm-eval results JSON of these tasks, for the README's results table; without it
-    the table is marked as still to be filled.  ``results_note``: a sentence under the table's model line.
+    ``results_paths``: lm-eval results JSONs of these tasks, one table each in the README (refused when
+    a task's version is not the folder's); without them and ``results_note``, the recorded runs
+    (``RECORDED_RESULTS``, ``RECORDED_NOTE``).  ``results_note``: a sentence above the tables.
     """
     check_output_dir(folder)
-    if results_note and results_path is None:
-        raise UserError("--results_note describes the model of --results: give --results too")
-    results = None if results_path is None else load_results(results_path)  # refused before any writing
+    recorded = tuple(results_paths) == RECORDED_RESULTS
+    if recorded:
+        if results_note is not None:
+            raise UserError("--results_note describes the model of --results: give --results too")
+        results_note = RECORDED_NOTE
+    runs = [load_results(path) for path in results_paths]  # refused before any writing
+    versions = task_versions(TASKS_DIR)
+    stale = []
+    for path, data in zip(results_paths, runs, strict=True):
+        stale += stale_versions(data, versions)
+        if stale and not recorded:
+            raise UserError(f"--results {path} is from other task versions: {', '.join(stale)}; score again")
+    if stale:  # the recorded runs no longer match the tasks: the table is left to be filled, saying why
+        print(f"llmkick upstream-tasks: the recorded results are stale: {', '.join(stale)}", file=sys.stderr)
     files: dict[Path, str] = {}
     for pattern in YAML_FILES:
         sources = sorted(TASKS_DIR.glob(pattern))
@@ -148,6 +198,6 @@ def write_upstream_folder(
         files[folder / name] = _group_yaml(TASKS_DIR / name, available)
         (folder / name).write_text(files[folder / name], encoding="utf-8")
     tasks = defined_names(folder)
-    files[folder / "README.md"] = readme(tasks, LEFT_OUT, results, results_note)
+    files[folder / "README.md"] = readme(tasks, LEFT_OUT, None if stale else runs, results_note, stale)
     (folder / "README.md").write_text(files[folder / "README.md"], encoding="utf-8")
     return sorted(files)
