@@ -69,3 +69,23 @@ def test_a_missing_data_dir_and_a_used_work_dir_are_refused(
         main(["upstream-score", str(tmp_path / "used"), "--data_dir", str(tmp_path), *args])
     assert f"WORK {tmp_path / 'used'} exists and is not an empty folder" in capsys.readouterr().err
     assert [path.name for path in (tmp_path / "used").iterdir()] == ["keep.txt"]
+
+
+def test_a_data_dir_missing_files_leaves_nothing_half_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    with pytest.raises(UserErrorExit):
+        lm_eval_args = ["--model", "hf", "--tasks", "llmkick_mmlu"]
+        main(
+            [
+                "upstream-score",
+                str(tmp_path / "work"),
+                "--data_dir",
+                str(tmp_path / "data"),
+                "--",
+                *lm_eval_args,
+            ]
+        )
+    assert "Expected the mmlu data in its original release layout" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

@@ -152,7 +152,7 @@ def check_lm_eval_args(lm_eval_args: list[str], names: set[str]) -> None:
 def score_offline(work: Path, data_dir: Path, lm_eval_args: list[str]) -> Path:
     """Score the pull-request folder offline, without llmkick importable: write the folder into a copy of the
     installed lm-eval under ``work/tree``, its datasets from ``data_dir`` under ``work/hub``, and run
-    ``python -S -m lm_eval`` with ``lm_eval_args`` and ``--output_path work/results``.  Returns the results
+    ``python -S -P -m lm_eval`` with ``lm_eval_args`` and ``--output_path work/results``.  Returns the results
     JSON written.  Bad arguments are refused before anything is written."""
     from llmkick_models.workflow.upstream_tasks import defined_names, write_upstream_folder
 
@@ -165,10 +165,14 @@ def score_offline(work: Path, data_dir: Path, lm_eval_args: list[str]) -> Path:
         folder = Path(scratch) / "llmkick"
         write_upstream_folder(folder)
         check_lm_eval_args(lm_eval_args, set(defined_names(folder)) | tag_names(folder))
-        tree = copy_installed_lm_eval(work / "tree")
-        shutil.copytree(folder, tree / "lm_eval" / "tasks" / "llmkick")
-    hubs, _ = local_hub(data_dir, work / "hub")
-    point_at_local_hub(tree / "lm_eval" / "tasks" / "llmkick", hubs)
+        try:  # a data dir missing a file: nothing is left half-built in work
+            hubs, _ = local_hub(data_dir, work / "hub")
+            tree = copy_installed_lm_eval(work / "tree")
+            shutil.copytree(folder, tree / "lm_eval" / "tasks" / "llmkick")
+            point_at_local_hub(tree / "lm_eval" / "tasks" / "llmkick", hubs)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     # -P: the current folder (a checkout of llmkick, say) is not put on sys.path, yet stays the working
     # folder, so relative paths in the lm-eval arguments mean what they mean to the caller.
     command = [
