@@ -1,5 +1,5 @@
 """The README of the upstream task folder, in the layout of lm-eval's task README template, and its results
-table (read from an lm-eval results JSON when one is given)."""
+tables (one per lm-eval results JSON: the recorded runs in ``upstream_results/``, or the files given)."""
 
 from __future__ import annotations
 
