@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from llmkick_models.workflow.cli import UserErrorExit, main
-from llmkick_models.workflow.upstream_offline import check_lm_eval_args, tag_names
-from llmkick_models.workflow.upstream_tasks import defined_names, write_upstream_folder
+from llmkick_models.workflow.upstream_offline import check_lm_eval_args
+from llmkick_models.workflow.upstream_tasks import defined_names, tag_names, write_upstream_folder
 
 
 @pytest.fixture(scope="module")

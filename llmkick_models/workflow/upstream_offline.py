@@ -18,6 +18,7 @@ from pathlib import Path
 
 import datasets
 
+from llmkick_models.workflow.upstream_tasks import defined_names, tag_names, write_upstream_folder
 from llmkick_tasks.data_dir import benchmark_dir
 from llmkick_tasks.errors import UserError
 from llmkick_tasks.mmlu.utils import FEATURES as MMLU_FEATURES
@@ -107,21 +108,10 @@ def without_llmkick_env(tree: Path) -> dict[str, str]:
     return env
 
 
-# A task YAML's `tag:`, one name on the line or a list below it.
-TAG = re.compile(r"^tag: *(\S*)\n((?:  - \S+\n)*)", re.MULTILINE)
 # MMLU's per-subject tasks and category groups (left out of the names listed in an error).
 SUBJECT_OR_CATEGORY = re.compile(r"llmkick_mmlu_(?!ll$)")
 # lm-eval options the scoring run sets itself (where the folder is, where results go).
 OWN_OPTIONS = ("--include_path", "--output_path", "-o")
-
-
-def tag_names(folder: Path) -> set[str]:
-    """The tags the task YAMLs under ``folder`` declare."""
-    tags: set[str] = set()
-    for path in folder.rglob("*.yaml"):  # read as text: the YAMLs hold lm-eval's !function tags
-        for inline, listed in TAG.findall(path.read_text(encoding="utf-8")):
-            tags.update([inline] if inline else re.findall(r"- (\S+)", listed))
-    return tags
 
 
 def check_lm_eval_args(lm_eval_args: list[str], names: set[str]) -> None:
@@ -154,8 +144,6 @@ def score_offline(work: Path, data_dir: Path, lm_eval_args: list[str]) -> Path:
     installed lm-eval under ``work/tree``, its datasets from ``data_dir`` under ``work/hub``, and run
     ``python -S -P -m lm_eval`` with ``lm_eval_args`` and ``--output_path work/results``.  Returns the results
     JSON written.  Bad arguments are refused before anything is written."""
-    from llmkick_models.workflow.upstream_tasks import defined_names, write_upstream_folder
-
     work, data_dir = work.resolve(), data_dir.resolve()
     if work.exists() and (not work.is_dir() or any(work.iterdir())):
         raise UserError(f"WORK {work} exists and is not an empty folder; give a new or empty folder")

@@ -128,6 +128,15 @@ def task_versions(folder: Path) -> dict[str, float]:
     return versions
 
 
+def tag_names(folder: Path) -> set[str]:
+    """The tags the task YAMLs under ``folder`` declare (their includes followed)."""
+    tags: set[str] = set()
+    for path in folder.rglob("*.yaml"):
+        tag = _task_config(path).get("tag") or []
+        tags.update([tag] if isinstance(tag, str) else tag)
+    return tags
+
+
 def stale_versions(results: dict, versions: dict[str, float]) -> list[str]:
     """The tasks ``results`` scored at another version than ``versions`` (the folder's): their scores may
     not carry over."""
